@@ -1,0 +1,44 @@
+"""Store-wide lock (design.md invariant 7): adders shared, sweepers exclusive."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+class StoreLocked(RuntimeError):
+    """The store lock could not be taken in time."""
+
+
+@contextmanager
+def store_lock(root: Path, *, exclusive: bool, timeout: float | None = None) -> Iterator[None]:
+    with flock(Path(root) / "lock", exclusive=exclusive, timeout=timeout,
+               what="the store (a gc or prune is running?)"):
+        yield
+
+
+@contextmanager
+def flock(path: Path, *, exclusive: bool, timeout: float | None = None, what: str = "") -> Iterator[int]:
+    """flock(2) on `path` (created if missing). timeout None = wait forever; 0 = try once."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        if timeout is None:
+            fcntl.flock(fd, op)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, op | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreLocked(f"could not lock {what or path} within {timeout:g}s") from None
+                    time.sleep(0.05)
+        yield fd
+    finally:
+        os.close(fd)

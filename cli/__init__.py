@@ -1,0 +1,1 @@
+"""The typer app: one small module per command group; rendering; exit codes."""

@@ -1,0 +1,3 @@
+from container.cli.app import main
+
+main()

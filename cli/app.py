@@ -1,0 +1,70 @@
+"""Root of the CLI: global options, command registration, error-to-exit-code mapping.
+
+Command modules import nothing heavy at module level (the engine, requests,
+rich progress are imported inside the commands), so `container run` pays only
+for what it uses.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import containers, images, system
+from .state import CliState
+
+app = typer.Typer(
+    name="container",
+    help="A daemonless container tool: pull, run, list, inspect, prune.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"container {version('container')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    root: Annotated[Optional[Path], typer.Option("--root", envvar="CONTAINER_ROOT",
+                                                  help="Store root (default /var/lib/container as root, "
+                                                       "else the XDG data dir).")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: SQLite in ROOT).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    ctx.obj = CliState(root=root, db=db, verbose=verbose)
+
+
+images.register(app)
+containers.register(app)
+system.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: engine errors become one line on stderr and an exit code."""
+    from container.engine.errors import ContainerError
+
+    from .output import err
+
+    try:
+        app(args=argv, standalone_mode=True)
+    except ContainerError as e:
+        err(str(e))
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(130)

@@ -1,0 +1,53 @@
+"""Rendering helpers: errors on stderr, tables on a tty, plain lines otherwise, JSON on request."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable, Sequence
+
+
+def err(msg: str) -> None:
+    sys.stderr.write(f"Error: {msg}\n")
+    sys.stderr.flush()
+
+
+def warn(msg: str) -> None:
+    sys.stderr.write(f"Warning: {msg}\n")
+    sys.stderr.flush()
+
+
+def is_tty(stream=None) -> bool:
+    stream = stream or sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """docker-style aligned columns (plain text both on and off a tty, so it stays parseable)."""
+    rows = [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+    fmt = "   ".join("{:<%d}" % w for w in widths)
+    out = [fmt.format(*headers).rstrip()]
+    out += [fmt.format(*r).rstrip() for r in rows]
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def human_size(n: float) -> str:
+    """docker's units: 1000-based, 3 significant digits (4.26MB, 1.2GB, 0B)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            if unit == "B":
+                return f"{int(n)}B"
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n}TB"

@@ -1,0 +1,33 @@
+"""Shared CLI state (ctx.obj): global options and a lazily opened store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+@dataclass
+class CliState:
+    root: Path | None = None
+    db: str | None = None
+    verbose: bool = False
+    _store: Any = field(default=None, repr=False)
+
+    @property
+    def store(self):
+        """The engine Store, opened on first use so that --help never touches the disk."""
+        if self._store is None:
+            from container.engine.store import Store
+
+            self._store = Store(self.root, self.db)
+        return self._store
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if obj is None:
+        obj = ctx.find_root().obj = CliState()
+    return obj

@@ -1,0 +1,106 @@
+"""The store: ROOT's folders, the blob store and the metadata database, opened once per command.
+
+    ROOT/metadata.db  blobs/sha256/  ingest/  layers/<diffid hex>/  snapshots/<chainid hex>/
+    containers/<id>/  lock
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from container.cas import BlobStore, store_lock
+
+from .errors import StoreError
+
+
+def default_root() -> Path:
+    env = os.environ.get("CONTAINER_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/container")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "container"
+
+
+class Store:
+    def __init__(self, root: Path | str | None = None, db_url: str | None = None):
+        self.root = Path(root) if root else default_root()
+        self.root = Path(os.path.abspath(self.root))
+        self.db_url = db_url
+        self.blobs = BlobStore(self.root)
+        self._db = None
+
+    # -- paths -------------------------------------------------------------
+    @property
+    def layers_dir(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def containers_dir(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def ingest_dir(self) -> Path:
+        return self.root / "ingest"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "metadata.db"
+
+    def layer_path(self, diff_id: str) -> Path:
+        from container.cas import Digest
+
+        return self.layers_dir / Digest.parse(diff_id).hex
+
+    def snapshot_path(self, chain_id: str) -> Path:
+        from container.cas import Digest
+
+        return self.snapshots_dir / Digest.parse(chain_id).hex
+
+    # -- opening -------------------------------------------------------------
+    def ensure(self) -> None:
+        try:
+            for d in (self.root, self.blobs.dir, self.ingest_dir, self.layers_dir, self.snapshots_dir,
+                      self.containers_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot use store root {self.root}: {e.strerror or e}") from None
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(f"cannot use store root {self.root}: not writable")
+
+    def db(self, *, readonly: bool = False):
+        """Open (create, migrate) the metadata database on first use."""
+        if self._db is None:
+            from container.schema import SchemaTooNew, open_database
+            from container.schema.db import DatabaseCorrupt
+
+            if not readonly:
+                self.ensure()
+            url = self.db_url or str(self.db_path)
+            try:
+                self._db = open_database(url, readonly=readonly)
+            except SchemaTooNew as e:
+                raise StoreError(str(e)) from None
+            except DatabaseCorrupt as e:
+                raise StoreError(str(e)) from None
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @contextmanager
+    def lock(self, *, exclusive: bool, timeout: float | None = None) -> Iterator[None]:
+        """Adders (pull, run) shared; sweepers (gc, prune) exclusive (design.md invariant 7)."""
+        self.ensure()
+        with store_lock(self.root, exclusive=exclusive, timeout=timeout):
+            yield

@@ -1,0 +1,90 @@
+"""Database setup: SQLite (WAL, busy timeout, foreign keys) by default, any peewee URL otherwise.
+
+The models bind to `database`, a proxy, because `--db URL` may pick another
+database class at run time (peewee docs). `open_database` initialises it,
+creates or migrates the tables and checks the schema version: a store written
+by a newer version of this program is refused, never silently downgraded.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import peewee
+
+SCHEMA_VERSION = 1
+
+database = peewee.DatabaseProxy()
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+class DatabaseCorrupt(RuntimeError):
+    pass
+
+
+def _connect(url_or_path: str) -> peewee.Database:
+    if "://" in url_or_path:
+        from playhouse.db_url import connect
+
+        return connect(url_or_path)
+    return peewee.SqliteDatabase(
+        url_or_path,
+        timeout=30,
+        pragmas={
+            "journal_mode": "wal",
+            "synchronous": "normal",
+            "foreign_keys": 1,
+            "busy_timeout": 30000,
+            "cache_size": -16000,
+        },
+    )
+
+
+def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Database:
+    """Open, create or migrate. With readonly=True (container sql) nothing is written."""
+    from .models import ALL_MODELS, Meta
+    from . import migrations
+
+    if readonly and "://" not in url_or_path:
+        db = peewee.SqliteDatabase(f"file:{url_or_path}?mode=ro", uri=True, timeout=30,
+                                   pragmas={"busy_timeout": 30000, "query_only": 1})
+    else:
+        db = _connect(url_or_path)
+    database.initialize(db)
+    try:
+        db.connect(reuse_if_open=True)
+        if readonly:
+            return db
+        version = migrations.current_version(db)
+        if version is None:
+            with db.atomic():
+                db.create_tables(ALL_MODELS)
+                Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_replace().execute()
+        elif version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the store's database has schema version {version}, newer than this container "
+                f"(supports {SCHEMA_VERSION}): upgrade container"
+            )
+        elif version < SCHEMA_VERSION:
+            migrations.migrate(db, version, SCHEMA_VERSION)
+    except peewee.DatabaseError as e:
+        if isinstance(e, peewee.OperationalError) and "locked" in str(e):
+            raise
+        raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: {e}") from e
+    return db
+
+
+@contextmanager
+def write_txn() -> Iterator[None]:
+    """A write transaction. IMMEDIATE on SQLite, so read-then-write never hits SQLITE_BUSY on upgrade."""
+    db = database.obj
+    if isinstance(db, peewee.SqliteDatabase) and not db.in_transaction():
+        with db.atomic("IMMEDIATE"):
+            yield
+    else:
+        with db.atomic():
+            yield
