@@ -76,8 +76,10 @@ def remove_under(root: Path, path: Path) -> None:
     Every sweep (gc, prune, rm) goes through here (udocker's FileUtil guard)."""
     root_r = Path(os.path.realpath(root))
     # Resolve the parent only: the leaf itself may be a symlink, which we delete, not follow.
-    parent = Path(os.path.realpath(Path(path).parent))
-    target = parent / Path(path).name
-    if target == root_r or root_r not in target.parents or len(root_r.parts) < 2:
+    name = os.path.basename(os.path.normpath(str(path)))
+    parent = Path(os.path.realpath(os.path.dirname(os.path.normpath(str(path)))))
+    target = parent / name
+    if (name in ("", ".", "..") or target == root_r or root_r not in target.parents
+            or len(root_r.parts) < 2):
         raise UnsafeDelete(f"refusing to delete {path}: not inside {root}")
     remove_tree(target)
