@@ -1,0 +1,154 @@
+"""Leases: work in flight (a pull) that gc must not sweep (design.md invariant 3, style.md §9.5).
+
+A lease is a gc root until it is released, or until it has expired AND the
+process that took it is dead (a lease of a live process is honoured past its
+expiry; a crashed pull's lease keeps its partial work for a resume until the
+expiry). What a lease protects is named by its items:
+
+    kind "blob"      key "sha256:<hex>"   blobs/sha256/<hex> (and its Blob row, if any)
+    kind "layer"     key "sha256:<hex>"   layers/<hex>/ (diff_id; and its Layer row)
+    kind "snapshot"  key "sha256:<hex>"   snapshots/<hex>/ (chain id; and its Snapshot row)
+    kind "ingest"    key "sha256:<hex>"   ingest/<hex>/ (a partial download, for resume)
+
+Use from a pull (the store lock is held shared by the caller; every function
+opens its own short write transaction, or joins the caller's):
+
+    from container.engine import leases
+    lid = leases.create_lease(store, ttl=3600)          # at the start
+    leases.add_lease_item(store, lid, "blob", digest)   # BEFORE the bytes are written
+    ...                                                 # (so a gc can never see them unnamed)
+    with write_txn():                                   # the transaction that records the image
+        ...insert Image/ImageLayer/Tag rows...
+        leases.release_lease(store, lid)                # deletes the lease and its items
+
+or, equivalently, `with leases.lease(store) as lid:` (released on exit either way;
+call release_lease inside your final transaction when you want it atomic with it).
+
+gc (engine/gc.py) reads leases with `live_leases()`; `is_live()` is the rule.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+KINDS = ("blob", "layer", "snapshot", "ingest")
+
+DEFAULT_TTL = 3600.0
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when a process with this pid exists (on this host). None = unknown = alive."""
+    if pid is None:
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    # A zombie (killed, not yet reaped by its parent) holds nothing any more.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        state = stat[stat.rindex(b")") + 2: stat.rindex(b")") + 3]
+        if state in (b"Z", b"X"):
+            return False
+    except (OSError, ValueError):
+        pass
+    return True
+
+
+def create_lease(store, ttl: float = DEFAULT_TTL, *, pid: int | None = None) -> str:
+    """Create a lease that expires in `ttl` seconds, owned by `pid` (default: this process)."""
+    from container.schema import Lease, write_txn
+
+    store.db()
+    lid = uuid.uuid4().hex
+    now = _utcnow()
+    with write_txn():
+        Lease.create(id=lid, pid=os.getpid() if pid is None else pid, created=now,
+                     expires=now + _dt.timedelta(seconds=ttl))
+    return lid
+
+
+def add_lease_item(store, lease_id: str, kind: str, key: str) -> None:
+    """Name one thing the lease protects (idempotent). Call it before writing the thing."""
+    from container.schema import LeaseItem, write_txn
+
+    if kind not in KINDS:
+        raise ValueError(f"lease item kind must be one of {KINDS}, not {kind!r}")
+    store.db()
+    with write_txn():
+        LeaseItem.insert(lease=lease_id, kind=kind, key=str(key)).on_conflict_ignore().execute()
+
+
+def extend_lease(store, lease_id: str, ttl: float = DEFAULT_TTL) -> None:
+    """Push the expiry out (a long pull may call it now and then)."""
+    from container.schema import Lease, write_txn
+
+    store.db()
+    with write_txn():
+        Lease.update(expires=_utcnow() + _dt.timedelta(seconds=ttl)).where(Lease.id == lease_id).execute()
+
+
+def release_lease(store, lease_id: str) -> None:
+    """Delete the lease and its items (idempotent). Joins the caller's transaction if one is open."""
+    from container.schema import Lease, LeaseItem, write_txn
+
+    store.db()
+    with write_txn():
+        LeaseItem.delete().where(LeaseItem.lease == lease_id).execute()
+        Lease.delete().where(Lease.id == lease_id).execute()
+
+
+@contextmanager
+def lease(store, ttl: float = DEFAULT_TTL) -> Iterator[str]:
+    """create_lease ... release_lease, released on exit whatever happens (an exception included)."""
+    lid = create_lease(store, ttl)
+    try:
+        yield lid
+    finally:
+        release_lease(store, lid)
+
+
+def is_live(lease_row, now: _dt.datetime | None = None) -> bool:
+    """A lease is a gc root unless it has expired AND its process is gone."""
+    now = now or _utcnow()
+    if lease_row.expires > now:
+        return True
+    return pid_alive(lease_row.pid)
+
+
+def live_leases(now: _dt.datetime | None = None):
+    """(live lease rows, dead lease rows). Needs the database open."""
+    from container.schema import Lease
+
+    live, dead = [], []
+    for row in Lease.select():
+        (live if is_live(row, now) else dead).append(row)
+    return live, dead
+
+
+def protected(now: _dt.datetime | None = None) -> dict[str, set[str]]:
+    """kind -> set of keys named by live leases."""
+    from container.schema import LeaseItem
+
+    live, _ = live_leases(now)
+    out: dict[str, set[str]] = {k: set() for k in KINDS}
+    ids = [r.id for r in live]
+    if ids:
+        for it in LeaseItem.select().where(LeaseItem.lease.in_(ids)):
+            out.setdefault(it.kind, set()).add(it.key)
+    return out
