@@ -1,9 +1,261 @@
-"""Commands of this group are registered by register(app)."""
+"""gc, prune (image/container/system), df, fsck, sql; the `image`, `container` and `system` groups.
+
+    container gc [--dry-run]
+    container prune [-a] [-f] [--filter until=…]            (= image prune)
+    container image prune [-a] [-f] [--filter until=…]
+    container container prune [-f] [--filter until=…]
+    container system prune [-a] [-f] [--filter until=…]      (containers, then images, then gc)
+    container df [-v] [--format json]                        (alias: system df)
+    container fsck [--repair] [--deep]
+    container sql "SELECT …" [--format table|json|csv] | --schema
+
+Nothing heavy is imported at module level.
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated, List, Optional
+
 import typer
+
+from .state import state
+
+image_app = typer.Typer(name="image", help="Manage images.", no_args_is_help=True)
+container_app = typer.Typer(name="container", help="Manage containers.", no_args_is_help=True)
+system_app = typer.Typer(name="system", help="Manage the store.", no_args_is_help=True)
+
+FORCE = typer.Option("--force", "-f", help="Do not prompt for confirmation.")
+FILTER = typer.Option("--filter", help="Filter (until=<timestamp|duration>).")
+ALL = typer.Option("--all", "-a", help="Remove all unused images, not just dangling ones.")
+
+
+def _confirm(what: str, force: bool) -> None:
+    from .output import is_tty
+
+    if force:
+        return
+    if not is_tty(sys.stdin):
+        from container.engine.errors import ContainerError
+
+        raise ContainerError("refusing to prune without confirmation: stdin is not a terminal; "
+                             "use --force")
+    sys.stdout.write(f"WARNING! This will remove:\n{what}\n")
+    if not typer.confirm("Are you sure you want to continue?", default=False):
+        raise typer.Exit(0)
+
+
+def _short(d: str) -> str:
+    return d.split(":", 1)[-1][:12]
+
+
+def _print_sweep(plan, *, dry_run: bool, verbose: bool, show_images: bool, show_containers: bool) -> None:
+    from .output import human_size
+
+    out = sys.stdout.write
+    would = "Would delete" if dry_run else "Deleted"
+    if show_containers or plan.containers:
+        if plan.containers:
+            out(f"{would} Containers:\n")
+            for cid, _name in plan.containers:
+                out(f"{cid}\n")
+            out("\n")
+    if show_images or plan.images:
+        if plan.images:
+            out(f"{would} Images:\n")
+            for _iid, config, tags in plan.images:
+                for t in tags:
+                    out(f"untagged: {t}\n")
+                out(f"deleted: {config}\n")
+            out("\n")
+    units = plan.units
+    if units:
+        counts: dict[str, int] = {}
+        for u in units:
+            counts[u.kind] = counts.get(u.kind, 0) + 1
+        if dry_run or verbose:
+            out(f"{would} files:\n")
+            for u in units:
+                out(f"{u.kind:<10} {u.key:<72} {human_size(plan.unit_freed.get(id(u), 0))}\n")
+        else:
+            out(f"{would}: " + ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(counts.items()))
+                + "\n")
+    rows = [("blob rows", plan.blobs), ("layer rows", plan.layers), ("snapshot rows", plan.snapshots),
+            ("expired leases", plan.leases)]
+    rows = [(k, v) for k, v in rows if v]
+    if rows and (dry_run or verbose):
+        out(f"{would} " + ", ".join(f"{len(v)} {k}" for k, v in rows) + "\n")
+    for kind, key, stored, actual in plan.drift:
+        out(f"{'Would fix' if dry_run else 'Fixed'} refcount drift: {kind} {key} stored {stored}, "
+            f"actual {actual}\n")
+    for s in plan.skipped:
+        sys.stderr.write(f"Skipped: {s}\n")
+    for e in plan.errors:
+        sys.stderr.write(f"Error: {e}\n")
+    label = "Total reclaimable space" if dry_run else "Total reclaimed space"
+    out(f"{label}: {human_size(plan.freed)}\n")
+
+
+def _prune(ctx, *, containers: bool, images: Optional[str], force: bool, filters, dry_run=False,
+           warn_text: str) -> None:
+    from container.engine import gc as G
+
+    until = G.parse_filters(filters)
+    if not dry_run:
+        _confirm(warn_text, force)
+    st = state(ctx)
+    plan = G.prune(st.store, containers=containers, images=images, until=until, dry_run=dry_run)
+    _print_sweep(plan, dry_run=dry_run, verbose=st.verbose, show_images=bool(images),
+                 show_containers=containers)
+    if plan.errors:
+        raise typer.Exit(1)
+
+
+# -- gc ------------------------------------------------------------------------------------------
+
+def gc_cmd(ctx: typer.Context,
+           dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="List what would go, with sizes.")]
+           = False) -> None:
+    """Delete everything no tag, container or in-flight pull references."""
+    from container.engine import gc as G
+
+    st = state(ctx)
+    plan = G.gc(st.store, dry_run=dry_run)
+    _print_sweep(plan, dry_run=dry_run, verbose=st.verbose, show_images=False, show_containers=False)
+    if plan.errors:
+        raise typer.Exit(1)
+
+
+# -- prune -----------------------------------------------------------------------------------------
+
+def image_prune(ctx: typer.Context, all: Annotated[bool, ALL] = False, force: Annotated[bool, FORCE] = False,
+                filter: Annotated[Optional[List[str]], FILTER] = None) -> None:
+    """Remove unused images (dangling ones; with -a every image no container uses)."""
+    _prune(ctx, containers=False, images="all" if all else "dangling", force=force, filters=filter,
+           warn_text="  - all images without at least one container associated to them" if all else
+           "  - all dangling images")
+
+
+def container_prune(ctx: typer.Context, force: Annotated[bool, FORCE] = False,
+                    filter: Annotated[Optional[List[str]], FILTER] = None) -> None:
+    """Remove all stopped containers."""
+    _prune(ctx, containers=True, images=None, force=force, filters=filter,
+           warn_text="  - all stopped containers")
+
+
+def system_prune(ctx: typer.Context, all: Annotated[bool, ALL] = False, force: Annotated[bool, FORCE] = False,
+                 filter: Annotated[Optional[List[str]], FILTER] = None) -> None:
+    """Remove stopped containers, unused images, then everything nothing references (gc)."""
+    _prune(ctx, containers=True, images="all" if all else "dangling", force=force, filters=filter,
+           warn_text="  - all stopped containers\n"
+                     + ("  - all images without at least one container associated to them\n" if all
+                        else "  - all dangling images\n")
+                     + "  - all unreferenced store content (gc)")
+
+
+# -- df --------------------------------------------------------------------------------------------
+
+def df_cmd(ctx: typer.Context,
+           verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per image: shared and unique size.")]
+           = False,
+           format: Annotated[str, typer.Option("--format", help="table or json.")] = "table") -> None:
+    """Show disk usage: images, layers, snapshots, containers, ingest."""
+    from container.engine import df as D
+    from container.engine.errors import ContainerError
+
+    if format not in ("table", "json"):
+        raise ContainerError(f"unknown format {format!r}: use table or json")
+    report = D.disk_usage(state(ctx).store, verbose=verbose)
+    _render_df(report, verbose=verbose, fmt=format)
+
+
+def _render_df(report: dict, *, verbose: bool, fmt: str = "table") -> None:
+    from container.engine.df import Digest_hex
+
+    from .output import human_size, print_json, print_table
+
+    if fmt == "json":
+        print_json(report)
+        return
+
+    def pct(r, s):
+        return f"{human_size(r)} ({100 * r // s if s else 0}%)"
+
+    print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+                [[r["type"], r["total"], r["active"], human_size(r["size"]), pct(r["reclaimable"], r["size"])]
+                 for r in report["summary"]])
+    if verbose:
+        sys.stdout.write("\nImages space usage:\n\n")
+        rows = []
+        for im in report["images"]:
+            tags = im["tags"] or ["<none>:<none>"]
+            for t in tags[:1]:
+                repo, _, tag = t.rpartition(":") if "@" not in t else (t.split("@")[0], "", "<none>")
+                rows.append([repo or t, tag or "<none>", Digest_hex(im["config_digest"])[:12],
+                             human_size(im["size"]), human_size(im["shared"]), human_size(im["unique"]),
+                             im["containers"]])
+        print_table(["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"], rows)
+        sys.stdout.write(f"\nImages total: {human_size(report['images_total'])} "
+                         f"(unique {human_size(sum(i['unique'] for i in report['images']))} "
+                         f"+ shared {human_size(report['images_shared'])})\n")
+        sys.stdout.write("\nContainers space usage:\n\n")
+        print_table(["CONTAINER ID", "IMAGE", "SIZE", "STATUS", "NAMES"],
+                    [[c["id"][:12], c["image"], human_size(c["size"]), c["status"], c["name"]]
+                     for c in report["containers"]])
+
+
+# -- fsck -----------------------------------------------------------------------------------------
+
+def fsck_cmd(ctx: typer.Context,
+             repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed, and say what.")]
+             = False,
+             deep: Annotated[bool, typer.Option("--deep", help="Also verify every unpacked layer tree "
+                                                                "against its blob.")] = False) -> None:
+    """Check the store: rows vs files both ways, blob hashes, refcounts, half-built trees."""
+    from container.engine import fsck as F
+
+    st = state(ctx)
+    report = F.fsck(st.store, repair=repair, deep=deep)
+    F.render(report, verbose=st.verbose)
+    if report.remaining:
+        raise typer.Exit(1)
+
+
+# -- sql ------------------------------------------------------------------------------------------
+
+def sql_cmd(ctx: typer.Context,
+            query: Annotated[Optional[str], typer.Argument(help="A read-only SQL query.")] = None,
+            format: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+            schema: Annotated[bool, typer.Option("--schema", help="Print the documented schema.")] = False
+            ) -> None:
+    """Run a read-only SQL query against the metadata database."""
+    from container.engine import sql as S
+    from container.engine.errors import ContainerError
+
+    if schema:
+        sys.stdout.write(S.schema_text())
+        return
+    if not query:
+        raise ContainerError('give a query, e.g. container sql "SELECT * FROM image", or --schema')
+    if format not in ("table", "json", "csv"):
+        raise ContainerError(f"unknown format {format!r}: use table, json or csv")
+    st = state(ctx)
+    cols, rows = S.query(st.store, query)
+    S.render(cols, rows, format)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("gc")(gc_cmd)
+    app.command("prune")(image_prune)
+    app.command("df")(df_cmd)
+    app.command("fsck")(fsck_cmd)
+    app.command("sql")(sql_cmd)
+
+    image_app.command("prune")(image_prune)
+    container_app.command("prune")(container_prune)
+    system_app.command("prune")(system_prune)
+    system_app.command("df")(df_cmd)
+    system_app.command("gc")(gc_cmd)
+    app.add_typer(image_app, name="image")
+    app.add_typer(container_app, name="container")
+    app.add_typer(system_app, name="system")

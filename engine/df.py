@@ -1,0 +1,342 @@
+"""Disk usage that adds up: `container df`, and the measuring behind prune's "reclaimed space".
+
+One source: the database says what each path is (image, layer, snapshot,
+container, ingest, orphan); the disk says how big it is. Sizes are **disk
+usage, st_blocks * 512**, the number `du -B1` shows (not st_size), and every
+inode is counted once by (st_dev, st_ino) however many hardlinks name it
+(layers/ and snapshots/ share inodes). Directories count their own blocks.
+
+A store is cut into *units* (one blob file, one layer tree, one snapshot tree,
+one container dir, one ingest dir, one orphan path). Each unit is scanned once
+into its list of inodes (with multiplicity: a hardlink inside one tree counts
+twice). Then:
+
+- the size of a set of units = the blocks of the union of their inodes;
+- what deleting a set of units frees = the blocks of the inodes all of whose
+  links lie inside the set (a layer file still linked from a kept snapshot is
+  not freed). prune measures exactly this on the units it then deletes.
+
+The summary rows partition the store, so they add up to the total: each inode is
+attributed to the first row that names it, in the order Images (manifests,
+configs, indexes), Layers (compressed layer blobs + unpacked trees), Snapshots,
+Containers, Ingest. The skeleton directories, the lock and the database files are
+reported apart ("metadata"), so that total + metadata = `du -sB1 ROOT`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as _stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+# -- scanning ------------------------------------------------------------------
+
+
+def scan(path: Path | str) -> list[tuple[tuple[int, int], int, int]]:
+    """Every inode under `path` (itself included, symlinks not followed) as ((dev, ino), bytes, nlink).
+
+    Directories get nlink 1 (they cannot be hardlinked; their st_nlink counts subdirs)."""
+    out: list[tuple[tuple[int, int], int, int]] = []
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return out
+    if _stat.S_ISDIR(st.st_mode):
+        out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, 1))
+        _scan_dir(os.fspath(path), out)
+    else:
+        out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, st.st_nlink))
+    return out
+
+
+def _scan_dir(path: str, out: list) -> None:
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if _stat.S_ISDIR(st.st_mode):
+                    out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, 1))
+                    stack.append(e.path)
+                else:
+                    out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, st.st_nlink))
+
+
+@dataclass
+class Unit:
+    """One deletable thing on disk: a category, a key (digest, id, name) and a path."""
+
+    category: str            # images | layers | snapshots | containers | ingest
+    kind: str                # blob | layer | snapshot | container | ingest | orphan | tmp
+    key: str
+    path: Path
+    inodes: list = field(default_factory=list, repr=False)
+
+    def load(self) -> "Unit":
+        self.inodes = scan(self.path)
+        return self
+
+
+class Accounting:
+    """Units and the inodes they name, for sizes and for what a deletion frees."""
+
+    def __init__(self, units: Iterable[Unit] = ()):
+        self.units: list[Unit] = []
+        self.size_of: dict[tuple[int, int], int] = {}
+        self.nlink_of: dict[tuple[int, int], int] = {}
+        for u in units:
+            self.add(u)
+
+    def add(self, u: Unit) -> Unit:
+        if not u.inodes:
+            u.load()
+        for key, size, nlink in u.inodes:
+            self.size_of[key] = size
+            self.nlink_of[key] = nlink
+        self.units.append(u)
+        return u
+
+    def size(self, units: Iterable[Unit]) -> int:
+        seen: set = set()
+        total = 0
+        for u in units:
+            for key, size, _ in u.inodes:
+                if key not in seen:
+                    seen.add(key)
+                    total += size
+        return total
+
+    def freed(self, units: Iterable[Unit]) -> tuple[int, dict[int, int]]:
+        """Bytes freed by deleting `units`: inodes all of whose links are among them.
+
+        Returns (total, {id(unit): bytes attributed to it}) — each freed inode
+        attributed to the first unit that names it."""
+        units = list(units)
+        count: dict[tuple[int, int], int] = {}
+        for u in units:
+            for key, _, _ in u.inodes:
+                count[key] = count.get(key, 0) + 1
+        per: dict[int, int] = {}
+        done: set = set()
+        total = 0
+        for u in units:
+            n = 0
+            for key, size, nlink in u.inodes:
+                if key in done:
+                    continue
+                if count[key] >= nlink:
+                    done.add(key)
+                    n += size
+            per[id(u)] = n
+            total += n
+        return total, per
+
+
+def measure_freed(units: Iterable[Unit]) -> tuple[int, dict[int, int]]:
+    """Scan `units` (if not yet) and return what deleting them frees (see Accounting.freed)."""
+    acc = Accounting(units)
+    return acc.freed(acc.units)
+
+
+# -- container df ----------------------------------------------------------------------------------
+
+CATEGORIES = ("images", "layers", "snapshots", "containers", "ingest")
+TITLES = {"images": "Images", "layers": "Layers", "snapshots": "Snapshots", "containers": "Containers",
+          "ingest": "Ingest"}
+
+
+def _entries(d: Path):
+    try:
+        with os.scandir(d) as it:
+            return sorted(it, key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+
+
+def inventory(store, st) -> list[Unit]:
+    """Every top-level thing in blobs/ layers/ snapshots/ containers/ ingest/, classified, scanned."""
+    layer_blobs = {il.blob_digest for il in st.image_layers}
+    units: list[Unit] = []
+    for e in _entries(store.blobs.dir):
+        d = "sha256:" + e.name
+        b = st.blobs.get(d)
+        cat = "layers" if d in layer_blobs or (b is not None and "layer" in (b.media_type or "")) else "images"
+        units.append(Unit(cat, "blob", d, Path(e.path)))
+    for e in _entries(store.layers_dir):
+        units.append(Unit("layers", "layer", "sha256:" + e.name, Path(e.path)))
+    for e in _entries(store.snapshots_dir):
+        units.append(Unit("snapshots", "snapshot", "sha256:" + e.name, Path(e.path)))
+    for e in _entries(store.containers_dir):
+        units.append(Unit("containers", "container", e.name, Path(e.path)))
+    for e in _entries(store.ingest_dir):
+        units.append(Unit("ingest", "ingest", e.name, Path(e.path)))
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    units.sort(key=lambda u: order[u.category])
+    for u in units:
+        u.load()
+    return units
+
+
+def disk_usage(store, *, verbose: bool = False) -> dict:
+    """The df report (a dict, the JSON shape). Taken under the shared store lock: a consistent view."""
+    from . import gc as G
+
+    with store.lock(exclusive=False):
+        store.db()
+        st = G._load()
+        units = inventory(store, st)
+        by_path = {str(u.path): u for u in units}
+        acc = Accounting()
+        for u in units:
+            acc.add(u)
+
+        # sizes: each inode attributed to the first category naming it
+        owner: dict = {}
+        size = {c: 0 for c in CATEGORIES}
+        for u in units:
+            for key, sz, _ in u.inodes:
+                if key not in owner:
+                    owner[key] = u.category
+                    size[u.category] += sz
+
+        # metadata: database files, lock, the skeleton dirs, anything else at the top of ROOT
+        meta_units = [Unit("metadata", "dir", p.name, p) for p in
+                      (store.root, store.root / "blobs", store.blobs.dir, store.layers_dir, store.snapshots_dir,
+                       store.containers_dir, store.ingest_dir)]
+        metadata = 0
+        for mu in meta_units:
+            st_ = scan(mu.path)[:1]
+            for key, sz, _ in st_:
+                if key not in owner:
+                    owner[key] = "metadata"
+                    metadata += sz
+        skeleton = {"blobs", "layers", "snapshots", "containers", "ingest"}
+        for e in _entries(store.root):
+            if e.name in skeleton:
+                continue
+            for key, sz, _ in scan(e.path):
+                if key not in owner:
+                    owner[key] = "metadata"
+                    metadata += sz
+
+        def plan_units(plan) -> list[Unit]:
+            out = []
+            for pu in plan.units:
+                u = by_path.get(str(pu.path))
+                out.append(u if u is not None else pu.load())
+            order = {c: i for i, c in enumerate(CATEGORIES)}
+            out.sort(key=lambda u: order.get(u.category, 99))
+            return out
+
+        # reclaimable: what `image prune -a` (then its gc sweep) frees, and what `container prune` frees
+        recl = {c: 0 for c in CATEGORIES}
+        p_img = G.make_plan(store, drop_images=G.select_images(store, all=True))
+        pu = plan_units(p_img)
+        _, per = acc.freed(pu)
+        for u in pu:
+            if u.category != "containers":
+                recl[u.category] += per[id(u)]
+        drop_c, _ = G.select_containers(store)
+        p_con = G.make_plan(store, drop_containers=drop_c)
+        pu = [u for u in plan_units(p_con) if u.category == "containers"]
+        _, per = acc.freed(pu)
+        recl["containers"] = sum(per[id(u)] for u in pu)
+
+        used_images = {c.image_id for c in st.containers.values() if c.image_id}
+        active_layers = {il.diff_id for il in st.image_layers if il.image_id in used_images}
+        active_snaps = {c.chain_id for c in st.containers.values() if c.chain_id}
+        ingest_units = [u for u in units if u.category == "ingest"]
+        active_ingest = sum(1 for u in ingest_units if G.lock_is_held(u.path / "lock"))
+        counts = {
+            "images": (len(st.images), len(used_images & set(st.images))),
+            "layers": (len(st.layers), len(active_layers)),
+            "snapshots": (len(st.snapshots), len(active_snaps & set(st.snapshots))),
+            "containers": (len(st.containers), sum(1 for c in st.containers.values() if c.status == "running")),
+            "ingest": (len(ingest_units), active_ingest),
+        }
+        report: dict = {
+            "summary": [{"type": TITLES[c], "total": counts[c][0], "active": counts[c][1], "size": size[c],
+                         "reclaimable": recl[c]} for c in CATEGORIES],
+            "total": sum(size.values()),
+            "reclaimable": sum(recl.values()),
+            "metadata": metadata,
+            "size_unit": "disk usage: st_blocks*512, hardlinked inodes counted once",
+        }
+        if verbose:
+            report.update(_per_image(store, st, units))
+    return report
+
+
+def _per_image(store, st, units: list[Unit]) -> dict:
+    from . import gc as G
+
+    by_path = {str(u.path): u for u in units}
+    layers_of: dict[str, list] = {}
+    for il in st.image_layers:
+        layers_of.setdefault(il.image_id, []).append(il)
+    tags_of: dict[str, list[str]] = {}
+    for t in st.tags:
+        tags_of.setdefault(t.image_id, []).append(G.tag_name(t))
+    nctr: dict[str, int] = {}
+    for c in st.containers.values():
+        if c.image_id:
+            nctr[c.image_id] = nctr.get(c.image_id, 0) + 1
+
+    img_inodes: dict[str, set] = {}
+    users: dict = {}
+    sizes: dict = {}
+    for iid, im in st.images.items():
+        paths = [store.blobs.dir / Digest_hex(d) for d in (im.manifest_digest, im.config_digest, im.index_digest) if d]
+        diff_ids = []
+        for il in layers_of.get(iid, []):
+            paths.append(store.blobs.dir / Digest_hex(il.blob_digest))
+            paths.append(store.layers_dir / Digest_hex(il.diff_id))
+            diff_ids.append(il.diff_id)
+        snaps = set(G.chain_ids(diff_ids))
+        if im.chain_id:
+            snaps.add(im.chain_id)
+        paths += [store.snapshots_dir / Digest_hex(c) for c in snaps]
+        s: set = set()
+        for p in paths:
+            u = by_path.get(str(p))
+            if u is None:
+                continue
+            for key, sz, _ in u.inodes:
+                s.add(key)
+                sizes[key] = sz
+        img_inodes[iid] = s
+        for key in s:
+            users[key] = users.get(key, 0) + 1
+    images = []
+    shared_once: set = set()
+    for iid, im in sorted(st.images.items(), key=lambda kv: kv[1].pulled or 0, reverse=True):
+        s = img_inodes[iid]
+        total = sum(sizes[k] for k in s)
+        unique = sum(sizes[k] for k in s if users[k] == 1)
+        shared_once.update(k for k in s if users[k] > 1)
+        images.append({"id": iid, "config_digest": im.config_digest, "tags": tags_of.get(iid, []),
+                       "created": str(im.created) if im.created else None,
+                       "size": total, "shared": total - unique, "unique": unique,
+                       "containers": nctr.get(iid, 0)})
+    all_img = set().union(*img_inodes.values()) if img_inodes else set()
+    containers = []
+    for cid, c in st.containers.items():
+        u = by_path.get(str(store.containers_dir / cid))
+        containers.append({"id": cid, "name": c.name, "image": c.image_ref or (c.image_id or ""),
+                           "status": c.status, "size": sum(sz for _, sz, _ in (u.inodes if u else []))})
+    return {"images": images, "images_total": sum(sizes[k] for k in all_img),
+            "images_shared": sum(sizes[k] for k in shared_once), "containers": containers}
+
+
+def Digest_hex(d: str) -> str:
+    return d.split(":", 1)[-1]

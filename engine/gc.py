@@ -1,0 +1,527 @@
+"""Garbage collection and prune: mark from the roots, delete rows, then files (design.md invariants 2-4, 7).
+
+Roots (style.md §9.5):
+    - every Tag row (a NULL tag = pulled by digest; still a root),
+    - every Container row, whatever its status,
+    - every live Lease and its items (a lease is dead only when it has expired AND its
+      pid is gone: engine/leases.py).
+
+Edges: Image -> manifest/config/index blobs; ImageLayer -> layer blob + Layer row
+(layers/<diffid>/); Image -> the Snapshot rows of its chain ids (the full stack and
+any prefix: we keep the snapshots of every image that is kept, as docker keeps its
+images' layer stacks: a snapshot is cheap to rebuild in CPU but costs a run's start
+latency); Container -> its Snapshot row and containers/<id>/; Snapshot -> its top Layer.
+
+Sweep, under the exclusive store lock (adders hold it shared, so no pull or create is
+half-way through a write while we look):
+    1. one write transaction deletes the unreachable rows (containers and images that
+       prune chose, their tags, image_layers, layers, blobs, snapshots, dead leases) and
+       sets Blob.refs / Layer.refs to the number of edges that name them (drift reported);
+    2. after the commit, files: every blob, layer tree, snapshot tree and container dir
+       that no kept row (nor live lease) names; `.tmp-*` half-built trees and loose
+       ingest files older than the oldest lease of a live process (all of them when no
+       live process holds a lease); ingest/<hex>/ partials whose flock is free and that no
+       live lease names. Every delete goes through cas.remove_under(ROOT, path).
+What was freed is measured (st_blocks of the inodes whose every link was deleted;
+engine/df.py) before the files go, not estimated from the DB.
+
+prune = choose rows to drop (docker semantics), then the same sweep:
+    image prune       images without a named tag and without a container (dangling)
+    image prune -a    every image no container uses
+    container prune   containers that are created or exited and whose containers/<id>/lock
+                      is not held
+    system prune [-a] container prune, then image prune [-a], then gc, in one sweep
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from container.cas import Digest
+from container.cas.fsutil import remove_under
+
+from .df import Accounting, Unit
+from .errors import ContainerError
+
+TMP_PREFIX = ".tmp-"
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI chain ids: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for d in diff_ids:
+        if not out:
+            out.append(d)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+    return out
+
+
+def familiar(repository: str) -> str:
+    for p in ("docker.io/library/", "docker.io/"):
+        if repository.startswith(p):
+            return repository[len(p):]
+    return repository
+
+
+def tag_name(t) -> str:
+    return f"{familiar(t.repository)}:{t.tag}" if t.tag else f"{familiar(t.repository)}@{t.digest}"
+
+
+# -- "until" filters (docker: unix timestamp, RFC 3339 date/time, or a duration like 24h, 1h30m) ----
+
+_DUR_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|m|s|ms))+$")
+_DUR_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
+
+
+def parse_until(value: str, now: _dt.datetime | None = None) -> _dt.datetime:
+    """A docker `until=` value as a naive UTC datetime."""
+    now = now or _utcnow()
+    v = value.strip()
+    if _DUR_RE.match(v):
+        secs = 0.0
+        for num, unit in _DUR_PART.findall(v):
+            secs += float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
+        return now - _dt.timedelta(seconds=secs)
+    if re.fullmatch(r"\d+(\.\d+)?", v):
+        return _dt.datetime.fromtimestamp(float(v), _dt.timezone.utc).replace(tzinfo=None)
+    try:
+        t = _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise ContainerError(f"invalid filter 'until={value}': use a timestamp, an RFC 3339 date "
+                             f"or a duration such as 24h") from None
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return t
+
+
+def parse_filters(filters: list[str] | None) -> _dt.datetime | None:
+    until = None
+    for f in filters or []:
+        k, sep, v = f.partition("=")
+        if not sep or k.strip() != "until":
+            raise ContainerError(f"invalid filter {f!r}: only until=<timestamp|duration> is supported")
+        until = parse_until(v)
+    return until
+
+
+# -- flocks held by others -------------------------------------------------------------------------
+
+def lock_is_held(path: Path) -> bool:
+    """True when another open file description holds a flock on `path` (never creates it)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _try_hold(path: Path):
+    """Take the flock on an existing `path` without waiting: the fd, None when held, -1 when absent."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
+def _mounted_under(path: Path) -> bool:
+    p = os.path.realpath(path).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                mp = line.split()[4].replace("\\040", " ")
+                if (mp.rstrip("/") + "/").startswith(p):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+# -- the plan ---------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What a sweep deletes: rows (ids) and units (paths), plus the refcount drift it fixes."""
+
+    containers: list[tuple[str, str]] = field(default_factory=list)      # (id, name)
+    images: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (id, config, [tag names])
+    tags: list[int] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
+    leases: list[str] = field(default_factory=list)
+    units: list[Unit] = field(default_factory=list)
+    drift: list[tuple[str, str, int, int]] = field(default_factory=list)  # (kind, key, stored, actual)
+    skipped: list[str] = field(default_factory=list)
+    # filled by measure()/execute()
+    freed: int = 0
+    unit_freed: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.containers or self.images or self.tags or self.blobs or self.layers
+                    or self.snapshots or self.leases or self.units or self.drift)
+
+
+@dataclass
+class _State:
+    tags: list
+    images: dict
+    image_layers: list
+    containers: dict
+    snapshots: dict
+    layers: dict
+    blobs: dict
+    leases: list
+
+
+def _load():
+    from container.schema import Blob, Container, Image, ImageLayer, Layer, Lease, Snapshot, Tag
+
+    return _State(
+        tags=list(Tag.select()),
+        images={i.id: i for i in Image.select()},
+        image_layers=list(ImageLayer.select(ImageLayer.image, ImageLayer.position, ImageLayer.blob,
+                                            ImageLayer.layer).order_by(ImageLayer.image, ImageLayer.position)),
+        containers={c.id: c for c in Container.select()},
+        snapshots={s.chain_id: s for s in Snapshot.select()},
+        layers={x.diff_id: x for x in Layer.select()},
+        blobs={b.digest: b for b in Blob.select()},
+        leases=list(Lease.select()),
+    )
+
+
+def select_containers(store, *, until: _dt.datetime | None = None) -> tuple[list[str], list[str]]:
+    """container prune: (ids to remove, notes on skipped). Stopped = created|exited, lock not held."""
+    from container.schema import Container
+
+    ids, skipped = [], []
+    for c in Container.select().order_by(Container.created):
+        if c.status not in ("created", "exited"):
+            continue
+        if until is not None and c.created and c.created >= until:
+            continue
+        if lock_is_held(store.containers_dir / c.id / "lock"):
+            skipped.append(f"container {c.id[:12]} ({c.name}) is in use (its lock is held)")
+            continue
+        ids.append(c.id)
+    return ids, skipped
+
+
+def select_images(store, *, all: bool, until: _dt.datetime | None = None,
+                  dropping_containers: set[str] = frozenset()) -> list[str]:
+    """image prune: dangling (no named tag, no container) or, with all, every image no container uses."""
+    from container.schema import Container, Image, Tag
+
+    used = {c.image_id for c in Container.select(Container.id, Container.image)
+            if c.image_id and c.id not in dropping_containers}
+    named = {t.image_id for t in Tag.select(Tag.image, Tag.tag).where(Tag.tag.is_null(False))}
+    out = []
+    for im in Image.select().order_by(Image.pulled):
+        if im.id in used:
+            continue
+        if not all and im.id in named:
+            continue
+        if until is not None:
+            when = im.created or im.pulled
+            if when and when >= until:
+                continue
+        out.append(im.id)
+    return out
+
+
+def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] = (),
+              now: _dt.datetime | None = None) -> Plan:
+    """Mark from the roots (minus what prune drops) and list every row and file to delete."""
+    from . import leases as L
+
+    store.db()
+    now = now or _utcnow()
+    st = _load()
+    drop_c = set(drop_containers)
+    drop_i = set(drop_images)
+    plan = Plan()
+
+    # -- roots
+    kept_containers = {cid: c for cid, c in st.containers.items() if cid not in drop_c}
+    used_by_container = {c.image_id for c in kept_containers.values() if c.image_id}
+    drop_i -= used_by_container              # never drop an image a kept container uses
+    live, dead = [], []
+    for ls in st.leases:
+        (live if L.is_live(ls, now) else dead).append(ls)
+    from container.schema import LeaseItem
+
+    lease_keys: dict[str, set[str]] = {k: set() for k in L.KINDS}
+    if live:
+        for it in LeaseItem.select().where(LeaseItem.lease.in_([x.id for x in live])):
+            lease_keys.setdefault(it.kind, set()).add(it.key)
+    alive_since = [x.created for x in live if L.pid_alive(x.pid) and x.pid is not None]
+    tmp_cutoff = min(alive_since) if alive_since else None   # keep .tmp-* newer than this
+
+    images = {t.image_id for t in st.tags if t.image_id not in drop_i} | used_by_container
+    images &= set(st.images)
+
+    # -- mark
+    blobs: set[str] = set(lease_keys["blob"])
+    layers: set[str] = set(lease_keys["layer"])
+    snapshots: set[str] = set(lease_keys["snapshot"])
+    by_image: dict[str, list] = {}
+    for il in st.image_layers:
+        by_image.setdefault(il.image_id, []).append(il)
+    for iid in images:
+        im = st.images[iid]
+        blobs.add(im.manifest_digest)
+        blobs.add(im.config_digest)
+        if im.index_digest:
+            blobs.add(im.index_digest)
+        diff_ids = []
+        for il in by_image.get(iid, []):
+            blobs.add(il.blob_digest)
+            layers.add(il.diff_id)
+            diff_ids.append(il.diff_id)
+        snapshots.update(chain_ids(diff_ids))
+        if im.chain_id:
+            snapshots.add(im.chain_id)
+    for c in kept_containers.values():
+        if c.chain_id:
+            snapshots.add(c.chain_id)
+    for cid in list(snapshots):
+        s = st.snapshots.get(cid)
+        if s is not None and s.top_diff_id:
+            layers.add(s.top_diff_id)
+
+    # -- rows to delete
+    for cid in sorted(drop_c):
+        if cid in st.containers:
+            plan.containers.append((cid, st.containers[cid].name))
+    tags_of: dict[str, list] = {}
+    for t in st.tags:
+        tags_of.setdefault(t.image_id, []).append(t)
+    for iid, im in st.images.items():
+        if iid not in images:
+            plan.images.append((iid, im.config_digest, [tag_name(t) for t in tags_of.get(iid, [])]))
+            plan.tags += [t.id for t in tags_of.get(iid, [])]
+    plan.blobs = sorted(d for d in st.blobs if d not in blobs)
+    plan.layers = sorted(d for d in st.layers if d not in layers)
+    plan.snapshots = sorted(d for d in st.snapshots if d not in snapshots)
+    plan.leases = [x.id for x in dead]
+
+    # -- refcount drift (stored vs the edges that exist now)
+    brefs: dict[str, int] = {}
+    for im in st.images.values():
+        for d in (im.manifest_digest, im.config_digest, im.index_digest):
+            if d:
+                brefs[d] = brefs.get(d, 0) + 1
+    lrefs: dict[str, int] = {}
+    for il in st.image_layers:
+        brefs[il.blob_digest] = brefs.get(il.blob_digest, 0) + 1
+        lrefs[il.diff_id] = lrefs.get(il.diff_id, 0) + 1
+    for d, b in st.blobs.items():
+        if b.refs != brefs.get(d, 0):
+            plan.drift.append(("blob", d, b.refs, brefs.get(d, 0)))
+    for d, x in st.layers.items():
+        if x.refs != lrefs.get(d, 0):
+            plan.drift.append(("layer", d, x.refs, lrefs.get(d, 0)))
+
+    # -- files
+    kept_blob_hex = {Digest.parse(d).hex for d in blobs if Digest.is_valid(d)}
+    kept_layer_hex = {Digest.parse(d).hex for d in layers if Digest.is_valid(d)}
+    kept_snap_hex = {Digest.parse(d).hex for d in snapshots if Digest.is_valid(d)}
+    leased_ingest = {k.split(":", 1)[-1] for k in lease_keys["ingest"] | lease_keys["blob"]}
+
+    def tmp_stale(path: Path) -> bool:
+        if tmp_cutoff is None:
+            return True
+        try:
+            mtime = _dt.datetime.fromtimestamp(os.lstat(path).st_mtime, _dt.timezone.utc).replace(tzinfo=None)
+        except OSError:
+            return False
+        return mtime < tmp_cutoff
+
+    def entries(d: Path):
+        try:
+            with os.scandir(d) as it:
+                return sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+
+    for e in entries(store.blobs.dir):
+        if e.name in kept_blob_hex:
+            continue
+        cat = "images"
+        d = "sha256:" + e.name
+        if d in st.blobs and st.blobs[d].media_type and "layer" in st.blobs[d].media_type:
+            cat = "layers"
+        kind = "blob" if Digest.is_valid(d) else "orphan"
+        plan.units.append(Unit(cat, kind, d if kind == "blob" else e.name, Path(e.path)))
+    for e in entries(store.layers_dir):
+        if e.name.startswith(TMP_PREFIX):
+            if tmp_stale(Path(e.path)):
+                plan.units.append(Unit("layers", "tmp", e.name, Path(e.path)))
+        elif e.name not in kept_layer_hex:
+            plan.units.append(Unit("layers", "layer", "sha256:" + e.name, Path(e.path)))
+    for e in entries(store.snapshots_dir):
+        if e.name.startswith(TMP_PREFIX):
+            if tmp_stale(Path(e.path)):
+                plan.units.append(Unit("snapshots", "tmp", e.name, Path(e.path)))
+        elif e.name not in kept_snap_hex:
+            plan.units.append(Unit("snapshots", "snapshot", "sha256:" + e.name, Path(e.path)))
+    for e in entries(store.containers_dir):
+        if e.name in kept_containers:
+            continue
+        if e.name.startswith(TMP_PREFIX):
+            if tmp_stale(Path(e.path)):
+                plan.units.append(Unit("containers", "tmp", e.name, Path(e.path)))
+            continue
+        if e.name not in drop_c and lock_is_held(Path(e.path) / "lock"):
+            plan.skipped.append(f"containers/{e.name}: no row, but its lock is held; kept")
+            continue
+        plan.units.append(Unit("containers", "container", e.name, Path(e.path)))
+    for e in entries(store.ingest_dir):
+        p = Path(e.path)
+        if e.is_dir(follow_symlinks=False) and Digest.is_valid("sha256:" + e.name):
+            if e.name in leased_ingest:
+                continue
+            if lock_is_held(p / "lock"):
+                continue
+            plan.units.append(Unit("ingest", "ingest", e.name, p))
+        elif tmp_stale(p):
+            plan.units.append(Unit("ingest", "orphan", e.name, p))
+    return plan
+
+
+def measure(plan: Plan) -> Plan:
+    """Scan the plan's units and work out what deleting them frees (each unit's share too)."""
+    acc = Accounting(plan.units)
+    plan.freed, plan.unit_freed = acc.freed(acc.units)
+    return plan
+
+
+def execute(store, plan: Plan) -> Plan:
+    """Rows in one transaction, then files (invariant 4). Sets plan.freed to what was actually freed."""
+    from container.schema import (Blob, Container, Image, ImageLayer, Layer, Lease, LeaseItem, Snapshot, Tag,
+                                  write_txn)
+    import peewee as pw
+
+    acc = Accounting(plan.units)   # measure before anything goes
+
+    def chunks(xs, n=500):
+        xs = list(xs)
+        for i in range(0, len(xs), n):
+            yield xs[i:i + n]
+
+    with write_txn():
+        for ch in chunks(c for c, _ in plan.containers):
+            Container.delete().where(Container.id.in_(ch)).execute()
+        for ch in chunks(plan.tags):
+            Tag.delete().where(Tag.id.in_(ch)).execute()
+        for ch in chunks(i for i, _, _ in plan.images):
+            ImageLayer.delete().where(ImageLayer.image.in_(ch)).execute()
+            Image.delete().where(Image.id.in_(ch)).execute()
+        for ch in chunks(plan.snapshots):
+            Snapshot.delete().where(Snapshot.chain_id.in_(ch)).execute()
+        for ch in chunks(plan.layers):
+            Layer.delete().where(Layer.diff_id.in_(ch)).execute()
+        for ch in chunks(plan.blobs):
+            Blob.delete().where(Blob.digest.in_(ch)).execute()
+        for ch in chunks(plan.leases):
+            LeaseItem.delete().where(LeaseItem.lease.in_(ch)).execute()
+            Lease.delete().where(Lease.id.in_(ch)).execute()
+        _recount()
+
+    done: list[Unit] = []
+    for u in plan.units:
+        holder = None
+        try:
+            if u.kind == "ingest":
+                holder = _try_hold(u.path / "lock")
+                if holder is None:          # a writer took it since we looked
+                    plan.skipped.append(f"ingest/{u.key}: in use; kept")
+                    continue
+            if u.kind == "container":
+                holder = _try_hold(u.path / "lock")
+                if holder is None:
+                    plan.skipped.append(f"containers/{u.key}: in use; kept")
+                    continue
+                if _mounted_under(u.path):
+                    plan.skipped.append(f"containers/{u.key}: something is mounted under it; kept")
+                    continue
+            remove_under(store.root, u.path)
+            done.append(u)
+        except OSError as e:
+            plan.errors.append(f"could not delete {u.path}: {e.strerror or e}")
+        finally:
+            if holder not in (None, -1):
+                os.close(holder)
+    plan.freed, plan.unit_freed = acc.freed(done)
+    plan.units = done
+    return plan
+
+
+def _recount() -> None:
+    """Blob.refs / Layer.refs := the number of edges naming them (inside the caller's transaction)."""
+    from container.schema import Blob, Image, ImageLayer, Layer
+
+    brefs: dict[str, int] = {}
+    for im in Image.select(Image.manifest, Image.config, Image.index):
+        for d in (im.manifest_digest, im.config_digest, im.index_digest):
+            if d:
+                brefs[d] = brefs.get(d, 0) + 1
+    lrefs: dict[str, int] = {}
+    for il in ImageLayer.select(ImageLayer.blob, ImageLayer.layer):
+        brefs[il.blob_digest] = brefs.get(il.blob_digest, 0) + 1
+        lrefs[il.diff_id] = lrefs.get(il.diff_id, 0) + 1
+    for b in Blob.select(Blob.digest, Blob.refs):
+        if b.refs != brefs.get(b.digest, 0):
+            Blob.update(refs=brefs.get(b.digest, 0)).where(Blob.digest == b.digest).execute()
+    for x in Layer.select(Layer.diff_id, Layer.refs):
+        if x.refs != lrefs.get(x.diff_id, 0):
+            Layer.update(refs=lrefs.get(x.diff_id, 0)).where(Layer.diff_id == x.diff_id).execute()
+
+
+# -- entry points --------------------------------------------------------------------------------------
+
+def gc(store, *, dry_run: bool = False, lock_timeout: float | None = None) -> Plan:
+    """Sweep everything no root reaches. With dry_run, only plan and measure."""
+    with store.lock(exclusive=True, timeout=lock_timeout):
+        plan = make_plan(store)
+        return measure(plan) if dry_run else execute(store, plan)
+
+
+def prune(store, *, containers: bool = False, images: str | None = None, until: _dt.datetime | None = None,
+          dry_run: bool = False, lock_timeout: float | None = None) -> Plan:
+    """containers: prune stopped containers; images: None | "dangling" | "all". Then the gc sweep."""
+    with store.lock(exclusive=True, timeout=lock_timeout):
+        store.db()
+        skipped: list[str] = []
+        drop_c: list[str] = []
+        if containers:
+            drop_c, skipped = select_containers(store, until=until)
+        drop_i: list[str] = []
+        if images:
+            drop_i = select_images(store, all=images == "all", until=until, dropping_containers=set(drop_c))
+        plan = make_plan(store, drop_containers=drop_c, drop_images=drop_i)
+        plan.skipped = skipped + plan.skipped
+        return measure(plan) if dry_run else execute(store, plan)
