@@ -1,0 +1,210 @@
+"""`container sql`: read-only queries over the metadata database, and its documented schema.
+
+Read-only is enforced by the database, not by looking at the query text:
+SQLite is opened with a `mode=ro` URI and `PRAGMA query_only=1`
+(schema.open_database(readonly=True)), and an authorizer refuses ATTACH/DETACH and
+any PRAGMA that sets a value (so `PRAGMA query_only=0` cannot undo it). Other
+databases (--db URL) run the query inside a READ ONLY transaction that is rolled back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .errors import ContainerError, StoreError
+
+# What each column means (the documented schema). Types and keys come from the models themselves.
+DOC: dict[str, tuple[str, dict[str, str]]] = {
+    "meta": ("Key/value facts about the store.", {
+        "key": "fact name (schema_version)", "value": "its value"}),
+    "blob": ("Every blob in blobs/sha256/ that something references: manifests, indexes, configs, "
+             "compressed layers.", {
+        "digest": "sha256:<hex>, also the file name blobs/sha256/<hex>",
+        "size": "bytes",
+        "media_type": "OCI/Docker media type",
+        "refs": "number of edges naming it (image.manifest/config/index, image_layer.blob)",
+        "created": "when it was recorded (UTC)"}),
+    "layer": ("One unpacked layer tree, layers/<diff_id hex>/.", {
+        "diff_id": "sha256 of the uncompressed tar",
+        "size": "bytes of regular-file contents",
+        "entries": "tar entries",
+        "refs": "number of image_layer rows naming it",
+        "created": "when it was unpacked (UTC)"}),
+    "image": ("One pulled image manifest for one platform. docker's IMAGE ID is config_digest.", {
+        "id": "manifest digest",
+        "manifest_digest": "-> blob.digest (the manifest)",
+        "config_digest": "-> blob.digest (the image config; docker's IMAGE ID)",
+        "index_digest": "-> blob.digest (the index it was chosen from), or NULL",
+        "os": "platform os", "architecture": "platform architecture", "variant": "platform variant",
+        "created": "from the image config (UTC)",
+        "pulled": "when it was pulled (UTC)",
+        "size": "sum of compressed layer sizes, bytes",
+        "chain_id": "chain id of the full layer stack (-> snapshot.chain_id when built)"}),
+    "image_layer": ("Image -> its layers, base layer at position 0.", {
+        "id": "row id", "image_id": "-> image.id", "position": "0 = base layer",
+        "blob_digest": "-> blob.digest (compressed layer)", "diff_id": "-> layer.diff_id",
+        "media_type": "layer media type (gzip, zstd, plain tar)"}),
+    "tag": ("repository[:tag] -> image. tag NULL = pulled by digest only (docker's <none>).", {
+        "id": "row id", "repository": "normalised, e.g. docker.io/library/busybox",
+        "tag": "e.g. latest, or NULL", "digest": "what the reference resolved to (index or manifest)",
+        "image_id": "-> image.id", "created": "when the tag was set (UTC)"}),
+    "snapshot": ("snapshots/<chain_id hex>/: the merged rootfs of a layer chain (hardlinks).", {
+        "chain_id": "chain id", "parent": "chain id of the chain minus its top layer, or NULL",
+        "top_diff_id": "-> layer.diff_id (top layer)", "size": "bytes", "entries": "entries",
+        "created": "built (UTC)", "last_used": "last used by a run (UTC)"}),
+    "container": ("One container.", {
+        "id": "64 hex", "name": "unique name", "image_id": "-> image.id (NULL if created from nothing)",
+        "image_ref": "what the user typed, normalised", "chain_id": "-> snapshot.chain_id",
+        "command": "JSON argv", "config": "JSON: env, workdir, user, hostname, ...",
+        "isolation": "namespaces | chroot", "rootfs_mode": "overlay | copy",
+        "status": "created | running | exited", "exit_code": "exit status, NULL until it exits",
+        "pid": "pid while running", "created": "(UTC)", "started": "(UTC)", "finished": "(UTC)"}),
+    "lease": ("Work in flight (a pull): what its items name is a gc root until it expires and its pid is "
+              "gone.", {
+        "id": "lease id", "pid": "owner process", "created": "(UTC)", "expires": "(UTC)"}),
+    "lease_item": ("What a lease protects.", {
+        "id": "row id", "lease_id": "-> lease.id", "kind": "blob | layer | snapshot | ingest",
+        "key": "sha256:<hex> (digest, diff_id, chain id, or ingest digest)"}),
+}
+
+EXAMPLES = [
+    ("Images that share a layer", """\
+SELECT l.diff_id, l.size, COUNT(DISTINCT il.image_id) AS images,
+       GROUP_CONCAT(DISTINCT t.repository || ':' || COALESCE(t.tag, '<none>')) AS tags
+FROM layer l JOIN image_layer il ON il.diff_id = l.diff_id
+LEFT JOIN tag t ON t.image_id = il.image_id
+GROUP BY l.diff_id HAVING COUNT(DISTINCT il.image_id) > 1
+ORDER BY l.size DESC"""),
+    ("Largest layers", """\
+SELECT l.diff_id, l.size AS unpacked, b.size AS compressed, l.entries, l.refs AS images
+FROM layer l JOIN image_layer il ON il.diff_id = l.diff_id JOIN blob b ON b.digest = il.blob_digest
+GROUP BY l.diff_id ORDER BY l.size DESC LIMIT 10"""),
+    ("Containers by exit code", """\
+SELECT COALESCE(exit_code, '-') AS exit_code, status, COUNT(*) AS containers,
+       GROUP_CONCAT(name) AS names
+FROM container GROUP BY exit_code, status ORDER BY containers DESC"""),
+]
+
+
+def schema_text() -> str:
+    """The documented schema (docs/schema.md is this text)."""
+    from container.schema import ALL_MODELS
+
+    out = ["# The metadata database (`container sql`)", "",
+           "`container sql \"SELECT …\" [--format table|json|csv]` runs one read-only query against the",
+           "store's metadata database (SQLite in ROOT/metadata.db unless --db names another). The",
+           "connection itself is read-only (SQLite `mode=ro` + `PRAGMA query_only`, an authorizer that",
+           "refuses ATTACH and PRAGMA writes; a READ ONLY transaction elsewhere): writes fail, whatever",
+           "the text. Times are UTC. Digests are `sha256:<64 hex>`. `->` marks a foreign key.", ""]
+    for m in ALL_MODELS:
+        table = m._meta.table_name
+        what, cols = DOC.get(table, ("", {}))
+        out.append(f"## {table}")
+        out.append("")
+        if what:
+            out += [what, ""]
+        out.append("| column | type | meaning |")
+        out.append("|---|---|---|")
+        for f in m._meta.sorted_fields:
+            t = f.field_type
+            flags = []
+            if f.primary_key:
+                flags.append("primary key")
+            if not f.null and not f.primary_key:
+                flags.append("not null")
+            if getattr(f, "unique", False):
+                flags.append("unique")
+            typ = t + (f" ({', '.join(flags)})" if flags else "")
+            out.append(f"| {f.column_name} | {typ} | {cols.get(f.column_name, '')} |")
+        out.append("")
+    out.append("## Example queries")
+    out.append("")
+    for title, q in EXAMPLES:
+        out += [f"{title}:", "", "```sh", f'container sql "{q}"', "```", ""]
+    return "\n".join(out)
+
+
+def _authorizer(action, arg1, arg2, dbname, source):
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def query(store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one query on a read-only connection: (column names, rows)."""
+    import peewee
+
+    url = store.db_url or str(store.db_path)
+    is_sqlite = "://" not in url or url.startswith("sqlite")
+    if "://" not in url and not store.db_path.exists():
+        raise StoreError(f"no metadata database at {store.db_path}: nothing has been stored yet")
+    db = store.db(readonly=True) if "://" not in url else store.db()
+    try:
+        if isinstance(db, peewee.SqliteDatabase):
+            conn = db.connection()
+            conn.execute("PRAGMA query_only=1")
+            conn.set_authorizer(_authorizer)
+            cur = conn.cursor()
+            cur.execute(sql)
+            cols = [d[0] for d in cur.description or []]
+            rows = cur.fetchall()
+            return cols, rows
+        with db.atomic():
+            db.execute_sql("SET TRANSACTION READ ONLY")
+            cur = db.execute_sql(sql)
+            cols = [d[0] for d in cur.description or []]
+            rows = cur.fetchall()
+            db.rollback()
+            return cols, rows
+    except (sqlite3.Error, peewee.DatabaseError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "readonly" in msg or "not authorized" in msg or "read-only" in msg.lower():
+            raise ContainerError(f"sql: the connection is read-only: {msg}") from None
+        raise ContainerError(f"sql: {msg}") from None
+    except (ValueError, OverflowError) as e:   # e.g. "You can only execute one statement at a time."
+        raise ContainerError(f"sql: {e}") from None
+    except sqlite3.Warning as e:
+        raise ContainerError(f"sql: {e}") from None
+    finally:
+        if is_sqlite:
+            try:
+                db.connection().set_authorizer(None)
+            except Exception:
+                pass
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    return v
+
+
+def render(cols: list[str], rows: list[tuple], fmt: str) -> None:
+    import sys
+
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps([{c: _cell(v) for c, v in zip(cols, r)} for r in rows], indent=2,
+                                    default=str) + "\n")
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if v is None else _cell(v) for v in r])
+    else:
+        rows_s = [["NULL" if v is None else str(_cell(v)) for v in r] for r in rows]
+        widths = [len(c) for c in cols]
+        for r in rows_s:
+            for i, c in enumerate(r):
+                widths[i] = max(widths[i], len(c))
+        fmt_s = "   ".join("{:<%d}" % w for w in widths)
+        if cols:
+            sys.stdout.write(fmt_s.format(*cols).rstrip() + "\n")
+        for r in rows_s:
+            sys.stdout.write(fmt_s.format(*r).rstrip() + "\n")
