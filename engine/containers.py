@@ -1,0 +1,528 @@
+"""Containers: create, run, list, resolve, remove (the run half of design.md's data flow).
+
+    image -> snapshot (engine.snapshot.ensure_snapshot, under the shared store lock)
+          -> Container row (status created) -> rootfs (overlay, or a private copy)
+          -> process spec (entrypoint/cmd/env/workdir/user as docker) -> isolation backend
+          -> status running (pid) -> exit code -> status exited, or row + dir removed (--rm)
+
+No DB transaction is held while the container runs; the supervisor holds
+flock(ROOT/containers/<id>/lock) instead, so gc/prune/rm can tell a live container from a
+stale row (a supervisor killed with SIGKILL leaves "running" with no lock holder: shown as
+exited, exit code unknown).
+
+Process semantics follow docker (moby daemon/create + runc):
+- argv = Entrypoint + (user args, or Cmd when there are none). `--entrypoint X` replaces the
+  Entrypoint and clears the image's Cmd; `--entrypoint ""` clears the Entrypoint only.
+- Env = PATH (default when the image sets none), HOSTNAME, TERM=xterm with -t, the image's Env,
+  then --env-file and -e (later wins, in place); HOME from /etc/passwd (else /) when unset.
+- WorkingDir: -w, else the image's, else /; must be absolute; created when missing.
+- User: -u, else the image's; resolved in the image's /etc/passwd and /etc/group (engine.users).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Conflict, ContainerNotFound, RunError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class RunOptions:
+    image: str
+    command: list[str] = field(default_factory=list)
+    name: str | None = None
+    rm: bool = False
+    hostname: str | None = None
+    env: list[str] = field(default_factory=list)          # -e K=V / -e K, in order
+    env_files: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    entrypoint: str | None = None
+    interactive: bool = False
+    tty: bool = False
+    read_only: bool = False
+    pull: str = "missing"                                 # missing | always | never
+    isolation: str = "auto"                               # auto | namespaces | chroot
+    network: str = "host"                                 # host | none
+    platform: str | None = None
+
+
+@dataclass
+class ContainerInfo:
+    id: str
+    name: str
+    image: str                      # what the user typed
+    image_id: str | None            # manifest digest
+    command: list[str]
+    config: dict
+    isolation: str
+    rootfs_mode: str
+    status: str                     # created | running | exited
+    exit_code: int | None
+    pid: int | None
+    created: Any
+    started: Any
+    finished: Any
+    chain_id: str | None = None
+    path: str = ""                  # ROOT/containers/<id>
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def to_json(self) -> dict:
+        """A docker-inspect-like dict."""
+        c = self.config
+        argv = self.command
+        d = self.path
+        graph = {"Name": self.rootfs_mode, "Data": {}}
+        if self.rootfs_mode == "overlay":
+            graph["Data"] = {"LowerDir": c.get("lower", ""), "UpperDir": f"{d}/upper",
+                             "WorkDir": f"{d}/work", "MergedDir": f"{d}/rootfs"}
+        elif self.rootfs_mode == "copy":
+            graph["Data"] = {"RootDir": f"{d}/rootfs"}
+        return {
+            "Id": self.id,
+            "Created": _iso(self.created),
+            "Path": argv[0] if argv else "",
+            "Args": argv[1:],
+            "State": {
+                "Status": self.status,
+                "Running": self.status == "running",
+                "Pid": self.pid or 0,
+                "ExitCode": self.exit_code if self.exit_code is not None else 0,
+                "StartedAt": _iso(self.started),
+                "FinishedAt": _iso(self.finished),
+            },
+            "Image": self.image_id or "",
+            "Name": "/" + self.name,
+            "Config": {
+                "Hostname": c.get("hostname", ""),
+                "User": c.get("user", ""),
+                "Env": c.get("env", []),
+                "Cmd": c.get("cmd"),
+                "Entrypoint": c.get("entrypoint"),
+                "Image": self.image,
+                "WorkingDir": c.get("workdir", "/"),
+                "Tty": bool(c.get("tty")),
+                "OpenStdin": bool(c.get("interactive")),
+            },
+            "HostConfig": {
+                "AutoRemove": bool(c.get("rm")),
+                "ReadonlyRootfs": bool(c.get("read_only")),
+                "NetworkMode": c.get("network", "host"),
+                "Isolation": self.isolation,
+            },
+            "GraphDriver": graph,
+            "SnapshotChainId": self.chain_id or "",
+        }
+
+
+def _iso(t) -> str:
+    if t is None:
+        return "0001-01-01T00:00:00Z"
+    if hasattr(t, "isoformat"):
+        return t.isoformat() + "Z"
+    return str(t)
+
+
+# -- names ---------------------------------------------------------------------------------
+
+_ADJ = ("admiring adoring affectionate agitated amazing angry awesome blissful bold boring brave busy "
+        "charming clever cool compassionate competent condescending confident cranky crazy dazzling "
+        "determined distracted dreamy eager ecstatic elastic elated elegant eloquent epic fervent "
+        "festive flamboyant focused friendly frosty gallant gifted goofy gracious happy hardcore "
+        "heuristic hopeful hungry infallible inspiring jolly jovial keen kind laughing loving lucid "
+        "magical modest musing mystifying naughty nervous nice nifty nostalgic objective optimistic "
+        "peaceful pedantic pensive practical priceless quirky quizzical relaxed reverent romantic sad "
+        "serene sharp silly sleepy stoic strange stupefied suspicious sweet tender thirsty trusting "
+        "upbeat vibrant vigilant vigorous wizardly wonderful xenodochial youthful zealous zen").split()
+_NAMES = ("agnesi albattani allen almeida archimedes ardinghelli aryabhata austin babbage banach "
+          "bardeen bartik bassi bell benz bhabha bhaskara blackwell bohr booth borg bose boyd brahmagupta "
+          "brattain brown carson cerf chandrasekhar chatelet chaum clarke colden cori cray curie darwin "
+          "davinci dijkstra dubinsky easley edison einstein elion engelbart euclid euler fermat fermi "
+          "feynman franklin galileo gates goldberg goldstine golick goodall hamilton hawking heisenberg "
+          "hermann hodgkin hoover hopper hugle hypatia jackson jang jennings jepsen johnson joliot "
+          "jones kalam kare keller kepler khorana kilby kirch knuth kowalevski lalande lamarr leakey "
+          "leavitt lederberg lehmann lewin lichterman liskov lovelace lumiere mahavira margulis "
+          "matsumoto maxwell mayer mccarthy mcclintock mclean mcnulty meitner mendel mestorf mirzakhani "
+          "morse moser murdock napier nash neumann newton nightingale nobel noether northcutt noyce "
+          "panini pare pascal pasteur payne perlman pike poincare poitras ptolemy raman ramanujan "
+          "ride ritchie robinson roentgen rosalind rubin saha sammet sanderson shamir shannon shaw "
+          "shirley shockley sinoussi snyder spence stonebraker sutherland swanson swartz swirles "
+          "taussig tesla tharp thompson torvalds turing varahamihira villani visvesvaraya volhard "
+          "wescoff wiles williams wilson wing wozniak wright wu yalow yonath zhukovsky").split()
+
+
+def random_name() -> str:
+    return f"{secrets.choice(_ADJ)}_{secrets.choice(_NAMES)}"
+
+
+def _valid_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None and len(name) <= 128
+
+
+# -- env -----------------------------------------------------------------------------------
+
+def _env_item(item: str, where: str) -> str | None:
+    if item.startswith("="):
+        raise RunError(f"invalid environment variable: {item}")
+    k, eq, v = item.partition("=")
+    if any(c.isspace() for c in k):
+        raise RunError(f"{where}: variable '{k}' contains whitespaces")
+    if eq:
+        return item
+    if k in os.environ:
+        return f"{k}={os.environ[k]}"
+    return None
+
+
+def parse_env_file(path: str) -> list[str]:
+    """docker's --env-file: K=V lines, `K` alone takes the caller's value, '#' comments."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise RunError(f"open {path}: {(e.strerror or str(e)).lower()}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RunError(f"env file {path} contains invalid utf8 bytes") from None
+    out = []
+    for line in text.splitlines():
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        item = _env_item(line, f"env file {path}")
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def user_env(opts: RunOptions) -> list[str]:
+    out: list[str] = []
+    for p in opts.env_files:
+        out += parse_env_file(p)
+    for e in opts.env:
+        item = _env_item(e, "-e")
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def _merge_env(base: list[str], extra: list[str]) -> list[str]:
+    """Replace-or-append by key, keeping first-seen order (moby ReplaceOrAppendEnvValues)."""
+    out = list(base)
+    idx = {kv.partition("=")[0]: i for i, kv in enumerate(out)}
+    for kv in extra:
+        k = kv.partition("=")[0]
+        if k in idx:
+            out[idx[k]] = kv
+        else:
+            idx[k] = len(out)
+            out.append(kv)
+    return out
+
+
+def process_args(cfg: dict, opts: RunOptions) -> tuple[list[str], list[str] | None, list[str]]:
+    """(argv, entrypoint, cmd) as docker computes them."""
+    if opts.entrypoint is not None:
+        entrypoint = [opts.entrypoint] if opts.entrypoint else []
+        cmd = list(opts.command)
+        if not entrypoint and not cmd:
+            cmd = list(cfg.get("Cmd") or [])
+    else:
+        entrypoint = list(cfg.get("Entrypoint") or [])
+        cmd = list(opts.command) if opts.command else list(cfg.get("Cmd") or [])
+    argv = entrypoint + cmd
+    if not argv:
+        raise RunError("no command specified")
+    return argv, entrypoint, cmd
+
+
+def container_env(cfg: dict, extra: list[str], hostname: str, tty: bool, home: str) -> list[str]:
+    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    if tty:
+        env.append("TERM=xterm")
+    env = _merge_env(env, list(cfg.get("Env") or []))
+    env = _merge_env(env, extra)
+    if not any(kv.startswith("HOME=") for kv in env):
+        env.append(f"HOME={home}")
+    return env
+
+
+# -- queries -------------------------------------------------------------------------------
+
+def _container_lock_free(cdir: Path) -> bool:
+    """True when no supervisor holds containers/<id>/lock (the container is not running)."""
+    import fcntl
+
+    try:
+        fd = os.open(cdir / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _info(store, row) -> ContainerInfo:
+    cdir = store.containers_dir / row.id
+    status, code = row.status, row.exit_code
+    if status == "running" and _container_lock_free(cdir):
+        status = "exited"          # its supervisor died (kill -9, reboot): stale row
+    try:
+        cfg = json.loads(row.config or "{}")
+    except ValueError:
+        cfg = {}
+    try:
+        cmd = json.loads(row.command or "[]")
+    except ValueError:
+        cmd = []
+    return ContainerInfo(
+        id=row.id, name=row.name, image=row.image_ref, image_id=row.image_id, command=cmd, config=cfg,
+        isolation=row.isolation, rootfs_mode=row.rootfs_mode, status=status, exit_code=code,
+        pid=row.pid, created=row.created, started=row.started, finished=row.finished,
+        chain_id=row.snapshot_id, path=str(cdir))
+
+
+def list_containers(store, all: bool = False) -> list[ContainerInfo]:
+    from container.schema import Container
+
+    store.db()
+    rows = Container.select().order_by(Container.created.desc())
+    out = [_info(store, r) for r in rows]
+    return out if all else [c for c in out if c.status == "running"]
+
+
+def _find_row(store, name_or_id: str):
+    from container.schema import Container
+
+    store.db()
+    key = name_or_id.lstrip("/")
+    row = Container.get_or_none(Container.id == key) or Container.get_or_none(Container.name == key)
+    if row is not None:
+        return row
+    if key and all(c in "0123456789abcdef" for c in key):
+        rows = list(Container.select().where(Container.id.startswith(key)).limit(2))
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:
+            raise ContainerNotFound(f"multiple containers match {name_or_id!r}: use a longer id")
+    raise ContainerNotFound(f"No such container: {name_or_id}")
+
+
+def resolve_container(store, name_or_id: str) -> ContainerInfo:
+    return _info(store, _find_row(store, name_or_id))
+
+
+def remove_container(store, name_or_id: str, force: bool = False) -> ContainerInfo:
+    """docker rm: refuses a running container unless force (then SIGKILL, wait, remove)."""
+    import signal
+
+    from container.schema import Container, write_txn
+
+    row = _find_row(store, name_or_id)
+    info = _info(store, row)
+    cdir = store.containers_dir / row.id
+    if info.status == "running":
+        if not force:
+            raise Conflict(f"cannot remove container {name_or_id}: container is running: "
+                           f"stop the container before removing or force remove (rm -f)")
+        if row.pid:
+            try:
+                os.kill(row.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 10
+        while not _container_lock_free(cdir) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    with write_txn():
+        Container.delete().where(Container.id == row.id).execute()
+    _remove_dir(store, cdir)
+    return info
+
+
+def _remove_dir(store, cdir: Path) -> None:
+    from container.cas import remove_under
+
+    if os.path.lexists(cdir):
+        remove_under(store.containers_dir, cdir)
+
+
+# -- run -----------------------------------------------------------------------------------
+
+def _resolve_image(store, opts: RunOptions, progress=None):
+    from .errors import ImageNotFound
+    from .images import resolve_image
+
+    if opts.pull not in ("missing", "always", "never"):
+        raise RunError(f"invalid --pull {opts.pull!r}: want missing, always or never")
+    if opts.pull != "always":
+        try:
+            return resolve_image(store, opts.image)
+        except ImageNotFound:
+            if opts.pull == "never":
+                raise
+            sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
+            sys.stderr.flush()
+    from .pull import pull
+
+    return pull(store, opts.image, platform=opts.platform, progress=progress)
+
+
+def _image_config(image) -> dict:
+    cfg = image.config or {}
+    inner = cfg.get("config") if isinstance(cfg.get("config"), dict) else None
+    return inner if inner is not None else ({} if "rootfs" in cfg else cfg)
+
+
+def run(store, opts: RunOptions, *, progress=None) -> int:
+    """Create and run a container in the foreground; returns docker's exit status.
+
+    Raises RunError (125), CommandNotExecutable (126), CommandNotFound (127) or another
+    ContainerError before the command starts; nothing is left behind in that case."""
+    if not sys.platform.startswith("linux"):
+        raise RunError(f"container run needs Linux (namespaces, overlayfs, chroot); this host is "
+                       f"{sys.platform}")
+    from . import isolate
+    from .users import resolve_user
+
+    isolation = isolate.choose_isolation(opts.isolation)
+    reason = isolate.unavailable_reason(isolation)
+    if reason:
+        raise RunError(reason)
+    if opts.network not in ("host", "none"):
+        raise RunError(f"invalid --network {opts.network!r}: want host or none")
+    if opts.name is not None and not _valid_name(opts.name):
+        raise RunError(f"Invalid container name ({opts.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    if opts.workdir is not None and not opts.workdir.startswith("/"):
+        raise RunError(f"the working directory '{opts.workdir}' is invalid, it needs to be an absolute path")
+    extra_env = user_env(opts)
+    store.db()
+    image = _resolve_image(store, opts, progress)
+
+    import fcntl
+
+    from container.schema import Container, write_txn
+    from .snapshot import ensure_snapshot
+
+    cid = secrets.token_hex(32)
+    cdir = store.containers_dir / cid
+    lock_fd = None
+    row_made = False
+    try:
+        with store.lock(exclusive=False):
+            chain_id, snap = ensure_snapshot(store, list(image.diff_ids))
+            cfg = _image_config(image)
+            argv, entrypoint, cmd = process_args(cfg, opts)
+            user_spec = opts.user if opts.user is not None else (cfg.get("User") or "")
+            user = resolve_user(snap, user_spec)
+            workdir = opts.workdir or cfg.get("WorkingDir") or "/"
+            if not workdir.startswith("/"):
+                workdir = "/" + workdir
+            hostname = opts.hostname or cid[:12]
+            env = container_env(cfg, extra_env, hostname, opts.tty, user.home)
+            name = opts.name
+            if name is None:
+                for _ in range(20):
+                    name = random_name()
+                    if not Container.select().where(Container.name == name).exists():
+                        break
+                else:
+                    name = f"{random_name()}_{cid[:6]}"
+            elif Container.select().where(Container.name == name).exists():
+                raise RunError(f'Conflict. The container name "/{name}" is already in use')
+            os.mkdir(cdir, 0o700)
+            lock_fd = os.open(cdir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if isolation == "namespaces":
+                mode = "overlay"
+                from .rootfs import overlay_dirs
+
+                dirs = overlay_dirs(cdir)
+                rootfs = isolate.RootfsSpec(mode="overlay", path=dirs["path"], lower=str(snap),
+                                            upper=dirs["upper"], work=dirs["work"])
+            else:
+                mode = "copy"
+                rootfs = None
+            config = {"env": env, "workdir": workdir, "user": user_spec, "hostname": hostname,
+                      "entrypoint": entrypoint, "cmd": cmd, "tty": opts.tty,
+                      "interactive": opts.interactive, "read_only": opts.read_only,
+                      "network": opts.network, "rm": opts.rm, "lower": str(snap)}
+            import peewee
+
+            try:
+                with write_txn():
+                    Container.insert(id=cid, name=name, image=image.id, image_ref=opts.image,
+                                     snapshot=chain_id, command=json.dumps(argv),
+                                     config=json.dumps(config), isolation=isolation, rootfs_mode=mode,
+                                     status="created").execute()
+            except peewee.IntegrityError:
+                raise RunError(f'Conflict. The container name "/{name}" is already in use') from None
+            row_made = True
+            if rootfs is None:
+                from .rootfs import make_copy
+
+                rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
+        spec = isolate.ProcessSpec(argv=argv, env=env, cwd=workdir, uid=user.uid, gid=user.gid,
+                                   sgids=user.sgids, hostname=hostname, tty=opts.tty,
+                                   interactive=opts.interactive, read_only=opts.read_only,
+                                   network=opts.network)
+        try:
+            running = isolate.spawn(isolation, rootfs, spec)
+        except isolate.OverlayFailed as e:
+            from .rootfs import make_copy
+
+            if os.environ.get("CONTAINER_DEBUG"):
+                sys.stderr.write(f"overlay unavailable ({e}); using a private copy\n")
+            with store.lock(exclusive=False):
+                rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
+                with write_txn():
+                    Container.update(rootfs_mode="copy").where(Container.id == cid).execute()
+            running = isolate.spawn(isolation, rootfs, spec)
+        from container.schema.models import utcnow
+
+        with write_txn():
+            Container.update(status="running", pid=running.container_pid, started=utcnow()) \
+                .where(Container.id == cid).execute()
+    except BaseException:
+        if row_made:
+            try:
+                with write_txn():
+                    Container.delete().where(Container.id == cid).execute()
+            except Exception:
+                pass
+        if lock_fd is not None:
+            _remove_dir(store, cdir)
+            os.close(lock_fd)
+        raise
+    code = 125
+    try:
+        code = running.wait()
+    finally:
+        if opts.rm:
+            with write_txn():
+                Container.delete().where(Container.id == cid).execute()
+            _remove_dir(store, cdir)
+        else:
+            with write_txn():
+                Container.update(status="exited", exit_code=code, finished=utcnow()) \
+                    .where(Container.id == cid).execute()
+        os.close(lock_fd)
+    return code
