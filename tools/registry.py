@@ -61,7 +61,7 @@ class AccessEntry:
     status: int
     query: str = ""
     size: int = 0
-    user: str = "-"    # the basic-auth user name, if any
+    user: str = "-"    # the combined log's user field (distribution leaves it "-")
     user_agent: str = ""
 
     # Tuple-like use: `for method, path, status in reg.requests()` and `(m, p, s) in reg.requests()`.

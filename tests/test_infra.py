@@ -1,0 +1,206 @@
+"""The test infrastructure itself: registry launcher, image builder, pushes, access log, auth variants.
+
+These check the fixtures against independent tools (skopeo, umoci, raw HTTP), so that other tests
+can trust them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+import requests
+
+from tools import images as ti
+
+
+def _session():
+    s = requests.Session()
+    s.trust_env = False  # never through an http proxy
+    return s
+
+
+def skopeo_inspect(ref: str, raw: bool = False) -> dict:
+    args = ["skopeo", "inspect", "--tls-verify=false"] + (["--raw"] if raw else []) + [f"docker://{ref}"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+EXPECTED_LAYERS = {  # key -> (layer count, layer media type, manifest media type)
+    "busybox": (1, ti.MT_OCI_LAYER_GZIP, ti.MT_OCI_MANIFEST),
+    "library/busybox": (1, ti.MT_OCI_LAYER_GZIP, ti.MT_OCI_MANIFEST),
+    "layered": (5, ti.MT_OCI_LAYER_GZIP, ti.MT_OCI_MANIFEST),
+    "shared-a": (3, ti.MT_OCI_LAYER_GZIP, ti.MT_OCI_MANIFEST),
+    "shared-b": (3, ti.MT_OCI_LAYER_GZIP, ti.MT_OCI_MANIFEST),
+    "zstd": (2, ti.MT_OCI_LAYER_ZSTD, ti.MT_OCI_MANIFEST),
+    "busybox-v2s2": (1, ti.MT_DOCKER_LAYER_GZIP, ti.MT_DOCKER_MANIFEST),
+}
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_LAYERS))
+def test_pushed_image_as_skopeo_sees_it(pushed, key):
+    img = pushed[key]
+    count, layer_mt, manifest_mt = EXPECTED_LAYERS[key]
+    raw = skopeo_inspect(img.ref, raw=True)
+    assert raw["mediaType"] == manifest_mt == img.media_type
+    assert [x["mediaType"] for x in raw["layers"]] == [layer_mt] * count
+    assert [x["digest"] for x in raw["layers"]] == img.layer_digests
+    info = skopeo_inspect(img.ref)
+    assert info["Digest"] == img.manifest_digest
+    assert len(info["Layers"]) == count
+    assert info["Architecture"] == ti.host_platform()[1] and info["Os"] == "linux"
+    if img.fmt == "oci":  # pushed with --preserve-digests: the registry holds exactly what we built
+        assert img.manifest_digest == img.built.manifest_digest
+
+
+def test_shared_images_share_lower_layers(pushed):
+    a, b, bb = pushed["shared-a"], pushed["shared-b"], pushed["busybox"]
+    assert a.layer_digests[:2] == b.layer_digests[:2]
+    assert a.layer_digests[0] == bb.layer_digests[0]
+    assert a.layer_digests[2] != b.layer_digests[2]
+    assert pushed["zstd"].diff_ids[0] == bb.diff_ids[0] and pushed["zstd"].layer_digests[0] != bb.layer_digests[0]
+
+
+def test_multiarch_index(pushed):
+    idx = skopeo_inspect(pushed["multiarch"].ref, raw=True)
+    assert idx["mediaType"] == ti.MT_OCI_INDEX
+    plats = [(m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant", ""))
+             for m in idx["manifests"]]
+    assert plats == [("linux", "amd64", ""), ("linux", "arm64", "v8"), ("linux", "arm", "v7"),
+                     ("unknown", "unknown", "")]
+    host = pushed["multiarch"].host
+    for m in idx["manifests"]:
+        child = skopeo_inspect(f"{host}/test/multiarch@{m['digest']}", raw=True)
+        cfg = _session().get(f"http://{host}/v2/test/multiarch/blobs/{child['config']['digest']}").json()
+        assert (cfg["os"], cfg["architecture"], cfg.get("variant", "")) == (
+            m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant", ""))
+
+
+def test_access_log_counts_blob_get(registry, pushed):
+    img = pushed["busybox"]
+    digest = img.layer_digests[0]
+    mark = registry.mark()
+    before = registry.blob_gets(digest)
+    r = _session().get(f"{registry.url}/v2/test/busybox/blobs/{digest}")
+    assert r.status_code == 200
+    assert "sha256:" + hashlib.sha256(r.content).hexdigest() == digest
+    assert registry.blob_gets(digest) == before + 1
+    assert registry.blob_gets(digest, since=mark) == 1
+    assert registry.blob_gets(digest, since=mark, repo="test/busybox", status=200) == 1
+    assert ("GET", f"/v2/test/busybox/blobs/{digest}", 200) in registry.requests(since=mark)
+    r = _session().head(f"{registry.url}/v2/test/busybox/blobs/{digest}")
+    assert registry.blob_gets(digest, since=mark) == 1  # a HEAD is not a GET
+
+
+@pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed")
+def test_layered_image_unpacks_as_documented(built_images, tmp_path):
+    """umoci (an independent unpacker) agrees with the LAYERED table the unpack tests assert against."""
+    img = built_images["layered"]
+    bundle = tmp_path / "bundle"
+    r = subprocess.run(["umoci", "unpack", "--image", f"{img.oci_dir}:{img.tag}", str(bundle)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rootfs = bundle / "rootfs"
+    for path, want in ti.LAYERED.items():
+        p = rootfs / path.lstrip("/")
+        if want["kind"] == "absent":
+            assert not os.path.lexists(p), path
+            continue
+        st = os.lstat(p)
+        kind = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
+                stat.S_IFIFO: "fifo"}[stat.S_IFMT(st.st_mode)]
+        assert kind == want["kind"], path
+        if "content" in want:
+            assert p.read_text() == want["content"], path
+        if "target" in want:
+            assert os.readlink(p) == want["target"], path
+        if "mode" in want:
+            assert stat.S_IMODE(st.st_mode) == want["mode"], path
+        if "uid" in want:
+            assert (st.st_uid, st.st_gid) == (want["uid"], want["gid"]), path
+        if "xattrs" in want:
+            for k, v in want["xattrs"].items():
+                assert os.getxattr(p, k, follow_symlinks=False).decode() == v
+    for group in ti.LAYERED_HARDLINK_GROUPS:
+        assert len({os.lstat(rootfs / g.lstrip("/")).st_ino for g in group}) == 1
+    for marker in ti.LAYERED_NO_WHITEOUT_MARKERS:
+        assert not os.path.lexists(rootfs / marker.lstrip("/"))
+    proc = json.loads((bundle / "config.json").read_text())["process"]
+    assert proc["args"] == ti.LAYERED_CONFIG["Entrypoint"] + ti.LAYERED_CONFIG["Cmd"]
+    assert proc["cwd"] == "/home/app"
+    assert proc["user"]["uid"] == ti.APP_UID and sorted(proc["user"]["additionalGids"]) == [10, 50]
+
+
+def test_busybox_layer_has_applets(built_images):
+    import gzip
+    import tarfile
+    img = built_images["busybox"]
+    blob = img.oci_dir / "blobs" / "sha256" / img.layers[0].digest.split(":")[1]
+    with tarfile.open(fileobj=gzip.open(blob)) as tf:
+        members = {m.name: m for m in tf.getmembers()}
+    assert members["bin/sh"].issym() and members["bin/sh"].linkname == "busybox"
+    assert members["tmp"].mode == 0o1777
+    assert {"bin/ls", "bin/echo", "bin/cat", "bin/id"} <= set(members)
+    assert all(m.mtime == ti.MTIME for m in members.values())
+
+
+def test_htpasswd_registry(make_registry, pushed):
+    reg = make_registry(htpasswd={"alice": "wonderland"})
+    s = _session()
+    url = f"{reg.url}/v2/test/busybox/manifests/latest"
+    r = s.get(url, headers={"Accept": ti.MT_OCI_MANIFEST})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic ")
+    r = s.get(url, headers={"Accept": ti.MT_OCI_MANIFEST}, auth=("alice", "wrong"))
+    assert r.status_code == 401
+    r = s.get(url, headers={"Accept": ti.MT_OCI_MANIFEST}, auth=("alice", "wonderland"))
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == pushed["busybox"].manifest_digest
+    assert [e.status for e in reg.requests() if e.path.endswith("/manifests/latest")] == [401, 401, 200]
+
+
+def test_token_registry(make_registry, make_token_server, pushed):
+    ts = make_token_server(users={"bob": "builder"}, anonymous_pull=False)
+    reg = make_registry(token=ts.auth())
+    s = _session()
+    url = f"{reg.url}/v2/test/busybox/manifests/latest"
+    r = s.get(url, headers={"Accept": ti.MT_OCI_MANIFEST})
+    assert r.status_code == 401
+    chal = r.headers["WWW-Authenticate"]
+    assert chal.startswith("Bearer ") and f'realm="{ts.realm}"' in chal
+    assert 'scope="repository:test/busybox:pull"' in chal
+    params = {"service": ts.service, "scope": "repository:test/busybox:pull"}
+    assert s.get(ts.realm, params=params).status_code == 401          # anonymous refused
+    tok = s.get(ts.realm, params=params, auth=("bob", "builder")).json()["token"]
+    r = s.get(url, headers={"Accept": ti.MT_OCI_MANIFEST, "Authorization": f"Bearer {tok}"})
+    assert r.status_code == 200
+    # a token for another repository does not open this one
+    other = s.get(ts.realm, params={**params, "scope": "repository:test/layered:pull"},
+                  auth=("bob", "builder")).json()["token"]
+    r = s.get(url, headers={"Accept": ti.MT_OCI_MANIFEST, "Authorization": f"Bearer {other}"})
+    assert r.status_code == 401 and 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
+
+
+def test_cli_fixture_runs_installed_entry_point(cli, root):
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("container ")
+    assert cli.exe.name == "container" and cli.exe.exists()
+    assert not any(k.lower().endswith("_proxy") for k in cli.env)
+
+
+@pytest.mark.slow
+def test_debian_image(debian_image, registry):
+    info = skopeo_inspect(debian_image.ref)
+    assert len(info["Layers"]) == 3 and info["Digest"] == debian_image.manifest_digest
+    assert debian_image.ref.endswith("/library/debian:bookworm")
+    assert debian_image.config["config"]["Cmd"] == ["bash"]
+    # the docs layer: an opaque usr/share/doc and whiteouts
+    import gzip
+    import tarfile
+    blob = debian_image.built.oci_dir / "blobs" / "sha256" / debian_image.layer_digests[1].split(":")[1]
+    with tarfile.open(fileobj=gzip.open(blob)) as tf:
+        names = tf.getnames()
+    assert "usr/share/doc/.wh..wh..opq" in names and "usr/share/.wh.man" in names
