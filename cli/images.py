@@ -1,9 +1,366 @@
-"""Commands of this group are registered by register(app)."""
+"""Image commands: pull, images (list), rmi, inspect, tag, login, logout.
+
+Nothing heavy at import time: the engine, requests and rich are imported inside the commands.
+"""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from typing import Annotated, List, Optional
+
 import typer
+
+from .output import err, human_size, is_tty, print_json, print_table
+from .state import state
+
+
+# -- pull progress ---------------------------------------------------------------------------------
+class PlainProgress:
+    """Off a terminal: one line per layer when it settles, like `docker pull` piped."""
+
+    def __init__(self, verbose: bool, quiet: bool):
+        self.verbose, self.quiet = verbose, quiet
+        self._lock = threading.Lock()
+
+    def _line(self, s: str) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            sys.stderr.write(s + "\n")
+            sys.stderr.flush()
+
+    def info(self, msg: str) -> None:
+        if self.verbose:
+            self._line(msg)
+
+    def resolved(self, ref: str, digest: str) -> None:
+        if self.verbose:
+            self._line(f"{ref}: resolved to {digest}")
+
+    def layer(self, digest: str, size: int, status: str) -> None:
+        if status == "Already exists":
+            self._line(f"{digest[7:19]}: Already exists")
+
+    def layer_status(self, digest: str, status: str) -> None:
+        if status in ("Pull complete", "Already exists"):
+            self._line(f"{digest[7:19]}: {status}")
+
+    def advance(self, digest: str, n: int) -> None:
+        pass
+
+
+class RichProgress(PlainProgress):
+    """On a terminal: one bar per layer (bytes, speed), statuses like docker's."""
+
+    def __init__(self, verbose: bool):
+        super().__init__(verbose, False)
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self.console = Console(stderr=True)
+        self.p = Progress(TextColumn("{task.fields[short]}: {task.fields[status]:<16}"), BarColumn(bar_width=40),
+                          DownloadColumn(), TransferSpeedColumn(), console=self.console, transient=False,
+                          refresh_per_second=8)
+        self.tasks: dict[str, int] = {}
+        self.p.start()
+
+    def _line(self, s: str) -> None:
+        self.console.print(s, highlight=False, markup=False)
+
+    def layer(self, digest: str, size: int, status: str) -> None:
+        done = size if status == "Already exists" else 0
+        self.tasks[digest] = self.p.add_task("", total=size or None, completed=done, short=digest[7:19],
+                                             status=status)
+
+    def layer_status(self, digest: str, status: str) -> None:
+        t = self.tasks.get(digest)
+        if t is None:
+            return
+        if status in ("Pull complete", "Already exists"):
+            total = self.p.tasks[t].total if t < len(self.p.tasks) else None
+            self.p.update(t, status=status, completed=total or 0)
+        else:
+            self.p.update(t, status=status)
+
+    def advance(self, digest: str, n: int) -> None:
+        t = self.tasks.get(digest)
+        if t is not None:
+            self.p.advance(t, n)
+
+    def stop(self) -> None:
+        self.p.stop()
+
+
+def pull_cmd(
+    ctx: typer.Context,
+    image: Annotated[str, typer.Argument(help="Image reference: NAME[:TAG|@DIGEST]")],
+    platform: Annotated[Optional[str], typer.Option("--platform", help="os/arch[/variant], e.g. linux/arm64")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image digest.")] = False,
+) -> None:
+    """Pull an image from a registry."""
+    from container.engine import reference
+    from container.engine.pull import pull
+
+    st = state(ctx)
+    ref = reference.parse(image)
+    tty = is_tty(sys.stderr) and not quiet
+    prog = RichProgress(st.verbose) if tty else PlainProgress(st.verbose, quiet)
+    result = {}
+    prog.done = lambda info, updated: result.update(info=info, updated=updated)
+    prog.resolved = (lambda r, d, _f=prog.resolved: (result.update(digest=d), _f(r, d)))
+    if not quiet:
+        prog._line(f"{ref.identifier if not ref.digest else ref.digest[7:19]}: Pulling from {ref.familiar if ref.domain == 'docker.io' else ref.path}")
+    try:
+        info = pull(st.store, image, platform=platform, progress=prog)
+    finally:
+        if tty:
+            prog.stop()
+    digest = result.get("digest") or info.id
+    if quiet:
+        typer.echo(digest)
+        return
+    name = str(ref) if ref.domain != "docker.io" else (
+        f"{ref.familiar}:{ref.tag}" if ref.tag and not ref.digest else f"{ref.familiar}@{ref.digest}")
+    typer.echo(f"Digest: {digest}")
+    status = "Downloaded newer image for" if result.get("updated", True) else "Image is up to date for"
+    typer.echo(f"Status: {status} {name}")
+    typer.echo(str(ref) if not (ref.tag and ref.digest) else f"{ref.repository}@{ref.digest}")
+
+
+# -- list --------------------------------------------------------------------------------------------
+def images_cmd(
+    ctx: typer.Context,
+    digests: Annotated[bool, typer.Option("--digests", help="Show digests.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show image IDs.")] = False,
+    format: Annotated[Optional[str], typer.Option("--format", help="json for machine-readable output.")] = None,
+    no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs.")] = False,
+) -> None:
+    """List images."""
+    from container.engine.images import humanize_age, list_images
+
+    st = state(ctx)
+    imgs = list_images(st.store)
+    if format is not None and format != "json":
+        raise typer.BadParameter("only --format json is supported", param_hint="--format")
+    if format == "json":
+        print_json([_image_json(i) for i in imgs])
+        return
+    if quiet:
+        seen = []
+        for i in imgs:
+            iid = i.config_digest if no_trunc else i.short_id
+            if iid not in seen:
+                seen.append(iid)
+        for iid in seen:
+            typer.echo(iid)
+        return
+    rows = []
+    for i in imgs:
+        iid = i.config_digest if no_trunc else i.short_id
+        entries = [(t.rsplit(":", 1)[0], t.rsplit(":", 1)[1]) for t in i.repo_tags]
+        digest_of = {d.split("@", 1)[0]: d.split("@", 1)[1] for d in i.repo_digests}
+        untagged_repos = [r for r in digest_of if r not in {e[0] for e in entries}]
+        entries += [(r, "<none>") for r in untagged_repos]
+        if not entries:
+            entries = [("<none>", "<none>")]
+        for repo, tag in entries:
+            row = [repo, tag]
+            if digests:
+                row.append(digest_of.get(repo, "<none>"))
+            row += [iid, humanize_age(i.created), human_size(i.size)]
+            rows.append(row)
+    headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
+    print_table(headers, rows)
+
+
+def _image_json(i) -> dict:
+    return {
+        "Id": i.config_digest, "ManifestDigest": i.id, "IndexDigest": i.index_digest,
+        "RepoTags": list(i.repo_tags), "RepoDigests": list(i.repo_digests),
+        "Created": _iso(i.created), "Size": i.size, "DownloadSize": i.download_size,
+        "Platform": i.platform,
+    }
+
+
+def _iso(d) -> str | None:
+    return d.strftime("%Y-%m-%dT%H:%M:%SZ") if d is not None else None
+
+
+# -- inspect -------------------------------------------------------------------------------------------
+def _inspect_image(i) -> dict:
+    c = i.config or {}
+    cc = c.get("config") or {}
+    return {
+        "Id": i.config_digest,
+        "RepoTags": list(i.repo_tags),
+        "RepoDigests": list(i.repo_digests),
+        "Created": c.get("created") or _iso(i.created),
+        "Author": c.get("author", ""),
+        "Architecture": i.architecture,
+        "Variant": i.variant or None,
+        "Os": i.os,
+        "Size": i.size,
+        "Config": {
+            "User": cc.get("User", ""),
+            "Env": cc.get("Env"),
+            "Cmd": cc.get("Cmd"),
+            "Entrypoint": cc.get("Entrypoint"),
+            "WorkingDir": cc.get("WorkingDir", ""),
+            "Labels": cc.get("Labels"),
+            "ExposedPorts": cc.get("ExposedPorts"),
+            "Volumes": cc.get("Volumes"),
+            "StopSignal": cc.get("StopSignal"),
+            "OnBuild": cc.get("OnBuild"),
+        },
+        "RootFS": {"Type": "layers", "Layers": list(i.diff_ids)},
+        "History": c.get("history") or [],
+        "Container": {
+            "ManifestDigest": i.id,
+            "IndexDigest": i.index_digest,
+            "Platform": i.platform,
+            "ChainID": i.chain_id,
+            "DownloadSize": i.download_size,
+            "Pulled": _iso(i.pulled),
+            "Layers": [{"Digest": l.blob_digest, "DiffID": l.diff_id, "MediaType": l.media_type,
+                        "Size": l.size, "UnpackedSize": l.unpacked_size, "Entries": l.entries}
+                       for l in i.layers],
+        },
+    }
+
+
+def inspect_cmd(
+    ctx: typer.Context,
+    names: Annotated[List[str], typer.Argument(help="Images (or containers) to inspect.")],
+) -> None:
+    """Show details of images (or containers) as JSON."""
+    import dataclasses
+
+    from container.engine.errors import ContainerNotFound, ImageNotFound
+    from container.engine.images import resolve_image
+
+    st = state(ctx)
+    out, missing = [], []
+    for name in names:
+        try:
+            out.append(_inspect_image(resolve_image(st.store, name)))
+            continue
+        except ImageNotFound:
+            pass
+        try:
+            from container.engine import containers as _containers
+        except ImportError:
+            missing.append(name)
+            continue
+        try:
+            c = _containers.resolve_container(st.store, name)
+        except (ContainerNotFound, ImageNotFound):
+            missing.append(name)
+            continue
+        out.append(dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c)
+    if out or not missing:
+        print_json(out)
+    for m in missing:
+        err(f"No such object: {m}")
+    if missing:
+        raise typer.Exit(1)
+
+
+# -- rmi / tag ------------------------------------------------------------------------------------------
+def rmi_cmd(
+    ctx: typer.Context,
+    images: Annotated[List[str], typer.Argument(help="Images to remove (reference or id).")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Remove even if used by containers or in several repos.")] = False,
+) -> None:
+    """Remove image tags; an image with no tag left is deleted (files are reclaimed by gc)."""
+    from container.engine.errors import ContainerError
+    from container.engine.images import remove_image
+
+    st = state(ctx)
+    failed = False
+    for name in images:
+        try:
+            res = remove_image(st.store, name, force=force)
+        except ContainerError as e:
+            err(str(e))
+            failed = True
+            continue
+        for u in res.untagged:
+            typer.echo(f"Untagged: {u}")
+        for d in res.deleted:
+            typer.echo(f"Deleted: {d}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def tag_cmd(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="SOURCE_IMAGE[:TAG] or id")],
+    target: Annotated[str, typer.Argument(help="TARGET_IMAGE[:TAG]")],
+) -> None:
+    """Create a tag TARGET that refers to SOURCE."""
+    from container.engine.images import tag_image
+
+    tag_image(state(ctx).store, source, target)
+
+
+# -- login / logout --------------------------------------------------------------------------------------
+def login_cmd(
+    ctx: typer.Context,
+    server: Annotated[Optional[str], typer.Argument(help="Registry host (default: Docker Hub).")] = None,
+    username: Annotated[Optional[str], typer.Option("--username", "-u")] = None,
+    password: Annotated[Optional[str], typer.Option("--password", "-p")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Log in to a registry (credentials saved in ~/.docker/config.json, mode 0600)."""
+    from container.engine import registry
+
+    host = registry.normalize_server(server)
+    if password_stdin:
+        if password:
+            raise typer.BadParameter("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.read().rstrip("\r\n")
+    if not username:
+        if not sys.stdin.isatty():
+            raise typer.BadParameter("username required (-u) when not on a terminal")
+        username = input("Username: ")
+    if not password:
+        if password_stdin or not sys.stdin.isatty():
+            raise typer.BadParameter("password required (-p or --password-stdin)")
+        import getpass
+        password = getpass.getpass("Password: ")
+    if password and not password_stdin and sys.stdin.isatty():
+        pass
+    registry.verify_login(host, username, password, log=(lambda m: sys.stderr.write(m + "\n"))
+                          if state(ctx).verbose else None)
+    where = registry.store_credentials(host, username, password)
+    if "docker-credential-" not in where:
+        sys.stderr.write(f"WARNING! Your password will be stored unencrypted in {where}.\n")
+    typer.echo("Login Succeeded")
+
+
+def logout_cmd(
+    ctx: typer.Context,
+    server: Annotated[Optional[str], typer.Argument(help="Registry host (default: Docker Hub).")] = None,
+) -> None:
+    """Log out from a registry."""
+    from container.engine import registry
+
+    host = registry.normalize_server(server)
+    shown = registry.auth_key(host)
+    if registry.erase_credentials(host):
+        typer.echo(f"Removing login credentials for {shown}")
+    else:
+        typer.echo(f"Not logged in to {shown}")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("pull")(pull_cmd)
+    app.command("images")(images_cmd)
+    app.command("list", help="List images (alias of images).")(images_cmd)
+    app.command("rmi")(rmi_cmd)
+    app.command("inspect")(inspect_cmd)
+    app.command("tag")(tag_cmd)
+    app.command("login")(login_cmd)
+    app.command("logout")(logout_cmd)

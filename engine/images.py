@@ -1,0 +1,304 @@
+"""Image queries and tag removal over the DB; ImageInfo is what leaves the engine (never a model).
+
+Reference counts (schema/models.py): Blob.refs counts edges image.manifest/config/index and
+image_layer.blob; Layer.refs counts image_layer rows. They change only here, in the same
+write_txn() as the rows they count (design.md invariant 3).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+
+from .errors import Conflict, ImageNotFound, InvalidReference
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    blob_digest: str
+    diff_id: str
+    size: int              # compressed size
+    media_type: str
+    unpacked_size: int = 0
+    entries: int = 0
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str                        # manifest digest
+    config_digest: str             # docker's IMAGE ID
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    created: _dt.datetime | None
+    size: int                      # unpacked size (sum of layer sizes), docker's SIZE
+    os: str
+    architecture: str
+    variant: str
+    config: dict = field(hash=False, compare=False)   # parsed image config JSON (whole document)
+    layers: tuple[LayerInfo, ...] = ()
+    diff_ids: tuple[str, ...] = ()
+    chain_id: str = ""
+    index_digest: str | None = None
+    download_size: int = 0         # sum of compressed layer sizes
+    pulled: _dt.datetime | None = None
+
+    @property
+    def short_id(self) -> str:
+        return self.config_digest.split(":", 1)[-1][:12]
+
+    @property
+    def platform(self) -> str:
+        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
+
+
+def familiar(repository: str) -> str:
+    if repository.startswith("docker.io/"):
+        p = repository[len("docker.io/"):]
+        return p[len("library/"):] if p.startswith("library/") else p
+    return repository
+
+
+# -- building ImageInfo --------------------------------------------------------------------------
+def _info(store, img) -> ImageInfo:
+    from container.schema import ImageLayer, Layer, Tag
+
+    tags, digests = [], []
+    for t in Tag.select().where(Tag.image == img.id).order_by(Tag.created):
+        name = familiar(t.repository)
+        if t.tag:
+            tags.append(f"{name}:{t.tag}")
+        d = f"{name}@{t.digest}"
+        if d not in digests:
+            digests.append(d)
+    try:
+        config = json.loads(store.blobs.read(img.config_digest))
+    except (OSError, KeyError, ValueError):
+        config = {}
+    layers = []
+    rows = (ImageLayer.select(ImageLayer, Layer).join(Layer).where(ImageLayer.image == img.id)
+            .order_by(ImageLayer.position))
+    from container.schema import Blob
+
+    sizes = {b.digest: b.size for b in Blob.select(Blob.digest, Blob.size)
+             .where(Blob.digest.in_([r.blob_digest for r in rows]))} if rows else {}
+    for r in rows:
+        layers.append(LayerInfo(r.blob_digest, r.layer.diff_id, sizes.get(r.blob_digest, 0), r.media_type,
+                                r.layer.size, r.layer.entries))
+    return ImageInfo(
+        id=img.id, config_digest=img.config_digest, repo_tags=tuple(tags), repo_digests=tuple(digests),
+        created=img.created, size=sum(x.unpacked_size for x in layers), os=img.os,
+        architecture=img.architecture, variant=img.variant, config=config, layers=tuple(layers),
+        diff_ids=tuple(x.diff_id for x in layers), chain_id=img.chain_id, index_digest=img.index_digest,
+        download_size=img.size, pulled=img.pulled)
+
+
+def list_images(store) -> list[ImageInfo]:
+    from container.schema import Image
+
+    store.db()
+    return [_info(store, img) for img in Image.select().order_by(Image.pulled.desc())]
+
+
+def _find_rows(store, ref_or_id: str):
+    """(image rows, matching tag rows or None when matched by id)."""
+    from container.schema import Image, Tag
+
+    from . import reference
+
+    store.db()
+    s = ref_or_id.strip()
+    if not s:
+        raise ImageNotFound("No such image: (empty)")
+    hexpart = s.removeprefix("sha256:")
+    if reference.looks_like_id(s) and (s.startswith("sha256:") or len(hexpart) >= 4):
+        hits = list(Image.select().where(Image.config.startswith("sha256:" + hexpart)))
+        if not hits:
+            hits = list(Image.select().where(Image.id.startswith("sha256:" + hexpart)))
+        if len(hits) == 1 or (hits and len(hexpart) == 64):
+            return hits[:1], None
+        if len(hits) > 1:
+            raise Conflict(f"ambiguous image id prefix {s!r}: {len(hits)} images match")
+        if s.startswith("sha256:"):
+            raise ImageNotFound(f"No such image: {s}")
+    try:
+        ref = reference.parse(s)
+    except InvalidReference:
+        raise ImageNotFound(f"No such image: {s}") from None
+    q = Tag.select().where(Tag.repository == ref.repository)
+    if ref.digest:
+        q = q.where(Tag.digest == ref.digest)
+        rows = list(q)
+        if not rows:
+            img = Image.get_or_none((Image.id == ref.digest) | (Image.index == ref.digest))
+            if img is not None:
+                # pulled under another name; by-digest lookup still finds the content
+                return [img], []
+    else:
+        rows = list(q.where(Tag.tag == ref.tag))
+    if not rows:
+        raise ImageNotFound(f"No such image: {s}")
+    return [rows[0].image], rows
+
+
+def resolve_image(store, ref_or_id: str) -> ImageInfo:
+    imgs, _ = _find_rows(store, ref_or_id)
+    return _info(store, imgs[0])
+
+
+# -- refcounts ------------------------------------------------------------------------------
+def add_image_refs(img, layer_rows) -> None:
+    """+1 on every blob/layer an image's edges name. Call inside write_txn() with the edges' insert."""
+    from container.schema import Blob, Layer
+
+    blob_digests = [img.manifest_digest, img.config_digest] + ([img.index_digest] if img.index_digest else [])
+    blob_digests += [r["blob"] for r in layer_rows]
+    _bump_blobs(blob_digests, +1)
+    for r in layer_rows:
+        Layer.update(refs=Layer.refs + 1).where(Layer.diff_id == r["layer"]).execute()
+
+
+def drop_image_refs(img) -> None:
+    """-1 for an image's edges; call in the write_txn() that deletes the image row."""
+    from container.schema import ImageLayer, Layer
+
+    rows = list(ImageLayer.select().where(ImageLayer.image == img.id))
+    blob_digests = [img.manifest_digest, img.config_digest] + ([img.index_digest] if img.index_digest else [])
+    blob_digests += [r.blob_digest for r in rows]
+    _bump_blobs(blob_digests, -1)
+    for r in rows:
+        Layer.update(refs=Layer.refs - 1).where(Layer.diff_id == r.diff_id).execute()
+
+
+def _bump_blobs(digests, delta: int) -> None:
+    from collections import Counter
+
+    from container.schema import Blob
+
+    for d, n in Counter(digests).items():
+        Blob.update(refs=Blob.refs + delta * n).where(Blob.digest == d).execute()
+
+
+def delete_image_row(img) -> None:
+    """Delete an image (no tags, no containers left) and its edges, with refcounts. Inside write_txn()."""
+    from container.schema import Image, ImageLayer
+
+    drop_image_refs(img)
+    ImageLayer.delete().where(ImageLayer.image == img.id).execute()
+    Image.delete().where(Image.id == img.id).execute()
+
+
+def _containers_using(image_id: str) -> list[str]:
+    from container.schema import Container
+
+    return [c.name for c in Container.select(Container.name).where(Container.image == image_id)]
+
+
+@dataclass
+class RemoveResult:
+    untagged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def remove_image(store, ref_or_id: str, *, force: bool = False) -> RemoveResult:
+    """docker rmi: untag; delete the image when nothing else names it. Files are reclaimed by gc."""
+    from container.schema import Image, Tag, write_txn
+
+    out = RemoveResult()
+    with store.lock(exclusive=False):
+        store.db()
+        with write_txn():
+            imgs, tag_rows = _find_rows(store, ref_or_id)
+            img = Image.get_or_none(Image.id == imgs[0].id)
+            if img is None:
+                raise ImageNotFound(f"No such image: {ref_or_id}")
+            all_tags = list(Tag.select().where(Tag.image == img.id))
+            if tag_rows is None:            # by id: every tag goes
+                repos = {t.repository for t in all_tags}
+                if len(repos) > 1 and not force:
+                    raise Conflict(f"unable to delete {img.config_digest.split(':')[1][:12]} (must be forced) - "
+                                   "image is referenced in multiple repositories")
+                tag_rows = all_tags
+            using = _containers_using(img.id)
+            remaining = [t for t in all_tags if t.id not in {r.id for r in tag_rows}]
+            if using and not remaining and not force:
+                raise Conflict(f"unable to remove image {ref_or_id} (must be forced) - image is being used by "
+                               f"container {using[0]}")
+            for t in tag_rows:
+                name = familiar(t.repository)
+                out.untagged.append(f"{name}:{t.tag}" if t.tag else f"{name}@{t.digest}")
+                Tag.delete().where(Tag.id == t.id).execute()
+            if not remaining and not using:
+                delete_image_row(img)
+                out.deleted.append(img.config_digest)
+    return out
+
+
+def tag_image(store, source: str, target: str) -> str:
+    """docker tag SOURCE TARGET: a new Tag row naming the same image."""
+    from container.schema import Tag, write_txn
+
+    from . import reference
+
+    ref = reference.parse(target)
+    if ref.digest:
+        raise InvalidReference(f'invalid reference format: "{target}" (a tag cannot contain a digest)')
+    with store.lock(exclusive=False):
+        store.db()
+        with write_txn():
+            imgs, _ = _find_rows(store, source)
+            img = imgs[0]
+            Tag.delete().where((Tag.repository == ref.repository) & (Tag.tag == ref.tag)).execute()
+            Tag.create(repository=ref.repository, tag=ref.tag, digest=img.id, image=img.id)
+    return f"{ref.familiar}:{ref.tag}"
+
+
+def humanize_age(when: _dt.datetime | None, now: _dt.datetime | None = None) -> str:
+    """docker's CREATED column: 'About a minute ago', '2 days ago', '3 months ago'."""
+    if when is None:
+        return "N/A"
+    if when.tzinfo is not None:
+        when = when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    now = now or _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    s = (now - when).total_seconds()
+    if s < 1:
+        return "Less than a second ago"
+    if s < 60:
+        return f"{int(s)} seconds ago"
+    m = s / 60
+    if m < 2:
+        return "About a minute ago"
+    if m < 60:
+        return f"{int(m)} minutes ago"
+    h = m / 60
+    if round(h) == 1:
+        return "About an hour ago"
+    if h < 48:
+        return f"{round(h)} hours ago"
+    d = h / 24
+    if d < 14:
+        return f"{int(d)} days ago"
+    if d < 60:
+        return f"{int(d // 7)} weeks ago"
+    if d < 365 * 2:
+        return f"{int(d // 30)} months ago"
+    return f"{int(d // 365)} years ago"
+
+
+def parse_created(s: str | None) -> _dt.datetime | None:
+    """RFC 3339 from a config (nanoseconds allowed) -> naive UTC."""
+    if not s or not isinstance(s, str):
+        return None
+    import re
+
+    m = re.match(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$", s.strip())
+    if not m:
+        return None
+    frac = (m.group(3) or "")[:7]
+    tz = m.group(4) or "Z"
+    tz = "+00:00" if tz == "Z" else tz if ":" in tz else tz[:3] + ":" + tz[3:]
+    try:
+        d = _dt.datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}{frac}{tz}")
+    except ValueError:
+        return None
+    return d.astimezone(_dt.timezone.utc).replace(tzinfo=None)
