@@ -1,0 +1,306 @@
+"""Snapshots: the merged rootfs of a layer chain, built by hardlinking from layers/<diffid>/.
+
+    chain_ids(diff_ids) -> [chain_id, ...]          OCI image-spec config.md "Layer ChainID"
+    ensure_snapshot(store, diff_ids) -> (chain_id, path)
+
+Each layer tree (engine.unpack) holds its whiteout markers as plain files. Merging layer N onto the
+snapshot under construction, per directory: first its opaque marker (`.wh..wh..opq`: every child
+from lower layers goes) and whiteouts (`.wh.<name>`: `<name>` goes, subtree included), then its own
+entries (style.md §9.6: "whiteouts only apply to lower layers", so no per-path bookkeeping is
+needed). Markers never reach the snapshot; AUFS metadata names (`.wh..wh.*`) neither.
+
+* Directories are created (never linked) with the layer directory's mode, owner, mtime and xattrs;
+  dir over dir replaces the attributes and keeps the contents; a directory the layer only holds
+  because its tar did not name it (engine.unpack marks those with the user.container.implicit
+  xattr) keeps the lower layer's attributes.
+* Every non-directory (file, symlink, device, fifo) is a hardlink to the layer's inode (Linux links
+  symlinks themselves with linkat(2) without AT_SYMLINK_FOLLOW); on EXDEV it is copied.
+* Anything else at a path is removed first (file <-> dir replacement across layers).
+* Every operation is relative to a directory fd opened with O_NOFOLLOW: a symlink from a lower layer
+  is replaced or removed, never followed, so no layer can make the merge write outside the snapshot.
+
+Built in snapshots/.tmp-XXXX, renamed into place, recorded as a Snapshot row; a snapshot that
+exists is returned at once (last_used updated). Call under store.lock(exclusive=False).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from .errors import LayerError, StoreError
+from .unpack import AUFS_META_PREFIX, IMPLICIT_XATTR, OPAQUE, WHITEOUT_PREFIX
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_WH = os.fsdecode(WHITEOUT_PREFIX)
+_OPQ = os.fsdecode(OPAQUE)
+_AUFS = os.fsdecode(AUFS_META_PREFIX)
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """ChainID(L0) = DiffID(L0); ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    prev: str | None = None
+    for d in diff_ids:
+        prev = d if prev is None else "sha256:" + hashlib.sha256(f"{prev} {d}".encode()).hexdigest()
+        out.append(prev)
+    return out
+
+
+class _Merger:
+    def __init__(self) -> None:
+        self.root = os.geteuid() == 0
+        self.entries = 0
+        self.size = 0
+        self.copied = 0          # EXDEV fallbacks
+
+    # -- removal -------------------------------------------------------------------------------
+    def _remove(self, tfd: int, name: str) -> None:
+        """Remove name (any type, subtree included) from target dir tfd, following nothing."""
+        try:
+            st = os.stat(name, dir_fd=tfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, _DIR_FLAGS, dir_fd=tfd)
+            try:
+                if st.st_mode & 0o700 != 0o700:
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)   # our own dir inode, not shared
+                self._clear_dir(fd)
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=tfd)
+        else:
+            os.unlink(name, dir_fd=tfd)
+            if stat.S_ISREG(st.st_mode):
+                self.size -= st.st_size
+        self.entries -= 1
+
+    def _clear_dir(self, fd: int) -> None:
+        with os.scandir(fd) as it:
+            names = [e.name for e in it]
+        for n in names:
+            self._remove(fd, n)
+
+    # -- attributes ----------------------------------------------------------------------------
+    def _dir_attrs(self, lfd: int, tfd: int, lst: os.stat_result) -> None:
+        try:
+            keys = os.listxattr(lfd)
+        except OSError:
+            keys = []
+        for k in keys:
+            if k == IMPLICIT_XATTR:
+                continue
+            try:
+                os.setxattr(tfd, k, os.getxattr(lfd, k))
+            except OSError:
+                pass
+        if self.root:
+            os.fchown(tfd, lst.st_uid, lst.st_gid)
+        os.fchmod(tfd, stat.S_IMODE(lst.st_mode))
+        os.utime(tfd, ns=(lst.st_atime_ns, lst.st_mtime_ns))
+
+    @staticmethod
+    def _implicit(lfd: int) -> bool:
+        try:
+            os.getxattr(lfd, IMPLICIT_XATTR)
+            return True
+        except OSError:
+            return False
+
+    # -- copy fallback (EXDEV) -----------------------------------------------------------------
+    def _copy(self, lfd: int, tfd: int, name: str) -> None:
+        st = os.stat(name, dir_fd=lfd, follow_symlinks=False)
+        self.copied += 1
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=lfd), name, dir_fd=tfd)
+        elif stat.S_ISREG(st.st_mode):
+            src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=lfd)
+            try:
+                dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              0o600, dir_fd=tfd)
+                try:
+                    left = st.st_size
+                    while left > 0:
+                        n = os.copy_file_range(src, dst, min(left, 1 << 30)) \
+                            if hasattr(os, "copy_file_range") else 0
+                        if n <= 0:
+                            os.write(dst, os.read(src, 1 << 20))
+                            n = os.lseek(dst, 0, os.SEEK_CUR) - (st.st_size - left)
+                        left -= n
+                    if self.root:
+                        os.fchown(dst, st.st_uid, st.st_gid)
+                    os.fchmod(dst, stat.S_IMODE(st.st_mode))
+                    for k in os.listxattr(src):
+                        try:
+                            os.setxattr(dst, k, os.getxattr(src, k))
+                        except OSError:
+                            pass
+                    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+                finally:
+                    os.close(dst)
+            finally:
+                os.close(src)
+            return
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(name, 0o600, dir_fd=tfd)
+        else:
+            os.mknod(name, st.st_mode, st.st_rdev, dir_fd=tfd)
+        if self.root:
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=tfd, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=tfd)
+        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=tfd, follow_symlinks=False)
+
+    def _link(self, lfd: int, tfd: int, name: str) -> None:
+        try:
+            os.link(name, name, src_dir_fd=lfd, dst_dir_fd=tfd, follow_symlinks=False)
+        except FileExistsError:
+            self._remove(tfd, name)
+            self._link(lfd, tfd, name)
+            return
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            self._copy(lfd, tfd, name)
+
+    # -- the merge -----------------------------------------------------------------------------
+    def merge_dir(self, lfd: int, tfd: int) -> None:
+        """Apply layer directory lfd onto target directory tfd (both opened O_NOFOLLOW)."""
+        with os.scandir(lfd) as it:
+            ents = list(it)
+        rest = []
+        opaque = False
+        for e in ents:
+            n = e.name
+            if n.startswith(_WH):
+                if n == _OPQ:
+                    opaque = True
+                continue
+            rest.append(e)
+        if opaque:
+            self._clear_dir(tfd)
+        for e in ents:
+            n = e.name
+            if n.startswith(_WH) and not n.startswith(_AUFS):
+                victim = n[len(_WH):]
+                if victim and victim not in (".", "..") and "/" not in victim:
+                    self._remove(tfd, victim)
+        for e in rest:
+            n = e.name
+            if e.is_dir(follow_symlinks=False):
+                self._merge_subdir(lfd, tfd, n)
+            else:
+                self._link(lfd, tfd, n)
+                self.entries += 1
+                if e.is_file(follow_symlinks=False):
+                    self.size += e.stat(follow_symlinks=False).st_size
+
+    def _merge_subdir(self, lfd: int, tfd: int, n: str) -> None:
+        existed = False
+        try:
+            os.mkdir(n, 0o700, dir_fd=tfd)
+        except FileExistsError:
+            st = os.stat(n, dir_fd=tfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                existed = True
+            else:
+                self._remove(tfd, n)
+                os.mkdir(n, 0o700, dir_fd=tfd)
+        if not existed:
+            self.entries += 1
+        clfd = os.open(n, _DIR_FLAGS, dir_fd=lfd)
+        try:
+            ctfd = os.open(n, _DIR_FLAGS, dir_fd=tfd)
+            try:
+                old_mode = None
+                if existed:
+                    tst = os.fstat(ctfd)
+                    if tst.st_mode & 0o700 != 0o700 and not self.root:
+                        old_mode = stat.S_IMODE(tst.st_mode)
+                        os.fchmod(ctfd, old_mode | 0o700)
+                self.merge_dir(clfd, ctfd)
+                if existed and self._implicit(clfd):
+                    if old_mode is not None:
+                        os.fchmod(ctfd, old_mode)
+                    # keep the lower layer's attributes; its mtime changed with the new children
+                    # (umoci/tar leave an existing directory's attributes alone too)
+                else:
+                    self._dir_attrs(clfd, ctfd, os.fstat(clfd))
+            finally:
+                os.close(ctfd)
+        finally:
+            os.close(clfd)
+
+    def merge_layer(self, layer: Path, tfd: int) -> None:
+        lfd = os.open(layer, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.merge_dir(lfd, tfd)
+            if not self._implicit(lfd):
+                self._dir_attrs(lfd, tfd, os.fstat(lfd))
+        finally:
+            os.close(lfd)
+
+
+def merge_layers(layers: list[Path], dest: Path) -> tuple[int, int]:
+    """Merge layer trees (base first) into the existing empty directory dest. -> (entries, size)."""
+    m = _Merger()
+    tfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchmod(tfd, 0o755)
+        for layer in layers:
+            m.merge_layer(layer, tfd)
+    finally:
+        os.close(tfd)
+    return m.entries, m.size
+
+
+def ensure_snapshot(store, diff_ids: list[str]) -> tuple[str, Path]:
+    """(chain_id, path) of the merged rootfs of diff_ids; built and recorded if missing."""
+    from container.cas.fsutil import publish_dir, remove_tree
+    from container.schema import models as m
+    from container.schema.db import write_txn
+
+    if not diff_ids:
+        raise LayerError("an image without layers has no root filesystem")
+    chains = chain_ids(list(diff_ids))
+    chain = chains[-1]
+    final = store.snapshot_path(chain)
+    store.db()
+    row = m.Snapshot.get_or_none(m.Snapshot.chain_id == chain)
+    if row is not None and final.is_dir():
+        m.Snapshot.update(last_used=m.utcnow()).where(m.Snapshot.chain_id == chain).execute()
+        return chain, final
+
+    entries = size = None
+    if not final.is_dir():
+        layers = [store.layer_path(d) for d in diff_ids]
+        for d, p in zip(diff_ids, layers):
+            if not p.is_dir():
+                raise StoreError(f"layer {d} is not unpacked in the store (run fsck or pull again)")
+        store.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store.snapshots_dir))
+        try:
+            entries, size = merge_layers(layers, tmp)
+        except OSError as e:
+            remove_tree(tmp)
+            raise LayerError(f"cannot build snapshot {chain}: {e.strerror or e}"
+                             + (f" ({e.filename!r})" if e.filename else "")) from None
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        publish_dir(tmp, final)      # False: another process published the same chain first
+
+    top = m.Layer.get_or_none(m.Layer.diff_id == diff_ids[-1])
+    if top is None:
+        raise StoreError(f"layer {diff_ids[-1]} is not recorded in the store database")
+    with write_txn():
+        (m.Snapshot.insert(chain_id=chain, parent=chains[-2] if len(chains) > 1 else None,
+                           top=top.diff_id, size=size or 0, entries=entries or 0)
+         .on_conflict_ignore().execute())
+        m.Snapshot.update(last_used=m.utcnow()).where(m.Snapshot.chain_id == chain).execute()
+    return chain, final

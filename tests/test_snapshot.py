@@ -1,0 +1,244 @@
+"""engine.snapshot: chain ids, hardlink merge with whiteouts, caching; equal to `umoci unpack`."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tarmaker as tm  # noqa: E402
+
+from container.engine.compression import open_layer_stream  # noqa: E402
+from container.engine.errors import LayerError  # noqa: E402
+from container.engine.snapshot import chain_ids, ensure_snapshot  # noqa: E402
+from container.engine.store import Store  # noqa: E402
+from container.engine.unpack import unpack_layer  # noqa: E402
+
+ROOT = os.geteuid() == 0
+MT_TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+def add_layer(store: Store, blob: bytes, media_type: str = MT_TAR) -> str:
+    """Unpack a layer blob into the store the way pull does (minus the registry) and record it."""
+    from container.schema import models as m
+    from container.schema.db import write_txn
+
+    raw = open_layer_stream(io.BytesIO(blob), media_type)
+    data = raw.read()  # small test layers: hash the whole uncompressed stream
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    dest = store.layer_path(diff_id)
+    if not dest.exists():
+        tmp = store.layers_dir / (".tmp-" + diff_id[7:19])
+        tmp.mkdir(parents=True)
+        stats = unpack_layer(io.BytesIO(data), tmp)
+        os.rename(tmp, dest)
+        with write_txn():
+            m.Layer.insert(diff_id=diff_id, size=stats.size, entries=stats.entries).on_conflict_ignore().execute()
+    return diff_id
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "root")
+    s.ensure()
+    s.db()
+    yield s
+    s.close()
+
+
+def tree(root: Path, *, content=True) -> dict:
+    """path -> (type, mode, uid, gid, size, sha256 | link target) for everything under root."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if stat.S_ISLNK(st.st_mode):
+                what = os.readlink(p)
+            elif stat.S_ISREG(st.st_mode) and content:
+                with open(p, "rb") as f:
+                    what = hashlib.sha256(f.read()).hexdigest()
+            else:
+                what = None
+            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                        st.st_size if stat.S_ISREG(st.st_mode) else 0, what)
+    return out
+
+
+# -- chain ids --------------------------------------------------------------------------------------
+
+def test_chain_ids_per_spec():
+    a, b, c = ("sha256:" + hashlib.sha256(x).hexdigest() for x in (b"a", b"b", b"c"))
+    ids = chain_ids([a, b, c])
+    assert ids[0] == a
+    assert ids[1] == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
+    assert ids[2] == "sha256:" + hashlib.sha256(f"{ids[1]} {c}".encode()).hexdigest()
+    assert chain_ids([]) == []
+
+
+# -- merge semantics ----------------------------------------------------------------------------------
+
+def test_whiteouts_opaque_and_replacement(store):
+    l1 = tm.tar(
+        tm.dir("data"), tm.file("data/keep", b"keep"), tm.file("data/gone", b"gone"),
+        tm.dir("data/olddir"), tm.file("data/olddir/a", b"a"), tm.dir("data/olddir/sub"),
+        tm.file("data/olddir/sub/b", b"b"),
+        tm.dir("data/opq"), tm.file("data/opq/x", b"x"), tm.dir("data/opq/y"), tm.file("data/opq/y/z", b"z"),
+        tm.file("data/f2d", b"file"), tm.dir("data/d2f"), tm.file("data/d2f/in", b"in"),
+        tm.symlink("data/s2d", "/etc"),
+        tm.file("data/orig", b"hard"), tm.hardlink("data/link", "data/orig"),
+        tm.dir("tmp", mode=0o1777),
+    )
+    l2 = tm.tar(
+        tm.dir("data"), tm.file("data/.wh.gone"), tm.file("data/.wh.olddir"),
+        tm.dir("data/opq"), tm.file("data/opq/new", b"new"), tm.file("data/opq/.wh..wh..opq"),
+        tm.dir("data/f2d"), tm.file("data/f2d/inside", b"inside"), tm.file("data/d2f", b"now a file"),
+        tm.dir("data/s2d"), tm.file("data/s2d/passwd", b"contained"),
+        tm.file("data/.wh.never-existed"),
+    )
+    d1, d2 = add_layer(store, l1), add_layer(store, l2)
+    chain, path = ensure_snapshot(store, [d1, d2])
+    assert chain == chain_ids([d1, d2])[-1] and path == store.snapshot_path(chain)
+    t = tree(path)
+    assert "data/gone" not in t and "data/olddir" not in t and "data/olddir/sub/b" not in t
+    assert (path / "data/keep").read_bytes() == b"keep"
+    assert sorted(p for p in t if p.startswith("data/opq/")) == ["data/opq/new"]
+    assert (path / "data/f2d/inside").read_bytes() == b"inside"
+    assert (path / "data/d2f").read_bytes() == b"now a file"
+    assert not (path / "data/s2d").is_symlink() and (path / "data/s2d/passwd").read_bytes() == b"contained"
+    assert not any(".wh." in p for p in t)
+    assert stat.S_IMODE(os.lstat(path / "tmp").st_mode) == 0o1777
+    # files are hardlinks into the layer trees, hardlinks inside a layer stay one inode
+    assert os.lstat(path / "data/keep").st_ino == os.lstat(store.layer_path(d1) / "data/keep").st_ino
+    assert os.lstat(path / "data/link").st_ino == os.lstat(path / "data/orig").st_ino
+    # directories are our own inodes, never the layer's
+    assert os.lstat(path / "data").st_ino != os.lstat(store.layer_path(d2) / "data").st_ino
+    # layer trees still hold their markers
+    assert (store.layer_path(d2) / "data/.wh.gone").exists()
+
+
+def test_cached_and_recorded(store):
+    from container.schema import models as m
+
+    d1 = add_layer(store, tm.tar(tm.file("a", b"a")))
+    d2 = add_layer(store, tm.tar(tm.file("b", b"b")))
+    chain, path = ensure_snapshot(store, [d1, d2])
+    row = m.Snapshot.get(m.Snapshot.chain_id == chain)
+    assert row.top_diff_id == d2 and row.parent == d1 and row.entries == 2 and row.size == 2
+    before = row.last_used
+    ino = os.lstat(path).st_ino
+    chain2, path2 = ensure_snapshot(store, [d1, d2])
+    assert (chain2, path2) == (chain, path) and os.lstat(path2).st_ino == ino
+    assert m.Snapshot.get(m.Snapshot.chain_id == chain).last_used >= before
+    assert not [p for p in store.snapshots_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_implicit_dirs_keep_lower_attributes(store):
+    d1 = add_layer(store, tm.tar(tm.dir("tmp", mode=0o1777, mtime=1_000_000), tm.dir("opt", mode=0o700)))
+    d2 = add_layer(store, tm.tar(tm.file("tmp/new", b"n"), tm.file("opt/x/y", b"y")))
+    _, path = ensure_snapshot(store, [d1, d2])
+    assert stat.S_IMODE(os.lstat(path / "tmp").st_mode) == 0o1777
+    assert stat.S_IMODE(os.lstat(path / "opt").st_mode) == 0o700
+    assert stat.S_IMODE(os.lstat(path / "opt/x").st_mode) == 0o755
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o755
+    with pytest.raises(OSError):
+        os.getxattr(path / "opt/x", "user.container.implicit")
+
+
+def test_root_entry_attributes(store):
+    d1 = add_layer(store, tm.tar(tm.dir(".", mode=0o750), tm.file("a", b"a")))
+    _, path = ensure_snapshot(store, [d1])
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o750
+
+
+def test_missing_layer_is_a_clear_error(store):
+    from container.engine.errors import StoreError
+
+    with pytest.raises(StoreError, match="not unpacked"):
+        ensure_snapshot(store, ["sha256:" + "0" * 64])
+    with pytest.raises(LayerError):
+        ensure_snapshot(store, [])
+
+
+def test_exdev_falls_back_to_copy(store, monkeypatch):
+    import errno as _errno
+
+    d1 = add_layer(store, tm.tar(tm.file("f", b"data", mode=0o4755), tm.symlink("s", "f"), tm.fifo("p"),
+                                 tm.dir("d"), tm.file("d/g", b"g")))
+    real_link = os.link
+
+    def exdev(*a, **kw):
+        raise OSError(_errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", exdev)
+    _, path = ensure_snapshot(store, [d1])
+    monkeypatch.setattr(os, "link", real_link)
+    assert (path / "f").read_bytes() == b"data"
+    assert stat.S_IMODE(os.lstat(path / "f").st_mode) == 0o4755
+    assert os.lstat(path / "f").st_ino != os.lstat(store.layer_path(d1) / "f").st_ino
+    assert os.readlink(path / "s") == "f" and stat.S_ISFIFO(os.lstat(path / "p").st_mode)
+    assert (path / "d/g").read_bytes() == b"g"
+
+
+# -- against umoci ------------------------------------------------------------------------------------
+
+def umoci_rootfs(layout: Path, tag: str, bundle: Path) -> Path:
+    r = subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return bundle / "rootfs"
+
+
+def diff_trees(ours: dict, theirs: dict) -> list[str]:
+    out = []
+    for p in sorted(set(ours) | set(theirs)):
+        if ours.get(p) != theirs.get(p):
+            out.append(f"{p}: ours={ours.get(p)} umoci={theirs.get(p)}")
+    return out
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("umoci"), reason="umoci unpack as root")
+def test_equals_umoci_on_handmade_layers(store, tmp_path):
+    layers = [
+        tm.tar(tm.dir("etc"), tm.file("etc/passwd", b"root\n"), tm.dir("bin"),
+               tm.file("bin/busybox", tm.seed_bytes(50_000), mode=0o755), tm.hardlink("bin/sh", "bin/busybox"),
+               tm.symlink("bin/ls", "busybox"), tm.dir("usr"), tm.dir("usr/lib"), tm.symlink("lib", "usr/lib"),
+               tm.dir("d2f"), tm.file("d2f/a", b"a"), tm.file("f2d", b"f"), tm.dir("home"),
+               tm.dir("home/u", mode=0o750, uid=1000, gid=1000), tm.file("home/u/.profile", b"p", uid=1000, gid=1000),
+               tm.dir("opq"), tm.file("opq/old", b"o"), tm.dir("opq/sub"), tm.file("opq/sub/old2", b"o2"),
+               tm.fifo("fifo"), tm.file("sticky", b"", mode=0o1644), tm.dir("tmp", mode=0o1777)),
+        tm.tar(tm.file(".wh.d2f"), tm.dir("d2f"), tm.file("d2f/b", b"b"), tm.dir("f2d"), tm.file("f2d/c", b"c"),
+               tm.dir("opq"), tm.file("opq/.wh..wh..opq"), tm.file("opq/new", b"n"),
+               tm.dir("etc"), tm.file("etc/.wh.passwd"), tm.dir("bin"), tm.file("bin/busybox", b"new busybox")),
+        tm.tar(tm.dir("etc"), tm.file("etc/passwd", b"root again\n", mode=0o600),
+               tm.file(".wh.fifo"), tm.dir("fifo"), tm.dir("home"), tm.file("home/.wh.u")),
+    ]
+    info = tm.oci_layout(tmp_path / "oci", layers)
+    diff_ids = [add_layer(store, t) for t in layers]
+    assert diff_ids == info["diff_ids"]
+    _, ours = ensure_snapshot(store, diff_ids)
+    theirs = umoci_rootfs(tmp_path / "oci", "latest", tmp_path / "bundle")
+    assert diff_trees(tree(ours), tree(theirs)) == []
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("umoci"), reason="umoci unpack as root")
+@pytest.mark.parametrize("name", ["layered", "busybox", "shared-a"])
+def test_equals_umoci_on_test_images(store, tmp_path, built_images, name):
+    img = built_images[name]
+    diff_ids = []
+    for layer in img.layers:
+        blob = (img.oci_dir / "blobs" / "sha256" / layer.digest.split(":", 1)[1]).read_bytes()
+        diff_ids.append(add_layer(store, blob, layer.media_type))
+    assert diff_ids == img.diff_ids
+    _, ours = ensure_snapshot(store, diff_ids)
+    theirs = umoci_rootfs(img.oci_dir, img.tag, tmp_path / "bundle")
+    assert diff_trees(tree(ours), tree(theirs)) == []
