@@ -216,9 +216,31 @@ def fsck_cmd(ctx: typer.Context,
 
     st = state(ctx)
     report = F.fsck(st.store, repair=repair, deep=deep)
-    F.render(report, verbose=st.verbose)
+    _render_fsck(report, repair=repair, verbose=st.verbose)
     if report.remaining:
         raise typer.Exit(1)
+
+
+
+def _render_fsck(rep, *, repair: bool, verbose: bool) -> None:
+    out = sys.stdout.write
+    for p in rep.problems:
+        if p.fixed:
+            out(f"repaired  {p.kind:<17} {p.detail}: {p.fixed}\n")
+        else:
+            out(f"PROBLEM   {p.kind:<17} {p.detail}\n")
+    for n in rep.notes:
+        out(f"note      {n}\n")
+    if verbose:
+        out("checked: " + ", ".join(f"{k}={v}" for k, v in rep.checked.items()) + "\n")
+    left = len(rep.remaining)
+    fixed = len(rep.problems) - left
+    if not rep.problems:
+        out("fsck: no problems found\n")
+    elif repair:
+        out(f"fsck: {fixed} problem(s) repaired, {left} remaining\n")
+    else:
+        out(f"fsck: {left} problem(s) found (container fsck --repair fixes what it can)\n")
 
 
 # -- sql ------------------------------------------------------------------------------------------

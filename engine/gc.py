@@ -28,8 +28,8 @@ engine/df.py) before the files go, not estimated from the DB.
 prune = choose rows to drop (docker semantics), then the same sweep:
     image prune       images without a named tag and without a container (dangling)
     image prune -a    every image no container uses
-    container prune   containers that are created or exited and whose containers/<id>/lock
-                      is not held
+    container prune   containers whose containers/<id>/lock is not held (created, exited, or a
+                      "running" row whose supervisor died: engine/containers.py)
     system prune [-a] container prune, then image prune [-a], then gc, in one sweep
 """
 
@@ -204,7 +204,8 @@ def _load():
         tags=list(Tag.select()),
         images={i.id: i for i in Image.select()},
         image_layers=list(ImageLayer.select(ImageLayer.image, ImageLayer.position, ImageLayer.blob,
-                                            ImageLayer.layer).order_by(ImageLayer.image, ImageLayer.position)),
+                                            ImageLayer.layer, ImageLayer.media_type)
+                          .order_by(ImageLayer.image, ImageLayer.position)),
         containers={c.id: c for c in Container.select()},
         snapshots={s.chain_id: s for s in Snapshot.select()},
         layers={x.diff_id: x for x in Layer.select()},
@@ -214,17 +215,16 @@ def _load():
 
 
 def select_containers(store, *, until: _dt.datetime | None = None) -> tuple[list[str], list[str]]:
-    """container prune: (ids to remove, notes on skipped). Stopped = created|exited, lock not held."""
+    """container prune: (ids to remove, notes on skipped). Stopped = its lock is not held."""
     from container.schema import Container
 
     ids, skipped = [], []
     for c in Container.select().order_by(Container.created):
-        if c.status not in ("created", "exited"):
-            continue
+        # The supervisor holds containers/<id>/lock from before the row exists until it has recorded
+        # the exit, so a free lock means stopped: created, exited, or "running" whose supervisor died.
         if until is not None and c.created and c.created >= until:
             continue
         if lock_is_held(store.containers_dir / c.id / "lock"):
-            skipped.append(f"container {c.id[:12]} ({c.name}) is in use (its lock is held)")
             continue
         ids.append(c.id)
     return ids, skipped

@@ -1,0 +1,525 @@
+"""`container fsck`: the store checked both ways, read-only unless --repair.
+
+Checks (each finding is a Problem; exit 1 when any remains):
+    missing-blob      a Blob row whose blobs/sha256/<hex> file is gone
+    corrupt-blob      a blob file that does not hash to its name (all files are rehashed)
+    missing-layer     a Layer row without layers/<hex>/
+    missing-snapshot  a Snapshot row without snapshots/<hex>/
+    missing-container a Container row without containers/<id>/
+    orphan            a file or tree no row (nor live lease) names: blobs, layers, snapshots,
+                      containers, stale ingest partials (no lock holder, no live lease)
+    half-built        a `.tmp-*` tree left by a crash (no process that could still own it)
+    refcount          Blob.refs / Layer.refs differ from the edges that name them
+    deep              (--deep) an unpacked layer tree differs from its blob: the blob is re-streamed
+                      through engine.compression.open_layer_stream and parsed with engine.unpack's own
+                      tar parser; every entry's type, mode, size, content sha256, symlink target and
+                      hardlink identity (and owner when root) is compared with the tree, and any
+                      path the tar does not explain is reported. The tar is the index.
+Notes (not problems): dead leases, images no root reaches (gc removes both).
+
+--repair (under the exclusive store lock, except the re-pull which takes its own shared lock):
+    drops Blob/Layer/Snapshot rows that point at nothing and nothing needs; deletes orphans and
+    half-built trees (cas.remove_under); deletes corrupt blobs; fixes refcounts; re-unpacks a
+    missing or wrong layer tree from its blob; rebuilds a missing snapshot a container needs;
+    re-downloads missing or corrupt blobs of images that are still tagged (engine.pull by digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from container.cas import Digest
+from container.cas.fsutil import remove_under
+
+from . import gc as G
+
+
+@dataclass
+class Problem:
+    kind: str
+    key: str
+    detail: str
+    path: Path | None = None
+    fixed: str | None = None       # what --repair did, when it did
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> list[Problem]:
+        return [p for p in self.problems if not p.fixed]
+
+    def add(self, kind, key, detail, path=None) -> Problem:
+        p = Problem(kind, key, detail, path)
+        self.problems.append(p)
+        return p
+
+
+def _hex(d: str) -> str:
+    return d.split(":", 1)[-1]
+
+
+def check(store, *, deep: bool = False) -> tuple[Report, G.Plan, G._State]:
+    """All checks, no changes. Returns the report, the gc plan (orphans) and the loaded rows."""
+    store.db()
+    rep = Report()
+    st = G._load()
+    plan = G.make_plan(store)          # what gc would sweep: orphans and unreachable rows
+
+    # rows -> files
+    for d, b in st.blobs.items():
+        p = store.blobs.dir / _hex(d)
+        if not p.is_file():
+            rep.add("missing-blob", d, f"blob {d} is recorded but blobs/sha256/{_hex(d)[:12]}… is missing", p)
+    for d in st.layers:
+        p = store.layers_dir / _hex(d)
+        if not p.is_dir():
+            rep.add("missing-layer", d, f"layer {d} is recorded but layers/{_hex(d)[:12]}… is missing", p)
+    for d in st.snapshots:
+        p = store.snapshots_dir / _hex(d)
+        if not p.is_dir():
+            rep.add("missing-snapshot", d, f"snapshot {d} is recorded but snapshots/{_hex(d)[:12]}… is missing",
+                    p)
+    for cid, c in st.containers.items():
+        p = store.containers_dir / cid
+        if not p.is_dir():
+            rep.add("missing-container", cid, f"container {cid[:12]} ({c.name}) has no directory "
+                                              f"containers/{cid[:12]}…", p)
+    rep.checked.update(blob_rows=len(st.blobs), layer_rows=len(st.layers), snapshot_rows=len(st.snapshots),
+                       container_rows=len(st.containers))
+
+    # every blob file rehashes to its name
+    n = 0
+    for dg, _size in store.blobs.walk():
+        n += 1
+        try:
+            ok = store.blobs.verify(dg)
+        except OSError as e:
+            ok = False
+        if not ok:
+            rep.add("corrupt-blob", str(dg), f"blob {dg} does not hash to its name", store.blobs.path(dg))
+    rep.checked["blob_files"] = n
+
+    # files -> rows: whatever gc would delete from disk is an orphan or a half-built tree
+    reachable_rows = set(plan.blobs) | set(plan.layers) | set(plan.snapshots)
+    corrupt = {p.path for p in rep.problems if p.kind == "corrupt-blob"}
+    for u in plan.units:
+        if u.path in corrupt:
+            continue
+        rel = os.path.relpath(u.path, store.root)
+        if u.kind == "tmp":
+            rep.add("half-built", rel, f"half-built tree {rel} (left by an interrupted process)", u.path)
+        elif u.key in reachable_rows:
+            continue     # unreachable but recorded: garbage, reported as a note below
+        else:
+            what = {"ingest": "stale partial download", "container": "container dir without a row"}.get(
+                u.kind, "file no row names")
+            rep.add("orphan", rel, f"orphan: {rel} ({what})", u.path)
+    if plan.images:
+        rep.notes.append(f"{len(plan.images)} image(s) no tag or container references (gc removes them)")
+    garbage = len(plan.blobs) + len(plan.layers) + len(plan.snapshots)
+    if garbage:
+        rep.notes.append(f"{garbage} unreferenced row(s) with their files (gc removes them)")
+    if plan.leases:
+        rep.notes.append(f"{len(plan.leases)} expired lease(s) of dead processes (gc removes them)")
+
+    for kind, key, stored, actual in plan.drift:
+        rep.add("refcount", f"{kind} {key}", f"{kind} {key}: refs is {stored}, {actual} edge(s) name it")
+
+    if deep:
+        n = 0
+        for il in _layer_sources(st):
+            tree = store.layers_dir / _hex(il.diff_id)
+            if not tree.is_dir() or not store.blobs.has(Digest.parse(il.blob_digest)):
+                continue
+            n += 1
+            diffs = verify_tree(store, il.blob_digest, il.media_type, il.diff_id, tree)
+            if diffs:
+                shown = "; ".join(diffs[:5]) + (f"; … {len(diffs) - 5} more" if len(diffs) > 5 else "")
+                rep.add("deep", il.diff_id, f"layer {il.diff_id} differs from its blob: {shown}", tree)
+        rep.checked["layer_trees_verified"] = n
+    return rep, plan, st
+
+
+def _layer_sources(st) -> list:
+    """One ImageLayer row per diff_id (its blob and media type), in a stable order."""
+    seen: dict[str, object] = {}
+    for il in st.image_layers:
+        seen.setdefault(il.diff_id, il)
+    return [seen[k] for k in sorted(seen)]
+
+
+# -- --deep: the tar is the index ---------------------------------------------------------------
+
+def _expected(store, blob_digest: str, media_type: str) -> tuple[dict, str]:
+    """Replay the layer tar as engine.unpack does, in memory: {path components: record}, diff_id."""
+    from . import unpack as U
+    from .compression import open_layer_stream
+
+    class _Hash:
+        def __init__(self, s):
+            self.s, self.h = s, hashlib.sha256()
+
+        def read(self, n=-1):
+            b = self.s.read(n)
+            self.h.update(b)
+            return b
+
+    model: dict[tuple, dict] = {}
+    group = 0
+    with store.blobs.open(Digest.parse(blob_digest)) as raw:
+        hs = _Hash(open_layer_stream(raw, media_type))
+        src = U._Source(hs)
+        for e in U._entries(src, U.Limits()):
+            comps = U._clean(e.name)
+            is_reg = e.type in U._REGULAR_TYPES
+            if not comps:
+                if is_reg:
+                    src.copy(None, e.size)
+                    src.skip_padding(e.size)
+                continue
+            for i in range(1, len(comps)):         # implicit parents
+                if comps[:i] not in model or model[comps[:i]]["type"] != "dir":
+                    model[comps[:i]] = {"type": "dir", "implicit": True}
+            leaf = comps[-1]
+
+            def drop(c=comps):
+                for k in [k for k in model if k[:len(c)] == c]:
+                    del model[k]
+
+            if (leaf.startswith(U.WHITEOUT_PREFIX)
+                    and (not leaf.startswith(U.AUFS_META_PREFIX) or leaf == U.OPAQUE)):
+                drop()
+                model[comps] = {"type": "reg", "size": 0, "sha": hashlib.sha256().hexdigest(), "marker": True}
+                if is_reg:
+                    src.copy(None, e.size)
+                    src.skip_padding(e.size)
+                continue
+            if is_reg:
+                h = hashlib.sha256()
+                left = e.size
+                while left:
+                    chunk = src.read(min(left, 1 << 20))
+                    h.update(chunk)
+                    left -= len(chunk)
+                src.skip_padding(e.size)
+                drop()
+                group += 1
+                model[comps] = {"type": "reg", "size": e.size, "sha": h.hexdigest(), "mode": e.mode & 0o7777,
+                                "uid": e.uid, "gid": e.gid, "group": group}
+            elif e.type == U._DIR:
+                old = model.get(comps)
+                if old is None or old["type"] != "dir":
+                    drop()
+                model[comps] = {"type": "dir", "mode": e.mode & 0o7777, "uid": e.uid, "gid": e.gid}
+            elif e.type == U._SYM:
+                drop()
+                model[comps] = {"type": "sym", "target": e.linkname, "uid": e.uid, "gid": e.gid}
+            elif e.type == U._LNK:
+                t = model.get(U._clean(e.linkname))
+                if t is None:
+                    continue
+                if comps != U._clean(e.linkname):
+                    drop()
+                    model[comps] = dict(t)
+            else:
+                drop()
+                kind = {U._CHR: "chr", U._BLK: "blk", U._FIFO: "fifo"}[e.type]
+                model[comps] = {"type": kind, "mode": e.mode & 0o7777, "dev": (e.devmajor, e.devminor),
+                                "uid": e.uid, "gid": e.gid, "optional": kind != "fifo"}
+        while hs.read(1 << 20):
+            pass
+    return model, "sha256:" + hs.h.hexdigest()
+
+
+def verify_tree(store, blob_digest: str, media_type: str, diff_id: str, tree: Path) -> list[str]:
+    """Differences between layers/<diff_id>/ and the tar in its blob ([] = identical)."""
+    from .errors import ContainerError
+
+    try:
+        model, got = _expected(store, blob_digest, media_type)
+    except (ContainerError, OSError, ValueError) as e:
+        return [f"cannot read blob {blob_digest}: {e}"]
+    out: list[str] = []
+    if got != diff_id:
+        out.append(f"the blob's uncompressed digest is {got}, not {diff_id}")
+    root = os.geteuid() == 0
+    seen: set[tuple] = set()
+    inode_of_group: dict[int, tuple] = {}
+    base = os.fsencode(os.fspath(tree))
+    stack = [()]
+    while stack:
+        d = stack.pop()
+        dpath = os.path.join(base, *d) if d else base
+        try:
+            names = os.listdir(dpath)
+        except OSError as e:
+            out.append(f"{_show(d)}: cannot list: {e.strerror}")
+            continue
+        for name in names:
+            comps = d + (name,)
+            p = os.path.join(dpath, name)
+            st = os.lstat(p)
+            seen.add(comps)
+            rec = model.get(comps)
+            show = _show(comps)
+            if rec is None:
+                out.append(f"{show}: in the tree, not in the layer")
+                if stat.S_ISDIR(st.st_mode):
+                    pass
+                continue
+            t = rec["type"]
+            actual = ("dir" if stat.S_ISDIR(st.st_mode) else "reg" if stat.S_ISREG(st.st_mode) else
+                      "sym" if stat.S_ISLNK(st.st_mode) else "chr" if stat.S_ISCHR(st.st_mode) else
+                      "blk" if stat.S_ISBLK(st.st_mode) else "fifo" if stat.S_ISFIFO(st.st_mode) else "?")
+            if actual != t:
+                out.append(f"{show}: is a {actual}, the layer has a {t}")
+                continue
+            if t == "dir":
+                stack.append(comps)
+            if "mode" in rec and not rec.get("implicit") and stat.S_IMODE(st.st_mode) != rec["mode"]:
+                out.append(f"{show}: mode {stat.S_IMODE(st.st_mode):o}, the layer says {rec['mode']:o}")
+            if root and "uid" in rec and (st.st_uid, st.st_gid) != (rec["uid"], rec["gid"]):
+                out.append(f"{show}: owner {st.st_uid}:{st.st_gid}, the layer says {rec['uid']}:{rec['gid']}")
+            if t == "reg":
+                if st.st_size != rec["size"]:
+                    out.append(f"{show}: {st.st_size} bytes, the layer has {rec['size']}")
+                elif _sha_file(p) != rec["sha"]:
+                    out.append(f"{show}: content differs from the layer")
+                g = rec.get("group")
+                if g is not None:
+                    ino = (st.st_dev, st.st_ino)
+                    if inode_of_group.setdefault(g, ino) != ino:
+                        out.append(f"{show}: should be a hardlink of the same file as its tar link target")
+            elif t == "sym":
+                if os.readlink(p) != rec["target"]:
+                    out.append(f"{show}: symlink to {os.fsdecode(os.readlink(p))!r}, the layer says "
+                               f"{os.fsdecode(rec['target'])!r}")
+            elif t in ("chr", "blk"):
+                if (os.major(st.st_rdev), os.minor(st.st_rdev)) != rec["dev"]:
+                    out.append(f"{show}: device numbers differ from the layer")
+    for comps, rec in model.items():
+        if comps not in seen and not rec.get("optional"):
+            out.append(f"{_show(comps)}: in the layer, missing from the tree")
+    return out
+
+
+def _show(comps: tuple) -> str:
+    return "/" + "/".join(os.fsdecode(c) for c in comps)
+
+
+def _sha_file(p) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- repair -----------------------------------------------------------------------------------------
+
+def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
+    """Rebuild layers/<diff_id>/ from its blob: .tmp dir, unpack, check the diff_id, swap in."""
+    import secrets
+
+    from container.cas.fsutil import publish_dir, remove_tree
+
+    from .compression import open_layer_stream
+    from .errors import VerificationError
+    from .unpack import unpack_layer
+
+    final = store.layer_path(diff_id)
+    tmp = store.layers_dir / f".tmp-fsck-{secrets.token_hex(6)}"
+    tmp.mkdir()
+    try:
+        with store.blobs.open(Digest.parse(blob_digest)) as raw:
+            h = hashlib.sha256()
+
+            class _H:
+                def __init__(self, s):
+                    self.s = s
+
+                def read(self, n=-1):
+                    b = self.s.read(n)
+                    h.update(b)
+                    return b
+
+            s = _H(open_layer_stream(raw, media_type))
+            unpack_layer(s, tmp)
+            while s.read(1 << 20):
+                pass
+        if "sha256:" + h.hexdigest() != diff_id:
+            raise VerificationError(f"blob {blob_digest} does not uncompress to {diff_id}")
+        if os.path.lexists(final):
+            remove_under(store.root, final)
+        publish_dir(tmp, final)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+
+
+def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
+    if not repair:
+        with store.lock(exclusive=False):
+            rep, _, _ = check(store, deep=deep)
+        return rep
+    with store.lock(exclusive=True):
+        rep, plan, st = check(store, deep=deep)
+        repull = _repair_locked(store, rep, plan, st)
+    if repull:
+        _repull(store, rep, repull)
+    return rep
+
+
+def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Problem]]:
+    """Everything but downloads. Returns {pull reference: [problems it fixes]}."""
+    from container.schema import Blob, Layer, Snapshot, write_txn
+
+    from .errors import ContainerError
+
+    by_kind: dict[str, list[Problem]] = {}
+    for p in rep.problems:
+        by_kind.setdefault(p.kind, []).append(p)
+
+    # corrupt blobs go first (then they are missing blobs like any other)
+    for p in by_kind.get("corrupt-blob", []):
+        remove_under(store.root, p.path)
+        p.fixed = "deleted the corrupt file"
+        if p.key in st.blobs:
+            by_kind.setdefault("missing-blob", []).append(Problem("missing-blob", p.key, p.detail, p.path))
+
+    # which rows something still needs
+    used_blobs: dict[str, list] = {}
+    for im in st.images.values():
+        for d in (im.manifest_digest, im.config_digest, im.index_digest):
+            if d:
+                used_blobs.setdefault(d, []).append(im.id)
+    for il in st.image_layers:
+        used_blobs.setdefault(il.blob_digest, []).append(il.image_id)
+    used_layers = {il.diff_id for il in st.image_layers}
+    used_snaps = {c.chain_id for c in st.containers.values() if c.chain_id}
+    tags_of: dict[str, list] = {}
+    for t in st.tags:
+        tags_of.setdefault(t.image_id, []).append(t)
+    src_of = {il.diff_id: il for il in _layer_sources(st)}
+
+    repull: dict[str, list[Problem]] = {}
+    drop_blobs, drop_layers, drop_snaps = [], [], []
+    for p in by_kind.get("missing-blob", []):
+        if p.key not in used_blobs:
+            drop_blobs.append(p.key)
+            p.fixed = "dropped the row (nothing uses it)"
+            continue
+        ref = None
+        for iid in used_blobs[p.key]:
+            for t in tags_of.get(iid, []):
+                ref = f"{t.repository}@{t.digest}"
+                break
+            if ref:
+                break
+        if ref:
+            repull.setdefault(ref, []).append(p)
+        else:
+            p.detail += " (its image has no tag to re-download from)"
+    for p in by_kind.get("missing-layer", []) + by_kind.get("deep", []):
+        il = src_of.get(p.key)
+        if p.key not in used_layers or il is None:
+            if p.kind == "missing-layer":
+                drop_layers.append(p.key)
+                p.fixed = "dropped the row (no image uses it)"
+            continue
+        if store.blobs.has(Digest.parse(il.blob_digest)) and \
+                store.blobs.verify(Digest.parse(il.blob_digest)):
+            try:
+                reunpack(store, il.blob_digest, il.media_type, il.diff_id)
+                p.fixed = f"re-unpacked from blob {il.blob_digest[:19]}"
+            except (ContainerError, OSError) as e:
+                p.detail += f" (re-unpack failed: {e})"
+        else:
+            iid = il.image_id
+            tags = tags_of.get(iid, [])
+            if tags:
+                repull.setdefault(f"{tags[0].repository}@{tags[0].digest}", []).append(p)
+    for p in by_kind.get("missing-snapshot", []):
+        if p.key in used_snaps:
+            continue            # rebuilt below, once its layers are back
+        drop_snaps.append(p.key)
+        p.fixed = "dropped the row (rebuilt on the next run)"
+    snap_users = [c for c in st.containers.values() if c.chain_id in
+                  {p.key for p in by_kind.get("missing-snapshot", [])}]
+
+    with write_txn():
+        # a Snapshot row names its top layer (RESTRICT): snapshots first
+        if drop_layers:
+            drop_snaps += [s.chain_id for s in st.snapshots.values() if s.top_diff_id in drop_layers
+                           and s.chain_id not in used_snaps and s.chain_id not in drop_snaps]
+        for k in drop_snaps:
+            Snapshot.delete().where(Snapshot.chain_id == k).execute()
+        for k in drop_layers:
+            Layer.delete().where(Layer.diff_id == k).execute()
+        for k in drop_blobs:
+            Blob.delete().where(Blob.digest == k).execute()
+        G._recount()
+    for p in by_kind.get("refcount", []):
+        p.fixed = "recounted"
+
+    for p in by_kind.get("orphan", []) + by_kind.get("half-built", []):
+        if p.path is None:
+            continue
+        if p.path.name and (p.path.parent == store.ingest_dir) and G.lock_is_held(p.path / "lock"):
+            continue
+        try:
+            remove_under(store.root, p.path)
+            p.fixed = "deleted"
+        except OSError as e:
+            p.detail += f" (delete failed: {e.strerror or e})"
+
+    # snapshots a container needs: rebuild from the layers of its image
+    if snap_users:
+        from .snapshot import ensure_snapshot
+
+        for c in snap_users:
+            diffs = [il.diff_id for il in st.image_layers if il.image_id == c.image_id]
+            if G.chain_ids(diffs)[-1:] != [c.chain_id]:
+                continue
+            try:
+                ensure_snapshot(store, diffs)
+                for p in by_kind["missing-snapshot"]:
+                    if p.key == c.chain_id:
+                        p.fixed = "rebuilt from its layers"
+            except (ContainerError, OSError) as e:
+                for p in by_kind["missing-snapshot"]:
+                    if p.key == c.chain_id:
+                        p.detail += f" (rebuild failed: {e})"
+    return repull
+
+
+def _repull(store, rep: Report, repull: dict[str, list[Problem]]) -> None:
+    from container.schema import Tag, write_txn
+
+    from .errors import ContainerError
+    from .pull import pull
+
+    for ref, probs in repull.items():
+        before = {t.id for t in Tag.select(Tag.id)}
+        try:
+            pull(store, ref)
+        except ContainerError as e:
+            for p in probs:
+                p.detail += f" (re-download from {ref} failed: {e})"
+            continue
+        with write_txn():        # pulling by digest adds a digest-only tag: keep the tags as they were
+            Tag.delete().where(Tag.id.not_in(list(before)) if before else Tag.id.is_null(False)).execute()
+        for p in probs:
+            if p.kind == "missing-blob" and store.blobs.has(Digest.parse(p.key)):
+                p.fixed = f"re-downloaded ({ref})"
+            elif p.kind in ("missing-layer", "deep") and store.layer_path(p.key).is_dir():
+                p.fixed = f"re-downloaded and unpacked ({ref})"
