@@ -204,3 +204,102 @@ def test_debian_image(debian_image, registry):
     with tarfile.open(fileobj=gzip.open(blob)) as tf:
         names = tf.getnames()
     assert "usr/share/doc/.wh..wh..opq" in names and "usr/share/.wh.man" in names
+
+
+# ------------------------------------------------------------------------------------------ fault proxy
+def _get(host, path, headers=None, method="GET", timeout=10):
+    """(status, headers, body or the exception raised while reading the body)."""
+    import http.client
+    c = http.client.HTTPConnection(host, timeout=timeout)
+    try:
+        c.request(method, path, headers=headers or {})
+        r = c.getresponse()
+        try:
+            body = r.read()
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            body = e
+        return r.status, dict(r.getheaders()), body
+    finally:
+        c.close()
+
+
+def _blob(pushed, key="shared-a", i=1):
+    img = pushed[key]
+    return f"/v2/{img.repo}/blobs/{img.layer_digests[i]}", img.layer_digests[i], img.layers[i].size
+
+
+def _sha(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def test_proxy_passes_through_and_records(proxy, pushed, registry):
+    p = proxy()
+    path, digest, size = _blob(pushed)
+    mark = registry.mark()
+    st, hdrs, body = _get(p.host, path, {"Authorization": "Bearer xyz", "Accept": "*/*"})
+    assert st == 200 and _sha(body) == digest and len(body) == size
+    st, hdrs, body = _get(p.host, path, {"Range": "bytes=100-"})
+    assert st == 206 and len(body) == size - 100
+    assert p.count(r"/blobs/") == 2 and p.count(r"/blobs/", method="HEAD") == 0
+    assert p.headers(r"/blobs/")[0]["authorization"] == "Bearer xyz"
+    assert p.paths()[f"GET {path}"] == 2
+    assert registry.blob_gets(digest, since=mark) == 2   # the proxy really forwarded
+
+
+def test_proxy_status_faults_then_pass(proxy, pushed):
+    p = proxy()
+    path, digest, _ = _blob(pushed)
+    f = p.fail(r"/blobs/", status=503, count=2)
+    p.fail(r"/manifests/", status=429, retry_after=3)
+    assert [_get(p.host, path)[0] for _ in range(3)] == [503, 503, 200]
+    assert f.hits == 2
+    st, hdrs, body = _get(p.host, f"/v2/{pushed['busybox'].repo}/manifests/latest")
+    assert st == 429 and hdrs["Retry-After"] == "3" and json.loads(body)["errors"][0]["code"] == "TOOMANYREQUESTS"
+
+
+def test_proxy_body_faults(proxy, pushed):
+    import http.client
+    p = proxy()
+    path, digest, size = _blob(pushed)
+    p.truncate(r"/blobs/", after=1000)
+    st, hdrs, body = _get(p.host, path)
+    assert st == 200 and int(hdrs["Content-Length"]) == size and isinstance(body, http.client.IncompleteRead)
+    assert len(body.partial) == 1000
+    p.truncate(r"/blobs/", after=1000, consistent_length=True)
+    st, hdrs, body = _get(p.host, path)
+    assert hdrs["Content-Length"] == "1000" and len(body) == 1000
+    p.reset(r"/blobs/", after=4096)
+    st, hdrs, body = _get(p.host, path)
+    assert isinstance(body, (ConnectionResetError, http.client.IncompleteRead)), body
+    p.corrupt(r"/blobs/", nbytes=3)
+    st, hdrs, body = _get(p.host, path)
+    assert st == 200 and len(body) == size and _sha(body) != digest
+    st, hdrs, body = _get(p.host, path)   # faults used up: clean again
+    assert _sha(body) == digest
+
+
+def test_proxy_stall_redirect_content_type_huge(proxy, pushed):
+    import socket as _socket
+    p = proxy()
+    path, digest, size = _blob(pushed)
+    p.stall(r"/blobs/", seconds=2)
+    try:
+        _get(p.host, path, timeout=0.3)
+        raise AssertionError("expected a timeout")
+    except (TimeoutError, _socket.timeout):
+        pass
+    other = proxy()
+    p.redirect(r"/blobs/", to=other.host)
+    st, hdrs, _ = _get(p.host, path, {"Authorization": "Bearer secret"})
+    assert st == 307 and hdrs["Location"] == f"http://{other.host}{path}"
+    st, _, body = _get(other.host, path)                     # a client that follows without Authorization
+    assert st == 200 and _sha(body) == digest
+    assert "authorization" not in other.headers(r"/blobs/")[0]
+    assert p.headers(r"/blobs/")[-1]["authorization"] == "Bearer secret"
+    man = f"/v2/{pushed['busybox'].repo}/manifests/latest"
+    p.content_type(r"/manifests/", "text/html")
+    st, hdrs, body = _get(p.host, man, {"Accept": ti.MT_OCI_MANIFEST})
+    assert st == 200 and hdrs["Content-Type"] == "text/html" and _sha(body) == pushed["busybox"].manifest_digest
+    p.huge(r"/manifests/", size=5 << 20)
+    st, hdrs, body = _get(p.host, man)
+    assert st == 200 and len(body) == 5 << 20
