@@ -108,10 +108,27 @@ def pull_cmd(
     tty = is_tty(sys.stderr) and not quiet
     prog = RichProgress(st.verbose) if tty else PlainProgress(st.verbose, quiet)
     result = {}
-    prog.done = lambda info, updated: result.update(info=info, updated=updated)
-    prog.resolved = (lambda r, d, _f=prog.resolved: (result.update(digest=d), _f(r, d)))
-    if not quiet:
-        prog._line(f"{ref.identifier if not ref.digest else ref.digest[7:19]}: Pulling from {ref.familiar if ref.domain == 'docker.io' else ref.path}")
+    head = f"{ref.tag if ref.tag and not ref.digest else ref.digest[7:19]}: Pulling from " + (
+        ref.path if ref.domain == "docker.io" else ref.repository)
+
+    def resolved(r, d, _f=prog.resolved):
+        result.update(digest=d)
+        _f(r, d)
+
+    def header():
+        # once the image is resolved to layers, so an early failure stays a one-line error
+        if not quiet and not result.get("header"):
+            result["header"] = True
+            prog._line(head)
+
+    def layer(dg, size, status, _f=prog.layer):
+        header()
+        _f(dg, size, status)
+
+    def done(info, updated):
+        header()
+        result.update(info=info, updated=updated)
+    prog.resolved, prog.layer, prog.done = resolved, layer, done
     try:
         info = pull(st.store, image, platform=platform, progress=prog)
     finally:

@@ -1,0 +1,288 @@
+"""Pulling from a real docker-registry on loopback (images pushed with skopeo by the session fixtures).
+
+What a user would notice: exit codes, the digest printed, `images`/`inspect` output, the files in
+the store, and how many requests the registry saw (its own access log, not our logs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from container.engine import platform as plat
+
+
+def store_state(root):
+    """Everything a pull may leave behind: blob names, layer dirs, DB rows (counts)."""
+    from container.engine.store import Store
+    from container.schema import Blob, Image, ImageLayer, Layer, Tag
+
+    blobs = sorted(p.name for p in (root / "blobs" / "sha256").glob("*")) if (root / "blobs").exists() else []
+    layers = sorted(p.name for p in (root / "layers").glob("*")) if (root / "layers").exists() else []
+    rows = {}
+    if (root / "metadata.db").exists():
+        s = Store(root)
+        s.db()
+        rows = {m.__name__: m.select().count() for m in (Blob, Layer, Image, ImageLayer, Tag)}
+        s.close()
+    return blobs, layers, rows
+
+
+def db(root):
+    from container.engine.store import Store
+
+    s = Store(root)
+    s.db()
+    return s
+
+
+def test_pull_busybox(cli, root, pushed, registry):
+    img = pushed["busybox"]
+    r = cli("pull", img.ref)
+    assert r.returncode == 0, r.stderr
+    assert f"Digest: {img.manifest_digest}" in r.stdout
+    assert "Status: Downloaded newer image for" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == img.ref
+    assert "Pull complete" in r.stderr
+    # content: the layer tree and the blobs, by their digests
+    for layer in img.layers:
+        assert (root / "blobs" / "sha256" / layer.digest[7:]).is_file()
+        tree = root / "layers" / layer.diff_id[7:]
+        assert (tree / "bin" / "busybox").is_file()
+        assert os.readlink(tree / "bin" / "sh") == "busybox"
+    assert (root / "blobs" / "sha256" / img.manifest_digest[7:]).is_file()
+    assert (root / "blobs" / "sha256" / img.config_digest[7:]).is_file()
+    assert not list((root / "layers").glob(".tmp-*"))
+    assert not [p for p in (root / "ingest").iterdir()]
+
+    ls = cli("images")
+    assert ls.returncode == 0
+    line = [l for l in ls.stdout.splitlines() if l.startswith(f"{img.host}/{img.repo}")]
+    assert line and "latest" in line[0] and img.config_digest[7:19] in line[0]
+    js = json.loads(cli("images", "--format", "json").stdout)
+    assert js[0]["Id"] == img.config_digest and js[0]["ManifestDigest"] == img.manifest_digest
+    assert cli("images", "-q").stdout.split() == [img.config_digest[7:19]]
+
+    ins = cli("inspect", img.ref)
+    assert ins.returncode == 0, ins.stderr
+    doc = json.loads(ins.stdout)[0]
+    assert doc["Id"] == img.config_digest
+    assert doc["RootFS"]["Layers"] == img.diff_ids
+    assert doc["Config"]["Cmd"] == img.config["config"]["Cmd"]
+    assert doc["Container"]["ManifestDigest"] == img.manifest_digest
+    assert [l["Digest"] for l in doc["Container"]["Layers"]] == img.layer_digests
+    # by short id and by full id too
+    assert json.loads(cli("inspect", img.config_digest[7:19]).stdout)[0]["Id"] == img.config_digest
+
+    # refcounts: each blob named once by this image
+    from container.schema import Blob, Layer
+    s = db(root)
+    assert Blob.get_by_id(img.manifest_digest).refs == 1
+    assert Blob.get_by_id(img.layers[0].digest).refs == 1
+    assert Layer.get_by_id(img.diff_ids[0]).refs == 1
+    s.close()
+
+
+def test_second_pull_sends_no_manifest_get_and_no_blob_get(cli, pushed, registry):
+    img = pushed["busybox"]
+    assert cli("pull", img.ref).returncode == 0
+    mark = registry.mark()
+    r = cli("pull", img.ref)
+    assert r.returncode == 0, r.stderr
+    assert "Status: Image is up to date" in r.stdout
+    assert registry.manifest_gets(since=mark) == 0          # HEAD only: the digest was stored
+    assert registry.blob_gets(since=mark) == 0
+    assert any(e.method == "HEAD" for e in registry.requests(since=mark))
+
+
+def test_pull_quiet_prints_only_the_digest(cli, pushed):
+    img = pushed["busybox"]
+    r = cli("pull", "-q", img.ref)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == img.manifest_digest
+    assert r.stderr == ""
+
+
+def test_layered_keeps_whiteout_markers_per_layer(cli, root, pushed):
+    img = pushed["layered"]
+    r = cli("pull", img.ref)
+    assert r.returncode == 0, r.stderr
+    assert len(img.layers) >= 4
+    names = []
+    for layer in img.layers:
+        tree = root / "layers" / layer.diff_id[7:]
+        assert tree.is_dir()
+        names += [p.name for p in tree.rglob(".wh.*")]
+    assert names, "whiteout markers must be kept in the per-layer trees"
+    doc = json.loads(cli("inspect", img.ref).stdout)[0]
+    assert doc["Config"]["Entrypoint"] == img.config["config"].get("Entrypoint")
+    assert doc["Config"]["WorkingDir"] == img.config["config"].get("WorkingDir", "")
+
+
+def test_shared_layers_are_fetched_once(cli, root, pushed, registry):
+    a, b = pushed["shared-a"], pushed["shared-b"]
+    assert cli("pull", a.ref).returncode == 0
+    mark = registry.mark()
+    r = cli("pull", b.ref)
+    assert r.returncode == 0, r.stderr
+    shared = set(a.layer_digests) & set(b.layer_digests)
+    own = [d for d in b.layer_digests if d not in shared]
+    assert shared and own
+    assert r.stderr.count("Already exists") == len(shared)
+    for d in shared:
+        assert registry.blob_gets(d, since=mark) == 0, d
+    for d in own:
+        assert registry.blob_gets(d, since=mark) == 1, d
+    assert registry.blob_gets(b.config_digest, since=mark) == 1
+    assert registry.blob_gets(since=mark) == len(own) + 1       # nothing else
+    # refcounts: the shared blobs are named by both images
+    from container.schema import Blob
+    s = db(root)
+    for d in shared:
+        assert Blob.get_by_id(d).refs == 2
+    s.close()
+
+
+def test_multiarch_default_platform(cli, root, pushed):
+    img = pushed["multiarch"]
+    r = cli("pull", img.ref)
+    assert r.returncode == 0, r.stderr
+    assert f"Digest: {img.manifest_digest}" in r.stdout     # the index digest, like docker
+    doc = json.loads(cli("inspect", img.ref).stdout)[0]
+    host = plat.host()
+    assert (doc["Os"], doc["Architecture"]) == (host.os, host.architecture)
+    assert doc["Container"]["IndexDigest"] == img.manifest_digest
+    child = [b for p, b in img.platforms.items() if p.startswith(f"{host.os}/{host.architecture}")][0]
+    assert doc["Container"]["ManifestDigest"] == child.manifest_digest
+    # the marker file says which platform we got
+    found = [p for p in (root / "layers").glob("*/etc/platform")]
+    assert any(p.read_text().startswith(f"linux/{host.architecture}") for p in found)
+
+
+@pytest.mark.parametrize("want,arch,variant", [("linux/arm64", "arm64", "v8"), ("linux/arm/v7", "arm", "v7")])
+def test_multiarch_explicit_platform(cli, root, pushed, want, arch, variant):
+    img = pushed["multiarch"]
+    r = cli("pull", "--platform", want, img.ref)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(cli("inspect", img.ref).stdout)[0]
+    assert doc["Architecture"] == arch
+    found = [p.read_text() for p in (root / "layers").glob("*/etc/platform")]
+    assert any(t.startswith(f"linux/{arch}") for t in found), found
+
+
+def test_multiarch_no_match_lists_platforms(cli, root, pushed):
+    img = pushed["multiarch"]
+    r = cli("pull", "--platform", "linux/s390x", img.ref)
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for p in ("linux/amd64", "linux/arm64", "linux/arm/v7"):
+        assert p in r.stderr
+    assert "unknown/unknown" not in r.stderr
+    assert store_state(root)[2].get("Image", 0) == 0
+
+
+def test_zstd_layer_and_same_diff_id_not_unpacked_twice(cli, root, pushed, registry):
+    bb, z = pushed["busybox"], pushed["zstd"]
+    assert z.layers[0].media_type.endswith("+zstd")
+    assert cli("pull", bb.ref).returncode == 0
+    tree = root / "layers" / bb.diff_ids[0][7:]
+    ino = (tree / "bin" / "busybox").stat().st_ino
+    mark = registry.mark()
+    r = cli("pull", z.ref)
+    assert r.returncode == 0, r.stderr
+    assert z.diff_ids[0] == bb.diff_ids[0]
+    # the zstd blob is another blob (downloaded and verified), the tree is the same one
+    assert registry.blob_gets(z.layers[0].digest, since=mark) == 1
+    assert (tree / "bin" / "busybox").stat().st_ino == ino
+    assert (root / "layers" / z.diff_ids[1][7:] / "etc" / "compression").read_text() == "zstd\n"
+    doc = json.loads(cli("inspect", z.ref).stdout)[0]
+    assert doc["Container"]["Layers"][0]["MediaType"].endswith("+zstd")
+
+
+def test_pull_by_digest(cli, root, pushed):
+    img = pushed["busybox"]
+    r = cli("pull", img.by_digest)
+    assert r.returncode == 0, r.stderr
+    assert f"Digest: {img.manifest_digest}" in r.stdout
+    ls = cli("images", "--digests").stdout
+    row = [l for l in ls.splitlines() if l.startswith(f"{img.host}/{img.repo}")][0]
+    assert "<none>" in row and img.manifest_digest in row
+    assert json.loads(cli("inspect", img.by_digest).stdout)[0]["Id"] == img.config_digest
+
+
+def test_pull_by_wrong_digest_is_manifest_unknown(cli, root, pushed):
+    img = pushed["busybox"]
+    r = cli("pull", f"{img.host}/{img.repo}@sha256:{'0' * 64}")
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1 and "not found" in r.stderr, r.stderr
+
+
+def test_pull_docker_v2s2_media_types(cli, root, pushed):
+    img = pushed["busybox-v2s2"]
+    assert img.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+    r = cli("pull", img.ref)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(cli("inspect", img.ref).stdout)[0]
+    assert doc["Container"]["Layers"][0]["MediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    assert doc["Id"] == img.config_digest
+
+
+@pytest.mark.parametrize("ref_suffix,expect", [("test/busybox:nope", "manifest for"),
+                                               ("test/does-not-exist:latest", "not found")])
+def test_pull_unknown_image(cli, root, registry, ref_suffix, expect):
+    r = cli("pull", f"{registry.host}/{ref_suffix}")
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and expect in lines[0], r.stderr
+    blobs, layers, rows = store_state(root)
+    assert not blobs and not layers and rows.get("Image", 0) == 0
+
+
+def test_registry_down(cli, root):
+    from tools.registry import free_port
+    r = cli("pull", f"127.0.0.1:{free_port()}/test/busybox", env={"CONTAINER_REGISTRY_ATTEMPTS": "2"})
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach registry" in lines[0] and "refused" in lines[0], r.stderr
+
+
+def test_rmi_and_tag(cli, root, pushed):
+    img = pushed["busybox"]
+    assert cli("pull", img.ref).returncode == 0
+    t = cli("tag", img.ref, "mine/bb:v1")
+    assert t.returncode == 0, t.stderr
+    assert "mine/bb" in cli("images").stdout
+    r = cli("rmi", img.ref)
+    assert r.returncode == 0 and f"Untagged: {img.host}/{img.repo}:latest" in r.stdout
+    assert "Deleted" not in r.stdout                           # still tagged mine/bb:v1
+    r = cli("rmi", "mine/bb:v1")
+    assert r.returncode == 0 and f"Deleted: {img.config_digest}" in r.stdout
+    assert cli("images", "-q").stdout.strip() == ""
+    from container.schema import Blob, Layer
+    s = db(root)
+    assert Blob.get_by_id(img.layers[0].digest).refs == 0 and Layer.get_by_id(img.diff_ids[0]).refs == 0
+    s.close()
+    r = cli("rmi", "nothere")
+    assert r.returncode != 0 and r.stderr.strip() == "Error: No such image: nothere"
+
+
+def test_inspect_unknown(cli):
+    r = cli("inspect", "nothere")
+    assert r.returncode != 0 and "No such object: nothere" in r.stderr
+
+
+def test_two_processes_pull_the_same_image_download_each_blob_once(cli, root, pushed, registry):
+    img = pushed["layered"]
+    mark = registry.mark()
+    procs = [subprocess.Popen([str(cli.exe), "--root", str(root), "pull", img.ref], env=cli.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    for d in img.layer_digests:
+        assert registry.blob_gets(d, since=mark, status=200) == 1, d
+    _, _, rows = store_state(root)
+    assert rows["Image"] == 1 and rows["Tag"] == 1
