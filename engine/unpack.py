@@ -64,6 +64,7 @@ class Limits:
     max_entries: int = 10_000_000        # tar entries (headers that create something)
     max_name: int = 4096                 # bytes in a full path name or link target (PATH_MAX)
     max_pax: int = 16 << 20              # bytes in one PAX / GNU long-name header body
+    max_depth: int = 256                 # path components: deeper trees break recursive tree walkers
 
 
 @dataclass
@@ -336,6 +337,8 @@ class _Extractor:
     # -- entries ----------------------------------------------------------------------------
     def apply(self, e: _Entry, src: _Source) -> None:
         comps = _clean(e.name)
+        if len(comps) > self.limits.max_depth:
+            raise LayerError(f"layer entry {_show(e.name)}: deeper than {self.limits.max_depth} directories")
         for c in comps[:-1]:
             if c.startswith(WHITEOUT_PREFIX) and not c.startswith(AUFS_META_PREFIX):
                 raise LayerError(f"layer entry {_show(e.name)}: a whiteout name cannot be a directory")
