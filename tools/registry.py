@@ -87,6 +87,12 @@ class TokenAuth:
     rootcertbundle: str | Path
 
 
+def _die_with_parent() -> None:
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -112,7 +118,7 @@ class Registry:
 
     def __init__(self, storage_dir: str | Path, *, port: int | None = None, workdir: str | Path | None = None,
                  htpasswd: dict[str, str] | None = None, token: TokenAuth | None = None,
-                 start_timeout: float = 15.0) -> None:
+                 start_timeout: float = 15.0, die_with_parent: bool = True) -> None:
         if htpasswd and token:
             raise ValueError("choose htpasswd or token auth, not both")
         self.storage_dir = Path(storage_dir).resolve()
@@ -125,6 +131,9 @@ class Registry:
         self.htpasswd = dict(htpasswd or {})
         self.token = token
         self.start_timeout = start_timeout
+        # Linux: the registry gets SIGTERM when the thread that started it dies (pytest killed -9 leaves
+        # no orphan registry). Start it from a long-lived thread (the main one), or pass False.
+        self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
         self.config_path = self.workdir / "config.yml"
         self.access_log_path = self.workdir / "access.log"   # stdout: combined log, one line per request
         self.log_path = self.workdir / "registry.log"         # stderr: application log (JSON)
@@ -189,7 +198,8 @@ class Registry:
             err = open(self.log_path, "ab")
             try:
                 self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.config_path)], stdin=subprocess.DEVNULL,
-                                             stdout=out, stderr=err, start_new_session=True)
+                                             stdout=out, stderr=err, start_new_session=True,
+                                             preexec_fn=_die_with_parent if self.die_with_parent else None)
             finally:
                 out.close()
                 err.close()
@@ -315,7 +325,8 @@ class Registry:
 
 # -- CLI (for the demo) ------------------------------------------------------------------------------------
 def _cmd_start(args) -> int:
-    reg = Registry(args.dir, port=args.port, workdir=args.workdir or Path(args.dir).resolve().parent / "registry-run")
+    reg = Registry(args.dir, port=args.port, workdir=args.workdir or Path(args.dir).resolve().parent / "registry-run",
+                   die_with_parent=not args.daemon)
     reg.start()
     if args.daemon:
         # The registry runs in its own session; we leave it running and record its pid.
