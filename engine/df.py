@@ -221,6 +221,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
                     owner[key] = "metadata"
                     metadata += sz
         skeleton = {"blobs", "layers", "snapshots", "containers", "ingest"}
+        database = 0
         for e in _entries(store.root):
             if e.name in skeleton:
                 continue
@@ -228,6 +229,8 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
                 if key not in owner:
                     owner[key] = "metadata"
                     metadata += sz
+                    if e.name.startswith(store.db_path.name):
+                        database += sz
 
         def plan_units(plan) -> list[Unit]:
             out = []
@@ -270,6 +273,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "total": sum(size.values()),
             "reclaimable": sum(recl.values()),
             "metadata": metadata,
+            "database": database,
             "size_unit": "disk usage: st_blocks*512, hardlinked inodes counted once",
         }
         if verbose:

@@ -156,11 +156,12 @@ def rmi(store, image_id: str) -> None:
         recount()
 
 
-def du(path: Path) -> int:
-    """du -sB1 semantics in Python: st_blocks*512, each inode once (dirs included)."""
+def du(path: Path, *, without_db: bool = False) -> int:
+    """`du -sB1` (st_blocks*512, each inode once, dirs included); without_db: minus metadata.db*."""
     import subprocess
 
-    out = subprocess.run(["du", "-sB1", str(path)], capture_output=True, text=True, check=True).stdout
+    extra = ["--exclude=metadata.db*"] if without_db else []
+    out = subprocess.run(["du", "-sB1", *extra, str(path)], capture_output=True, text=True, check=True).stdout
     return int(out.split()[0])
 
 
