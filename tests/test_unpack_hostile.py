@@ -294,7 +294,7 @@ def test_corrupt_streams(jail, case, mt, blob):
 
 def _bomb_tar(n_bytes: int) -> bytes:
     """A tar holding one file of n_bytes zeros, gzip-compressed on the fly (~1000:1)."""
-    co = zlib_gzip()
+    co = zlib_gzip()  # level 1: still ~1000:1 on zeros
     out = [co.compress(tm.header("bomb", b"0", size=n_bytes))]
     zero = b"\0" * (1 << 20)
     for _ in range(n_bytes // len(zero)):
@@ -306,11 +306,11 @@ def _bomb_tar(n_bytes: int) -> bytes:
 
 def zlib_gzip():
     import zlib
-    return zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
 
 def test_bomb_bytes_limit(jail):
-    blob = _bomb_tar(256 << 20)             # 256 MiB of zeros in ~250 KiB
+    blob = _bomb_tar(128 << 20)             # 128 MiB of zeros in ~600 KiB
     assert len(blob) < 1 << 20
     with pytest.raises(LayerError, match="too large"):
         unpack(blob, jail.root, MT_GZ, limits=Limits(max_bytes=16 << 20))
@@ -326,7 +326,7 @@ def test_bomb_declared_size_default_limit(jail):
 
 
 def test_bomb_entries_limit(jail):
-    data = tm.tar(*[tm.dir(f"d{i}") for i in range(3000)])
+    data = tm.tar(*[tm.dir(f"d{i}") for i in range(1500)])
     with pytest.raises(LayerError, match="too many entries"):
         unpack(ZC.compress(data), jail.root, MT_ZST, limits=Limits(max_entries=1000))
 
