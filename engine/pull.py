@@ -52,7 +52,7 @@ from .manifest import (FOREIGN_TYPES, LAYER_TYPES, MAX_CONFIG, Descriptor, Index
 
 CHUNK = 1 << 20
 WORKERS = max(1, min(6, int(os.environ.get("CONTAINER_PULL_WORKERS", "4"))))
-MAX_RECONNECTS = 8
+MAX_RECONNECTS = int(os.environ.get("CONTAINER_PULL_RECONNECTS", "8"))
 MAX_INDEX_DEPTH = 4
 
 

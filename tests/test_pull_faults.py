@@ -1,0 +1,206 @@
+"""Pulls through the fault-injecting proxy (tools/proxy.py) in front of the real registry:
+corrupted, cut and reset blobs, 5xx/429 retries, redirects, kill -9 mid-pull, mirrors.
+
+Assertions come from the proxy's and the registry's own records and from the store on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from test_pull import store_state
+
+FAST = {"CONTAINER_REGISTRY_BACKOFF": "0.01"}
+
+
+def one_error(r) -> str:
+    """A failed command: non-zero exit, exactly one "Error:" line, last on stderr, no traceback
+    (progress lines such as "<digest>: Pull complete" may come before it, as with docker)."""
+    assert r.returncode != 0, r.stdout
+    lines = r.stderr.strip().splitlines()
+    errs = [l for l in lines if l.startswith("Error:")]
+    assert len(errs) == 1 and lines[-1] == errs[0] and "Traceback" not in r.stderr, r.stderr
+    return errs[0]
+
+
+def ref_via(p, img):
+    return f"{p.host}/{img.repo}:{img.tag}"
+
+
+def big_layer(img):
+    return max(img.layers, key=lambda l: l.size)
+
+
+def test_corrupted_blob_fails_and_keeps_nothing(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    layer = big_layer(img)
+    p.corrupt(f"/blobs/{layer.digest}", count=None)
+    r = cli("pull", ref_via(p, img), env=FAST)
+    line = one_error(r)
+    assert "digest mismatch" in line and layer.digest in line, r.stderr
+    blobs, layers, rows = store_state(root)
+    assert blobs == [] and layers == [], (blobs, layers)
+    assert all(n == 0 for n in rows.values()), rows
+    assert not list((root / "ingest").glob("*/data"))       # the bad bytes are gone (only a lock file may stay)
+    from container.engine.store import Store
+    from container.schema import Lease
+    s = Store(root)
+    s.db()
+    assert Lease.select().count() == 0
+    s.close()
+    # and with a healthy path the same pull then works
+    p.clear()
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert r.returncode == 0, r.stderr
+
+
+def test_cut_blob_is_resumed_with_range_in_the_same_pull(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    layer = big_layer(img)
+    cut = layer.size // 3
+    p.truncate(f"/blobs/{layer.digest}", after=cut)
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert r.returncode == 0, r.stderr
+    gets = [x for x in p.records(f"/blobs/{layer.digest}") if x.method == "GET"]
+    assert len(gets) == 2
+    assert "range" not in gets[0].headers
+    assert gets[1].headers.get("range") == f"bytes={cut}-"
+    assert gets[1].status == 206
+    assert (root / "layers" / layer.diff_id[7:] / "bin" / "busybox").is_file()
+
+
+def test_interrupted_download_resumes_on_the_next_pull(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    layer = big_layer(img)
+    step = layer.size // 10
+    p.reset(f"/blobs/{layer.digest}", after=step, count=None)      # every attempt dies after `step` bytes
+    r = cli("pull", ref_via(p, img), env={**FAST, "CONTAINER_PULL_RECONNECTS": "2"})
+    one_error(r)
+    partial = root / "ingest" / layer.digest[7:] / "data"
+    have = partial.stat().st_size
+    assert 0 < have < layer.size
+    blobs, layers, rows = store_state(root)
+    assert layer.digest[7:] not in blobs and rows.get("Image", 0) == 0
+    p.clear()
+    p.reset_log()
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert r.returncode == 0, r.stderr
+    gets = [x for x in p.records(f"/blobs/{layer.digest}") if x.method == "GET"]
+    assert len(gets) == 1 and gets[0].headers.get("range") == f"bytes={have}-", [g.headers for g in gets]
+    assert gets[0].status == 206
+    assert not partial.exists()
+    assert (root / "blobs" / "sha256" / layer.digest[7:]).is_file()
+
+
+def test_retries_on_503_and_429(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    layer = big_layer(img)
+    p.fail(f"/blobs/{layer.digest}", status=503, count=2)
+    p.fail("/manifests/", status=429, retry_after=1, count=1)
+    t0 = time.monotonic()
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 >= 1.0                    # Retry-After honoured
+    assert p.count(f"/blobs/{layer.digest}", method="GET") == 3
+
+
+def test_no_retry_on_not_found_or_denied(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    p.fail("/manifests/", status=403, count=None)
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert "denied" in one_error(r)
+    assert p.count("/manifests/") == 1
+
+
+def test_registry_5xx_forever_gives_one_line(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    p.fail("/manifests/", status=502, count=None)
+    r = cli("pull", ref_via(p, img), env={**FAST, "CONTAINER_REGISTRY_ATTEMPTS": "3"})
+    assert "502" in one_error(r)
+    assert p.count("/manifests/") == 3
+
+
+def test_manifest_content_type_mismatch_refused(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    p.content_type("/manifests/", "application/vnd.oci.image.index.v1+json", count=None)
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert "does not match Content-Type" in one_error(r)
+
+
+def test_huge_manifest_refused(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    p.huge("/manifests/", size=64 << 20, count=None)
+    r = cli("pull", img.by_digest.replace(img.host, p.host), env=FAST)
+    assert "too large" in one_error(r)
+
+
+def test_kill_9_during_pull_then_pull_again(cli, root, pushed, proxy):
+    img = pushed["layered"]
+    p = proxy()
+    layer = big_layer(img)
+    p.stall(f"/blobs/{layer.digest}", seconds=60, after=min(4096, layer.size // 2))
+    proc = subprocess.Popen([str(cli.exe), "--root", str(root), "pull", ref_via(p, img)], env=cli.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        recs = [x for x in p.records(f"/blobs/{layer.digest}") if x.sent > 0]
+        if recs and list((root / "ingest").glob("*/data")):
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the pull never reached the stalled blob")
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, _, rows = store_state(root)
+    assert rows.get("Image", 0) == 0 and rows.get("Tag", 0) == 0
+    p.clear()
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(cli("inspect", ref_via(p, img)).stdout)[0]
+    assert doc["RootFS"]["Layers"] == img.diff_ids
+    for l in img.layers:
+        assert (root / "layers" / l.diff_id[7:]).is_dir()
+
+
+def test_redirect_to_another_host_drops_authorization(cli, root, pushed, registry, proxy, make_registry,
+                                                      make_token_server):
+    img = pushed["busybox"]
+    ts = make_token_server()
+    treg = make_registry(token=ts.auth())
+    front = proxy(treg.host)
+    cdn = proxy(registry.host)                      # a "CDN" that serves the bytes without auth
+    layer = big_layer(img)
+    front.redirect(f"/blobs/{layer.digest}", to=cdn.host, count=None)
+    r = cli("pull", ref_via(front, img), env=FAST)
+    assert r.returncode == 0, r.stderr
+    at_front = [h for h in front.headers(f"/blobs/{layer.digest}")]
+    assert at_front and all(h.get("authorization", "").startswith("Bearer ") for h in at_front)
+    at_cdn = cdn.headers(f"/blobs/{layer.digest}")
+    assert at_cdn and not any("authorization" in h for h in at_cdn)
+
+
+def test_mirror_is_tried_first(cli, root, pushed, proxy):
+    img = pushed["library/busybox"]
+    mirror = proxy()
+    cli.write_config(f'[registries."docker.io"]\nmirrors = ["{mirror.host}"]\n')
+    r = cli("pull", "busybox", env=FAST)
+    assert r.returncode == 0, r.stderr
+    assert mirror.count("/v2/library/busybox/manifests/latest") >= 1
+    assert "docker.io/library/busybox:latest" in r.stdout
+    ls = cli("images").stdout
+    assert any(l.startswith("busybox ") for l in ls.splitlines()), ls
