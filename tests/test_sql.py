@@ -1,0 +1,83 @@
+"""container sql: read-only by construction, three output formats, a documented schema."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import gc_synth as S  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _store(root):
+    from container.engine.store import Store
+
+    s = Store(root)
+    s.db()
+    ids = [S.add_image(s, f"docker.io/library/app{i}", "latest", S.layers_for(i), seed=str(i)) for i in range(3)]
+    S.add_container(s, ids[0], "ok1", status="exited")
+    S.add_container(s, ids[1], "ok2", status="exited")
+    c = S.add_container(s, ids[2], "bad", status="exited")
+    from container.schema import Container
+    Container.update(exit_code=3).where(Container.id == c).execute()
+    s.close()
+    return ids
+
+
+def test_formats_and_readme_queries(cli, root):
+    _store(root)
+    from container.engine.sql import EXAMPLES
+
+    r = cli("sql", "--format", "json", EXAMPLES[0][1], check=True)
+    shared = json.loads(r.stdout)
+    assert len(shared) == 1 and shared[0]["images"] == 3          # the base layer, in all three images
+    r = cli("sql", "--format", "csv", EXAMPLES[1][1], check=True)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 4 and [int(x["unpacked"]) for x in rows] == sorted((int(x["unpacked"]) for x in rows),
+                                                                            reverse=True)
+    r = cli("sql", EXAMPLES[2][1], check=True)
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["exit_code", "status", "containers"]
+    assert lines[1].split()[:3] == ["0", "exited", "2"] and lines[2].split()[:3] == ["3", "exited", "1"]
+
+
+def test_writes_fail_whatever_the_text(cli, root):
+    _store(root)
+    for q in ("DELETE FROM tag", "  delete from tag", "/* hi */ UPDATE blob SET refs = 0",
+              "WITH x AS (SELECT 1) DELETE FROM tag", "PRAGMA query_only = 0", "DROP TABLE tag",
+              "ATTACH DATABASE 'evil.db' AS e", "CREATE TABLE t (x)", "SELECT 1; DELETE FROM tag",
+              "INSERT INTO meta VALUES ('a', 'b')", "VACUUM"):
+        r = cli("sql", q)
+        assert r.returncode == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr, (q, r)
+    r = cli("sql", "--format", "json", "SELECT COUNT(*) AS n FROM tag", check=True)
+    assert json.loads(r.stdout) == [{"n": 3}]
+    assert not (root / "evil.db").exists() and not Path("evil.db").exists()
+
+
+def test_schema_documented_and_in_sync(cli, root):
+    r = cli("sql", "--schema", check=True)
+    assert r.stdout == (REPO / "docs" / "schema.md").read_text()
+    from container.schema import ALL_MODELS
+
+    for m in ALL_MODELS:
+        assert f"## {m._meta.table_name}" in r.stdout
+        for f in m._meta.sorted_fields:
+            assert f"| {f.column_name} |" in r.stdout
+
+
+def test_errors_are_one_line(cli, root):
+    r = cli("sql", "SELECT 1")
+    assert r.returncode == 1 and "no metadata database" in r.stderr and "Traceback" not in r.stderr
+    _store(root)
+    for q in ("SELEKT 1", "SELECT * FROM nope", ""):
+        r = cli("sql", q)
+        assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, (q, r.stderr)
+    r = cli("sql", "--format", "xml", "SELECT 1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
