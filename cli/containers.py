@@ -1,9 +1,272 @@
-"""Commands of this group are registered by register(app)."""
+"""Container commands: run, ps, rm. Registered by register(app).
 
-from __future__ import annotations
+`container run` latency matters (goal <= 60 ms), so this module imports nothing heavy at module
+level, and cli/app.py's main() tries `fast_main()` first: it parses the global options and
+`run`'s options by hand, without typer/click, and calls the same `do_run()` as the typer
+command. It accepts exactly the spellings click would (long `--opt value` / `--opt=value`,
+short `-e value` / `-evalue`, clustered flags `-it`, `--`, options before IMAGE only) and
+hands anything else (help, unknown or malformed options, a missing value) back to typer,
+so errors and help text come from one place and the result is the same either way.
+"""
 
-import typer
+import os
+import sys
+
+# run's options: (names, dest, takes a value, repeatable)
+RUN_OPTIONS = [
+    (("--name",), "name", True, False),
+    (("--rm",), "rm", False, False),
+    (("--hostname",), "hostname", True, False),
+    (("-e", "--env"), "env", True, True),
+    (("--env-file",), "env_files", True, True),
+    (("-w", "--workdir"), "workdir", True, False),
+    (("-u", "--user"), "user", True, False),
+    (("--entrypoint",), "entrypoint", True, False),
+    (("-i", "--interactive"), "interactive", False, False),
+    (("-t", "--tty"), "tty", False, False),
+    (("--read-only",), "read_only", False, False),
+    (("--pull",), "pull", True, False),
+    (("--isolation",), "isolation", True, False),
+    (("--network", "--net"), "network", True, False),
+    (("--platform",), "platform", True, False),
+]
+_BY_NAME = {n: (dest, val, rep) for names, dest, val, rep in RUN_OPTIONS for n in names}
 
 
-def register(app: typer.Typer) -> None:
-    pass
+class _Fallback(Exception):
+    """The fast parser saw something it does not handle: let typer parse the whole command line."""
+
+
+def parse_run(args: list[str]) -> tuple[dict, dict]:
+    """(globals, run kwargs) for `[--root R] [--db D] [-v] run [OPTIONS] IMAGE [COMMAND...]`."""
+    g: dict = {"root": None, "db": None, "verbose": False}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "run":
+            break
+        if a in ("--root", "--db"):
+            if i + 1 >= len(args):
+                raise _Fallback
+            g[a[2:]] = args[i + 1]
+            i += 2
+        elif a.startswith(("--root=", "--db=")):
+            k, _, v = a[2:].partition("=")
+            g[k] = v
+            i += 1
+        elif a in ("-v", "--verbose"):
+            g["verbose"] = True
+            i += 1
+        else:
+            raise _Fallback
+    else:
+        raise _Fallback
+    i += 1
+    kw: dict = {"env": [], "env_files": []}
+
+    def put(dest, val, rep, value):
+        if rep:
+            kw[dest].append(value)
+        else:
+            kw[dest] = value
+
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            i += 1
+            break
+        if not a.startswith("-") or a == "-":
+            break
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            if name not in _BY_NAME:
+                raise _Fallback
+            dest, val, rep = _BY_NAME[name]
+            if val:
+                if not eq:
+                    if i + 1 >= len(args):
+                        raise _Fallback
+                    value = args[i + 1]
+                    i += 1
+                put(dest, val, rep, value)
+            else:
+                if eq:
+                    raise _Fallback
+                put(dest, val, rep, True)
+            i += 1
+            continue
+        # short cluster: -it, -e K=V, -eK=V, -ite K=V
+        j = 1
+        while j < len(a):
+            name = "-" + a[j]
+            if name not in _BY_NAME:
+                raise _Fallback
+            dest, val, rep = _BY_NAME[name]
+            if not val:
+                put(dest, val, rep, True)
+                j += 1
+                continue
+            rest = a[j + 1:]
+            if rest:
+                put(dest, val, rep, rest)
+            else:
+                if i + 1 >= len(args):
+                    raise _Fallback
+                put(dest, val, rep, args[i + 1])
+                i += 1
+            break
+        i += 1
+    if i >= len(args):
+        raise _Fallback                      # no IMAGE: typer prints the usage error
+    kw["image"] = args[i]
+    kw["command"] = list(args[i + 1:])
+    return g, kw
+
+
+def do_run(store, kw: dict) -> int:
+    from container.engine.containers import RunOptions, run
+
+    opts = RunOptions(**{k: v for k, v in kw.items() if v is not None})
+    return run(store, opts)
+
+
+def fast_main(args: list[str]) -> int | None:
+    """`container run` without typer; None when the command line is not one we take."""
+    if "run" not in args:
+        return None
+    try:
+        g, kw = parse_run(args)
+    except _Fallback:
+        return None
+    from container.engine.store import Store
+
+    from container.engine.errors import ContainerError
+    from .output import err
+
+    store = Store(g["root"], g["db"])
+    try:
+        return do_run(store, kw)
+    except ContainerError as e:
+        err(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        err("interrupted")
+        return 130
+    finally:
+        store.close()
+
+
+def _status(c) -> str:
+    from container.engine.images import humanize_age
+
+    if c.status == "created":
+        return "Created"
+    if c.status == "running":
+        age = humanize_age(c.started)
+        return "Up " + (age[:-4] if age.endswith(" ago") else age)
+    code = "unknown" if c.exit_code is None else str(c.exit_code)
+    when = c.finished or c.started or c.created
+    return f"Exited ({code}) {humanize_age(when)}"
+
+
+def _command(argv: list[str]) -> str:
+    s = " ".join(argv)
+    if len(s) > 20:
+        s = s[:19] + "…"
+    return f'"{s}"'
+
+
+def _ps_json(c) -> dict:
+    return {"ID": c.id, "Names": c.name, "Image": c.image, "ImageID": c.image_id, "Command": c.command,
+            "CreatedAt": str(c.created), "State": c.status, "Status": _status(c),
+            "ExitCode": c.exit_code, "Pid": c.pid, "Isolation": c.isolation, "RootfsMode": c.rootfs_mode}
+
+
+def register(app) -> None:
+    from typing import Annotated, List, Optional
+
+    import typer
+
+    from .state import state
+
+    @app.command("run", context_settings={"allow_interspersed_args": False})
+    def run_cmd(
+        ctx: typer.Context,
+        image: Annotated[str, typer.Argument(help="Image reference or id.")],
+        command: Annotated[Optional[List[str]], typer.Argument(help="Command and arguments.")] = None,
+        name: Annotated[Optional[str], typer.Option("--name", help="Container name.")] = None,
+        rm: Annotated[bool, typer.Option("--rm", help="Remove the container when it exits.")] = False,
+        hostname: Annotated[Optional[str], typer.Option("--hostname", help="Container host name.")] = None,
+        env: Annotated[Optional[List[str]], typer.Option("--env", "-e", help="Set K=V (or K from the caller's env).")] = None,
+        env_files: Annotated[Optional[List[str]], typer.Option("--env-file", help="Read K=V lines from a file.")] = None,
+        workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="Working directory (created when missing).")] = None,
+        user: Annotated[Optional[str], typer.Option("--user", "-u", help="name|uid[:group|gid].")] = None,
+        entrypoint: Annotated[Optional[str], typer.Option("--entrypoint", help="Override the image's entrypoint (clears its Cmd).")] = None,
+        interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep stdin open.")] = False,
+        tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a pseudo-TTY.")] = False,
+        read_only: Annotated[bool, typer.Option("--read-only", help="Mount the root filesystem read-only.")] = False,
+        pull: Annotated[str, typer.Option("--pull", help="missing|always|never.")] = "missing",
+        isolation: Annotated[str, typer.Option("--isolation", help="auto|namespaces|chroot.")] = "auto",
+        network: Annotated[str, typer.Option("--network", "--net", help="host|none.")] = "host",
+        platform: Annotated[Optional[str], typer.Option("--platform", help="os/arch[/variant] to pull.")] = None,
+    ) -> None:
+        """Run a command in a new container (docker run semantics; exit status is the command's)."""
+        kw = dict(image=image, command=list(command or []), name=name, rm=rm, hostname=hostname,
+                  env=list(env or []), env_files=list(env_files or []), workdir=workdir, user=user,
+                  entrypoint=entrypoint, interactive=interactive, tty=tty, read_only=read_only, pull=pull,
+                  isolation=isolation, network=network, platform=platform)
+        code = do_run(state(ctx).store, kw)
+        raise typer.Exit(code)
+
+    @app.command("ps")
+    def ps_cmd(
+        ctx: typer.Context,
+        all: Annotated[bool, typer.Option("--all", "-a", help="Show all containers (default: running).")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show container IDs.")] = False,
+        format: Annotated[Optional[str], typer.Option("--format", help="json for machine-readable output.")] = None,
+        no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs and commands.")] = False,
+    ) -> None:
+        """List containers."""
+        from container.engine.containers import list_containers
+
+        from .output import print_json, print_table
+
+        if format is not None and format != "json":
+            raise typer.BadParameter("only --format json is supported", param_hint="--format")
+        cs = list_containers(state(ctx).store, all=all)
+        if format == "json":
+            print_json([_ps_json(c) for c in cs])
+            return
+        if quiet:
+            for c in cs:
+                typer.echo(c.id if no_trunc else c.short_id)
+            return
+        from container.engine.images import humanize_age
+
+        rows = [[c.id if no_trunc else c.short_id, c.image,
+                 f'"{" ".join(c.command)}"' if no_trunc else _command(c.command),
+                 humanize_age(c.created), _status(c), c.name] for c in cs]
+        print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows)
+
+    @app.command("rm")
+    def rm_cmd(
+        ctx: typer.Context,
+        containers: Annotated[List[str], typer.Argument(help="Containers (name, id or id prefix).")],
+        force: Annotated[bool, typer.Option("--force", "-f", help="Kill and remove a running container.")] = False,
+    ) -> None:
+        """Remove containers (their rootfs and their record)."""
+        from container.engine.containers import remove_container
+        from container.engine.errors import ContainerError
+
+        from .output import err
+
+        failed = False
+        for c in containers:
+            try:
+                remove_container(state(ctx).store, c, force=force)
+                typer.echo(c)
+            except ContainerError as e:
+                err(str(e))
+                failed = True
+        if failed:
+            raise typer.Exit(1)

@@ -295,10 +295,10 @@ def _info(store, row) -> ContainerInfo:
     except ValueError:
         cmd = []
     return ContainerInfo(
-        id=row.id, name=row.name, image=row.image_ref, image_id=row.image_id, command=cmd, config=cfg,
+        id=row.id, name=row.name, image=row.image_ref, image_id=row.__data__.get("image"), command=cmd, config=cfg,
         isolation=row.isolation, rootfs_mode=row.rootfs_mode, status=status, exit_code=code,
         pid=row.pid, created=row.created, started=row.started, finished=row.finished,
-        chain_id=row.snapshot_id, path=str(cdir))
+        chain_id=row.__data__.get("snapshot"), path=str(cdir))
 
 
 def list_containers(store, all: bool = False) -> list[ContainerInfo]:

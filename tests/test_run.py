@@ -1,0 +1,370 @@
+"""container run / ps / rm against real images pulled from the loopback registry.
+
+Needs root (mounts, namespaces). One store per module: the images are pulled once and every
+test runs containers in it (tests that need an empty store use their own `cli`).
+"""
+
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ContainerCli
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
+                       reason="container run needs root on Linux"),
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, pushed):
+    base = tmp_path_factory.mktemp("runstore")
+    root = base / "root"
+    root.mkdir()
+    c = ContainerCli(root, base)
+    for key in ("busybox", "layered"):
+        c("pull", "-q", pushed[key].ref, check=True)
+    c.bb = pushed["busybox"].ref
+    c.layered = pushed["layered"].ref
+    return c
+
+
+def run(store, *args, **kw):
+    return store("run", "--rm", *args, **kw)
+
+
+def containers_dir(store) -> Path:
+    return store.root / "containers"
+
+
+def leftovers(store) -> list[str]:
+    d = containers_dir(store)
+    return sorted(os.listdir(d)) if d.exists() else []
+
+
+# ---------------------------------------------------------------------------------------- basics
+def test_echo(store):
+    r = run(store, store.bb, "echo", "Hello Container!")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Hello Container!\n"
+    assert r.stderr == ""
+
+
+def test_default_cmd_and_env(store):
+    r = run(store, store.bb, "env")
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert env["HOME"] == "/root"
+    assert len(env["HOSTNAME"]) == 12
+    # docker's order: PATH, HOSTNAME, image env, then HOME added
+    assert r.stdout.splitlines()[0].startswith("PATH=")
+    assert r.stdout.splitlines()[1].startswith("HOSTNAME=")
+
+
+def test_pwd_ls(store):
+    r = run(store, store.bb, "pwd")
+    assert r.stdout == "/\n"
+    r = run(store, store.bb, "ls", "/")
+    assert "bin" in r.stdout.split() and "etc" in r.stdout.split() and "proc" in r.stdout.split()
+
+
+def test_exit_codes(store):
+    assert run(store, store.bb, "true").returncode == 0
+    assert run(store, store.bb, "false").returncode == 1
+    assert run(store, store.bb, "sh", "-c", "exit 42").returncode == 42
+    r = run(store, store.bb, "no-such-command")
+    assert r.returncode == 127
+    assert "no-such-command" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run(store, store.bb, "/etc/passwd")
+    assert r.returncode == 126, r.stderr
+    assert "permission denied" in r.stderr
+    r = run(store, store.bb, "/no/such/file")
+    assert r.returncode == 127
+    assert leftovers(store) == []
+
+
+def test_killed_by_signal_is_128_plus_n(store):
+    # the process kills itself with a signal it does not handle... as PID 1 the kernel ignores
+    # that, so run it as a child of sh: sh reports 128+n, which becomes our exit status
+    r = run(store, store.bb, "sh", "-c", "sh -c 'kill -TERM $$'; exit $?")
+    assert r.returncode == 143
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_forwarded(store, sig, code):
+    argv = [str(store.exe), "--root", str(store.root), "run", "--rm", store.bb, "sleep", "30"]
+    p = subprocess.Popen(argv, env=store.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    # wait until the container is running (a row in status running)
+    while time.monotonic() < deadline:
+        ps = store("ps", "-q")
+        if ps.stdout.strip():
+            break
+        time.sleep(0.05)
+    else:
+        p.kill()
+        pytest.fail("container did not start")
+    t = time.monotonic()
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=15)
+    assert p.returncode == code, err
+    assert time.monotonic() - t < 5
+    assert leftovers(store) == []
+
+
+def test_trapped_signal_is_handled_by_the_container(store):
+    argv = [str(store.exe), "--root", str(store.root), "run", "--rm", store.bb, "sh", "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done"]
+    p = subprocess.Popen(argv, env=store.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=15)
+    assert p.returncode == 7, err
+    assert "got-term" in out
+
+
+# ---------------------------------------------------------------------------------------- docker's process rules
+def test_layered_entrypoint_cmd_user_workdir_env(store):
+    r = run(store, store.layered)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "entry: echo hello from layered\nhello from layered\n"
+    r = run(store, store.layered, "sh", "-c", 'id; pwd; echo "$LAYERED|$EMPTY|$WITH_EQUALS|$SPACES|$HOME"')
+    lines = r.stdout.splitlines()
+    assert lines[0] == "entry: sh -c " + 'id; pwd; echo "$LAYERED|$EMPTY|$WITH_EQUALS|$SPACES|$HOME"'
+    assert lines[1] == "uid=1000(app) gid=1000(app) groups=10(wheel),50(staff),1000(app)"
+    assert lines[2] == "/home/app"
+    assert lines[3] == "yes||a=b=c|two words|/home/app"
+
+
+def test_entrypoint_override_clears_cmd(store):
+    r = run(store, "--entrypoint", "echo", store.layered)
+    assert r.stdout == "\n"          # docker: --entrypoint clears the image's Cmd
+    r = run(store, "--entrypoint", "echo", store.layered, "a", "b")
+    assert r.stdout == "a b\n"
+    r = run(store, "--entrypoint", "", store.layered)       # "" resets the entrypoint only
+    assert r.stdout == "hello from layered\n"
+
+
+def test_env_override_and_files(store, tmp_path):
+    ef = tmp_path / "env.list"
+    ef.write_text("# comment\nFROM_FILE=1\nLAYERED=from-file\n\nPASSED\n")
+    r = run(store, "--env-file", str(ef), "-e", "LAYERED=from-e", "-e", "NEW=x", "-e", "PASSED2",
+            "-e", "UNSET_IN_CALLER", store.layered, "env", env={"PASSED": "p1", "PASSED2": "p2"})
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines()[1:])
+    assert env["LAYERED"] == "from-e"
+    assert env["FROM_FILE"] == "1" and env["NEW"] == "x"
+    assert env["PASSED"] == "p1" and env["PASSED2"] == "p2"
+    assert "UNSET_IN_CALLER" not in env
+    r = run(store, "-e", "PATH=/bin", "-e", "HOME=/elsewhere", store.bb, "env")
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert env["PATH"] == "/bin" and env["HOME"] == "/elsewhere"
+
+
+def test_user_forms(store):
+    assert run(store, store.bb, "id").stdout == "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
+    assert run(store, "-u", "1000:1000", store.bb, "id").stdout == \
+        "uid=1000(app) gid=1000(app) groups=1000(app)\n"
+    assert run(store, "-u", "app", store.bb, "id").stdout == \
+        "uid=1000(app) gid=1000(app) groups=10(wheel),50(staff),1000(app)\n"
+    assert run(store, "-u", "app:staff", store.bb, "id").stdout == \
+        "uid=1000(app) gid=50(staff) groups=50(staff)\n"
+    assert run(store, "-u", "4242", store.bb, "sh", "-c", "id; echo $HOME").stdout == \
+        "uid=4242 gid=0(root) groups=0(root)\n/\n"
+    assert run(store, "-u", "root", store.layered, "id", "-u").stdout.splitlines()[-1] == "0"
+    r = run(store, "-u", "nosuchuser", store.bb, "id")
+    assert r.returncode == 125
+    assert r.stderr.strip() == "Error: unable to find user nosuchuser: no matching entries in passwd file"
+    r = run(store, "-u", "app:nosuchgroup", store.bb, "id")
+    assert r.returncode == 125 and "unable to find group nosuchgroup" in r.stderr
+    assert leftovers(store) == []
+
+
+def test_workdir(store):
+    assert run(store, "-w", "/new/dir", store.bb, "pwd").stdout == "/new/dir\n"
+    r = run(store, "-w", "/etc/passwd", store.bb, "pwd")
+    assert r.returncode == 125 and r.stderr.count("\n") == 1
+    r = run(store, "-w", "relative", store.bb, "pwd")
+    assert r.returncode == 125 and "absolute" in r.stderr
+    assert leftovers(store) == []
+
+
+def test_hostname_and_proc(store):
+    r = run(store, "--hostname", "box1", store.bb, "sh", "-c", "hostname; cat /etc/hostname 2>/dev/null; ps -o pid,comm")
+    lines = r.stdout.split()
+    assert lines[0] == "box1"
+    # PID namespace: only the container's processes; the command is PID 1
+    r = run(store, store.bb, "sh", "-c", "ls /proc | grep -E '^[0-9]+$' | sort -n | head -1; echo $$")
+    assert r.stdout.split() == ["1", "1"]
+    r = run(store, store.bb, "ps")
+    pids = [line.split()[0] for line in r.stdout.splitlines()[1:]]
+    assert pids[0] == "1" and len(pids) <= 2
+
+
+def test_dev_and_sys(store):
+    r = run(store, store.bb, "sh", "-c",
+            "ls /dev; echo x > /dev/null; head -c 4 /dev/zero | wc -c; touch /sys/x 2>&1; true")
+    names = r.stdout.split()
+    for n in ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm"):
+        assert n in names
+    assert "4" in names
+    assert "Read-only file system" in r.stdout
+
+
+def test_read_only(store):
+    r = run(store, "--read-only", store.bb, "sh", "-c", "touch /x; echo rc=$?; touch /dev/shm/ok && echo shm-ok")
+    assert "Read-only file system" in r.stdout + r.stderr
+    assert "rc=1" in r.stdout and "shm-ok" in r.stdout
+
+
+def test_network_none(store):
+    r = run(store, "--network", "none", store.bb, "ls", "/sys/class/net")
+    assert r.stdout.split() == ["lo"]
+    r = run(store, "--network", "none", store.bb, "cat", "/proc/net/dev")
+    ifaces = [line.split(":")[0].strip() for line in r.stdout.splitlines()[2:]]
+    assert ifaces == ["lo"]
+
+
+def test_stdin_without_i_is_empty_and_with_i_passes(store):
+    r = run(store, store.bb, "cat", input="hello\n")
+    assert r.stdout == ""
+    r = run(store, "-i", store.bb, "cat", input="hello\n")
+    assert r.stdout == "hello\n"
+
+
+def test_tty(store):
+    r = run(store, "-t", store.bb, "sh", "-c", "test -t 0 && test -t 1 && echo tty; echo $TERM")
+    assert r.stdout.replace("\r", "") == "tty\nxterm\n"
+
+
+def test_chroot_isolation(store):
+    r = run(store, "--isolation", "chroot", store.bb, "sh", "-c", "echo hi; id -u")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hi\n0\n"
+    assert leftovers(store) == []
+
+
+# ---------------------------------------------------------------------------------------- lifecycle
+def test_ps_rm_inspect(store):
+    r = store("run", "--name", "keeper", store.bb, "sh", "-c", "exit 3")
+    assert r.returncode == 3
+    ps = store("ps", "-a", "--format", "json")
+    import json
+
+    rows = [c for c in json.loads(ps.stdout) if c["Names"] == "keeper"]
+    assert len(rows) == 1 and rows[0]["State"] == "exited" and rows[0]["ExitCode"] == 3
+    assert rows[0]["RootfsMode"] in ("overlay", "copy") and rows[0]["Isolation"] == "namespaces"
+    cid = rows[0]["ID"]
+    assert store("ps", "-q").stdout.strip() == ""            # not running
+    assert cid[:12] in store("ps", "-a", "-q").stdout.split()
+    table = store("ps", "-a").stdout
+    assert "Exited (3)" in table and "keeper" in table
+    assert (containers_dir(store) / cid).is_dir()
+    r = store("run", "--name", "keeper", store.bb, "true")
+    assert r.returncode == 125 and "already in use" in r.stderr
+    insp = store("inspect", "keeper")
+    if insp.returncode == 0:
+        doc = json.loads(insp.stdout)
+        doc = doc[0] if isinstance(doc, list) else doc
+        assert cid in (doc.get("Id"), doc.get("id"))
+    r = store("rm", "keeper")
+    assert r.returncode == 0 and r.stdout.strip() == "keeper"
+    assert not (containers_dir(store) / cid).exists()
+    r = store("rm", "keeper")
+    assert r.returncode == 1 and "No such container" in r.stderr
+
+
+def test_rm_running_needs_force(store):
+    argv = [str(store.exe), "--root", str(store.root), "run", "--name", "sleeper", store.bb, "sleep", "30"]
+    p = subprocess.Popen(argv, env=store.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "sleeper" not in store("ps").stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = store("rm", "sleeper")
+        assert r.returncode == 1 and "running" in r.stderr
+        r = store("rm", "-f", "sleeper")
+        assert r.returncode == 0, r.stderr
+        p.wait(timeout=15)
+        assert p.returncode == 137
+        assert "sleeper" not in store("ps", "-a").stdout
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert leftovers(store) == []
+
+
+def test_bad_input_leaves_nothing(cli, pushed, tmp_path):
+    cli("pull", "-q", pushed["busybox"].ref, check=True)
+    bb = pushed["busybox"].ref
+    cases = [
+        (["run", "--rm", "--pull", "never", "127.0.0.1:1/no/such:image", "true"], 1),
+        (["run", "--env-file", str(tmp_path / "missing.env"), bb, "true"], 125),
+        (["run", bb, "no-such-command"], 127),
+        (["run", bb, "/etc"], 126),
+        (["run", "-u", "ghost", bb, "true"], 125),
+        (["run", "-w", "/etc/passwd/x", bb, "true"], 125),
+        (["run", "--isolation", "bogus", bb, "true"], 125),
+    ]
+    for args, code in cases:
+        r = cli(*args)
+        assert r.returncode == code, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert leftovers(cli) == [], args
+        assert cli("ps", "-a", "-q").stdout.strip() == "", args
+
+
+def test_run_pulls_missing_image(cli, pushed):
+    r = cli("run", "--rm", pushed["busybox"].ref, "echo", "pulled")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("pulled\n")
+    assert "Unable to find image" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------- invariant 5
+def _tree_state(top: Path) -> dict:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            h = None
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    h = hashlib.sha256(f.read()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                h = os.readlink(p)
+            out[os.path.relpath(p, top)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_nlink,
+                                            st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h)
+    return out
+
+
+@pytest.mark.parametrize("isolation", ["namespaces", "chroot"])
+def test_never_writes_through_shared_trees(store, isolation):
+    before = {d: _tree_state(store.root / d) for d in ("layers", "snapshots")}
+    assert before["layers"] and before["snapshots"]
+    script = ("echo pwned >> /bin/busybox; "           # append to a file hardlinked into layers/
+              "echo root2:x:0:0::/:/bin/sh >> /etc/passwd; "
+              ": > /etc/group; "                        # truncate
+              "chmod 777 /etc/passwd; chown 1000:1000 /bin/sh /etc/passwd; "
+              "rm -f /bin/ls; rm -rf /usr; mkdir /newdir; touch -d 2001-01-01 /etc/hostname /bin/cat; "
+              "ln /bin/cat /hl; echo done")
+    r = store("run", "--rm", "--isolation", isolation, store.bb, "/bin/busybox", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("done")
+    after = {d: _tree_state(store.root / d) for d in ("layers", "snapshots")}
+    assert after == before
+    # and a new container sees the pristine image
+    r = run(store, store.bb, "sh", "-c", "grep -c root2 /etc/passwd; ls /bin/ls")
+    assert r.stdout.split() == ["0", "/bin/ls"]
