@@ -475,8 +475,14 @@ class RegistryClient:
                                verify=not (ep.insecure or is_loopback_host(parts.netloc)))
         with r:
             if r.status_code in (401, 403):
-                raise AuthError(f"authentication to {ep.host} failed: token server {parts.netloc} answered "
-                                f"HTTP {r.status_code}" + (" (check `container login`)" if creds else ""))
+                if creds:
+                    raise AuthError(f"authentication to {ep.host} failed: unauthorized: incorrect username or "
+                                    f"password (token server {parts.netloc} answered HTTP {r.status_code})")
+                repos = [s.split(":")[1] if s.count(":") >= 2 else s for s in scopes]
+                what = _familiar(self.domain, repos[0]) if repos else ep.host
+                raise AuthError(f"pull access denied for {what}, repository does not exist or may require "
+                                f"'container login': unauthorized (token server {parts.netloc} answered "
+                                f"HTTP {r.status_code})")
             if r.status_code != 200:
                 raise RegistryError(f"token server {parts.netloc} answered HTTP {r.status_code}")
             try:
