@@ -54,6 +54,7 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 
 _REG, _LNK, _SYM, _CHR, _BLK, _DIR, _FIFO = b"0", b"1", b"2", b"3", b"4", b"5", b"6"
 _REGULAR_TYPES = (b"0", b"\0", b"7")
+_ZERO_BLOCK = bytes(BLOCK)
 
 
 @dataclass
@@ -84,14 +85,12 @@ def _show(name: bytes) -> str:
 
 # -- header parsing ------------------------------------------------------------------------------
 
-def _cstr(b) -> bytes:
-    b = bytes(b)
+def _cstr(b: bytes) -> bytes:
     i = b.find(b"\0")
     return b if i < 0 else b[:i]
 
 
-def _num(field_, what: str) -> int:
-    b = bytes(field_)
+def _num(b: bytes, what: str) -> int:
     if b and b[0] & 0x80:
         # base-256 (GNU): two's complement big-endian; 0x80 positive, 0xff negative
         v = int.from_bytes(b, "big", signed=False)
@@ -109,14 +108,13 @@ def _num(field_, what: str) -> int:
         raise LayerError(f"corrupt layer: bad tar header ({what} field {s[:20]!r})") from None
 
 
-def _checksum_ok(h: memoryview) -> bool:
-    stored = bytes(h[148:156]).split(b"\0", 1)[0].strip(b" ")
+def _checksum_ok(b: bytes) -> bool:
+    stored = b[148:156].split(b"\0", 1)[0].strip(b" ")
     try:
         want = int(stored, 8)
     except ValueError:
         return False
-    b = bytes(h)
-    u = sum(b[:148]) + 256 + sum(b[156:])     # 8 spaces for the checksum field
+    u = sum(b) - sum(b[148:156]) + 256     # the checksum field counts as 8 spaces
     if u == want:
         return True
     s = sum((x - 256 if x > 127 else x) for x in b[:148]) + 256 + sum(
@@ -266,6 +264,7 @@ class _Extractor:
         self.fds: dict[tuple[bytes, ...], int] = {(): self.root_fd}
         self.dirs: dict[tuple[bytes, ...], _Entry] = {}       # final attributes, applied at the end
         self.implicit: set[tuple[bytes, ...]] = set()
+        self.unmark: set[tuple[bytes, ...]] = set()       # implicit dirs the tar named later
         self.root = os.geteuid() == 0
         self.stats = LayerStats()
         self.total = 0
@@ -290,6 +289,7 @@ class _Extractor:
         for k in [k for k in self.dirs if k[:n] == prefix and k != ()]:
             del self.dirs[k]
         self.implicit = {k for k in self.implicit if k[:n] != prefix}
+        self.unmark = {k for k in self.unmark if k[:n] != prefix}
 
     def parent_fd(self, comps: tuple[bytes, ...], *, create: bool, show: bytes) -> int:
         """fd of the directory comps (inside dest), opened without following any symlink."""
@@ -367,8 +367,11 @@ class _Extractor:
         elif e.type == _DIR:
             self._dir(pfd, comps, e)
         elif e.type == _SYM:
-            self._clear(pfd, comps)
-            os.symlink(e.linkname, leaf, dir_fd=pfd)
+            try:
+                os.symlink(e.linkname, leaf, dir_fd=pfd)
+            except FileExistsError:
+                self._clear(pfd, comps)
+                os.symlink(e.linkname, leaf, dir_fd=pfd)
             self._attrs_at(pfd, leaf, e, chmod=False)
         elif e.type == _LNK:
             self._hardlink(pfd, comps, e)
@@ -398,8 +401,11 @@ class _Extractor:
         if self.total > self.limits.max_bytes:
             raise LayerError(f"layer too large: more than {self.limits.max_bytes} bytes of file content "
                              f"(at {_show(e.name)})")
-        self._clear(pfd, comps)
-        fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        try:
+            fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        except FileExistsError:
+            self._clear(pfd, comps)
+            fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
         try:
             src.copy(fd, e.size)
             self.stats.size += e.size
@@ -416,9 +422,12 @@ class _Extractor:
     def _dir(self, pfd: int, comps, e: _Entry) -> None:
         leaf = comps[-1]
         try:
-            st = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
-        except FileNotFoundError:
-            st = None
+            os.mkdir(leaf, 0o700, dir_fd=pfd)
+            self.dirs[comps] = e
+            return
+        except FileExistsError:
+            pass
+        st = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
         if st is not None and not stat.S_ISDIR(st.st_mode):
             self._remove_existing(pfd, comps, st)
             st = None
@@ -428,7 +437,9 @@ class _Extractor:
             # dir over dir keeps contents; make sure we can still write into it
             if st.st_mode & 0o700 != 0o700:
                 _chmod_dir_at(pfd, leaf, stat.S_IMODE(st.st_mode) | 0o700)
-        self.implicit.discard(comps)
+        if comps in self.implicit:
+            self.implicit.discard(comps)
+            self.unmark.add(comps)
         self.dirs[comps] = e
 
     def _hardlink(self, pfd: int, comps, e: _Entry) -> None:
@@ -519,7 +530,8 @@ class _Extractor:
             try:
                 if comps in self.implicit:
                     continue
-                _remove_xattr_fd(fd, IMPLICIT_XATTR)
+                if comps in self.unmark:
+                    _remove_xattr_fd(fd, IMPLICIT_XATTR)
                 if self.root:
                     os.fchown(fd, e.uid, e.gid)
                 os.fchmod(fd, e.mode & 0o7777)
@@ -587,17 +599,18 @@ def _entries(src: _Source, limits: Limits):
     long_link: bytes | None = None
     pending_ext = False
     while True:
-        h = src.block(at_boundary=not pending_ext)
-        if h is None:
+        hv = src.block(at_boundary=not pending_ext)
+        if hv is None:
             raise LayerError("corrupt layer: tar stream ends without an end-of-archive marker")
-        if not any(h):            # end-of-archive marker (one zero block is enough, like GNU tar)
+        h = bytes(hv)
+        if h == _ZERO_BLOCK:            # end-of-archive marker (one zero block is enough, like GNU tar)
             if pending_ext:
                 raise LayerError("corrupt layer: extended header without an entry")
             return
         if not _checksum_ok(h):
             raise LayerError("corrupt layer: bad tar header checksum"
                              + (f" after {_show(long_name or b'')}" if long_name else ""))
-        typ = bytes(h[156:157])
+        typ = h[156:157]
         size = _num(h[124:136], "size")
         if size < 0:
             raise LayerError("corrupt layer: negative size in tar header")
@@ -618,7 +631,7 @@ def _entries(src: _Source, limits: Limits):
             pending_ext = True
             continue
         pending_ext = False
-        magic = bytes(h[257:263])
+        magic = h[257:263]
         name = _cstr(h[0:100])
         if magic == b"ustar\x00":
             prefix = _cstr(h[345:500])
@@ -636,7 +649,7 @@ def _entries(src: _Source, limits: Limits):
             name = rec[b"path"]
         if b"linkpath" in rec:
             linkname = rec[b"linkpath"]
-        if typ == b"S" or any(k.startswith(b"GNU.sparse.") for k in rec):
+        if typ == b"S" or (rec and any(k.startswith(b"GNU.sparse.") for k in rec)):
             raise LayerError(f"layer entry {_show(name)}: sparse files are not supported")
         if typ in (b"V",):          # volume label: not an entry
             src.copy(None, size)
@@ -670,7 +683,7 @@ def _entries(src: _Source, limits: Limits):
             raise LayerError(f"layer entry {_show(name)}: size/uid/gid out of range")
         mode = _num(h[100:108], "mode")
         xattrs = {}
-        for k, v in rec.items():
+        for k, v in (rec.items() if rec else ()):
             if k.startswith(b"SCHILY.xattr."):
                 xattrs[k[13:].decode("utf-8", "surrogateescape")] = v
             elif k.startswith(b"LIBARCHIVE.xattr."):
