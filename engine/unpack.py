@@ -67,6 +67,32 @@ class Limits:
     max_pax: int = 16 << 20              # bytes in one PAX / GNU long-name header body
     max_depth: int = 256                 # path components: deeper trees break recursive tree walkers
 
+    ENV = {"max_bytes": "CONTAINER_LAYER_MAX_BYTES", "max_entries": "CONTAINER_LAYER_MAX_ENTRIES",
+           "max_name": "CONTAINER_LAYER_MAX_NAME", "max_pax": "CONTAINER_LAYER_MAX_HEADER",
+           "max_depth": "CONTAINER_LAYER_MAX_DEPTH"}
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Limits":
+        """Defaults, overridden by CONTAINER_LAYER_MAX_* variables (sizes take K/M/G/T suffixes)."""
+        environ = os.environ if environ is None else environ
+        kw = {}
+        for attr, var in cls.ENV.items():
+            v = environ.get(var, "").strip()
+            if not v:
+                continue
+            mult = 1
+            if v[-1:].upper() in "KMGT" and v[-1:].isalpha():
+                mult = 1024 ** ("KMGT".index(v[-1].upper()) + 1)
+                v = v[:-1]
+            try:
+                n = int(v) * mult
+                if n <= 0:
+                    raise ValueError
+            except ValueError:
+                raise LayerError(f"{var}: not a positive number: {environ.get(var)!r}") from None
+            kw[attr] = n
+        return cls(**kw)
+
 
 @dataclass
 class LayerStats:
@@ -722,7 +748,7 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, limits: Limits | None = None) 
 
     Reads up to the end-of-archive marker (the caller drains the rest for hashing; reads are
     buffered, so the stream may have been read past the marker). Raises LayerError only."""
-    limits = limits or Limits()
+    limits = limits or Limits.from_env()
     src = _Source(stream)
     try:
         ex = _Extractor(Path(dest), limits)

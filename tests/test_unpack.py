@@ -330,3 +330,14 @@ def test_reads_only_to_end_marker_and_stream_can_be_drained(tmp_path):
     s = io.BytesIO(data)
     unpack_layer(s, (tmp_path / "o").resolve() if (tmp_path / "o").mkdir() is None else None)
     s.read()   # the caller drains the rest; nothing broke
+
+
+def test_limits_from_env(tmp_path, monkeypatch):
+    assert Limits.from_env({}) == Limits()
+    lim = Limits.from_env({"CONTAINER_LAYER_MAX_BYTES": "2K", "CONTAINER_LAYER_MAX_ENTRIES": "3"})
+    assert (lim.max_bytes, lim.max_entries) == (2048, 3)
+    with pytest.raises(LayerError, match="CONTAINER_LAYER_MAX_ENTRIES"):
+        Limits.from_env({"CONTAINER_LAYER_MAX_ENTRIES": "lots"})
+    monkeypatch.setenv("CONTAINER_LAYER_MAX_ENTRIES", "2")
+    with pytest.raises(LayerError, match="too many entries"):
+        unpack(tm.tar(tm.file("a"), tm.file("b"), tm.file("c")), tmp_path / "o")
