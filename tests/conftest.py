@@ -7,6 +7,7 @@ Session:
   built_images    {name: tools.images.BuiltImage}: the fast images as OCI layouts (see tools/images.py)
   pushed          {name: tools.images.PushedImage} pushed to `registry`:
                     busybox, layered, shared-a, shared-b, zstd, multiarch  -> test/<name>:latest (OCI)
+                    multiarch-docker -> test/multiarch-docker:latest (Docker manifest list, schema 2)
                     "library/busybox" -> library/busybox:latest (same digest as busybox)
                     "busybox-v2s2"    -> test/busybox-v2s2:latest (Docker schema 2 media types)
                   each: .ref "127.0.0.1:PORT/test/busybox:latest", .by_digest, .host, .repo, .tag,
@@ -86,6 +87,7 @@ PUSH_PLAN = [  # (key, image name, repo, tag, fmt)
     ("shared-b", "shared-b", "test/shared-b", "latest", "oci"),
     ("zstd", "zstd", "test/zstd", "latest", "oci"),
     ("multiarch", "multiarch", "test/multiarch", "latest", "oci"),
+    ("multiarch-docker", "multiarch-docker", "test/multiarch-docker", "latest", "oci"),
     ("library/busybox", "busybox", "library/busybox", "latest", "oci"),
     ("busybox-v2s2", "busybox", "test/busybox-v2s2", "latest", "v2s2"),
 ]

@@ -13,6 +13,8 @@ Images (all `linux/<host arch>` unless said otherwise; layers gzip, OCI media ty
   multiarch   OCI index: linux/amd64, linux/arm64/v8, linux/arm/v7 and an attestation manifest
               (platform unknown/unknown). The host's platform holds the busybox layer + a marker layer;
               the others one tiny layer. Every image has /etc/platform = "<os>/<arch>[/<variant>]\n".
+  multiarch-docker  the same three platforms as a Docker manifest list of Docker schema 2 manifests
+              (no attestation entry).
   zstd        busybox layer compressed with zstd (same diff_id as busybox's, other blob digest) + a
               zstd marker layer (/etc/compression = "zstd\n"); media type ...tar+zstd.
   debian      (slow, cached) debootstrap --variant=minbase bookworm split into 3 layers: the rootfs;
@@ -44,6 +46,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import zlib
 from dataclasses import dataclass, field
@@ -145,6 +148,7 @@ class _LayerSink:
 
 
 LAYER_MEDIA_TYPES = {"gzip": MT_OCI_LAYER_GZIP, "zstd": MT_OCI_LAYER_ZSTD, "none": MT_OCI_LAYER_TAR}
+DOCKER_LAYER_TYPES = {MT_OCI_LAYER_GZIP: MT_DOCKER_LAYER_GZIP, MT_OCI_LAYER_TAR: "application/vnd.docker.image.rootfs.diff.tar"}
 
 
 class Layer:
@@ -291,8 +295,9 @@ class OciLayout:
                 shutil.copyfile(other.blob_path(digest), dst)
 
     def add_image(self, layers: list[LayerInfo], config: dict, *, annotations: dict | None = None,
-                  config_media_type=MT_OCI_CONFIG) -> tuple[str, int, str, dict]:
-        """Write config + manifest blobs; returns (manifest digest, size, config digest, final config)."""
+                  config_media_type=MT_OCI_CONFIG, docker: bool = False) -> tuple[str, int, str, dict]:
+        """Write config + manifest blobs; returns (manifest digest, size, config digest, final config).
+        docker=True: Docker schema 2 media types (manifest, config, gzip layers)."""
         config = dict(config)
         config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}
         config.setdefault("history", [{"created": CREATED, "created_by": layer.comment or "tools/images.py",
@@ -300,10 +305,10 @@ class OciLayout:
         cdig, csize, _ = self.put_json(config)
         manifest = {
             "schemaVersion": 2,
-            "mediaType": MT_OCI_MANIFEST,
-            "config": {"mediaType": config_media_type, "digest": cdig, "size": csize},
-            "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
-                       for layer in layers],
+            "mediaType": MT_DOCKER_MANIFEST if docker else MT_OCI_MANIFEST,
+            "config": {"mediaType": MT_DOCKER_CONFIG if docker else config_media_type, "digest": cdig, "size": csize},
+            "layers": [{"mediaType": DOCKER_LAYER_TYPES[layer.media_type] if docker else layer.media_type,
+                        "digest": layer.digest, "size": layer.size} for layer in layers],
         }
         if annotations:
             manifest["annotations"] = annotations
@@ -520,6 +525,8 @@ def build_all(out_dir: str | Path, *, level: int = 6) -> dict[str, BuiltImage]:
         "Env": [f"PATH={BUSYBOX_PATH}"], "Cmd": ["cat", "/etc/compression"]}))
 
     images["multiarch"] = _build_multiarch(out / "multiarch", base, OciLayout(out / "busybox"), level)
+    images["multiarch-docker"] = _build_multiarch(out / "multiarch-docker", base, OciLayout(out / "busybox"), level,
+                                                  docker=True)
     return images
 
 
@@ -530,7 +537,10 @@ def platform_str(os_, arch, variant="") -> str:
     return f"{os_}/{arch}" + (f"/{variant}" if variant else "")
 
 
-def _build_multiarch(path: Path, base: LayerInfo, base_layout: OciLayout, level: int) -> BuiltImage:
+def _build_multiarch(path: Path, base: LayerInfo, base_layout: OciLayout, level: int, *,
+                     docker: bool = False) -> BuiltImage:
+    """OCI index with an attestation entry; docker=True: a Docker manifest list of Docker schema 2
+    manifests (no attestation: Docker lists cannot carry in-toto layers)."""
     lay = OciLayout(path)
     hos, harch, hvar = host_platform()
     children: dict[str, BuiltImage] = {}
@@ -547,15 +557,23 @@ def _build_multiarch(path: Path, base: LayerInfo, base_layout: OciLayout, level:
         else:
             layers = [marker]
             cfg = {"Env": [f"PATH={BUSYBOX_PATH}"], "Cmd": ["/bin/sh"]}
-        mdig, msize, cdig, full = lay.add_image(layers, _image_config(arch, os_, variant, cfg))
+        mdig, msize, cdig, full = lay.add_image(layers, _image_config(arch, os_, variant, cfg), docker=docker)
+        mt = MT_DOCKER_MANIFEST if docker else MT_OCI_MANIFEST
+        if docker:
+            layers = [LayerInfo(x.digest, x.diff_id, x.size, DOCKER_LAYER_TYPES[x.media_type], x.uncompressed_size,
+                                x.comment) for x in layers]
         plat = {"architecture": arch, "os": os_}
         if variant:
             plat["variant"] = variant
-        entries.append({"mediaType": MT_OCI_MANIFEST, "digest": mdig, "size": msize, "platform": plat})
-        children[p] = BuiltImage(f"multiarch[{p}]", path, "", mdig, MT_OCI_MANIFEST, cdig, layers, full,
-                                 manifest_size=msize)
+        entries.append({"mediaType": mt, "digest": mdig, "size": msize, "platform": plat})
+        children[p] = BuiltImage(f"{path.name}[{p}]", path, "", mdig, mt, cdig, layers, full, manifest_size=msize)
         if is_host:
             host_digest = mdig
+    if docker:
+        idig, isize, _ = lay.put_json({"schemaVersion": 2, "mediaType": MT_DOCKER_LIST, "manifests": entries})
+        lay.tag(idig, isize, MT_DOCKER_LIST, "latest")
+        return BuiltImage(path.name, path, "latest", idig, MT_DOCKER_LIST, None, [], {}, children,
+                          manifest_size=isize)
     # An attestation manifest as buildkit writes them: platform unknown/unknown, in-toto layer.
     stmt = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "predicateType": "https://spdx.dev/Document",
                        "subject": [], "predicate": {}}, separators=(",", ":")).encode()
@@ -774,9 +792,64 @@ def _get_manifest(host: str, repo: str, ref: str) -> tuple[bytes, str, str]:
         return body, r.headers.get("Content-Type", ""), r.headers.get("Docker-Content-Digest", "")
 
 
+def _http(method: str, url: str, data: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        return opener.open(req, timeout=60)
+    except urllib.error.HTTPError as e:
+        return e
+
+
+def push_raw(image: BuiltImage, registry_host: str, repo: str, tag: str = "latest") -> None:
+    """Push the layout's bytes as they are through the registry API (no skopeo): blobs, child manifests by
+    digest, then the top manifest or index by tag. For what skopeo will not read (a Docker manifest list
+    in an OCI layout)."""
+    lay = OciLayout.__new__(OciLayout)
+    lay.path = Path(image.oci_dir)
+    base = f"http://{registry_host}/v2/{repo}"
+
+    def put_blob(digest: str) -> None:
+        r = _http("HEAD", f"{base}/blobs/{digest}")
+        if r.status == 200:
+            return
+        r = _http("POST", f"{base}/blobs/uploads/", b"", {"Content-Length": "0"})
+        if r.status != 202:
+            raise RuntimeError(f"push_raw: start upload {digest}: HTTP {r.status}")
+        loc = r.headers["Location"]
+        if loc.startswith("/"):
+            loc = f"http://{registry_host}{loc}"
+        data = lay.blob_path(digest).read_bytes()
+        r = _http("PUT", loc + ("&" if "?" in loc else "?") + f"digest={digest}", data,
+                  {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
+        if r.status != 201:
+            raise RuntimeError(f"push_raw: upload {digest}: HTTP {r.status} {r.read()[:300]!r}")
+
+    def put_manifest(digest: str, ref: str) -> None:
+        data = lay.blob_path(digest).read_bytes()
+        m = json.loads(data)
+        if "manifests" in m:
+            for child in m["manifests"]:
+                put_manifest(child["digest"], child["digest"])
+        else:
+            for desc in [m["config"], *m.get("layers", [])]:
+                put_blob(desc["digest"])
+        r = _http("PUT", f"{base}/manifests/{ref}", data, {"Content-Type": m["mediaType"]})
+        if r.status != 201:
+            raise RuntimeError(f"push_raw: manifest {ref}: HTTP {r.status} {r.read()[:300]!r}")
+
+    put_manifest(image.manifest_digest, tag)
+
+
 def push(image: BuiltImage, registry_host: str, repo: str, tag: str = "latest", fmt: str = "oci") -> PushedImage:
     """skopeo copy oci:DIR:TAG docker://HOST/REPO:TAG; fmt "oci" keeps the manifest bytes (digests preserved),
-    "v2s2" converts to Docker schema 2 (new manifest and config digests: read back from the registry)."""
+    "v2s2" converts to Docker schema 2 (new manifest and config digests: read back from the registry).
+    A Docker manifest list (multiarch-docker) is pushed byte for byte with push_raw."""
+    if image.media_type == MT_DOCKER_LIST:
+        if fmt != "oci":
+            raise ValueError("a Docker manifest list is pushed as it is (fmt='oci')")
+        push_raw(image, registry_host, repo, tag)
+        return _read_back(image, registry_host, repo, tag, fmt)
     args = ["copy", "-q", "--dest-tls-verify=false"]
     if image.media_type in (MT_OCI_INDEX, MT_DOCKER_LIST):
         args.append("--all")
@@ -787,6 +860,10 @@ def push(image: BuiltImage, registry_host: str, repo: str, tag: str = "latest", 
     else:
         raise ValueError(f"fmt must be oci or v2s2, not {fmt!r}")
     skopeo(*args, image.oci_ref, f"docker://{registry_host}/{repo}:{tag}")
+    return _read_back(image, registry_host, repo, tag, fmt)
+
+
+def _read_back(image: BuiltImage, registry_host: str, repo: str, tag: str, fmt: str) -> PushedImage:
     body, ctype, digest = _get_manifest(registry_host, repo, tag)
     digest = digest or "sha256:" + hashlib.sha256(body).hexdigest()
     manifest = json.loads(body)

@@ -16,8 +16,9 @@ pushed to, so both serve the same content):
 The access log is distribution's Apache "combined" log on the registry's stdout (every request, also
 the ones rejected by auth); the application log (logrus, JSON) is on stderr. Both are captured to
 files in `workdir` (default: a fresh dir next to the storage dir).  A request shows up in the access
-log only after the registry has finished answering it, so `requests()` first makes a marker request
-and waits until it appears (`sync()`); marker requests are filtered out.
+log only after the registry has finished answering it, so `requests()` first makes a marker request,
+waits until it appears and the log stops growing for `settle` seconds (`sync()`); marker requests are
+filtered out.
 
 CLI (demo):  python tools/registry.py start --dir D [--port P] [--daemon --pidfile F]
              python tools/registry.py stop --pidfile F
@@ -139,6 +140,7 @@ class Registry:
         self.log_path = self.workdir / "registry.log"         # stderr: application log (JSON)
         self.proc: subprocess.Popen | None = None
         self._sync_counter = itertools.count(1)
+        self.settle = 0.05  # seconds the access log must stay unchanged for sync() to return
 
     # -- properties ---------------------------------------------------------------------------------------
     @property
@@ -270,8 +272,18 @@ class Registry:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if key in self._tail(self.access_log_path, 1 << 16):
-                return
+                break
             time.sleep(0.01)
+        # The access log line of a big blob GET can be written just after the client has its last byte
+        # (the body goes straight to the socket; the line follows when the handler returns), so it can
+        # land after the marker on a busy machine: wait until the log stops growing.
+        size = -1
+        while time.monotonic() < deadline:
+            cur = self.access_log_path.stat().st_size
+            if cur == size:
+                return
+            size = cur
+            time.sleep(self.settle)
 
     def _all_entries(self) -> list[AccessEntry]:
         out: list[AccessEntry] = []
