@@ -310,3 +310,8 @@ def test_proxy_stall_redirect_content_type_huge(proxy, pushed):
     p.huge(r"/manifests/", size=5 << 20)
     st, hdrs, body = _get(p.host, man)
     assert st == 200 and len(body) == 5 << 20
+    import time
+    p.throttle(r"/blobs/", rate=size * 2)  # about half a second for the whole blob
+    t0 = time.monotonic()
+    st, _, body = _get(p.host, path)
+    assert _sha(body) == digest and time.monotonic() - t0 >= 0.4

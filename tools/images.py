@@ -680,6 +680,16 @@ def build_debian(cache: Path | None = None, *, level: int = 1) -> BuiltImage:
     meta = d / f"oci-v{DEBIAN_BUILDER_VERSION}.json"
     if meta.exists() and oci.exists():
         return _built_from_json(json.loads(meta.read_text()))
+    import fcntl
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "build.lock", "w") as lockf:      # one builder at a time (tests, bench, demo)
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        if meta.exists() and oci.exists():
+            return _built_from_json(json.loads(meta.read_text()))
+        return _build_debian_locked(cache, d, oci, meta, level)
+
+
+def _build_debian_locked(cache: Path, d: Path, oci: Path, meta: Path, level: int) -> BuiltImage:
     rootfs = debootstrap_rootfs(cache)
     tmp = d / f"oci-v{DEBIAN_BUILDER_VERSION}.partial"
     if tmp.exists():

@@ -13,6 +13,7 @@ then requests pass through again:
                                                    #   consistent_length=True: Content-Length 1000 instead
     p.corrupt(r"/blobs/", offset=None, nbytes=1)   # flip byte(s) (default: the middle), same length
     p.stall(r"/blobs/", seconds=5, after=0)        # sleep before the headers (after=None) or after N body bytes
+    p.throttle(r"/blobs/", rate=200_000)           # bodies at ~200 kB/s (count=None: every request)
     p.redirect(r"/blobs/", to=other.host, status=307)   # Location: http://<to><path>?<query>
     p.content_type(r"/manifests/", "text/html")    # replace the Content-Type header
     p.huge(r"/manifests/", size=64 << 20)          # 200 with `size` junk bytes (Content-Length unless
@@ -20,7 +21,7 @@ then requests pass through again:
     p.replace(r"/manifests/", status=200, body=b"...", headers={...})   # any canned answer
     p.clear()                                      # remove all faults
 
-Body faults (reset, truncate, corrupt, huge, stall with after=) match GET only unless `methods=` says
+Body faults (reset, truncate, corrupt, huge, throttle, stall with after=) match GET only unless `methods=` says
 otherwise; the others match every method. Every call returns the Fault (fault.hits counts uses).
 
 Recording: p.log -> [Record(method, path, query, headers (lower-case keys), status, fault, sent)],
@@ -160,6 +161,10 @@ class FaultProxy:
         if after is not None and methods is None:
             methods = ("GET",)
         return self.add(pattern, "stall", count=count, methods=methods, seconds=seconds, after=after)
+
+    def throttle(self, pattern, rate, *, count=None, methods=("GET",)) -> Fault:
+        """Send bodies at about `rate` bytes/s (default: every matching request), e.g. to kill a pull midway."""
+        return self.add(pattern, "throttle", count=count, methods=methods, rate=rate)
 
     def redirect(self, pattern, to, *, status=307, count=1, methods=None) -> Fault:
         return self.add(pattern, "redirect", count=count, methods=methods, to=to, status=status)
@@ -397,8 +402,10 @@ class _Handler(BaseHTTPRequestHandler):
             if corrupt_at is None:
                 corrupt_at = total // 2
         pos = 0
+        rate = fp.get("rate") if kind == "throttle" else None
+        step = max(1024, min(CHUNK, int(rate / 20))) if rate else CHUNK
         while True:
-            want = CHUNK
+            want = step
             if limit is not None:
                 want = min(want, limit - pos)
             if stall_at is not None and pos < stall_at:
@@ -427,6 +434,9 @@ class _Handler(BaseHTTPRequestHandler):
                     corrupt_at = None
             self._write(data, rec)
             pos += len(data)
+            if rate:
+                self.wfile.flush()
+                self._sleep(len(data) / rate)
         if kind == "reset":
             self._abort_rst()
         elif kind == "truncate" and not fp.get("consistent_length"):
