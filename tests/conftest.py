@@ -28,6 +28,9 @@ Function:
   make_token_server(users=None, anonymous_pull=True, grants=None) -> started tools.tokenserver.TokenServer
                   (.realm, .auth() for make_registry(token=...), .requests, .fail_next).
   proxy(target=None, **kw) -> started tools.proxy.FaultProxy in front of `registry` (or target HOST:PORT).
+
+The session registry is shared by every test: never delete or overwrite what `pushed` put there. For
+destructive tests, make_registry(storage_dir=tmp_path / "s") and tools.images.push() into it.
 """
 
 from __future__ import annotations
