@@ -10,14 +10,14 @@ cli/containers.py's fast_main(), which runs `container run` without typer/click
 
 import os
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
-
 
 _app = None
 
 
 def _build_app():
+    from pathlib import Path
+    from typing import Annotated, Optional
+
     import typer
 
     from . import containers, images, system

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -164,7 +163,18 @@ _NAMES = ("agnesi albattani allen almeida archimedes ardinghelli aryabhata austi
 
 
 def random_name() -> str:
-    return f"{secrets.choice(_ADJ)}_{secrets.choice(_NAMES)}"
+    a, b = int.from_bytes(os.urandom(4), "big"), int.from_bytes(os.urandom(4), "big")
+    return f"{_ADJ[a % len(_ADJ)]}_{_NAMES[b % len(_NAMES)]}"
+
+
+_T0 = time.perf_counter()
+_TRACE = os.environ.get("CONTAINER_TRACE")
+
+
+def _trace(what: str) -> None:
+    """CONTAINER_TRACE=1: where the milliseconds of `run` go (stderr)."""
+    if _TRACE:
+        sys.stderr.write(f"trace {(time.perf_counter() - _T0) * 1000:7.2f} ms  {what}\n")
 
 
 def _valid_name(name: str) -> bool:
@@ -414,21 +424,24 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
     if opts.workdir is not None and not opts.workdir.startswith("/"):
         raise RunError(f"the working directory '{opts.workdir}' is invalid, it needs to be an absolute path")
     extra_env = user_env(opts)
+    _trace("imports done, options checked")
     store.db()
+    _trace("database open")
     image = _resolve_image(store, opts, progress)
+    _trace("image resolved")
 
     import fcntl
 
     from container.schema import Container, write_txn
-    from .snapshot import ensure_snapshot
 
-    cid = secrets.token_hex(32)
+    cid = os.urandom(32).hex()
     cdir = store.containers_dir / cid
     lock_fd = None
     row_made = False
     try:
         with store.lock(exclusive=False):
-            chain_id, snap = ensure_snapshot(store, list(image.diff_ids))
+            chain_id, snap = _snapshot(store, image)
+            _trace("snapshot ready")
             cfg = _image_config(image)
             argv, entrypoint, cmd = process_args(cfg, opts)
             user_spec = opts.user if opts.user is not None else (cfg.get("User") or "")
@@ -476,6 +489,7 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
             except peewee.IntegrityError:
                 raise RunError(f'Conflict. The container name "/{name}" is already in use') from None
             row_made = True
+            _trace("container row created, rootfs prepared")
             if rootfs is None:
                 from .rootfs import make_copy
 
@@ -496,11 +510,13 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
                 with write_txn():
                     Container.update(rootfs_mode="copy").where(Container.id == cid).execute()
             running = isolate.spawn(isolation, rootfs, spec)
+        _trace("container process exec'd")
         from container.schema.models import utcnow
 
         with write_txn():
             Container.update(status="running", pid=running.container_pid, started=utcnow()) \
                 .where(Container.id == cid).execute()
+        _trace("status running recorded")
     except BaseException:
         if row_made:
             try:
@@ -515,6 +531,7 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
     code = 125
     try:
         code = running.wait()
+        _trace("container exited")
     finally:
         if opts.rm:
             with write_txn():
@@ -525,4 +542,20 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
                 Container.update(status="exited", exit_code=code, finished=utcnow()) \
                     .where(Container.id == cid).execute()
         os.close(lock_fd)
+        _trace("recorded / removed")
     return code
+
+
+def _snapshot(store, image) -> tuple[str, Path]:
+    """The image's snapshot: the cached tree when its row and dir exist (one query, and
+    engine.snapshot with the unpacker is not even imported), else ensure_snapshot builds it."""
+    from container.schema import Snapshot
+
+    chain = image.chain_id
+    if chain:
+        path = store.snapshot_path(chain)
+        if Snapshot.select(Snapshot.chain_id).where(Snapshot.chain_id == chain).exists() and path.is_dir():
+            return chain, path
+    from .snapshot import ensure_snapshot
+
+    return ensure_snapshot(store, list(image.diff_ids))
