@@ -55,6 +55,7 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 _REG, _LNK, _SYM, _CHR, _BLK, _DIR, _FIFO = b"0", b"1", b"2", b"3", b"4", b"5", b"6"
 _REGULAR_TYPES = (b"0", b"\0", b"7")
 _ZERO_BLOCK = bytes(BLOCK)
+_ENTRY_TYPES = frozenset((b"0", b"\0", b"7", b"1", b"2", b"3", b"4", b"5", b"6"))
 
 
 @dataclass
@@ -117,7 +118,7 @@ def _cstr(b: bytes) -> bytes:
 
 
 def _num(b: bytes, what: str) -> int:
-    if b and b[0] & 0x80:
+    if b[:1] >= b"\x80":
         # base-256 (GNU): two's complement big-endian; 0x80 positive, 0xff negative
         v = int.from_bytes(b, "big", signed=False)
         if b[0] == 0xFF:
@@ -125,23 +126,21 @@ def _num(b: bytes, what: str) -> int:
         else:
             v -= 0x80 << (8 * (len(b) - 1))
         return v
-    s = b.split(b"\0", 1)[0].strip(b" ")
-    if not s:
-        return 0
     try:
-        return int(s, 8)
+        return int(b.partition(b"\0")[0], 8)      # int() allows surrounding spaces
     except ValueError:
+        s = b.split(b"\0", 1)[0].strip(b" ")
+        if not s:
+            return 0
         raise LayerError(f"corrupt layer: bad tar header ({what} field {s[:20]!r})") from None
 
 
 def _checksum_ok(b: bytes) -> bool:
-    stored = b[148:156].split(b"\0", 1)[0].strip(b" ")
     try:
-        want = int(stored, 8)
+        want = int(b[148:156].partition(b"\0")[0], 8)
     except ValueError:
         return False
-    u = sum(b) - sum(b[148:156]) + 256     # the checksum field counts as 8 spaces
-    if u == want:
+    if sum(b) - sum(b[148:156]) + 256 == want:     # the checksum field counts as 8 spaces
         return True
     s = sum((x - 256 if x > 127 else x) for x in b[:148]) + 256 + sum(
         (x - 256 if x > 127 else x) for x in b[156:])
@@ -247,13 +246,24 @@ class _Source:
             self._pos += take
             left -= take
 
+    def copy_padded(self, fd: int | None, n: int) -> None:
+        """copy(fd, n), then skip the padding to the next 512-byte block."""
+        self.copy(fd, n)
+        pad = (-n) % BLOCK
+        if pad:
+            avail = len(self._buf) - self._pos
+            if avail >= pad:
+                self._pos += pad
+            else:
+                self.copy(None, pad)
+
     def skip_padding(self, size: int) -> None:
         pad = (-size) % BLOCK
         if pad:
             self.copy(None, pad)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     name: bytes
     type: bytes
@@ -433,7 +443,7 @@ class _Extractor:
             self._clear(pfd, comps)
             fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
         try:
-            src.copy(fd, e.size)
+            src.copy_padded(fd, e.size)
             self.stats.size += e.size
             if self.root:
                 os.fchown(fd, e.uid, e.gid)
@@ -443,7 +453,6 @@ class _Extractor:
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
         finally:
             os.close(fd)
-        src.skip_padding(e.size)
 
     def _dir(self, pfd: int, comps, e: _Entry) -> None:
         leaf = comps[-1]
@@ -657,15 +666,13 @@ def _entries(src: _Source, limits: Limits):
             pending_ext = True
             continue
         pending_ext = False
-        magic = h[257:263]
-        name = _cstr(h[0:100])
-        if magic == b"ustar\x00":
-            prefix = _cstr(h[345:500])
+        name = h[0:100].partition(b"\0")[0]
+        if h[257:263] == b"ustar\x00":
+            prefix = h[345:500].partition(b"\0")[0]
             if prefix:
                 name = prefix + b"/" + name
-        linkname = _cstr(h[157:257])
-        rec = dict(global_pax)
-        rec.update(pax)
+        linkname = h[157:257].partition(b"\0")[0]
+        rec = {**global_pax, **pax} if global_pax else pax
         pax = {}
         if long_name is not None:
             name, long_name = long_name, None
@@ -686,7 +693,7 @@ def _entries(src: _Source, limits: Limits):
             src.skip_padding(size)
             typ = _DIR
             size = 0
-        if typ not in (_REG, b"\0", b"7", _LNK, _SYM, _CHR, _BLK, _DIR, _FIFO):
+        if typ not in _ENTRY_TYPES:
             raise LayerError(f"layer entry {_show(name)}: unsupported tar entry type {typ!r}")
         if b"\0" in name or b"\0" in linkname:
             raise LayerError(f"layer entry {_show(name)}: NUL byte in name")
