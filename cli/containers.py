@@ -124,10 +124,18 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
 
 
 def do_run(store, kw: dict) -> int:
+    """docker run's exit status: the command's, or 125 when we fail before it starts (an unknown
+    image or a failed pull included), 126 cannot execute, 127 not found."""
     from container.engine.containers import RunOptions, run
+    from container.engine.errors import ContainerError, RunError
 
     opts = RunOptions(**{k: v for k, v in kw.items() if v is not None})
-    return run(store, opts)
+    try:
+        return run(store, opts)
+    except ContainerError as e:
+        if not isinstance(e, RunError):
+            e.exit_code = 125
+        raise
 
 
 def fast_main(args: list[str]) -> int | None:

@@ -309,7 +309,8 @@ def test_bad_input_leaves_nothing(cli, pushed, tmp_path):
     cli("pull", "-q", pushed["busybox"].ref, check=True)
     bb = pushed["busybox"].ref
     cases = [
-        (["run", "--rm", "--pull", "never", "127.0.0.1:1/no/such:image", "true"], 1),
+        (["run", "--rm", "--pull", "never", "127.0.0.1:1/no/such:image", "true"], 125),
+        (["run", "--rm", f"{pushed['busybox'].host}/no/such:image", "true"], 125),   # the pull fails
         (["run", "--env-file", str(tmp_path / "missing.env"), bb, "true"], 125),
         (["run", bb, "no-such-command"], 127),
         (["run", bb, "/etc"], 126),
@@ -320,7 +321,9 @@ def test_bad_input_leaves_nothing(cli, pushed, tmp_path):
     for args, code in cases:
         r = cli(*args)
         assert r.returncode == code, (args, r.stderr)
-        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert "Traceback" not in r.stderr and lines[-1].startswith("Error: "), r.stderr
+        assert len([x for x in lines if not x.startswith("Unable to find image")]) == 1, r.stderr
         assert leftovers(cli) == [], args
         assert cli("ps", "-a", "-q").stdout.strip() == "", args
 
