@@ -455,6 +455,7 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     else:
         mount(target, target, None, MS_BIND | MS_REC)
     _t("B rootfs mounted")
+    etc_files = _etc_files(spec)          # read from the host before it goes out of reach
     oldroot = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     os.chdir(target)
     pivot_root(".", ".")
@@ -476,9 +477,47 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     if spec.hostname:
         h = spec.hostname.encode()
         _check(libc().sethostname(h, len(h)), "sethostname")
+    _write_etc(etc_files)
     if spec.network == "none":
         _lo_up()
     _t("B sys, hostname, net")
+
+
+def _etc_files(spec: ProcessSpec) -> dict[str, bytes]:
+    """docker's /etc/hostname, /etc/hosts and /etc/resolv.conf (host network: the host's)."""
+    out = {}
+    if spec.hostname:
+        out["/etc/hostname"] = spec.hostname.encode() + b"\n"
+    local = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if spec.network == "host":
+        for name in ("/etc/hosts", "/etc/resolv.conf"):
+            try:
+                with open(name, "rb") as f:
+                    out[name] = f.read(1 << 20)
+            except OSError:
+                pass
+        out.setdefault("/etc/hosts", local)
+    else:
+        out["/etc/hosts"] = local + (b"127.0.0.1\t" + spec.hostname.encode() + b"\n" if spec.hostname else b"")
+    return out
+
+
+def _write_etc(files: dict[str, bytes]) -> None:
+    """Write them after pivot_root: every path (and symlink) now resolves inside the container.
+    An image without /etc, or with a read-only or odd one, simply keeps what it has."""
+    if not os.path.isdir("/etc"):
+        return
+    for name, data in files.items():
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError:
+            continue
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _mkdir(path: str, mode: int = 0o755) -> None:

@@ -199,9 +199,16 @@ def test_workdir(store):
 
 
 def test_hostname_and_proc(store):
-    r = run(store, "--hostname", "box1", store.bb, "sh", "-c", "hostname; cat /etc/hostname 2>/dev/null; ps -o pid,comm")
-    lines = r.stdout.split()
-    assert lines[0] == "box1"
+    r = run(store, "--hostname", "box1", store.bb, "sh", "-c", "hostname; cat /etc/hostname")
+    assert r.stdout.split() == ["box1", "box1"]
+    r = run(store, store.bb, "cat", "/etc/resolv.conf", "/etc/hosts")
+    host = b""
+    for f in ("/etc/resolv.conf", "/etc/hosts"):
+        if os.path.exists(f):
+            host += Path(f).read_bytes()
+    assert r.stdout.encode() == host        # host network: the host's files, as docker does
+    r = run(store, "--network", "none", "--hostname", "box2", store.bb, "cat", "/etc/hosts")
+    assert "localhost" in r.stdout and "box2" in r.stdout
     # PID namespace: only the container's processes; the command is PID 1
     r = run(store, store.bb, "sh", "-c", "ls /proc | grep -E '^[0-9]+$' | sort -n | head -1; echo $$")
     assert r.stdout.split() == ["1", "1"]
