@@ -33,7 +33,8 @@ import tempfile
 from pathlib import Path
 
 from .errors import LayerError, StoreError
-from .unpack import AUFS_META_PREFIX, IMPLICIT_XATTR, OPAQUE, WHITEOUT_PREFIX
+from .unpack import (AUFS_META_PREFIX, HARDLINK_XATTR, HARDLINKS_XATTR, IMPLICIT_XATTR, OPAQUE,
+                     RESERVED_XATTRS, WHITEOUT_PREFIX)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WH = os.fsdecode(WHITEOUT_PREFIX)
@@ -57,6 +58,8 @@ class _Merger:
         self.entries = 0
         self.size = 0
         self.copied = 0          # EXDEV fallbacks
+        self.links: list[tuple[tuple[str, ...], str, bytes]] = []   # (dir, name, target) to lower layers
+        self.root_fd = -1
 
     # -- removal -------------------------------------------------------------------------------
     def _remove(self, tfd: int, name: str) -> None:
@@ -87,13 +90,9 @@ class _Merger:
             self._remove(fd, n)
 
     # -- attributes ----------------------------------------------------------------------------
-    def _dir_attrs(self, lfd: int, tfd: int, lst: os.stat_result) -> None:
-        try:
-            keys = os.listxattr(lfd)
-        except OSError:
-            keys = []
+    def _dir_attrs(self, lfd: int, tfd: int, lst: os.stat_result, keys: list[str]) -> None:
         for k in keys:
-            if k == IMPLICIT_XATTR:
+            if k in RESERVED_XATTRS:
                 continue
             try:
                 os.setxattr(tfd, k, os.getxattr(lfd, k))
@@ -105,23 +104,23 @@ class _Merger:
         os.utime(tfd, ns=(lst.st_atime_ns, lst.st_mtime_ns))
 
     @staticmethod
-    def _implicit(lfd: int) -> bool:
+    def _xattrs(lfd: int) -> list[str]:
         try:
-            os.getxattr(lfd, IMPLICIT_XATTR)
-            return True
+            return os.listxattr(lfd)
         except OSError:
-            return False
+            return []
 
     # -- copy fallback (EXDEV) -----------------------------------------------------------------
-    def _copy(self, lfd: int, tfd: int, name: str) -> None:
+    def _copy(self, lfd: int, tfd: int, name: str, dst_name: str | None = None) -> None:
+        dname = dst_name or name
         st = os.stat(name, dir_fd=lfd, follow_symlinks=False)
         self.copied += 1
         if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(name, dir_fd=lfd), name, dir_fd=tfd)
+            os.symlink(os.readlink(name, dir_fd=lfd), dname, dir_fd=tfd)
         elif stat.S_ISREG(st.st_mode):
             src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=lfd)
             try:
-                dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dst = os.open(dname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                               0o600, dir_fd=tfd)
                 try:
                     left = st.st_size
@@ -136,6 +135,8 @@ class _Merger:
                         os.fchown(dst, st.st_uid, st.st_gid)
                     os.fchmod(dst, stat.S_IMODE(st.st_mode))
                     for k in os.listxattr(src):
+                        if k in RESERVED_XATTRS:
+                            continue
                         try:
                             os.setxattr(dst, k, os.getxattr(src, k))
                         except OSError:
@@ -147,14 +148,14 @@ class _Merger:
                 os.close(src)
             return
         elif stat.S_ISFIFO(st.st_mode):
-            os.mkfifo(name, 0o600, dir_fd=tfd)
+            os.mkfifo(dname, 0o600, dir_fd=tfd)
         else:
-            os.mknod(name, st.st_mode, st.st_rdev, dir_fd=tfd)
+            os.mknod(dname, st.st_mode, st.st_rdev, dir_fd=tfd)
         if self.root:
-            os.chown(name, st.st_uid, st.st_gid, dir_fd=tfd, follow_symlinks=False)
+            os.chown(dname, st.st_uid, st.st_gid, dir_fd=tfd, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
-            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=tfd)
-        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=tfd, follow_symlinks=False)
+            os.chmod(dname, stat.S_IMODE(st.st_mode), dir_fd=tfd)
+        os.utime(dname, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=tfd, follow_symlinks=False)
 
     def _link(self, lfd: int, tfd: int, name: str) -> None:
         try:
@@ -169,7 +170,7 @@ class _Merger:
             self._copy(lfd, tfd, name)
 
     # -- the merge -----------------------------------------------------------------------------
-    def merge_dir(self, lfd: int, tfd: int) -> None:
+    def merge_dir(self, lfd: int, tfd: int, rel: tuple[str, ...], keys: list[str]) -> None:
         """Apply layer directory lfd onto target directory tfd (both opened O_NOFOLLOW)."""
         with os.scandir(lfd) as it:
             ents = list(it)
@@ -190,17 +191,26 @@ class _Merger:
                 victim = n[len(_WH):]
                 if victim and victim not in (".", "..") and "/" not in victim:
                     self._remove(tfd, victim)
+        placeholders = HARDLINKS_XATTR in keys
         for e in rest:
             n = e.name
             if e.is_dir(follow_symlinks=False):
-                self._merge_subdir(lfd, tfd, n)
-            else:
-                self._link(lfd, tfd, n)
-                self.entries += 1
-                if e.is_file(follow_symlinks=False):
-                    self.size += e.stat(follow_symlinks=False).st_size
+                self._merge_subdir(lfd, tfd, n, rel)
+                continue
+            if placeholders and e.is_file(follow_symlinks=False):
+                try:
+                    target = os.getxattr(f"/proc/self/fd/{lfd}/{n}", HARDLINK_XATTR, follow_symlinks=False)
+                except OSError:
+                    target = None
+                if target is not None:
+                    self.links.append((rel, n, target))
+                    continue
+            self._link(lfd, tfd, n)
+            self.entries += 1
+            if e.is_file(follow_symlinks=False):
+                self.size += e.stat(follow_symlinks=False).st_size
 
-    def _merge_subdir(self, lfd: int, tfd: int, n: str) -> None:
+    def _merge_subdir(self, lfd: int, tfd: int, n: str, rel: tuple[str, ...]) -> None:
         existed = False
         try:
             os.mkdir(n, 0o700, dir_fd=tfd)
@@ -223,25 +233,80 @@ class _Merger:
                     if tst.st_mode & 0o700 != 0o700 and not self.root:
                         old_mode = stat.S_IMODE(tst.st_mode)
                         os.fchmod(ctfd, old_mode | 0o700)
-                self.merge_dir(clfd, ctfd)
-                if existed and self._implicit(clfd):
+                keys = self._xattrs(clfd)
+                self.merge_dir(clfd, ctfd, rel + (n,), keys)
+                if existed and IMPLICIT_XATTR in keys:
                     if old_mode is not None:
                         os.fchmod(ctfd, old_mode)
                     # keep the lower layer's attributes; its mtime changed with the new children
                     # (umoci/tar leave an existing directory's attributes alone too)
                 else:
-                    self._dir_attrs(clfd, ctfd, os.fstat(clfd))
+                    self._dir_attrs(clfd, ctfd, os.fstat(clfd), keys)
             finally:
                 os.close(ctfd)
         finally:
             os.close(clfd)
 
+    def _open_dir(self, rel: tuple[str, ...]) -> int:
+        """fd of rel inside the snapshot, no symlink followed (O_NOFOLLOW at every component)."""
+        fd = os.dup(self.root_fd)
+        for c in rel:
+            try:
+                nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
+            finally:
+                os.close(fd)
+            fd = nfd
+        return fd
+
+    def _resolve_links(self, layer: Path) -> None:
+        """Hardlinks of this layer whose targets are in lower layers: link to the snapshot's inode."""
+        links, self.links = self.links, []
+        for rel, name, target in links:
+            where = "/".join(rel + (name,))
+            tcomps = [c for c in os.fsdecode(target).split("/") if c not in ("", ".", "..")]
+            if not tcomps:
+                raise LayerError(f"layer {layer.name[:12]}: hardlink {where} to the root directory")
+            try:
+                tfd = self._open_dir(tuple(tcomps[:-1]))
+            except OSError:
+                raise LayerError(f"layer {layer.name[:12]}: hardlink {where} -> {os.fsdecode(target)}: "
+                                 f"target not found in lower layers") from None
+            try:
+                try:
+                    tst = os.stat(tcomps[-1], dir_fd=tfd, follow_symlinks=False)
+                except OSError:
+                    tst = None
+                if tst is None or stat.S_ISDIR(tst.st_mode):
+                    raise LayerError(f"layer {layer.name[:12]}: hardlink {where} -> {os.fsdecode(target)}: "
+                                     f"target {'is a directory' if tst else 'not found in lower layers'}")
+                dfd = self._open_dir(rel)
+                try:
+                    if os.path.lexists(f"/proc/self/fd/{dfd}/{name}"):
+                        self._remove(dfd, name)
+                    try:
+                        os.link(tcomps[-1], name, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    except OSError as e:
+                        if e.errno != errno.EXDEV:
+                            raise
+                        self._copy(tfd, dfd, tcomps[-1], dst_name=name)
+                    self.entries += 1
+                    if stat.S_ISREG(tst.st_mode):
+                        self.size += tst.st_size
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(tfd)
+
     def merge_layer(self, layer: Path, tfd: int) -> None:
         lfd = os.open(layer, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.root_fd = tfd
         try:
-            self.merge_dir(lfd, tfd)
-            if not self._implicit(lfd):
-                self._dir_attrs(lfd, tfd, os.fstat(lfd))
+            keys = self._xattrs(lfd)
+            self.merge_dir(lfd, tfd, (), keys)
+            if self.links:
+                self._resolve_links(layer)
+            if IMPLICIT_XATTR not in keys:
+                self._dir_attrs(lfd, tfd, os.fstat(lfd), keys)
         finally:
             os.close(lfd)
 
@@ -253,7 +318,7 @@ def merge_layers(layers: list[Path], dest: Path) -> tuple[int, int]:
     try:
         os.fchmod(tfd, 0o755)
         for layer in layers:
-            m.merge_layer(layer, tfd)
+            m.merge_layer(Path(layer), tfd)
     finally:
         os.close(tfd)
     return m.entries, m.size

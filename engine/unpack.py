@@ -48,6 +48,12 @@ WHITEOUT_PREFIX = b".wh."
 OPAQUE = b".wh..wh..opq"
 AUFS_META_PREFIX = b".wh..wh."            # .wh..wh.plnk, .wh..wh.aufs, .wh..wh.orph (never materialised)
 IMPLICIT_XATTR = "user.container.implicit"   # set on directories the tar did not name (see snapshot.py)
+# A hardlink whose target is not in this layer (it is in a lower one): an empty placeholder file
+# carrying the cleaned target path; its directory carries HARDLINKS_XATTR. engine.snapshot links it
+# to whatever the snapshot holds at that path when it merges the layer.
+HARDLINK_XATTR = "user.container.hardlink"
+HARDLINKS_XATTR = "user.container.hardlinks"
+RESERVED_XATTRS = frozenset((IMPLICIT_XATTR, HARDLINK_XATTR, HARDLINKS_XATTR))
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -100,6 +106,7 @@ class LayerStats:
     entries: int = 0          # tar entries applied (files, dirs, links, nodes, markers)
     size: int = 0             # bytes of regular-file content
     skipped: int = 0          # entries skipped (device nodes / fifos we were not permitted to create)
+    links_to_lower: int = 0   # hardlinks whose target is in a lower layer (resolved by the merge)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -292,6 +299,10 @@ def _clean(unsafe: bytes) -> tuple[bytes, ...]:
     return tuple(out)
 
 
+class _Missing(LayerError):
+    """A path component that does not exist (where creating it is not wanted)."""
+
+
 class _Extractor:
     def __init__(self, dest: Path, limits: Limits):
         self.limits = limits
@@ -346,7 +357,7 @@ class _Extractor:
                 nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
-                    raise LayerError(f"layer entry {_show(show)}: {_show(b'/'.join(comps[:j + 1]))} "
+                    raise _Missing(f"layer entry {_show(show)}: {_show(b'/'.join(comps[:j + 1]))} "
                                      f"does not exist") from None
                 os.mkdir(c, 0o755, dir_fd=fd)
                 nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
@@ -481,12 +492,14 @@ class _Extractor:
         tcomps = _clean(e.linkname)
         if not tcomps:
             raise LayerError(f"layer entry {_show(e.name)}: hardlink to the root directory")
-        tpfd = self.parent_fd(tcomps[:-1], create=False, show=e.name)
+        if tcomps == comps:
+            raise LayerError(f"layer entry {_show(e.name)}: hardlink to itself")
         try:
+            tpfd = self.parent_fd(tcomps[:-1], create=False, show=e.name)
             tst = os.stat(tcomps[-1], dir_fd=tpfd, follow_symlinks=False)
-        except FileNotFoundError:
-            raise LayerError(f"layer entry {_show(e.name)}: hardlink target {_show(e.linkname)} is not an "
-                             f"earlier entry of this layer") from None
+        except (_Missing, FileNotFoundError):
+            self._placeholder(comps, tcomps, e)
+            return
         if stat.S_ISDIR(tst.st_mode):
             raise LayerError(f"layer entry {_show(e.name)}: hardlink target {_show(e.linkname)} is a "
                              f"directory")
@@ -502,6 +515,21 @@ class _Extractor:
             self._remove_existing(pfd, comps, st)
             tpfd = self.parent_fd(tcomps[:-1], create=False, show=e.name)
         os.link(tcomps[-1], comps[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
+
+    def _placeholder(self, comps, tcomps, e: _Entry) -> None:
+        """The target is not in this layer: record the link for the snapshot merge to resolve."""
+        pfd = self.parent_fd(comps[:-1], create=True, show=e.name)
+        self._clear(pfd, comps)
+        fd = os.open(comps[-1], _FILE_FLAGS, 0o600, dir_fd=pfd)
+        try:
+            os.setxattr(fd, HARDLINK_XATTR, b"/".join(tcomps))
+            os.setxattr(pfd, HARDLINKS_XATTR, b"1")
+        except OSError as ex:
+            raise LayerError(f"layer entry {_show(e.name)}: hardlink target {_show(e.linkname)} is not in "
+                             f"this layer, and it cannot be recorded for a lower one ({ex.strerror})") from None
+        finally:
+            os.close(fd)
+        self.stats.links_to_lower += 1
 
     def _node(self, pfd: int, comps, e: _Entry) -> None:
         leaf = comps[-1]
@@ -537,7 +565,7 @@ class _Extractor:
         os.utime(leaf, ns=(e.mtime_ns, e.mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
     def _xattr(self, target, key: str, value: bytes, e: _Entry) -> None:
-        if key == IMPLICIT_XATTR:
+        if key in RESERVED_XATTRS:
             return
         try:
             if isinstance(target, int):

@@ -154,6 +154,29 @@ def test_implicit_dirs_keep_lower_attributes(store):
         os.getxattr(path / "opt/x", "user.container.implicit")
 
 
+def test_hardlinks_into_lower_layers(store):
+    d1 = add_layer(store, tm.tar(tm.dir("bin"), tm.file("bin/busybox", b"bb", mode=0o755),
+                                 tm.file("etc/old", b"old")))
+    d2 = add_layer(store, tm.tar(tm.dir("bin"), tm.hardlink("bin/sh", "bin/busybox"),
+                                 tm.hardlink("bin/sh2", "./bin/sh"), tm.dir("new"),
+                                 tm.hardlink("new/old-link", "/etc/old")))
+    # in the layer tree: placeholders, no copy of the lower file
+    assert os.getxattr(store.layer_path(d2) / "bin/sh", "user.container.hardlink") == b"bin/busybox"
+    _, path = ensure_snapshot(store, [d1, d2])
+    bb = os.lstat(path / "bin/busybox")
+    assert os.lstat(path / "bin/sh").st_ino == bb.st_ino == os.lstat(path / "bin/sh2").st_ino
+    assert bb.st_ino == os.lstat(store.layer_path(d1) / "bin/busybox").st_ino
+    assert (path / "new/old-link").read_bytes() == b"old"
+    for p in ("bin/sh", "new/old-link", "bin"):
+        assert "user.container.hardlink" not in os.listxattr(path / p, follow_symlinks=False)
+        assert "user.container.hardlinks" not in os.listxattr(path / p, follow_symlinks=False)
+    # the target missing in every lower layer: a clear error, no snapshot left behind
+    d3 = add_layer(store, tm.tar(tm.hardlink("x", "no/such/file")))
+    with pytest.raises(LayerError, match="not found in lower layers"):
+        ensure_snapshot(store, [d1, d3])
+    assert not [p for p in store.snapshots_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
 def test_root_entry_attributes(store):
     d1 = add_layer(store, tm.tar(tm.dir(".", mode=0o750), tm.file("a", b"a")))
     _, path = ensure_snapshot(store, [d1])
@@ -220,7 +243,9 @@ def test_equals_umoci_on_handmade_layers(store, tmp_path):
                tm.dir("opq"), tm.file("opq/.wh..wh..opq"), tm.file("opq/new", b"n"),
                tm.dir("etc"), tm.file("etc/.wh.passwd"), tm.dir("bin"), tm.file("bin/busybox", b"new busybox")),
         tm.tar(tm.dir("etc"), tm.file("etc/passwd", b"root again\n", mode=0o600),
-               tm.file(".wh.fifo"), tm.dir("fifo"), tm.dir("home"), tm.file("home/.wh.u")),
+               tm.file(".wh.fifo"), tm.dir("fifo"), tm.dir("home"), tm.file("home/.wh.u"),
+               tm.dir("usr"), tm.dir("usr/lib"), tm.hardlink("usr/lib/busybox-link", "bin/busybox"),
+               tm.hardlink("usr/lib/f2d-c", "/f2d/c")),
     ]
     info = tm.oci_layout(tmp_path / "oci", layers)
     diff_ids = [add_layer(store, t) for t in layers]

@@ -150,18 +150,23 @@ CASES = {
     "symlink-then-node": (lambda j: tm.tar(tm.symlink("p", S(j)), tm.fifo("p")), "ok",
                           lambda r: stat.S_ISFIFO(os.lstat(r / "p").st_mode)),
     # -- hardlinks
-    "hardlink-abs-out": (lambda j: tm.tar(tm.hardlink("h", S(j))), "does not exist|not an earlier entry"),
-    "hardlink-dotdot-out": (lambda j: tm.tar(tm.hardlink("h", "../host/sentinel")),
-                            "does not exist|not an earlier entry"),
+    # a target that is not in this layer becomes a placeholder for the merge (cleaned, inside the root)
+    "hardlink-abs-out": (lambda j: tm.tar(tm.hardlink("h", S(j))), "ok",
+                         lambda r: placeholder(r / "h") == S_abs().lstrip("/").encode()),
+    "hardlink-dotdot-out": (lambda j: tm.tar(tm.hardlink("h", "../host/sentinel")), "ok",
+                            lambda r: placeholder(r / "h") == b"host/sentinel"),
     "hardlink-via-symlink-dir": (lambda j: tm.tar(tm.symlink("s", H(j)), tm.hardlink("h", "s/sentinel")),
                                  "refusing to write through"),
     "hardlink-to-symlink-out": (lambda j: tm.tar(tm.symlink("s", S(j)), tm.hardlink("h", "s"),
                                                  tm.file("h", b"replaces the link, never writes through")), "ok",
                                 lambda r: os.readlink(r / "s") == S_abs() and (r / "h").read_bytes().startswith(b"rep")),
     "hardlink-to-dir": (lambda j: tm.tar(tm.dir("d"), tm.hardlink("h", "d")), "is a directory"),
-    "hardlink-to-later": (lambda j: tm.tar(tm.hardlink("h", "later"), tm.file("later")),
-                          "not an earlier entry"),
-    "hardlink-to-self": (lambda j: tm.tar(tm.hardlink("h", "h")), "not an earlier entry"),
+    "hardlink-to-later": (lambda j: tm.tar(tm.hardlink("h", "later"), tm.file("later", b"L")), "ok",
+                          lambda r: placeholder(r / "h") == b"later"),
+    "hardlink-to-self": (lambda j: tm.tar(tm.hardlink("h", "./h")), "hardlink to itself"),
+    "hardlink-reserved-xattr": (lambda j: tm.tar(tm.entry("f", b"0", b"data", pax_extra={
+        "SCHILY.xattr.user.container.hardlink": "etc/shadow"})), "ok",
+                                lambda r: placeholder(r / "f") is None),
     "hardlink-then-write": (lambda j: tm.tar(tm.file("a", b"orig"), tm.hardlink("b", "a"), tm.file("b", b"new")),
                             "ok", lambda r: (r / "a").read_bytes() == b"orig" and (r / "b").read_bytes() == b"new"),
     # -- whiteouts
@@ -229,6 +234,14 @@ CASES = {
     "duplicate-dir-mode": (lambda j: tm.tar(tm.dir("d", mode=0), tm.file("d/x", b"x"), tm.dir("d", mode=0)), "ok",
                            lambda r: True),
 }
+
+
+def placeholder(p: Path):
+    """The lower-layer target a hardlink placeholder records (None: not a placeholder)."""
+    try:
+        return os.getxattr(p, "user.container.hardlink", follow_symlinks=False)
+    except OSError:
+        return None
 
 
 def S_rel() -> str:
@@ -417,10 +430,33 @@ CROSS = {
         lambda j: tm.tar(tm.symlink("s", S(j))),
         lambda j: tm.tar(tm.file("t", b"x"), tm.hardlink("s", "t")),
     ],
+    "hardlink-to-lower-outside-abs": [
+        lambda j: tm.tar(tm.file("etc/shadow", b"in the rootfs")),
+        lambda j: tm.tar(tm.hardlink("h", S(j)), tm.hardlink("h2", "/etc/shadow")),
+    ],
+    "hardlink-to-lower-via-symlink": [
+        lambda j: tm.tar(tm.symlink("s", H(j))),
+        lambda j: tm.tar(tm.hardlink("h", "s/sentinel")),
+    ],
+    "hardlink-to-lower-symlink-out": [
+        lambda j: tm.tar(tm.symlink("s", S(j))),
+        lambda j: tm.tar(tm.hardlink("h", "s"), tm.file("other", b"o")),
+    ],
+    "hardlink-to-lower-dir": [
+        lambda j: tm.tar(tm.dir("d")),
+        lambda j: tm.tar(tm.hardlink("h", "d")),
+    ],
     "mode-0000-dir-across-layers": [
         lambda j: tm.tar(tm.dir("locked", mode=0), tm.file("locked/a", b"a")),
         lambda j: tm.tar(tm.file("locked/.wh.a"), tm.file("locked/b", b"b")),
     ],
+}
+
+
+CROSS_ERRORS = {
+    "hardlink-to-lower-outside-abs": "not found in lower layers",
+    "hardlink-to-lower-via-symlink": "not found in lower layers",
+    "hardlink-to-lower-dir": "is a directory",
 }
 
 
@@ -429,6 +465,11 @@ def test_cross_layer_merge_is_contained(jail, case):
     store = _store(jail.root)
     try:
         diff_ids = [_add(store, build(jail)) for build in CROSS[case]]
+        if case in CROSS_ERRORS:
+            with pytest.raises(LayerError, match=CROSS_ERRORS[case]):
+                ensure_snapshot(store, diff_ids)
+            assert not [p for p in store.snapshots_dir.iterdir()], "a failed merge left a tree behind"
+            return
         _, path = ensure_snapshot(store, diff_ids)
         # nothing of the layers is a symlink that was followed: every path is inside the snapshot
         for dirpath, dirs, files in os.walk(path):
@@ -442,6 +483,9 @@ def test_cross_layer_merge_is_contained(jail, case):
             assert not (path / "f").is_symlink() and (path / "f").read_bytes() == b"pwned"
         if case == "symlink-dir-then-chmod":
             assert (path / "d").is_dir() and not (path / "d").is_symlink()
+        if case == "hardlink-to-lower-symlink-out":
+            assert os.readlink(path / "h") == str(jail.sentinel)
+            assert os.lstat(path / "h").st_ino == os.lstat(path / "s").st_ino
         if case == "whiteout-of-symlink":
             assert not os.path.lexists(path / "s")
         if case == "mode-0000-dir-across-layers":
