@@ -133,7 +133,7 @@ def test_cached_and_recorded(store):
     d2 = add_layer(store, tm.tar(tm.file("b", b"b")))
     chain, path = ensure_snapshot(store, [d1, d2])
     row = m.Snapshot.get(m.Snapshot.chain_id == chain)
-    assert row.top_diff_id == d2 and row.parent == d1 and row.entries == 2 and row.size == 2
+    assert row.top_diff_id == d2 and row.parent == d1 and row.entries == 2 and row.size == 2  # two 1-byte files
     before = row.last_used
     ino = os.lstat(path).st_ino
     chain2, path2 = ensure_snapshot(store, [d1, d2])
