@@ -131,6 +131,12 @@ def pull_cmd(
     prog.resolved, prog.layer, prog.done = resolved, layer, done
     try:
         info = pull(st.store, image, platform=platform, progress=prog)
+    except KeyboardInterrupt:
+        if tty:
+            prog.stop()
+            tty = False
+        err("interrupted (partial downloads are kept for the next pull)")
+        raise typer.Exit(130) from None
     finally:
         if tty:
             prog.stop()

@@ -152,6 +152,8 @@ class _BlobSource(io.RawIOBase):
 
     def _failed(self, why: str) -> None:
         self._close_resp()
+        if self.pull.cancel.is_set():
+            raise _Cancelled()
         self.failures += 1
         if self.failures > MAX_RECONNECTS:
             raise RegistryUnavailable(f"downloading {self.job.desc.digest[:19]}: {why} (gave up after "
@@ -188,6 +190,20 @@ class _BlobSource(io.RawIOBase):
                 left -= len(chunk)
         self.resp = resp
         return True
+
+    def abort(self) -> None:
+        """From another thread: wake a read blocked on the socket (Ctrl-C, another layer failed)."""
+        resp = self.resp
+        if resp is None:
+            return
+        import socket as _socket
+        try:
+            sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+            if sock is None:
+                sock = resp.raw._fp.fp.raw._sock
+            sock.shutdown(_socket.SHUT_RDWR)
+        except Exception:
+            pass
 
     def _close_resp(self) -> None:
         if self.resp is not None:
@@ -295,6 +311,8 @@ class _Puller:
         self.progress = progress
         self.config = config if config is not None else _config.load()
         self.cancel = threading.Event()
+        self._active: set = set()
+        self._active_lock = threading.Lock()
         self.repo = self.ref.path
         self.client = None
         self.lease_id: str | None = None
@@ -406,6 +424,8 @@ class _Puller:
             want_tree = not final_tree.is_dir()
             if job.ingest is not None:
                 src = _BlobSource(self, job, job.ingest)
+                with self._active_lock:
+                    self._active.add(src)
                 _call(self.progress, "layer_status", d.digest, "Downloading")
             else:
                 job.from_blob = True
@@ -451,6 +471,8 @@ class _Puller:
             raise
         finally:
             if src is not None:
+                with self._active_lock:
+                    self._active.discard(src)
                 if isinstance(src, _Counting):
                     src.f.close()
                 src.close()
@@ -638,6 +660,13 @@ class _Puller:
             except Exception:
                 pass
 
+    def _abort_all(self) -> None:
+        self.cancel.set()
+        with self._active_lock:
+            active = list(self._active)
+        for src in active:
+            src.abort()
+
     def _download(self, jobs: dict[str, _Job], order: list[str]) -> list[_Job]:
         if not jobs:
             return []
@@ -656,9 +685,9 @@ class _Puller:
                     elif first_error is None or (isinstance(first_error, _Cancelled) and
                                                  not isinstance(e, _Cancelled)):
                         first_error = e
-                        self.cancel.set()
+                        self._abort_all()
         except BaseException as e:          # KeyboardInterrupt in the main thread
-            self.cancel.set()
+            self._abort_all()
             first_error = e
             for f in futs:
                 f.cancel()

@@ -204,3 +204,57 @@ def test_mirror_is_tried_first(cli, root, pushed, proxy):
     assert "docker.io/library/busybox:latest" in r.stdout
     ls = cli("images").stdout
     assert any(l.startswith("busybox ") for l in ls.splitlines()), ls
+
+
+def _start_stalled_pull(cli, root, p, img):
+    layer = big_layer(img)
+    p.stall(f"/blobs/{layer.digest}", seconds=60, after=min(4096, layer.size // 2))
+    proc = subprocess.Popen([str(cli.exe), "--root", str(root), "pull", ref_via(p, img)], env=cli.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if [x for x in p.records(f"/blobs/{layer.digest}") if x.sent > 0] and list((root / "ingest").glob("*/data")):
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the pull never reached the stalled blob")
+
+
+def test_ctrl_c_during_pull_is_one_line_and_leaves_the_store_as_it_was(cli, root, pushed, proxy):
+    img = pushed["layered"]
+    p = proxy()
+    proc = _start_stalled_pull(cli, root, p, img)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, errs = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10                       # does not wait for the stalled socket
+    assert proc.returncode == 130
+    lines = errs.strip().splitlines()
+    assert lines[-1].startswith("Error: interrupted") and "Traceback" not in errs, errs
+    blobs, layers, rows = store_state(root)
+    assert layers == [] and blobs == [], (blobs, layers)     # no temp trees, nothing published
+    assert all(n == 0 for n in rows.values()), rows
+    p.clear()
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.root
+def test_disk_full_is_a_store_error(cli, tmp_path, pushed):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(small)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs")
+    try:
+        img = pushed["busybox"]
+        r = cli("pull", img.ref, root=small / "root", env=FAST)
+        line = one_error(r)
+        assert "no space left on device" in line, r.stderr
+        _, layers, rows = store_state(small / "root")
+        assert rows.get("Image", 0) == 0 and not [l for l in layers if not l.startswith(".tmp")]
+        assert not [l for l in layers if l.startswith(".tmp")]
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
