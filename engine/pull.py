@@ -1,4 +1,4 @@
-"""pull(store, ref): reference -> manifest (HEAD first) -> platform -> config -> layers -> one DB txn.
+r"""pull(store, ref): reference -> manifest (HEAD first) -> platform -> config -> layers -> one DB txn.
 
 Each missing layer is streamed once, in a worker thread (bounded pool):
 
