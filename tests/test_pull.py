@@ -286,3 +286,34 @@ def test_two_processes_pull_the_same_image_download_each_blob_once(cli, root, pu
         assert registry.blob_gets(d, since=mark, status=200) == 1, d
     _, _, rows = store_state(root)
     assert rows["Image"] == 1 and rows["Tag"] == 1
+
+
+def test_blob_present_but_tree_missing_is_unpacked_from_the_store(cli, root, pushed, registry):
+    img = pushed["busybox"]
+    assert cli("pull", img.ref).returncode == 0
+    from container.cas.fsutil import remove_tree
+    tree = root / "layers" / img.diff_ids[0][7:]
+    remove_tree(tree)
+    mark = registry.mark()
+    r = cli("pull", img.ref)
+    assert r.returncode == 0, r.stderr
+    assert registry.blob_gets(since=mark) == 0                 # nothing downloaded again
+    assert (tree / "bin" / "busybox").is_file()
+
+
+def test_platform_mismatch_on_a_single_manifest(cli, root, pushed):
+    img = pushed["busybox"]
+    other = "linux/s390x"
+    r = cli("pull", "--platform", other, img.ref)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not match the specified platform" in lines[0], r.stderr
+    assert store_state(root)[2].get("Image", 0) == 0
+
+
+def test_tag_and_digest_keeps_the_tag_as_local_name(cli, root, pushed):
+    img = pushed["busybox"]
+    r = cli("pull", f"{img.host}/{img.repo}:mytag@{img.manifest_digest}")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(cli("inspect", f"{img.host}/{img.repo}:mytag").stdout)[0]
+    assert doc["Id"] == img.config_digest
