@@ -666,9 +666,13 @@ def _entries(src: _Source, limits: Limits):
         if hv is None:
             raise LayerError("corrupt layer: tar stream ends without an end-of-archive marker")
         h = bytes(hv)
-        if h == _ZERO_BLOCK:            # end-of-archive marker (one zero block is enough, like GNU tar)
+        if h == _ZERO_BLOCK:            # end-of-archive marker: two zero blocks (one at EOF, like GNU tar)
             if pending_ext:
                 raise LayerError("corrupt layer: extended header without an entry")
+            nxt = src.block(at_boundary=True)
+            if nxt is not None and bytes(nxt) != _ZERO_BLOCK:
+                # other readers (Go's archive/tar) would see entries here that we would not
+                raise LayerError("corrupt layer: a lone zero block in the middle of the archive")
             return
         if not _checksum_ok(h):
             raise LayerError("corrupt layer: bad tar header checksum"

@@ -228,6 +228,8 @@ CASES = {
                         lambda r: (r / "global").read_bytes() == b"1"),
     "bad-octal": (lambda j: tm.tar(tm.header("f", b"0", raw_size=b"12345678xyz\0")), "bad tar header"),
     "bad-checksum": (lambda j: tm.tar(tm.header("f", b"0", chksum=1)), "checksum"),
+    "hidden-after-zero-block": (lambda j: tm.tar(tm.file("a"), b"\0" * 512, tm.file("hidden")), "lone zero block"),
+    "lone-zero-block-at-eof": (lambda j: tm.file("a", b"x") + b"\0" * 512, "ok", lambda r: (r / "a").exists()),
     # -- duplicates
     "duplicates": (lambda j: tm.tar(tm.file("a", b"1"), tm.dir("a"), tm.file("a/b", b"2"), tm.symlink("a", "/"),
                                     tm.file("a", b"3")), "ok", lambda r: (r / "a").read_bytes() == b"3"),
