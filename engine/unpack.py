@@ -313,6 +313,10 @@ class _Extractor:
         self.implicit: set[tuple[bytes, ...]] = set()
         self.unmark: set[tuple[bytes, ...]] = set()       # implicit dirs the tar named later
         self.root = os.geteuid() == 0
+        self.euid, self.egid = os.geteuid(), os.getegid()
+        self.umask = _umask()
+        if os.fstat(self.root_fd).st_mode & stat.S_ISGID:
+            self.egid = -1           # new files inherit the directory's group: always fchown
         self.stats = LayerStats()
         self.total = 0
         self.root_seen = False
@@ -448,17 +452,22 @@ class _Extractor:
         if self.total > self.limits.max_bytes:
             raise LayerError(f"layer too large: more than {self.limits.max_bytes} bytes of file content "
                              f"(at {_show(e.name)})")
+        mode = e.mode & 0o7777
+        # the usual 0644/0755 under umask 022: create with the final mode and skip fchmod
+        # (O_CREAT gives a writable fd whatever the mode); special bits always go after fchown
+        direct = self.umask is not None and not (mode & 0o7000) and not (mode & self.umask)
         try:
-            fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+            fd = os.open(leaf, _FILE_FLAGS, mode if direct else 0o600, dir_fd=pfd)
         except FileExistsError:
             self._clear(pfd, comps)
-            fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+            fd = os.open(leaf, _FILE_FLAGS, mode if direct else 0o600, dir_fd=pfd)
         try:
             src.copy_padded(fd, e.size)
             self.stats.size += e.size
-            if self.root:
+            if self.root and (e.uid != self.euid or e.gid != self.egid):
                 os.fchown(fd, e.uid, e.gid)
-            os.fchmod(fd, e.mode & 0o7777)
+            if not direct:
+                os.fchmod(fd, mode)
             for k, v in e.xattrs.items():
                 self._xattr(fd, k, v, e)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
@@ -608,6 +617,18 @@ class _Extractor:
             # the layer did not describe its root: a plain 0755 directory, marked implicit
             os.fchmod(self.root_fd, 0o755)
             _set_xattr_fd(self.root_fd, IMPLICIT_XATTR, b"1")
+
+
+def _umask() -> int | None:
+    """The process umask without changing it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _set_xattr_fd(fd: int, key: str, value: bytes) -> None:

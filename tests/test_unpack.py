@@ -341,3 +341,16 @@ def test_limits_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTAINER_LAYER_MAX_ENTRIES", "2")
     with pytest.raises(LayerError, match="too many entries"):
         unpack(tm.tar(tm.file("a"), tm.file("b"), tm.file("c")), tmp_path / "o")
+
+
+@pytest.mark.skipif(not ROOT, reason="chown needs root")
+def test_owner_right_under_a_setgid_destination(tmp_path):
+    out = tmp_path / "l"
+    out.mkdir()
+    os.chown(out, 0, 4321)
+    os.chmod(out, 0o2755)
+    unpack_layer(io.BytesIO(tm.tar(tm.file("f", b"x", uid=0, gid=0), tm.file("g", b"y", uid=7, gid=8),
+                                   tm.dir("d", uid=0, gid=0), tm.file("d/h", b"z"))), out)
+    assert (os.lstat(out / "f").st_gid, os.lstat(out / "d/h").st_gid, os.lstat(out / "d").st_gid) == (0, 0, 0)
+    assert (os.lstat(out / "g").st_uid, os.lstat(out / "g").st_gid) == (7, 8)
+    assert stat.S_IMODE(os.lstat(out / "f").st_mode) == 0o644
