@@ -123,15 +123,15 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
     return g, kw
 
 
-def do_run(store, kw: dict) -> int:
+def do_run(kw: dict, *, store=None, root=None, db=None) -> int:
     """docker run's exit status: the command's, or 125 when we fail before it starts (an unknown
     image or a failed pull included), 126 cannot execute, 127 not found."""
-    from container.engine.containers import RunOptions, run
+    from container.engine.containers import RunOptions, run_auto
     from container.engine.errors import ContainerError, RunError
 
     opts = RunOptions(**{k: v for k, v in kw.items() if v is not None})
     try:
-        return run(store, opts)
+        return run_auto(opts, store=store, root=root, db_url=db)
     except ContainerError as e:
         if not isinstance(e, RunError):
             e.exit_code = 125
@@ -142,22 +142,26 @@ def fast_main(args: list[str]) -> int | None:
     """`container run` without typer; None when the command line is not one we take."""
     if "run" not in args:
         return None
+    if os.environ.get("CONTAINER_TRACE"):
+        import time
+
+        os.environ["CONTAINER_TRACE_T0"] = repr(time.perf_counter())
     try:
         g, kw = parse_run(args)
     except _Fallback:
         return None
-    from container.engine.store import Store
-
     from container.engine.errors import ContainerError
-    from .output import err
 
-    store = Store(g["root"], g["db"])
     try:
-        return do_run(store, kw)
+        return do_run(kw, root=g["root"], db=g["db"])
     except ContainerError as e:
+        from .output import err
+
         err(str(e))
         return e.exit_code
     except KeyboardInterrupt:
+        from .output import err
+
         err("interrupted")
         return 130
     # The database is not closed: main() leaves with os._exit() right after, and closing the
@@ -224,7 +228,7 @@ def register(app) -> None:
                   env=list(env or []), env_files=list(env_files or []), workdir=workdir, user=user,
                   entrypoint=entrypoint, interactive=interactive, tty=tty, read_only=read_only, pull=pull,
                   isolation=isolation, network=network, platform=platform)
-        code = do_run(state(ctx).store, kw)
+        code = do_run(kw, store=state(ctx).store)
         raise typer.Exit(code)
 
     @app.command("ps")

@@ -26,8 +26,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from .errors import Conflict, ContainerNotFound, RunError
 
@@ -68,9 +66,9 @@ class ContainerInfo:
     status: str                     # created | running | exited
     exit_code: int | None
     pid: int | None
-    created: Any
-    started: Any
-    finished: Any
+    created: object
+    started: object
+    finished: object
     chain_id: str | None = None
     path: str = ""                  # ROOT/containers/<id>
 
@@ -167,12 +165,12 @@ def random_name() -> str:
     return f"{_ADJ[a % len(_ADJ)]}_{_NAMES[b % len(_NAMES)]}"
 
 
-_T0 = time.perf_counter()
 _TRACE = os.environ.get("CONTAINER_TRACE")
+_T0 = float(os.environ.get("CONTAINER_TRACE_T0") or time.perf_counter())
 
 
 def _trace(what: str) -> None:
-    """CONTAINER_TRACE=1: where the milliseconds of `run` go (stderr)."""
+    """CONTAINER_TRACE=1: where the milliseconds of `run` go (stderr; t=0 is main()'s start)."""
     if _TRACE:
         sys.stderr.write(f"trace {(time.perf_counter() - _T0) * 1000:7.2f} ms  {what}\n")
 
@@ -274,12 +272,12 @@ def container_env(cfg: dict, extra: list[str], hostname: str, tty: bool, home: s
 
 # -- queries -------------------------------------------------------------------------------
 
-def _container_lock_free(cdir: Path) -> bool:
+def _container_lock_free(cdir) -> bool:
     """True when no supervisor holds containers/<id>/lock (the container is not running)."""
     import fcntl
 
     try:
-        fd = os.open(cdir / "lock", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(os.path.join(cdir, "lock"), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return True
     try:
@@ -368,11 +366,13 @@ def remove_container(store, name_or_id: str, force: bool = False) -> ContainerIn
     return info
 
 
-def _remove_dir(store, cdir: Path) -> None:
+def _remove_dir(store, cdir) -> None:
+    from pathlib import Path
+
     from container.cas import remove_under
 
     if os.path.lexists(cdir):
-        remove_under(store.containers_dir, cdir)
+        remove_under(store.containers_dir, Path(cdir))
 
 
 # -- run -----------------------------------------------------------------------------------
@@ -402,7 +402,251 @@ def _image_config(image) -> dict:
     return inner if inner is not None else ({} if "rootfs" in cfg else cfg)
 
 
-def run(store, opts: RunOptions, *, progress=None) -> int:
+class _NotFast(Exception):
+    """The sqlite3 fast path cannot serve this run (raised before any side effect)."""
+
+
+def _utcnow():
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)     # = schema.models.utcnow
+
+
+class _OrmDB:
+    """The store through engine.store.Store and the peewee models (any --db URL)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.containers_dir = str(store.containers_dir)
+
+    def lock(self):
+        return self.store.lock(exclusive=False)
+
+    def open(self) -> None:
+        self.store.db()
+
+    def image(self, opts, progress):
+        return _resolve_image(self.store, opts, progress)
+
+    def snapshot(self, image):
+        return _snapshot(self.store, image)
+
+    def name_taken(self, name: str) -> bool:
+        from container.schema import Container
+
+        return Container.select().where(Container.name == name).exists()
+
+    def insert(self, row: dict) -> None:
+        import peewee
+
+        from container.schema import Container, write_txn
+
+        row = dict(row)
+        row["image"] = row.pop("image_id")
+        row["snapshot"] = row.pop("chain_id")
+        try:
+            with write_txn():
+                Container.insert(**row).execute()
+        except peewee.IntegrityError:
+            raise RunError(f'Conflict. The container name "/{row["name"]}" is already in use') from None
+
+    def update(self, cid: str, **fields) -> None:
+        from container.schema import Container, write_txn
+
+        with write_txn():
+            Container.update(**fields).where(Container.id == cid).execute()
+
+    def delete(self, cid: str) -> None:
+        from container.schema import Container, write_txn
+
+        with write_txn():
+            Container.delete().where(Container.id == cid).execute()
+
+    def remove_dir(self, cdir: str) -> None:
+        _remove_dir(self.store, cdir)
+
+
+class _LiteImage:
+    def __init__(self, id: str, config: dict, chain_id: str):
+        self.id, self.config, self.chain_id, self.diff_ids = id, config, chain_id, ()
+
+
+_LITE_SCHEMA = "1"      # schema.SCHEMA_VERSION this SQL was written for (tests/test_run.py checks)
+_LITE_COLUMNS = {"id", "name", "image_id", "image_ref", "chain_id", "command", "config", "isolation",
+                 "rootfs_mode", "status", "exit_code", "pid", "created", "started", "finished"}
+
+
+class _LiteDB:
+    """`run`'s hot path on the default SQLite store with the stdlib only: sqlite3 instead of peewee,
+    fcntl instead of container.cas. Importing peewee (with uuid, platform, logging, socket,
+    decimal...) and cas (hashlib/OpenSSL) is about half of `container run`'s CPU time.
+
+    It serves only the common case: an image found by a tag reference whose snapshot is cached,
+    in a database with the schema version and container columns this SQL was written for.
+    Anything else (a pull, --pull always, ids and digests, a snapshot to build, another --db)
+    raises _NotFast before any side effect, and run() starts over on _OrmDB. The rows it writes
+    are the ones _OrmDB writes (same columns, same datetime text)."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self.containers_dir = os.path.join(self.root, "containers")
+        self.conn = None
+
+    def lock(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def cm():                                   # = cas.lock.store_lock(root, exclusive=False)
+            import fcntl
+
+            fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                yield
+            finally:
+                os.close(fd)
+        return cm()
+
+    def open(self) -> None:
+        import sqlite3
+
+        db = os.path.join(self.root, "metadata.db")
+        if not os.path.isfile(db) or not os.path.isdir(self.containers_dir):
+            raise _NotFast
+        try:
+            c = sqlite3.connect(db, timeout=30, isolation_level=None)
+            c.execute("PRAGMA foreign_keys = 1")
+            c.execute("PRAGMA busy_timeout = 30000")
+            c.execute("PRAGMA synchronous = normal")
+            v = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            cols = {r[1] for r in c.execute("PRAGMA table_info(container)")}
+        except sqlite3.Error:
+            raise _NotFast from None
+        if not v or v[0] != _LITE_SCHEMA or not _LITE_COLUMNS <= cols:
+            raise _NotFast
+        self.conn = c
+
+    def image(self, opts, progress):
+        from . import reference
+        from .errors import InvalidReference
+
+        s = opts.image.strip()
+        if opts.pull == "always" or not s or reference.looks_like_id(s):
+            raise _NotFast
+        try:
+            ref = reference.parse(s)
+        except InvalidReference:
+            raise _NotFast from None
+        if ref.digest or not ref.tag:
+            raise _NotFast
+        rows = self.conn.execute(
+            "SELECT i.id, i.config_digest, i.chain_id FROM tag t JOIN image i ON i.id = t.image_id "
+            "WHERE t.repository = ? AND t.tag = ? LIMIT 2", (ref.repository, ref.tag)).fetchall()
+        if len(rows) != 1 or not rows[0][2] or not rows[0][1].startswith("sha256:"):
+            raise _NotFast
+        try:
+            with open(os.path.join(self.root, "blobs", "sha256", rows[0][1][7:]), "rb") as f:
+                config = json.loads(f.read())
+        except (OSError, ValueError):
+            raise _NotFast from None
+        return _LiteImage(rows[0][0], config, rows[0][2])
+
+    def snapshot(self, image):
+        path = os.path.join(self.root, "snapshots", image.chain_id.split(":", 1)[-1])
+        if not self.conn.execute("SELECT 1 FROM snapshot WHERE chain_id = ?", (image.chain_id,)).fetchone() \
+                or not os.path.isdir(path):
+            raise _NotFast
+        return image.chain_id, path
+
+    def name_taken(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM container WHERE name = ?", (name,)).fetchone() is not None
+
+    def _write(self, sql: str, args) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(sql, args)
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def insert(self, row: dict) -> None:
+        import sqlite3
+
+        row = dict(row, exit_code=None, pid=None, created=str(_utcnow()), started=None, finished=None)
+        keys = list(row)
+        try:
+            self._write(f"INSERT INTO container ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                        [row[k] for k in keys])
+        except sqlite3.IntegrityError:
+            raise RunError(f'Conflict. The container name "/{row["name"]}" is already in use') from None
+
+    def update(self, cid: str, **fields) -> None:
+        keys = list(fields)
+        vals = [str(v) if hasattr(v, "isoformat") else v for v in fields.values()]
+        self._write(f"UPDATE container SET {', '.join(k + ' = ?' for k in keys)} WHERE id = ?", vals + [cid])
+
+    def delete(self, cid: str) -> None:
+        self._write("DELETE FROM container WHERE id = ?", (cid,))
+
+    def remove_dir(self, cdir: str) -> None:
+        if os.path.dirname(cdir) == self.containers_dir and len(os.path.basename(cdir)) == 64:
+            _rmtree(cdir)                       # our own 64-hex id under ROOT/containers: no input
+
+
+def _rmtree(path: str) -> None:
+    """rm -rf of a container dir without following symlinks; upper dirs can hold mode-000 dirs
+    owned by anyone (we are root, but a 000 dir still needs +x to be listed)."""
+    try:
+        it = os.scandir(path)
+    except PermissionError:
+        os.chmod(path, 0o700)
+        it = os.scandir(path)
+    except FileNotFoundError:
+        return
+    with it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                _rmtree(e.path)
+            else:
+                try:
+                    os.unlink(e.path)
+                except FileNotFoundError:
+                    pass
+    os.rmdir(path)
+
+
+def run_auto(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> int:
+    """run() on the sqlite3 fast path when it applies (default SQLite DB), else on the ORM."""
+    if db_url is None and (store is None or store.db_url is None):
+        if store is not None:
+            lroot = store.root
+        else:
+            lroot = root or _default_root()
+        try:
+            return run(None, opts, progress=progress, _db=_LiteDB(lroot))
+        except _NotFast:
+            pass
+    if store is None:
+        from .store import Store
+
+        store = Store(root, db_url)
+    return run(store, opts, progress=progress)
+
+
+def _default_root() -> str:
+    """= engine.store.default_root(), without importing container.cas (tests check they agree)."""
+    env = os.environ.get("CONTAINER_ROOT")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/lib/container"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "container")
+
+
+def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
     """Create and run a container in the foreground; returns docker's exit status.
 
     Raises RunError (125), CommandNotExecutable (126), CommandNotFound (127) or another
@@ -424,23 +668,23 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
     if opts.workdir is not None and not opts.workdir.startswith("/"):
         raise RunError(f"the working directory '{opts.workdir}' is invalid, it needs to be an absolute path")
     extra_env = user_env(opts)
+    db = _db or _OrmDB(store)
     _trace("imports done, options checked")
-    store.db()
+    db.open()
     _trace("database open")
-    image = _resolve_image(store, opts, progress)
+    image = db.image(opts, progress)
     _trace("image resolved")
 
     import fcntl
 
-    from container.schema import Container, write_txn
-
     cid = os.urandom(32).hex()
-    cdir = store.containers_dir / cid
+    cdir = os.path.join(db.containers_dir, cid)
     lock_fd = None
     row_made = False
+    running = None
     try:
-        with store.lock(exclusive=False):
-            chain_id, snap = _snapshot(store, image)
+        with db.lock():
+            chain_id, snap = db.snapshot(image)
             _trace("snapshot ready")
             cfg = _image_config(image)
             argv, entrypoint, cmd = process_args(cfg, opts)
@@ -455,14 +699,14 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
             if name is None:
                 for _ in range(20):
                     name = random_name()
-                    if not Container.select().where(Container.name == name).exists():
+                    if not db.name_taken(name):
                         break
                 else:
                     name = f"{random_name()}_{cid[:6]}"
-            elif Container.select().where(Container.name == name).exists():
+            elif db.name_taken(name):
                 raise RunError(f'Conflict. The container name "/{name}" is already in use')
             os.mkdir(cdir, 0o700)
-            lock_fd = os.open(cdir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            lock_fd = os.open(os.path.join(cdir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             if isolation == "namespaces":
                 mode = "overlay"
@@ -478,16 +722,9 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
                       "entrypoint": entrypoint, "cmd": cmd, "tty": opts.tty,
                       "interactive": opts.interactive, "read_only": opts.read_only,
                       "network": opts.network, "rm": opts.rm, "lower": str(snap)}
-            import peewee
-
-            try:
-                with write_txn():
-                    Container.insert(id=cid, name=name, image=image.id, image_ref=opts.image,
-                                     snapshot=chain_id, command=json.dumps(argv),
-                                     config=json.dumps(config), isolation=isolation, rootfs_mode=mode,
-                                     status="created").execute()
-            except peewee.IntegrityError:
-                raise RunError(f'Conflict. The container name "/{name}" is already in use') from None
+            db.insert({"id": cid, "name": name, "image_id": image.id, "image_ref": opts.image,
+                       "chain_id": chain_id, "command": json.dumps(argv), "config": json.dumps(config),
+                       "isolation": isolation, "rootfs_mode": mode, "status": "created"})
             row_made = True
             _trace("container row created, rootfs prepared")
             if rootfs is None:
@@ -505,27 +742,29 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
 
             if os.environ.get("CONTAINER_DEBUG"):
                 sys.stderr.write(f"overlay unavailable ({e}); using a private copy\n")
-            with store.lock(exclusive=False):
+            with db.lock():
                 rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
-                with write_txn():
-                    Container.update(rootfs_mode="copy").where(Container.id == cid).execute()
+                db.update(cid, rootfs_mode="copy")
             running = isolate.spawn(isolation, rootfs, spec)
         _trace("container process exec'd")
-        from container.schema.models import utcnow
-
-        with write_txn():
-            Container.update(status="running", pid=running.container_pid, started=utcnow()) \
-                .where(Container.id == cid).execute()
+        db.update(cid, status="running", pid=running.container_pid, started=_utcnow())
         _trace("status running recorded")
     except BaseException:
+        if running is not None:               # started, but we cannot record it: stop it
+            import signal
+
+            try:
+                os.kill(running.container_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            running.wait()
         if row_made:
             try:
-                with write_txn():
-                    Container.delete().where(Container.id == cid).execute()
+                db.delete(cid)
             except Exception:
                 pass
         if lock_fd is not None:
-            _remove_dir(store, cdir)
+            db.remove_dir(cdir)
             os.close(lock_fd)
         raise
     code = 125
@@ -534,19 +773,16 @@ def run(store, opts: RunOptions, *, progress=None) -> int:
         _trace("container exited")
     finally:
         if opts.rm:
-            with write_txn():
-                Container.delete().where(Container.id == cid).execute()
-            _remove_dir(store, cdir)
+            db.delete(cid)                      # DB first, files second (design.md invariant 4)
+            db.remove_dir(cdir)
         else:
-            with write_txn():
-                Container.update(status="exited", exit_code=code, finished=utcnow()) \
-                    .where(Container.id == cid).execute()
+            db.update(cid, status="exited", exit_code=code, finished=_utcnow())
         os.close(lock_fd)
         _trace("recorded / removed")
     return code
 
 
-def _snapshot(store, image) -> tuple[str, Path]:
+def _snapshot(store, image):
     """The image's snapshot: the cached tree when its row and dir exist (one query, and
     engine.snapshot with the unpacker is not even imported), else ensure_snapshot builds it."""
     from container.schema import Snapshot

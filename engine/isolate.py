@@ -180,9 +180,15 @@ class Running:
                 pass
 
     def wait(self) -> int:
-        """Wait for the container process, forwarding signals; return docker's exit status."""
+        """Wait for the container process, forwarding signals; return docker's exit status.
+
+        Signals that reached us since spawn() (while the caller was recording the start) are
+        forwarded first."""
+        self._old_handlers = _EARLY.pop("old", {})
         for s in FORWARDED:
-            self._old_handlers[s] = signal.signal(s, self._forward)
+            signal.signal(s, self._forward)
+        for s in _EARLY.pop("pending", []):
+            self._forward(s, None)
         try:
             if self.tty_master is not None:
                 _pump_tty(self.tty_master, self.interactive)
@@ -224,6 +230,25 @@ def _handles(pid: int, signum: int) -> bool:
 
 # -- the supervisor side -------------------------------------------------------------------
 
+_EARLY: dict = {}
+
+
+def _hold_signals() -> None:
+    """From spawn() on, SIGINT/SIGTERM/... are recorded, not fatal: Running.wait() forwards them
+    (a Ctrl-C between the fork and wait() must not kill the supervisor and orphan the container)."""
+    pending = _EARLY.setdefault("pending", [])
+    if "old" not in _EARLY:
+        _EARLY["old"] = {s: signal.signal(s, lambda n, f: pending.append(n)) for s in FORWARDED}
+
+
+def _release_signals() -> None:
+    for s, h in _EARLY.pop("old", {}).items():
+        signal.signal(s, h)
+    pending = _EARLY.pop("pending", [])
+    for s in pending:                 # spawn failed: deliver them to ourselves as if never held
+        os.kill(os.getpid(), s)
+
+
 def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     """Start the container process; returns once it has exec'd, or raises RunError (125/126/127)."""
     reason = unavailable_reason(isolation)
@@ -238,6 +263,15 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
         import struct  # noqa: F401
     sys.stdout.flush()
     sys.stderr.flush()
+    _hold_signals()
+    try:
+        return _spawn(isolation, rootfs, spec)
+    except BaseException:
+        _release_signals()
+        raise
+
+
+def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     r, w = os.pipe2(os.O_CLOEXEC)
     master = slave = None
     if spec.tty:

@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from .errors import RunError
 
 
-def overlay_dirs(cdir: Path) -> dict[str, str]:
-    for sub in ("upper", "work", "rootfs"):
-        os.mkdir(cdir / sub, 0o755)
-    return {"path": str(cdir / "rootfs"), "upper": str(cdir / "upper"), "work": str(cdir / "work")}
+def overlay_dirs(cdir: str) -> dict[str, str]:
+    out = {}
+    for key, sub in (("upper", "upper"), ("work", "work"), ("path", "rootfs")):
+        out[key] = os.path.join(cdir, sub)
+        os.mkdir(out[key], 0o755)
+    return out
 
 
-def make_copy(snapshot: Path, cdir: Path) -> str:
+def make_copy(snapshot, cdir) -> str:
     """A private copy of `snapshot` at cdir/rootfs; returns its path."""
-    dst = cdir / "rootfs"
+    dst = os.path.join(cdir, "rootfs")
     try:
-        if dst.exists():
+        if os.path.lexists(dst):
             from container.cas.fsutil import remove_tree
 
             remove_tree(dst)

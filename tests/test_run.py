@@ -378,3 +378,42 @@ def test_never_writes_through_shared_trees(store, isolation):
     # and a new container sees the pristine image
     r = run(store, store.bb, "sh", "-c", "grep -c root2 /etc/passwd; ls /bin/ls")
     assert r.stdout.split() == ["0", "/bin/ls"]
+
+
+# ---------------------------------------------------------------------------------------- the sqlite3 fast path
+def test_fast_path_constants_match_the_schema(monkeypatch, tmp_path):
+    from container.engine import containers as c
+    from container.engine.store import default_root
+    from container.schema import SCHEMA_VERSION, Container
+
+    assert c._LITE_SCHEMA == str(SCHEMA_VERSION)
+    assert c._LITE_COLUMNS == {f.column_name for f in Container._meta.sorted_fields}
+    for env in ({"CONTAINER_ROOT": str(tmp_path / "r")}, {}):
+        monkeypatch.delenv("CONTAINER_ROOT", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert c._default_root() == str(default_root())
+
+
+def test_fast_and_orm_paths_write_the_same_rows(store):
+    import json
+    import sqlite3
+
+    image_id = json.loads(store("images", "--format", "json").stdout)
+    bb_id = [i for i in image_id if any("busybox" in t for t in i.get("RepoTags", []))][0]["Id"]
+    # by tag: the sqlite3 fast path; by image id: the ORM path (ids are not served by the fast path)
+    for name, ref in (("via-fast", store.bb), ("via-orm", bb_id)):
+        r = store("run", "--name", name, ref, "echo", name, env={"CONTAINER_TRACE": "1"})
+        assert r.returncode == 0 and r.stdout == name + "\n", r.stderr
+    db = sqlite3.connect(store.root / "metadata.db")
+    db.row_factory = sqlite3.Row
+    rows = {r["name"]: dict(r) for r in db.execute("SELECT * FROM container WHERE name LIKE 'via-%'")}
+    a, b = rows["via-fast"], rows["via-orm"]
+    for k in ("image_id", "chain_id", "isolation", "rootfs_mode", "status", "exit_code"):
+        assert a[k] == b[k], k
+    for k in ("created", "started", "finished"):
+        assert len(a[k]) == len(b[k]) == 26 and a[k][10] == b[k][10] == " ", (a[k], b[k])
+    ps = {c["Names"]: c for c in json.loads(store("ps", "-a", "--format", "json").stdout)}
+    assert ps["via-fast"]["State"] == ps["via-orm"]["State"] == "exited"
+    assert store("rm", "via-fast", "via-orm").returncode == 0
+    assert leftovers(store) == []
