@@ -67,6 +67,9 @@ def sh(cmd: list[str] | str, **kw) -> subprocess.CompletedProcess:
                           capture_output=kw.pop("capture_output", True), text=True, **kw)
 
 
+LAST_CPU = [0.0]   # CPU seconds (user+sys, the whole process tree) of the last timed() run
+
+
 def timed(argv: list[str] | str, env: dict | None = None, cwd: Path | None = None,
           rss: bool = False) -> tuple[float, int, int, str]:
     """Run once: (seconds, exit code, peak RSS in KiB, stderr tail).
@@ -82,8 +85,10 @@ def timed(argv: list[str] | str, env: dict | None = None, cwd: Path | None = Non
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf,
                              env=env, cwd=cwd)
-        rc = p.wait()
+        _, status, ru = os.wait4(p.pid, 0)
         t1 = time.perf_counter()
+        p.returncode = rc = os.waitstatus_to_exitcode(status)
+        LAST_CPU[0] = ru.ru_utime + ru.ru_stime
         errf.seek(0)
         tail = errf.read()[-4000:].decode(errors="replace").strip()
         kb = 0
@@ -196,6 +201,8 @@ class Bench:
                     log(f"{section} {subject} {fs} {c.tool}: {row.note}")
                 elif r >= warmup:
                     row.values.append(secs)
+                    if not c.self_timed:
+                        row.extra.setdefault("cpu", []).append(LAST_CPU[0])
                     if c.count_bytes:
                         row.extra.setdefault("bytes", []).append(self.blob_bytes(mark))
                 if c.fresh:
@@ -485,32 +492,80 @@ def section_rss(b: Bench, fs: str, base: Path, img: str, size_label: str):
 
 
 def section_gc_df(b: Bench, fs: str, base: Path, quick: bool):
+    """tools/bench/gc_df.py (the gc helper's): a synthetic store of ~50 images, each command timed once."""
     script = Path(__file__).with_name("gc_df.py")
-    section = "7. gc and df on a store of many images"
+    section = "7. gc, df, fsck on a store of many images"
     if not script.exists():
-        RESULTS.append(Row(section, "-", fs, OURS, note="not yet available: tools/bench/gc_df.py missing"))
+        RESULTS.append(Row(section, "-", fs, OURS, note="not available: tools/bench/gc_df.py missing"))
         return
     d = base / "gcdf"
     wipe(d)
     d.mkdir(parents=True)
-    argv = [str(PY), str(script), "--root", str(d), "--registry", b.reg.host, "--json"]
+    argv = [str(PY), str(script), "--root", str(d / "root"), "--json"]
     if quick:
-        argv.append("--quick")
+        argv += ["--images", "10", "--orphans", "1000"]
     p = subprocess.run(argv, capture_output=True, text=True)
     wipe(d)
     if p.returncode:
         RESULTS.append(Row(section, "-", fs, OURS, note=f"failed: {last_line(p.stderr)}"))
         return
     try:
-        data = json.loads(p.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        data = json.loads(p.stdout[p.stdout.index("{"):])
+    except ValueError:
         RESULTS.append(Row(section, "-", fs, OURS, note=f"failed: bad output {p.stdout[-200:]!r}"))
         return
-    # Expected: {"images": N, "measurements": [{"name": ..., "values": [...], "unit": "s"}, ...]}
-    subject = f"store of {data.get('images', '?')} images"
-    for m in data.get("measurements", []):
-        RESULTS.append(Row(section, subject, fs, f"{OURS} {m['name']}", values=list(m.get("values", [])),
-                           unit=m.get("unit", "s"), note=m.get("note", "")))
+    st = data.get("store", {})
+    subject = (f"{st.get('images', '?')} images, {st.get('layers', '?')} layers, {st.get('blobs', '?')} blobs "
+               f"({st.get('blobs_after_gc', '?')} after gc), {st.get('containers', '?')} containers")
+    for name, secs in data.get("seconds", {}).items():
+        RESULTS.append(Row(section, subject, fs, f"{OURS} {name}", values=[secs]))
+    log(f"{section} [{fs}]: {data.get('seconds')}")
+
+
+PROFILES: list[tuple[str, str]] = []   # (title, text)
+
+
+def section_profiles(b: Bench, base: Path, names: dict):
+    """cProfile (all threads) of our cold pull, our run --rm and one snapshot build, on tmpfs."""
+    if ours_available():
+        return
+    prof = [str(PY), str(Path(__file__).with_name("profile_cmd.py")), "--top", "18"]
+    d = base / "profiles"
+    wipe(d)
+    d.mkdir(parents=True)
+    app, bb = f"{b.reg.host}/{names['app1']}", f"{b.reg.host}/{names['busybox']}"
+    steps = [
+        (f"container pull {names['app1']} (cold, tmpfs)", prof + ["--", "--root", str(d / "a"), "pull", "-q", app]),
+        (f"snapshot build of {names['app1']} (tmpfs)", prof + ["--snapshot", str(d / "a"), app]),
+        ("setup", [str(CONTAINER), "--root", str(d / "b"), "pull", "-q", bb]),
+        ("setup", [str(CONTAINER), "--root", str(d / "b"), "run", "--rm", bb, "true"]),
+        (f"container run --rm {names['busybox']} true (tmpfs, snapshot cached)",
+         prof + ["--", "--root", str(d / "b"), "run", "--rm", bb, "true"]),
+    ]
+    for title, argv in steps:
+        p = subprocess.run(argv, capture_output=True, text=True)
+        if title == "setup":
+            continue
+        head = next((line for line in p.stderr.splitlines() if line.startswith("wall ")), "")
+        text = f"{head}\n{p.stdout}".replace(str(REPO) + "/", "")
+        if p.returncode:
+            text += f"\n(exit {p.returncode}: {last_line(p.stderr)})"
+        PROFILES.append((title, text))
+        log(f"profile: {title}: {head}")
+    # Import time of the run path (python -X importtime), the biggest modules by cumulative time.
+    p = subprocess.run([str(PY), "-X", "importtime", str(CONTAINER), "--root", str(d / "b"), "run", "--rm", bb,
+                        "true"], capture_output=True, text=True)
+    rows = []
+    for line in p.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            parts = [x.strip() for x in line[len("import time:"):].split("|")]
+            if parts[1].isdigit():
+                rows.append((int(parts[1]), parts[2]))
+    rows.sort(reverse=True)
+    if rows:
+        PROFILES.append(("imports of `container run` (python -X importtime, cumulative µs, top 15)",
+                         "\n".join(f"{us:>9} {name}" for us, name in rows[:15])))
+    wipe(d)
 
 
 # -- setup: registry and images -----------------------------------------------------------------------------
@@ -615,7 +670,7 @@ def human_bytes(n: float) -> str:
 
 def ours_row(rows: list[Row]) -> Row | None:
     for r in rows:
-        if r.tool.startswith(OURS):
+        if r.tool == OURS or r.tool.startswith(OURS + " ("):
             return r
     return None
 
@@ -649,9 +704,9 @@ def render_markdown(meta: dict) -> str:
     for section in sorted(sections, key=lambda s: (s.split(".")[0].zfill(3), s)):
         w(f"## {section}\n")
         has_bytes = any("bytes" in r.extra for _, rows in sections[section] for r in rows)
-        w("| subject | fs | tool | median | min–max | runs |" + (" registry bytes |" if has_bytes else "")
-          + " ours / this |")
-        w("|---|---|---|---:|---:|---:|" + ("---:|" if has_bytes else "") + "---:|")
+        w("| subject | fs | tool | median | min–max | CPU (user+sys) | runs |"
+          + (" registry bytes |" if has_bytes else "") + " ours / this |")
+        w("|---|---|---|---:|---:|---:|---:|" + ("---:|" if has_bytes else "") + "---:|")
         for (sec, subject, fs), rows in sections[section]:
             mine = ours_row(rows)
             for r in rows:
@@ -666,7 +721,10 @@ def render_markdown(meta: dict) -> str:
                     ratio = f"{mine.median / r.median:.2f}×"
                 elif mine is r and r.ok:
                     ratio = "1"
-                line = f"| {subject} | {fs} | {r.tool} | {med} | {lo}{'–' if hi else ''}{hi} | {len(r.values)} |"
+                cpu = r.extra.get("cpu")
+                cpu_s = fmt(statistics.median(cpu), "s") if cpu and r.ok else ""
+                line = (f"| {subject} | {fs} | {r.tool} | {med} | {lo}{'–' if hi else ''}{hi} | {cpu_s} "
+                        f"| {len(r.values)} |")
                 if has_bytes:
                     bl = r.extra.get("bytes")
                     line += f" {human_bytes(statistics.median(bl)) if bl else ''} |"
@@ -681,6 +739,12 @@ def render_markdown(meta: dict) -> str:
         for n in meta["notes"]:
             w(f"- {n}")
         w("")
+    if PROFILES:
+        w("## Where the time goes (cProfile over all threads, waits removed; tmpfs)\n")
+        w("Own time per function, merged over the worker threads; on 2 busy cores the thread times add up to "
+          "more than the wall time.\n")
+        for title, text in PROFILES:
+            w(f"<details><summary>{title}</summary>\n\n```\n{text.strip()}\n```\n</details>\n")
     w("![benchmark chart](benchmarks.png)\n")
     return "\n".join(out)
 
@@ -799,7 +863,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, help="measured runs per tool (default 5; --quick 2)")
     ap.add_argument("--warmup", type=int, help="discarded warm-up rounds (default 1; --quick 0)")
     ap.add_argument("--only", default="", help="comma list of sections to run: 1-7 (e.g. 2,4)")
-    ap.add_argument("--fs", default="ext4,tmpfs", help="where to measure: ext4,tmpfs")
+    ap.add_argument("--fs", default=None, help="where to measure: ext4,tmpfs (default both; --quick: tmpfs)")
     ap.add_argument("--ext4-dir", default="/var/tmp/container-bench")
     ap.add_argument("--tmpfs-dir", default="/dev/shm/container-bench")
     ap.add_argument("--cache", default=os.environ.get("BENCH_CACHE") or
@@ -807,6 +871,7 @@ def main(argv=None) -> int:
     ap.add_argument("--udocker", default=os.environ.get("BENCH_UDOCKER", ""), help="udocker executable")
     ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    ap.add_argument("--profile", action="store_true", help="also profile our pull/run/snapshot (default unless --quick)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         log("run as root: podman/umoci/chroot comparisons and our namespaces need it")
@@ -822,6 +887,13 @@ def main(argv=None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     ud = args.udocker if args.udocker and Path(args.udocker).exists() else None
 
+    # A user's installed `container` has its bytecode cached (pip compiles at install; an editable
+    # install on first import). With PYTHONDONTWRITEBYTECODE set (as in some CI shells) every call
+    # would recompile the engine modules (~70-130 ms): measure what users get instead.
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        log("PYTHONDONTWRITEBYTECODE was set: unset for the benchmark (users have cached bytecode)")
+    subprocess.run([str(PY), "-m", "compileall", "-q", *(str(REPO / d) for d in ("cas", "engine", "cli", "schema"))],
+                   capture_output=True)
     load_start = os.getloadavg()
     reg = start_registry(cache)
     try:
@@ -837,7 +909,10 @@ def main(argv=None) -> int:
         if quick:
             notes.append(f"--quick: one run per tool; cold pulls and the snapshot use {pull_img} instead of "
                          f"{app1}; the big layer is 64 MB; sections 2b and 4b and the slowest peers are skipped")
-        for fs in [f.strip() for f in args.fs.split(",") if f.strip()]:
+        fs_list = args.fs or ("tmpfs" if quick else "ext4,tmpfs")
+        if quick and not args.fs:
+            notes.append("--quick measures on tmpfs only (add --fs ext4,tmpfs for both)")
+        for fs in [f.strip() for f in fs_list.split(",") if f.strip()]:
             base = dirs[fs]
             wipe(base)
             base.mkdir(parents=True, exist_ok=True)
@@ -861,6 +936,8 @@ def main(argv=None) -> int:
                 section_rss(b, fs, base, names["big"], f"{big_size // bimages.MB} MB layer")
             if want("7"):
                 section_gc_df(b, fs, base, quick)
+            if fs == "tmpfs" and (args.profile or (not quick and not only)):
+                section_profiles(b, base, names)
             wipe(base)
             log(f"{fs}: done in {time.time() - t0:.0f}s")
     finally:

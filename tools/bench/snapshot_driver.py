@@ -14,7 +14,8 @@ import sys
 import time
 
 
-def main(root: str, ref: str) -> int:
+def main(root: str, ref: str, around=None) -> int:
+    """`around(fn)`, if given, calls fn (the timed build): tools/bench/profile_cmd.py profiles it."""
     from container.cas.fsutil import remove_tree
     from container.engine.images import resolve_image
     from container.engine.snapshot import chain_ids, ensure_snapshot
@@ -34,8 +35,10 @@ def main(root: str, ref: str) -> int:
                 remove_tree(p)
     os.sync()
     t0 = time.perf_counter()
-    with store.lock(exclusive=False):
-        chain_id, path = ensure_snapshot(store, list(info.diff_ids))
+    def build():
+        with store.lock(exclusive=False):
+            return ensure_snapshot(store, list(info.diff_ids))
+    chain_id, path = around(build) if around else build()
     secs = time.perf_counter() - t0
     print(chain_id, path, f"{secs:.6f}")
     return 0
