@@ -91,7 +91,8 @@ class _Merger:
             self._remove(fd, n)
 
     # -- attributes ----------------------------------------------------------------------------
-    def _dir_attrs(self, lfd: int, tfd: int, lst: os.stat_result, keys: list[str]) -> None:
+    def _dir_attrs(self, lfd: int, tfd: int, lst: os.stat_result, keys: list[str],
+                   real_mode: int | None = None) -> None:
         for k in keys:
             if k in RESERVED_XATTRS:
                 continue
@@ -100,8 +101,11 @@ class _Merger:
             except OSError:
                 pass
         if self.root:
-            os.fchown(tfd, lst.st_uid, lst.st_gid)
-        os.fchmod(tfd, stat.S_IMODE(lst.st_mode))
+            try:
+                os.fchown(tfd, lst.st_uid, lst.st_gid)
+            except PermissionError:
+                self.root = False          # uid 0 without CAP_CHOWN
+        os.fchmod(tfd, stat.S_IMODE(lst.st_mode) if real_mode is None else real_mode)
         os.utime(tfd, ns=(lst.st_atime_ns, lst.st_mtime_ns))
 
     @staticmethod
@@ -224,14 +228,13 @@ class _Merger:
                 os.mkdir(n, 0o700, dir_fd=tfd)
         if not existed:
             self.entries += 1
-        clfd = os.open(n, _DIR_FLAGS, dir_fd=lfd)
+        clfd, restore = _open_readable(lfd, n, 0o500)
         try:
-            ctfd = os.open(n, _DIR_FLAGS, dir_fd=tfd)
+            ctfd, old_mode = _open_readable(tfd, n, 0o700)
             try:
-                old_mode = None
-                if existed:
+                if existed and old_mode is None:
                     tst = os.fstat(ctfd)
-                    if tst.st_mode & 0o700 != 0o700 and not self.root:
+                    if tst.st_mode & 0o700 != 0o700:      # root: readable anyway, but keep it writable
                         old_mode = stat.S_IMODE(tst.st_mode)
                         os.fchmod(ctfd, old_mode | 0o700)
                 keys = self._xattrs(clfd)
@@ -242,10 +245,12 @@ class _Merger:
                     # keep the lower layer's attributes; its mtime changed with the new children
                     # (umoci/tar leave an existing directory's attributes alone too)
                 else:
-                    self._dir_attrs(clfd, ctfd, os.fstat(clfd), keys)
+                    self._dir_attrs(clfd, ctfd, os.fstat(clfd), keys, restore)
             finally:
                 os.close(ctfd)
         finally:
+            if restore is not None:
+                os.fchmod(clfd, restore)
             os.close(clfd)
 
     def _open_dir(self, rel: tuple[str, ...]) -> int:
@@ -310,6 +315,27 @@ class _Merger:
                 self._dir_attrs(lfd, tfd, os.fstat(lfd), keys)
         finally:
             os.close(lfd)
+
+
+def _open_readable(pfd: int, name: str, need: int) -> tuple[int, int | None]:
+    """Open directory name (no symlink followed). Without CAP_DAC_OVERRIDE a directory of mode 0000
+    cannot be read: add `need` (u+rx for a layer dir, u+rwx for a snapshot dir) and return the mode
+    to restore. Directories are never shared between layers and snapshots, only files are."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=pfd), None
+    except PermissionError:
+        pass
+    path_fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+    try:
+        mode = stat.S_IMODE(os.fstat(path_fd).st_mode)
+        os.chmod(f"/proc/self/fd/{path_fd}", mode | need)     # the magic link is the dir itself
+        try:
+            return os.open(f"/proc/self/fd/{path_fd}", _DIR_FLAGS & ~os.O_NOFOLLOW), mode
+        except BaseException:
+            os.chmod(f"/proc/self/fd/{path_fd}", mode)
+            raise
+    finally:
+        os.close(path_fd)
 
 
 def merge_layers(layers: list[Path], dest: Path, *, count_bytes: bool = False) -> tuple[int, int]:

@@ -465,7 +465,7 @@ class _Extractor:
             src.copy_padded(fd, e.size)
             self.stats.size += e.size
             if self.root and (e.uid != self.euid or e.gid != self.egid):
-                os.fchown(fd, e.uid, e.gid)
+                self._chown(e, fd)
             if not direct:
                 os.fchmod(fd, mode)
             for k, v in e.xattrs.items():
@@ -560,10 +560,23 @@ class _Extractor:
             return
         self._attrs_at(pfd, leaf, e, chmod=True)
 
+    def _chown(self, e: _Entry, target, pfd: int | None = None) -> None:
+        """chown as root; uid 0 without CAP_CHOWN (some rootless setups) degrades to not chowning."""
+        try:
+            if pfd is None:
+                os.fchown(target, e.uid, e.gid)
+            else:
+                os.chown(target, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+        except PermissionError:
+            self.root = False
+            msg = f"cannot change owners (no CAP_CHOWN?): files keep uid {self.euid}, from {_show(e.name)} on"
+            self.stats.warnings.append(msg)
+            log.warning(msg)
+
     def _attrs_at(self, pfd: int, leaf: bytes, e: _Entry, *, chmod: bool) -> None:
         """Owner, mode, xattrs, mtime of a leaf we just created that we must not open."""
         if self.root:
-            os.chown(leaf, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+            self._chown(e, leaf, pfd)
         if chmod:
             # the leaf is a node we created this instant (never a symlink): fchmodat is safe
             os.chmod(leaf, e.mode & 0o7777, dir_fd=pfd)
@@ -605,7 +618,7 @@ class _Extractor:
                 if comps in self.unmark:
                     _remove_xattr_fd(fd, IMPLICIT_XATTR)
                 if self.root:
-                    os.fchown(fd, e.uid, e.gid)
+                    self._chown(e, fd)
                 os.fchmod(fd, e.mode & 0o7777)
                 for k, v in e.xattrs.items():
                     self._xattr(fd, k, v, e)

@@ -267,3 +267,39 @@ def test_equals_umoci_on_test_images(store, tmp_path, built_images, name):
     _, ours = ensure_snapshot(store, diff_ids)
     theirs = umoci_rootfs(img.oci_dir, img.tag, tmp_path / "bundle")
     assert diff_trees(tree(ours), tree(theirs)) == []
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root to drop capabilities")
+def test_without_capabilities_mode_0000_dirs_and_no_chown(tmp_path):
+    """uid 0 without CAP_DAC_OVERRIDE/CHOWN/MKNOD (rootless-like): 0000 dirs across layers still merge,
+    devices are skipped with a warning, owners stay ours; nothing raises."""
+    l1 = tm.tar(tm.dir("locked", mode=0), tm.file("locked/a", b"a", mode=0), tm.dir("locked/in", mode=0),
+                tm.file("locked/in/z", b"z"), tm.chardev("dev/null"), tm.file("o", b"x", uid=1000))
+    l2 = tm.tar(tm.file("locked/.wh.a"), tm.file("locked/b", b"b"), tm.file("locked/in/y", b"y"))
+    (tmp_path / "l1.tar").write_bytes(l1)
+    (tmp_path / "l2.tar").write_bytes(l2)
+    script = f"""
+import os
+from pathlib import Path
+from container.engine.unpack import unpack_layer
+from container.engine.snapshot import merge_layers
+t = Path({str(tmp_path)!r})
+for i in (1, 2):
+    (t / f"L{{i}}").mkdir()
+    st = unpack_layer(open(t / f"l{{i}}.tar", "rb"), t / f"L{{i}}")
+    print(i, st.skipped, len(st.warnings))
+(t / "S").mkdir()
+merge_layers([t / "L1", t / "L2"], t / "S")
+print("merged")
+"""
+    r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "1 1 2" in r.stdout and "merged" in r.stdout
+    s = tmp_path / "S"
+    assert stat.S_IMODE(os.lstat(s / "locked").st_mode) == 0
+    assert stat.S_IMODE(os.lstat(tmp_path / "L1/locked").st_mode) == 0      # restored after the merge
+    os.chmod(s / "locked", 0o700)
+    os.chmod(s / "locked/in", 0o700)
+    assert sorted(os.listdir(s / "locked")) == ["b", "in"] and sorted(os.listdir(s / "locked/in")) == ["y", "z"]
+    assert not (s / "dev/null").exists() and os.lstat(s / "o").st_uid == 0
