@@ -25,103 +25,126 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 
 from .errors import Conflict, ContainerNotFound, RunError
+from .record import REQUIRED, Record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass
-class RunOptions:
-    image: str
-    command: list[str] = field(default_factory=list)
-    name: str | None = None
-    rm: bool = False
-    hostname: str | None = None
-    env: list[str] = field(default_factory=list)          # -e K=V / -e K, in order
-    env_files: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    user: str | None = None
-    entrypoint: str | None = None
-    interactive: bool = False
-    tty: bool = False
-    read_only: bool = False
-    pull: str = "missing"                                 # missing | always | never
-    isolation: str = "auto"                               # auto | namespaces | chroot
-    network: str = "host"                                 # host | none
-    platform: str | None = None
+class RunOptions(Record):
+    """docker run's options (cli/containers.py fills it from typer or from its own fast parser)."""
+    FIELDS = dict(
+        image=REQUIRED,
+        command=list,
+        name=None,
+        rm=False,
+        hostname=None,
+        env=list,                   # -e K=V / -e K, in order
+        env_files=list,
+        workdir=None,
+        user=None,
+        entrypoint=None,
+        interactive=False,
+        tty=False,
+        read_only=False,
+        pull="missing",             # missing | always | never
+        isolation="auto",           # auto | namespaces | chroot
+        network="host",             # host | none
+        platform=None,
+    )
+    __slots__ = tuple(FIELDS)
 
 
-@dataclass
-class ContainerInfo:
-    id: str
-    name: str
-    image: str                      # what the user typed
-    image_id: str | None            # manifest digest
-    command: list[str]
-    config: dict
-    isolation: str
-    rootfs_mode: str
-    status: str                     # created | running | exited
-    exit_code: int | None
-    pid: int | None
-    created: object
-    started: object
-    finished: object
-    chain_id: str | None = None
-    path: str = ""                  # ROOT/containers/<id>
+_info_cls = None
 
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
 
-    def to_json(self) -> dict:
-        """A docker-inspect-like dict."""
-        c = self.config
-        argv = self.command
-        d = self.path
-        graph = {"Name": self.rootfs_mode, "Data": {}}
-        if self.rootfs_mode == "overlay":
-            graph["Data"] = {"LowerDir": c.get("lower", ""), "UpperDir": f"{d}/upper",
-                             "WorkDir": f"{d}/work", "MergedDir": f"{d}/rootfs"}
-        elif self.rootfs_mode == "copy":
-            graph["Data"] = {"RootDir": f"{d}/rootfs"}
-        return {
-            "Id": self.id,
-            "Created": _iso(self.created),
-            "Path": argv[0] if argv else "",
-            "Args": argv[1:],
-            "State": {
-                "Status": self.status,
-                "Running": self.status == "running",
-                "Pid": self.pid or 0,
-                "ExitCode": self.exit_code if self.exit_code is not None else 0,
-                "StartedAt": _iso(self.started),
-                "FinishedAt": _iso(self.finished),
-            },
-            "Image": self.image_id or "",
-            "Name": "/" + self.name,
-            "Config": {
-                "Hostname": c.get("hostname", ""),
-                "User": c.get("user", ""),
-                "Env": c.get("env", []),
-                "Cmd": c.get("cmd"),
-                "Entrypoint": c.get("entrypoint"),
-                "Image": self.image,
-                "WorkingDir": c.get("workdir", "/"),
-                "Tty": bool(c.get("tty")),
-                "OpenStdin": bool(c.get("interactive")),
-            },
-            "HostConfig": {
-                "AutoRemove": bool(c.get("rm")),
-                "ReadonlyRootfs": bool(c.get("read_only")),
-                "NetworkMode": c.get("network", "host"),
-                "Isolation": self.isolation,
-            },
-            "GraphDriver": graph,
-            "SnapshotChainId": self.chain_id or "",
-        }
+def __getattr__(name: str):
+    """ContainerInfo is a dataclass (callers may use dataclasses.asdict), built on first use so
+    that `run` never imports dataclasses."""
+    if name == "ContainerInfo":
+        return _container_info_cls()
+    raise AttributeError(name)
+
+
+def _container_info_cls():
+    global _info_cls
+    if _info_cls is not None:
+        return _info_cls
+    from dataclasses import dataclass
+
+    @dataclass
+    class ContainerInfo:
+        id: str
+        name: str
+        image: str                      # what the user typed
+        image_id: str | None            # manifest digest
+        command: list[str]
+        config: dict
+        isolation: str
+        rootfs_mode: str
+        status: str                     # created | running | exited
+        exit_code: int | None
+        pid: int | None
+        created: object
+        started: object
+        finished: object
+        chain_id: str | None = None
+        path: str = ""                  # ROOT/containers/<id>
+
+        @property
+        def short_id(self) -> str:
+            return self.id[:12]
+
+        def to_json(self) -> dict:
+            """A docker-inspect-like dict."""
+            c = self.config
+            argv = self.command
+            d = self.path
+            graph = {"Name": self.rootfs_mode, "Data": {}}
+            if self.rootfs_mode == "overlay":
+                graph["Data"] = {"LowerDir": c.get("lower", ""), "UpperDir": f"{d}/upper",
+                                 "WorkDir": f"{d}/work", "MergedDir": f"{d}/rootfs"}
+            elif self.rootfs_mode == "copy":
+                graph["Data"] = {"RootDir": f"{d}/rootfs"}
+            return {
+                "Id": self.id,
+                "Created": _iso(self.created),
+                "Path": argv[0] if argv else "",
+                "Args": argv[1:],
+                "State": {
+                    "Status": self.status,
+                    "Running": self.status == "running",
+                    "Pid": self.pid or 0,
+                    "ExitCode": self.exit_code if self.exit_code is not None else 0,
+                    "StartedAt": _iso(self.started),
+                    "FinishedAt": _iso(self.finished),
+                },
+                "Image": self.image_id or "",
+                "Name": "/" + self.name,
+                "Config": {
+                    "Hostname": c.get("hostname", ""),
+                    "User": c.get("user", ""),
+                    "Env": c.get("env", []),
+                    "Cmd": c.get("cmd"),
+                    "Entrypoint": c.get("entrypoint"),
+                    "Image": self.image,
+                    "WorkingDir": c.get("workdir", "/"),
+                    "Tty": bool(c.get("tty")),
+                    "OpenStdin": bool(c.get("interactive")),
+                },
+                "HostConfig": {
+                    "AutoRemove": bool(c.get("rm")),
+                    "ReadonlyRootfs": bool(c.get("read_only")),
+                    "NetworkMode": c.get("network", "host"),
+                    "Isolation": self.isolation,
+                },
+                "GraphDriver": graph,
+                "SnapshotChainId": self.chain_id or "",
+            }
+
+    _info_cls = ContainerInfo
+    return ContainerInfo
 
 
 def _iso(t) -> str:
@@ -172,7 +195,8 @@ _T0 = float(os.environ.get("CONTAINER_TRACE_T0") or time.perf_counter())
 def _trace(what: str) -> None:
     """CONTAINER_TRACE=1: where the milliseconds of `run` go (stderr; t=0 is main()'s start)."""
     if _TRACE:
-        sys.stderr.write(f"trace {(time.perf_counter() - _T0) * 1000:7.2f} ms  {what}\n")
+        sys.stderr.write(f"trace {(time.perf_counter() - _T0) * 1000:7.2f} ms  "
+                         f"(cpu {time.process_time() * 1000:6.1f})  {what}\n")
 
 
 def _valid_name(name: str) -> bool:
@@ -289,7 +313,7 @@ def _container_lock_free(cdir) -> bool:
         os.close(fd)
 
 
-def _info(store, row) -> ContainerInfo:
+def _info(store, row):
     cdir = store.containers_dir / row.id
     status, code = row.status, row.exit_code
     if status == "running" and _container_lock_free(cdir):
@@ -302,14 +326,14 @@ def _info(store, row) -> ContainerInfo:
         cmd = json.loads(row.command or "[]")
     except ValueError:
         cmd = []
-    return ContainerInfo(
+    return _container_info_cls()(
         id=row.id, name=row.name, image=row.image_ref, image_id=row.__data__.get("image"), command=cmd, config=cfg,
         isolation=row.isolation, rootfs_mode=row.rootfs_mode, status=status, exit_code=code,
         pid=row.pid, created=row.created, started=row.started, finished=row.finished,
         chain_id=row.__data__.get("snapshot"), path=str(cdir))
 
 
-def list_containers(store, all: bool = False) -> list[ContainerInfo]:
+def list_containers(store, all: bool = False) -> list:
     from container.schema import Container
 
     store.db()
@@ -335,11 +359,11 @@ def _find_row(store, name_or_id: str):
     raise ContainerNotFound(f"No such container: {name_or_id}")
 
 
-def resolve_container(store, name_or_id: str) -> ContainerInfo:
+def resolve_container(store, name_or_id: str):
     return _info(store, _find_row(store, name_or_id))
 
 
-def remove_container(store, name_or_id: str, force: bool = False) -> ContainerInfo:
+def remove_container(store, name_or_id: str, force: bool = False):
     """docker rm: refuses a running container unless force (then SIGKILL, wait, remove)."""
     import signal
 
@@ -466,6 +490,40 @@ class _OrmDB:
         _remove_dir(self.store, cdir)
 
 
+_FAST_REF = None
+
+
+def fast_reference(s: str) -> tuple[str, str] | None:
+    """(repository, tag) as engine.reference.parse() normalises a *tag* reference, for the
+    common spellings only (lowercase, no digest, no IPv6 host); None for anything else, which
+    then takes the full parser. engine.reference builds a dataclass, and importing dataclasses
+    costs `run` about 10% of its time. tests/test_run.py checks this against parse()."""
+    global _FAST_REF
+    if _FAST_REF is None:
+        import re
+
+        comp = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+        dom = r"(?:[a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])"
+        _FAST_REF = re.compile(r"^((?:" + dom + r"(?:\." + dom + r")*(?::[0-9]+)?/)?" + comp + r"(?:/" + comp
+                               + r")*)(?::([\w][\w.-]{0,127}))?$", re.ASCII)
+    m = _FAST_REF.match(s)
+    if not m or (len(s) == 64 and all(c in "0123456789abcdef" for c in s)):
+        return None
+    name, tag = m.group(1), m.group(2) or "latest"
+    domain, _, rest = name.partition("/")
+    if not rest or not (domain == "localhost" or "." in domain or ":" in domain):
+        domain, path = "docker.io", name
+    else:
+        path = rest
+    if domain == "index.docker.io":
+        domain = "docker.io"
+    if domain == "docker.io" and "/" not in path:
+        path = "library/" + path
+    if len(domain) + 1 + len(path) > 255:
+        return None
+    return f"{domain}/{path}", tag
+
+
 class _LiteImage:
     def __init__(self, id: str, config: dict, chain_id: str):
         self.id, self.config, self.chain_id, self.diff_ids = id, config, chain_id, ()
@@ -527,21 +585,15 @@ class _LiteDB:
         self.conn = c
 
     def image(self, opts, progress):
-        from . import reference
-        from .errors import InvalidReference
-
-        s = opts.image.strip()
-        if opts.pull == "always" or not s or reference.looks_like_id(s):
-            raise _NotFast
-        try:
-            ref = reference.parse(s)
-        except InvalidReference:
-            raise _NotFast from None
-        if ref.digest or not ref.tag:
+        s = opts.image
+        if opts.pull == "always" or (4 <= len(s) <= 64 and all(c in "0123456789abcdef" for c in s)):
+            raise _NotFast                      # pull, or an image id (reference.looks_like_id)
+        ref = fast_reference(s)
+        if ref is None:
             raise _NotFast
         rows = self.conn.execute(
             "SELECT i.id, i.config_digest, i.chain_id FROM tag t JOIN image i ON i.id = t.image_id "
-            "WHERE t.repository = ? AND t.tag = ? LIMIT 2", (ref.repository, ref.tag)).fetchall()
+            "WHERE t.repository = ? AND t.tag = ? LIMIT 2", ref).fetchall()
         if len(rows) != 1 or not rows[0][2] or not rows[0][1].startswith("sha256:"):
             raise _NotFast
         try:
@@ -774,6 +826,7 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
     finally:
         if opts.rm:
             db.delete(cid)                      # DB first, files second (design.md invariant 4)
+            _trace("row deleted")
             db.remove_dir(cdir)
         else:
             db.update(cid, status="exited", exit_code=code, finished=_utcnow())

@@ -31,10 +31,10 @@ import errno
 import fcntl
 import os
 import signal
+import stat
 import sys
-from dataclasses import dataclass, field
-
 from .errors import CommandNotExecutable, CommandNotFound, RunError
+from .record import REQUIRED, Record
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -128,42 +128,30 @@ def choose_isolation(requested: str) -> str:
     return requested
 
 
-@dataclass
-class ProcessSpec:
-    argv: list[str]
-    env: list[str]
-    cwd: str = "/"
-    uid: int = 0
-    gid: int = 0
-    sgids: tuple[int, ...] = ()
-    hostname: str = ""
-    tty: bool = False
-    interactive: bool = False
-    read_only: bool = False
-    network: str = "host"          # host | none
+class ProcessSpec(Record):
+    FIELDS = dict(argv=REQUIRED, env=REQUIRED, cwd="/", uid=0, gid=0, sgids=tuple, hostname="",
+                  tty=False, interactive=False, read_only=False,
+                  network="host")         # host | none
+    __slots__ = tuple(FIELDS)
 
 
-@dataclass
-class RootfsSpec:
-    mode: str                       # overlay | copy
-    path: str                       # the mount point (overlay) or the private copy (copy)
-    lower: str = ""                 # overlay: the snapshot
-    upper: str = ""
-    work: str = ""
+class RootfsSpec(Record):
+    # mode: overlay | copy; path: the mount point (overlay) or the private copy (copy);
+    # lower: overlay's read-only lower (the snapshot); upper/work: the container's
+    FIELDS = dict(mode=REQUIRED, path=REQUIRED, lower="", upper="", work="")
+    __slots__ = tuple(FIELDS)
 
 
 class OverlayFailed(RunError):
     """The overlay mount failed in the container's namespace: the caller falls back to a copy."""
 
 
-@dataclass
-class Running:
-    pid: int                        # A (namespaces) or B (chroot): what S waits for
-    container_pid: int              # B's pid in the host's PID namespace
-    tty_master: int | None = None
-    interactive: bool = False
-    _sig: int = 0                   # the forwarded signal we emulated with SIGKILL
-    _old_handlers: dict = field(default_factory=dict)
+class Running(Record):
+    # pid: A (namespaces) or B (chroot), what S waits for; container_pid: B in the host's PID ns;
+    # _sig: the forwarded signal we emulated with SIGKILL
+    FIELDS = dict(pid=REQUIRED, container_pid=REQUIRED, tty_master=None, interactive=False, _sig=0,
+                  _old_handlers=dict)
+    __slots__ = tuple(FIELDS)
 
     # -- signals -----------------------------------------------------------
     def _forward(self, signum, frame) -> None:
@@ -406,7 +394,7 @@ def _child_b(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull, *, c
         if not spec.read_only or not os.path.isdir(spec.cwd):
             _fail(w, 125, f"cannot create working directory {spec.cwd}: {e.strerror}")
     if spec.read_only and not chroot:
-        mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV)
     if spec.tty:
         os.setsid()
         import termios
@@ -473,6 +461,8 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     _t("B rprivate")
     target = rootfs.path
+    # nodev: device nodes that came with the image cannot be opened through the rootfs (there is
+    # no device cgroup here); the container's /dev is a fresh tmpfs with the usual few devices.
     if rootfs.mode == "overlay":
         data = f"lowerdir={rootfs.lower},upperdir={rootfs.upper},workdir={rootfs.work}"
         # volatile (Linux 5.10+): no syncfs of the upper's filesystem when the overlay goes away
@@ -480,14 +470,15 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
         # path). Safe here because an upper dir is never mounted again: every run is a new
         # container. Older kernels reject the option: retry without it.
         try:
-            mount("overlay", target, "overlay", 0, data + ",volatile")
+            mount("overlay", target, "overlay", MS_NODEV, data + ",volatile")
         except OSError:
             try:
-                mount("overlay", target, "overlay", 0, data)
+                mount("overlay", target, "overlay", MS_NODEV, data)
             except OSError as e:
                 _fail(w, 125, str(e), tag="O")
     else:
         mount(target, target, None, MS_BIND | MS_REC)
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NODEV)
     _t("B rootfs mounted")
     etc_files = _etc_files(spec)          # read from the host before it goes out of reach
     oldroot = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
@@ -498,6 +489,10 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     _check(libc().umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
     _t("B pivoted, old root detached")
+    # Before /proc, /dev and /sys exist in here: the image may ship /etc/hosts (or /etc) as a
+    # symlink to /proc/sys/kernel/core_pattern or /proc/sysrq-trigger, and a write that follows
+    # it must land in the overlay, not in the host kernel's global settings.
+    _write_etc(etc_files)
     _mkdir("/proc")
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _t("B proc")
@@ -511,7 +506,6 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     if spec.hostname:
         h = spec.hostname.encode()
         _check(libc().sethostname(h, len(h)), "sethostname")
-    _write_etc(etc_files)
     if spec.network == "none":
         _lo_up()
     _t("B sys, hostname, net")
@@ -537,16 +531,21 @@ def _etc_files(spec: ProcessSpec) -> dict[str, bytes]:
 
 
 def _write_etc(files: dict[str, bytes]) -> None:
-    """Write them after pivot_root: every path (and symlink) now resolves inside the container.
-    An image without /etc, or with a read-only or odd one, simply keeps what it has."""
+    """Write them after pivot_root and before any special filesystem is mounted: every path (and
+    symlink) then resolves inside the container's own rootfs, which holds nothing but the image's
+    files. An image without /etc, or with a read-only or odd one, simply keeps what it has."""
     if not os.path.isdir("/etc"):
         return
     for name, data in files.items():
         try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            # O_NONBLOCK: a fifo planted by the image must not hang the run (ENXIO, skipped)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except OSError:
             continue
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            os.ftruncate(fd, 0)
             os.write(fd, data)
         except OSError:
             pass

@@ -24,21 +24,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
-
 from .errors import RunError
+from .record import Record
 
 MAX_SYMLINKS = 40
 MAX_FILE = 4 << 20     # a passwd/group file larger than this is not read (a hostile image)
 
 
-@dataclass(frozen=True)
-class ExecUser:
-    uid: int = 0
-    gid: int = 0
-    sgids: tuple[int, ...] = field(default_factory=tuple)
-    home: str = "/"
-    name: str = ""
+class ExecUser(Record):
+    FIELDS = dict(uid=0, gid=0, sgids=tuple, home="/", name="")
+    __slots__ = tuple(FIELDS)
 
 
 def open_in_root(root: str | os.PathLike, unsafe_path: str, flags: int = os.O_RDONLY) -> int:

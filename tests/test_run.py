@@ -417,3 +417,44 @@ def test_fast_and_orm_paths_write_the_same_rows(store):
     assert ps["via-fast"]["State"] == ps["via-orm"]["State"] == "exited"
     assert store("rm", "via-fast", "via-orm").returncode == 0
     assert leftovers(store) == []
+
+
+REF_SAMPLES = [
+    "busybox", "busybox:latest", "busybox:1.36.1", "library/busybox", "docker.io/library/busybox:1",
+    "docker.io/busybox", "index.docker.io/library/busybox", "user/app", "user/app:v1", "localhost/app",
+    "localhost:5000/app:tag", "127.0.0.1:5055/test/busybox:latest", "registry.example.com/a/b/c:x_y",
+    "a__b/c--d:e", "ghcr.io/o/r", "host:5000/x", "x.y/z", "quay.io/a.b/c-d_e:1.0-rc.1",
+    # not taken by the fast path (or invalid): they must go to the full parser
+    "Busybox", "busybox@sha256:" + "a" * 64, "a" * 64, "[::1]:5000/x", "busybox:", ":tag", "a//b",
+    "UPPER.example.com/x", "-x", "x/", "busybox:" + "t" * 129, "a" * 300,
+]
+
+
+def test_fast_reference_agrees_with_the_parser():
+    from hypothesis import given, settings, strategies as st
+
+    from container.engine.containers import fast_reference
+    from container.engine.errors import InvalidReference
+    from container.engine.reference import parse
+
+    def check(s):
+        fast = fast_reference(s)
+        if fast is None:
+            return False
+        ref = parse(s)                         # must not raise when the fast path accepts
+        assert (ref.repository, ref.tag) == fast, s
+        assert ref.digest is None
+        return True
+
+    taken = [s for s in REF_SAMPLES if check(s)]
+    assert taken == REF_SAMPLES[:REF_SAMPLES.index("Busybox")]
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.text(alphabet="abcAB019._-/:@[]x", min_size=1, max_size=40))
+    def fuzz(s):
+        try:
+            check(s)
+        except InvalidReference:
+            raise AssertionError(f"fast path accepted {s!r}, the parser rejects it")
+
+    fuzz()
