@@ -391,7 +391,7 @@ class _Extractor:
         if len(comps) > self.limits.max_depth:
             raise LayerError(f"layer entry {_show(e.name)}: deeper than {self.limits.max_depth} directories")
         for c in comps[:-1]:
-            if c.startswith(WHITEOUT_PREFIX) and not c.startswith(AUFS_META_PREFIX):
+            if c.startswith(WHITEOUT_PREFIX) and (c == OPAQUE or not c.startswith(AUFS_META_PREFIX)):
                 raise LayerError(f"layer entry {_show(e.name)}: a whiteout name cannot be a directory")
         if not comps:
             self._apply_root(e, src)
