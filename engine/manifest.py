@@ -237,7 +237,36 @@ def parse_config(raw: bytes) -> ImageConfig:
     cfg = obj.get("config") or {}
     if not isinstance(cfg, dict):
         raise ManifestError("image config: config is not an object")
+    _check_run_config(cfg)
     hist = obj.get("history") or []
     created = obj.get("created")
     return ImageConfig(os_, arch, str(obj.get("variant") or ""), created if isinstance(created, str) else None,
                        diff_ids, cfg, tuple(hist) if isinstance(hist, list) else (), obj)
+
+
+# The fields `run` uses, with the JSON types docker's decoder insists on (a config with
+# "User": 1000 or "Cmd": "sh" fails `docker pull` with "json: cannot unmarshal ..."). Checked at
+# pull time so that run never meets them.
+_STR_FIELDS = ("User", "WorkingDir", "StopSignal", "Hostname", "Domainname")
+_STR_LIST_FIELDS = ("Env", "Entrypoint", "Cmd", "Shell", "OnBuild")
+
+
+def _check_run_config(cfg: dict) -> None:
+    for k in _STR_FIELDS:
+        v = cfg.get(k)
+        if v is not None and not isinstance(v, str):
+            raise ManifestError(f"image config: config.{k} must be a string, not {type(v).__name__}")
+        if isinstance(v, str) and "\0" in v:
+            raise ManifestError(f"image config: config.{k} contains a NUL byte")
+    for k in _STR_LIST_FIELDS:
+        v = cfg.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ManifestError(f"image config: config.{k} must be a list of strings")
+        if any("\0" in x for x in v):
+            raise ManifestError(f"image config: config.{k} contains a NUL byte")
+    for k in ("Labels", "ExposedPorts", "Volumes"):
+        v = cfg.get(k)
+        if v is not None and not isinstance(v, dict):
+            raise ManifestError(f"image config: config.{k} must be an object")

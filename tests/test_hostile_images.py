@@ -1,0 +1,403 @@
+"""Hostile images end to end (issue 5): malicious OCI images pushed to the real loopback registry (or
+served by the fault proxy where a registry would refuse to store them), then `container pull` and
+`container run` through the installed CLI with a fresh --root, as a new user would.
+
+For every case:
+  * nothing outside ROOT changes: a host sentinel dir next to ROOT (content, mode, mtime, inode,
+    link count of everything in it), the /tmp/container-pwned-* paths the attacks aim at, the host's
+    /etc/passwd and /etc/shadow, /proc/sys/kernel/core_pattern;
+  * no traceback; a failing command prints exactly one "Error:" line, last, and exits non-zero;
+  * a failed pull leaves the store as it was (no image, tag, layer or blob).
+
+Layers are raw tars from tests/tarmaker.py on top of the busybox test image's base layer, so the
+container has a shell. One registry push per module; each case is a pull + (maybe) a run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tarmaker as tm  # noqa: E402
+
+from test_pull import store_state  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="run needs root")
+
+FAST = {"CONTAINER_REGISTRY_BACKOFF": "0.01", "CONTAINER_REGISTRY_ATTEMPTS": "2"}
+MT_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+TOKEN = secrets.token_hex(4)
+TARGET = f"/tmp/container-pwned-{TOKEN}"          # what the escapes aim at; must never appear
+EVIL_PASSWD = "evil:x:4242:4242:evil:/evilhome:/bin/sh\n"
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def one_error(r) -> str:
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    errs = [x for x in lines if x.startswith("Error:")]
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(errs) == 1 and lines[-1] == errs[0], r.stderr
+    return errs[0]
+
+
+def no_traceback(r) -> None:
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
+
+
+def sha(b: bytes) -> str:
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def listing(base: Path, skip: Path | None = None) -> dict:
+    out = {}
+    for dirpath, dirs, files in os.walk(base):
+        dirs[:] = [d for d in dirs if skip is None or Path(dirpath) / d != skip]
+        for n in dirs + files:
+            p = Path(dirpath) / n
+            st = os.lstat(p)
+            data = b""
+            if os.path.isfile(p) and not os.path.islink(p):
+                data = p.read_bytes()
+            out[str(p)] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_nlink, st.st_uid,
+                           hashlib.sha256(data).hexdigest())
+    return out
+
+
+def host_state(sentinel: Path) -> dict:
+    st = {"sentinel": listing(sentinel)}
+    for f in ("/etc/passwd", "/etc/shadow", "/etc/group"):
+        try:
+            s = os.lstat(f)
+            st[f] = (s.st_mode, s.st_size, s.st_mtime_ns, s.st_nlink, Path(f).read_bytes())
+        except OSError:
+            st[f] = None
+    for f in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe"):
+        try:
+            st[f] = Path(f).read_text()
+        except OSError:
+            st[f] = None
+    st["pwned"] = sorted(str(p) for p in Path("/tmp").glob("container-pwned-*"))
+    try:        # the kernel log: an image's device node must not reach /dev/kmsg
+        import subprocess
+        st["kmsg"] = f"pwned-{TOKEN}" in subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    except OSError:
+        st["kmsg"] = None
+    return st
+
+
+@dataclass
+class Img:
+    blobs: dict = field(default_factory=dict)         # digest -> bytes (config + layers)
+    manifest: bytes = b""
+    config: dict = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return sha(self.manifest)
+
+
+def build(base_blob: bytes, base_diff: str, layers: list[bytes], *, cfg: dict | None = None,
+          config_edit=None, manifest_edit=None, base: bool = True) -> Img:
+    img = Img()
+    descs, diff_ids = [], []
+    if base:
+        img.blobs[sha(base_blob)] = base_blob
+        descs.append({"mediaType": MT_GZ, "digest": sha(base_blob), "size": len(base_blob)})
+        diff_ids.append(base_diff)
+    for t in layers:
+        blob = gzip.compress(t, mtime=0)
+        img.blobs[sha(blob)] = blob
+        descs.append({"mediaType": MT_GZ, "digest": sha(blob), "size": len(blob)})
+        diff_ids.append(sha(t))
+    config = {"architecture": host_arch(), "os": "linux",
+              "config": {"Env": ["PATH=/bin:/usr/bin"], "Cmd": ["sh"], **(cfg or {})},
+              "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    if config_edit:
+        config_edit(config)
+    raw = json.dumps(config).encode()
+    img.config = config
+    img.blobs[sha(raw)] = raw
+    m = {"schemaVersion": 2, "mediaType": MT_MANIFEST,
+         "config": {"mediaType": MT_CONFIG, "digest": sha(raw), "size": len(raw)}, "layers": descs}
+    if manifest_edit:
+        manifest_edit(m)
+    img.manifest = json.dumps(m).encode()
+    return img
+
+
+def host_arch() -> str:
+    from tools.images import host_platform
+    return host_platform()[1]
+
+
+def _http(method: str, url: str, data: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        return opener.open(req, timeout=60)
+    except urllib.error.HTTPError as e:
+        return e
+
+
+def push(host: str, repo: str, tag: str, img: Img) -> None:
+    base = f"http://{host}/v2/{repo}"
+    for digest, data in img.blobs.items():
+        if _http("HEAD", f"{base}/blobs/{digest}").status == 200:
+            continue
+        r = _http("POST", f"{base}/blobs/uploads/", b"", {"Content-Length": "0"})
+        assert r.status == 202, r.status
+        loc = r.headers["Location"]
+        if loc.startswith("/"):
+            loc = f"http://{host}{loc}"
+        r = _http("PUT", loc + ("&" if "?" in loc else "?") + f"digest={digest}", data,
+                  {"Content-Type": "application/octet-stream"})
+        assert r.status == 201, (r.status, r.read()[:300])
+    r = _http("PUT", f"{base}/manifests/{tag}", img.manifest, {"Content-Type": MT_MANIFEST})
+    assert r.status == 201, (r.status, r.read()[:300])
+
+
+# -------------------------------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    name: str
+    layers: object                     # callable(S: Path) -> list[bytes]
+    cfg: object = None                 # callable(S) -> dict (image config.config additions)
+    config_edit: object = None
+    manifest_edit: object = None
+    pull: str = "ok"                   # "ok", or a substring of the one-line error
+    run: list | None = None            # argv after the image; None: no run
+    run_opts: list = field(default_factory=list)
+    run_expect: str = "any"            # "ok", "any" (ok or one-line error), or an error substring
+    stdout_has: str | None = None
+
+
+def up(n: int = 14) -> str:
+    return "../" * n
+
+
+T_REL = TARGET.lstrip("/")
+
+
+CASES = [
+    # -- writes through symlinks across layers ------------------------------------------------------
+    Case("symlink-abs-then-write", lambda S: [tm.tar(tm.symlink("evil", TARGET)),
+                                             tm.tar(tm.file("evil/pwned", b"x"))],
+         run=["cat", "/evil/pwned"], run_expect="ok", stdout_has="x"),
+    Case("symlink-rel-then-write", lambda S: [tm.tar(tm.symlink("evil", up() + T_REL)),
+                                             tm.tar(tm.dir("evil"), tm.file("evil/pwned", b"x"))],
+         run=["true"]),
+    Case("symlink-to-sentinel-then-overwrite", lambda S: [tm.tar(tm.symlink("evil", str(S))),
+                                                         tm.tar(tm.file("evil/keep", b"OVERWRITTEN"))],
+         run=["cat", "/evil/keep"], run_expect="ok", stdout_has="OVERWRITTEN"),
+    Case("dir-then-symlink-to-root-then-write",
+         lambda S: [tm.tar(tm.dir("d"), tm.file("d/x", b"1")), tm.tar(tm.symlink("d", "/")),
+                    tm.tar(tm.file(f"d/{T_REL}/pwned", b"x"))], run=["true"]),
+    Case("dir-replaced-by-symlink-to-sentinel-then-chmod",
+         lambda S: [tm.tar(tm.dir("d")), tm.tar(tm.symlink("d", str(S))),
+                    tm.tar(tm.dir("d", mode=0o777), tm.file("d/keep", b"x", mode=0o6777))], run=["true"]),
+    Case("symlink-chain-then-write", lambda S: [tm.tar(tm.symlink("a", "b"), tm.symlink("b", TARGET)),
+                                               tm.tar(tm.file("a/pwned", b"x"))], run=["true"]),
+    Case("symlink-loop-then-write", lambda S: [tm.tar(tm.symlink("l1", "l2"), tm.symlink("l2", "l1")),
+                                              tm.tar(tm.file("l1/x", b"x"))], run=["true"]),
+    Case("same-layer-symlink-then-write", lambda S: [tm.tar(tm.symlink("evil", str(S)),
+                                                            tm.file("evil/keep", b"OVERWRITTEN"))],
+         pull="refusing to write through it"),
+    # -- hardlinks --------------------------------------------------------------------------------
+    Case("hardlink-to-etc-shadow", lambda S: [tm.tar(tm.hardlink("shadow", "/etc/shadow"))], run=["true"]),
+    Case("hardlink-dotdot", lambda S: [tm.tar(tm.hardlink("h", up() + "etc/passwd"))], run=["true"]),
+    Case("hardlink-to-sentinel-abs", lambda S: [tm.tar(tm.hardlink("h", str(S / "keep")))], run=["true"]),
+    Case("hardlink-through-lower-symlink",
+         lambda S: [tm.tar(tm.symlink("d", str(S))), tm.tar(tm.hardlink("h", "d/keep"))],
+         run=["cat", "/h"]),
+    Case("hardlink-to-outside-symlink",
+         lambda S: [tm.tar(tm.symlink("s", str(S / "keep"))), tm.tar(tm.hardlink("h", "s"))],
+         run=["true"]),
+    # -- whiteouts and opaque markers --------------------------------------------------------------
+    Case("whiteout-dotdot", lambda S: [tm.tar(tm.file(up() + ".wh.keep"),
+                                              tm.file(up() + str(S).lstrip("/") + "/.wh.keep"))],
+         run=["true"], run_expect="ok"),
+    Case("whiteout-bare", lambda S: [tm.tar(tm.file("bin/.wh."))], pull="whiteout"),
+    Case("whiteout-dot", lambda S: [tm.tar(tm.file(".wh.."))], pull="whiteout"),
+    Case("whiteout-dotdotdot", lambda S: [tm.tar(tm.file("bin/.wh..."))], pull="whiteout"),
+    Case("whiteout-through-lower-symlink",
+         lambda S: [tm.tar(tm.symlink("d", str(S))), tm.tar(tm.file("d/.wh.keep"))], run=["true"]),
+    Case("opaque-through-lower-symlink",
+         lambda S: [tm.tar(tm.symlink("d", str(S))), tm.tar(tm.file("d/.wh..wh..opq"))], run=["true"]),
+    Case("opaque-at-root", lambda S: [tm.tar(tm.file(".wh..wh..opq"), tm.file("only", b"x"))],
+         run=["true"], run_expect="not found"),
+    Case("opaque-as-directory", lambda S: [tm.tar(tm.dir("a/.wh..wh..opq"))], pull="whiteout"),
+    Case("opaque-used-as-parent", lambda S: [tm.tar(tm.file("a/.wh..wh..opq/b", b"x"))], pull="whiteout"),
+    Case("whiteout-symlink-to-sentinel", lambda S: [tm.tar(tm.symlink(".wh.keep", str(S / "keep")))],
+         pull="whiteout"),
+    # -- config values that point outside ----------------------------------------------------------
+    Case("etc-passwd-symlink-abs-CVE-2024-9676",
+         lambda S: [tm.tar(tm.dir("etc"), tm.symlink("etc/passwd", str(S / "passwd")))],
+         cfg=lambda S: {"User": "evil"}, run=["id"], run_expect="unable to find user evil"),
+    Case("etc-passwd-symlink-rel-CVE-2024-9676",
+         lambda S: [tm.tar(tm.dir("etc"), tm.symlink("etc/passwd", up() + str(S / "passwd").lstrip("/")))],
+         cfg=lambda S: {"User": "evil"}, run=["id"], run_expect="unable to find user evil"),
+    Case("etc-group-symlink", lambda S: [tm.tar(tm.dir("etc"), tm.symlink("etc/group", str(S / "passwd")))],
+         cfg=lambda S: {"User": "0:evil"}, run=["id"], run_expect="unable to find group evil"),
+    Case("user-dotdot", lambda S: [], cfg=lambda S: {"User": "../../etc/passwd"}, run=["id"],
+         run_expect="unable to find user"),
+    Case("workdir-dotdot", lambda S: [], cfg=lambda S: {"WorkingDir": up() + T_REL}, run=["pwd"],
+         run_expect="ok", stdout_has=TARGET),
+    Case("workdir-through-symlink", lambda S: [tm.tar(tm.symlink("w", TARGET))],
+         cfg=lambda S: {"WorkingDir": "/w/sub"}, run=["pwd"]),
+    Case("workdir-through-rel-symlink", lambda S: [tm.tar(tm.symlink("w", up() + T_REL))],
+         cfg=lambda S: {"WorkingDir": "/w/sub"}, run=["pwd"]),
+    Case("run-w-through-symlink", lambda S: [tm.tar(tm.symlink("w", TARGET))],
+         run=["pwd"], run_opts=["-w", "/w/other"]),
+    Case("workdir-into-proc-sys", lambda S: [], cfg=lambda S: {"WorkingDir": "/proc/sys/kernel/pwned"},
+         run=["pwd"]),
+    # -- files the runtime writes into the rootfs (/etc/hosts, hostname, resolv.conf) ----------------
+    Case("etc-hostname-symlink-to-core-pattern",
+         lambda S: [tm.tar(tm.dir("etc"), tm.symlink("etc/hostname", "/proc/sys/kernel/core_pattern"),
+                           tm.symlink("etc/hosts", "/proc/sys/kernel/core_pattern"),
+                           tm.symlink("etc/resolv.conf", "/proc/sys/kernel/modprobe"))],
+         run=["true"], run_opts=["--hostname", "pwned"]),
+    Case("etc-hostname-symlink-to-image-chardev-kmsg",
+         lambda S: [tm.tar(tm.dir("dev"), tm.chardev("dev/kmsg2", 1, 11), tm.dir("etc"),
+                           tm.symlink("etc/hostname", "/dev/kmsg2"), tm.chardev("etc/hosts", 1, 11))],
+         run=["true"], run_opts=["--hostname", f"pwned-{TOKEN}"], run_expect="ok"),
+    Case("image-chardev-not-openable", lambda S: [tm.tar(tm.dir("dev"), tm.chardev("kmsg2", 1, 11))],
+         run=["sh", "-c", f"echo pwned-{TOKEN} > /kmsg2 || echo denied"], run_expect="ok", stdout_has="denied"),
+    Case("etc-hosts-is-a-fifo", lambda S: [tm.tar(tm.dir("etc"), tm.fifo("etc/hosts"), tm.fifo("etc/hostname"))],
+         run=["true"], run_expect="ok"),
+    Case("etc-symlink-to-proc-sys-kernel",
+         lambda S: [tm.tar(tm.symlink("etc", "/proc/sys/kernel"))], run=["true"]),
+    Case("etc-hosts-symlink-to-sentinel",
+         lambda S: [tm.tar(tm.dir("etc"), tm.symlink("etc/hosts", str(S / "keep")),
+                           tm.symlink("etc/resolv.conf", up() + str(S / "keep").lstrip("/")))],
+         run=["true"], run_expect="ok"),
+    # -- odd config types (docker's JSON decoder refuses them) -----------------------------------
+    Case("user-is-a-number", lambda S: [], cfg=lambda S: {"User": 1000}, pull="config.User must be a string"),
+    Case("cmd-is-a-string", lambda S: [], cfg=lambda S: {"Cmd": "id"}, pull="config.Cmd must be a list"),
+    Case("entrypoint-is-a-number", lambda S: [], cfg=lambda S: {"Entrypoint": 5},
+         pull="config.Entrypoint must be a list"),
+    Case("env-not-strings", lambda S: [], cfg=lambda S: {"Env": [1, {"a": 2}]}, pull="config.Env must be a list"),
+    Case("workdir-is-a-list", lambda S: [], cfg=lambda S: {"WorkingDir": ["/"]},
+         pull="config.WorkingDir must be a string"),
+    Case("env-with-nul", lambda S: [], cfg=lambda S: {"Env": ["A=b\u0000c"]}, pull="NUL"),
+    Case("cmd-with-nul", lambda S: [], cfg=lambda S: {"Cmd": ["i\u0000d"]}, pull="NUL"),
+    # -- config/manifest mismatches --------------------------------------------------------------
+    Case("diff-ids-mismatch", lambda S: [tm.tar(tm.file("a", b"1"))],
+         config_edit=lambda c: c["rootfs"]["diff_ids"].__setitem__(-1, sha(b"other")),
+         pull="does not match the image config"),
+    Case("more-diff-ids-than-layers", lambda S: [tm.tar(tm.file("a", b"1"))],
+         config_edit=lambda c: c["rootfs"]["diff_ids"].append(sha(b"other")), pull="diff_ids"),
+    Case("fewer-diff-ids-than-layers", lambda S: [tm.tar(tm.file("a", b"1"))],
+         config_edit=lambda c: c["rootfs"]["diff_ids"].pop(), pull="diff_ids"),
+    Case("rootfs-type-not-layers", lambda S: [],
+         config_edit=lambda c: c["rootfs"].__setitem__("type", "../../x"), pull="rootfs.type"),
+    Case("diff-id-traversal", lambda S: [],
+         config_edit=lambda c: c["rootfs"]["diff_ids"].__setitem__(0, "sha256:../../../" + T_REL),
+         pull="invalid digest"),
+    # -- bombs (limits lowered through the environment, as docs/security.md says) ------------------
+    Case("bytes-bomb", lambda S: [tm.tar(tm.file("zeros", bytes(8 << 20)))], pull="too large"),
+]
+
+
+# -------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory):
+    s = tmp_path_factory.mktemp("host") / "sentinel"
+    s.mkdir()
+    (s / "keep").write_text("host sentinel\n")
+    (s / "passwd").write_text(EVIL_PASSWD)
+    (s / "sub").mkdir()
+    (s / "sub" / "inner").write_text("inner\n")
+    os.chmod(s / "keep", 0o644)
+    return s
+
+
+@pytest.fixture(scope="module")
+def hostile(registry, built_images, sentinel):
+    """{case name: (ref, Img)}: every case pushed once to the session registry (repo hostile/<name>)."""
+    bb = built_images["busybox"]
+    base = bb.layers[0]
+    base_blob = (Path(bb.oci_dir) / "blobs" / "sha256" / base.digest[7:]).read_bytes()
+    out = {}
+    for c in CASES:
+        img = build(base_blob, base.diff_id, c.layers(sentinel), cfg=c.cfg(sentinel) if c.cfg else None,
+                    config_edit=c.config_edit, manifest_edit=c.manifest_edit)
+        repo = f"hostile/{c.name.lower()}"
+        push(registry.host, repo, TOKEN, img)
+        out[c.name] = (f"{registry.host}/{repo}:{TOKEN}", img)
+    return out
+
+
+@pytest.fixture
+def guard(sentinel, tmp_path):
+    """Host state before the test; after it, nothing may have changed outside ROOT."""
+    before = host_state(sentinel)
+    outside = listing(tmp_path, skip=tmp_path / "root")
+    yield
+    after = host_state(sentinel)
+    # restore what an escape may have changed before failing, so one bad run does not hurt the machine
+    for f in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe"):
+        if before[f] is not None and after[f] != before[f]:
+            Path(f).write_text(before[f])
+    for p in after["pwned"]:
+        if p not in before["pwned"]:
+            os.system(f"rm -rf '{p}'")
+    assert after == before, "a host file changed"
+    assert not os.path.lexists(TARGET)
+    assert listing(tmp_path, skip=tmp_path / "root") == outside
+
+
+def check_store_unchanged_after_failed_pull(root: Path) -> None:
+    blobs, layers, rows = store_state(root)
+    assert rows.get("Image", 0) == 0 and rows.get("Tag", 0) == 0, rows
+    assert [x for x in layers if not x.startswith(".tmp")] == [] or rows.get("Layer", 0) == 0, layers
+    assert not [x for x in layers if x.startswith(".tmp")], layers
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_hostile_image(case, hostile, cli, root, guard):
+    ref, img = hostile[case.name]
+    env = dict(FAST)
+    if case.name == "bytes-bomb":
+        env["CONTAINER_LAYER_MAX_BYTES"] = "4M"
+    r = cli("pull", ref, env=env)
+    if case.pull != "ok":
+        line = one_error(r)
+        assert case.pull in line, line
+        check_store_unchanged_after_failed_pull(root)
+        assert not list((root / "layers").glob("*")) if (root / "layers").exists() else True
+        return
+    no_traceback(r)
+    assert r.returncode == 0, r.stderr
+    if case.run is None:
+        return
+    r = cli("run", "--rm", *case.run_opts, ref, *case.run, env=env, timeout=60)
+    no_traceback(r)
+    if case.run_expect == "ok":
+        assert r.returncode == 0, r.stderr
+    elif case.run_expect == "any":
+        if r.returncode != 0:
+            one_error(r)
+    else:
+        line = one_error(r)
+        assert case.run_expect in line, line
+    if case.stdout_has is not None and r.returncode == 0:
+        assert case.stdout_has in r.stdout, r.stdout
+    # the store is still usable afterwards
+    r = cli("images", env=env)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
