@@ -458,3 +458,17 @@ def test_fast_reference_agrees_with_the_parser():
             raise AssertionError(f"fast path accepted {s!r}, the parser rejects it")
 
     fuzz()
+
+
+@pytest.mark.slow
+def test_debian_stand_in_demo(debian_image, cli):
+    """The issue's demo line for the distribution image (here the debootstrap stand-in)."""
+    cli("pull", "-q", debian_image.ref, check=True)
+    r = cli("run", "--rm", debian_image.ref, "/bin/sh", "-c", "ls -la /")
+    assert r.returncode == 0, r.stderr
+    assert " etc" in r.stdout and " usr" in r.stdout and "bin -> usr/bin" in r.stdout
+    names = set(cli("run", "--rm", debian_image.ref, "ls", "-1", "/").stdout.split())
+    assert {"bin", "etc", "usr", "var", "proc", "dev", "sys", "tmp"} <= names
+    r = cli("run", "--rm", "-u", "nobody", "-w", "/tmp/x", debian_image.ref, "bash", "-c", "id -un; pwd; echo $HOME")
+    assert r.stdout.split() == ["nobody", "/tmp/x", "/nonexistent"], r.stderr
+    assert leftovers(cli) == []
