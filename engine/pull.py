@@ -36,6 +36,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -582,7 +583,9 @@ class _Puller:
                     leases.add_lease_item(store, self.lease_id, "layer", j.diff_id)
                 for dg in list(small) + [m.config.digest]:
                     leases.add_lease_item(store, self.lease_id, "blob", dg)
+            t0 = time.monotonic()
             done = self._download(jobs, order)
+            t1 = time.monotonic()
             # Publish: trees first (a waiting puller then finds the tree when it finds the blob).
             for j in done:
                 if j.tmp is not None:
@@ -596,7 +599,9 @@ class _Puller:
             for dg, (raw, _mt) in small.items():
                 store.blobs.put_bytes(raw, Digest.parse(dg))
             store.blobs.put_bytes(config_raw, Digest.parse(m.config.digest))
+            t2 = time.monotonic()
             _syncfs(store.root)
+            self.info(f"timing: layers {t1 - t0:.2f}s, publish {t2 - t1:.2f}s, sync {time.monotonic() - t2:.2f}s")
 
             created = _images.parse_created(cfg.created)
             updated = False
