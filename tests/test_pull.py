@@ -317,3 +317,26 @@ def test_tag_and_digest_keeps_the_tag_as_local_name(cli, root, pushed):
     assert r.returncode == 0, r.stderr
     doc = json.loads(cli("inspect", f"{img.host}/{img.repo}:mytag").stdout)[0]
     assert doc["Id"] == img.config_digest
+
+
+def test_inspect_falls_back_to_containers(cli, root, pushed):
+    img = pushed["busybox"]
+    r = cli("run", "--name", "inspectme", img.ref, "true")
+    if r.returncode != 0:
+        pytest.skip(f"run does not work here: {r.stderr.strip()[-200:]}")
+    doc = json.loads(cli("inspect", "inspectme").stdout)
+    assert doc[0]["name"] == "inspectme" or doc[0].get("Name") == "inspectme", doc
+    both = cli("inspect", img.ref, "inspectme", "nothere")
+    assert both.returncode != 0 and "No such object: nothere" in both.stderr
+    assert len(json.loads(both.stdout)) == 2
+
+
+def test_verbose_shows_the_rate_limit(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    p.replace(f"/manifests/{img.tag}", status=200, methods=("HEAD",), headers={
+        "Docker-Content-Digest": img.manifest_digest, "Content-Type": img.media_type,
+        "ratelimit-limit": "100;w=21600", "ratelimit-remaining": "42;w=21600"})
+    r = cli("-v", "pull", f"{p.host}/{img.repo}:{img.tag}")
+    assert r.returncode == 0, r.stderr
+    assert "rate limit remaining: 42" in r.stderr
