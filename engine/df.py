@@ -243,14 +243,14 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
 
         # reclaimable: what `image prune -a` (then its gc sweep) frees, and what `container prune` frees
         recl = {c: 0 for c in CATEGORIES}
-        p_img = G.make_plan(store, drop_images=G.select_images(store, all=True))
+        p_img = G.make_plan(store, drop_images=G.select_images(store, all=True), state=st)
         pu = plan_units(p_img)
         _, per = acc.freed(pu)
         for u in pu:
             if u.category != "containers":
                 recl[u.category] += per[id(u)]
         drop_c, _ = G.select_containers(store)
-        p_con = G.make_plan(store, drop_containers=drop_c)
+        p_con = G.make_plan(store, drop_containers=drop_c, state=st)
         pu = [u for u in plan_units(p_con) if u.category == "containers"]
         _, per = acc.freed(pu)
         recl["containers"] = sum(per[id(u)] for u in pu)

@@ -72,7 +72,7 @@ def check(store, *, deep: bool = False) -> tuple[Report, G.Plan, G._State]:
     store.db()
     rep = Report()
     st = G._load()
-    plan = G.make_plan(store)          # what gc would sweep: orphans and unreachable rows
+    plan = G.make_plan(store, state=st)   # what gc would sweep: orphans and unreachable rows
 
     # rows -> files
     for d, b in st.blobs.items():
