@@ -472,3 +472,27 @@ def test_debian_stand_in_demo(debian_image, cli):
     r = cli("run", "--rm", "-u", "nobody", "-w", "/tmp/x", debian_image.ref, "bash", "-c", "id -un; pwd; echo $HOME")
     assert r.stdout.split() == ["nobody", "/tmp/x", "/nonexistent"], r.stderr
     assert leftovers(cli) == []
+
+
+def test_concurrent_runs(store):
+    """Parallel runs share the store (shared lock, WAL, busy timeout): all succeed, names are
+    unique, and a name asked for twice at once goes to exactly one of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        return store("run", "--rm", store.bb, "sh", "-c", f"echo {i}")
+
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one, range(16)))
+    assert [r.returncode for r in results] == [0] * 16, [r.stderr for r in results]
+    assert sorted(int(r.stdout) for r in results) == list(range(16))
+
+    def named(_):
+        return store("run", "--name", "twin", store.bb, "true")
+
+    with ThreadPoolExecutor(2) as ex:
+        a, b = ex.map(named, range(2))
+    assert sorted([a.returncode, b.returncode]) == [0, 125], (a.stderr, b.stderr)
+    assert "already in use" in (a.stderr + b.stderr)
+    assert store("rm", "twin").returncode == 0
+    assert leftovers(store) == []
