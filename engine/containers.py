@@ -5,6 +5,13 @@
           -> process spec (entrypoint/cmd/env/workdir/user as docker) -> isolation backend
           -> status running (pid) -> exit code -> status exited, or row + dir removed (--rm)
 
+Two ways to the same rows: _OrmDB (engine.store + peewee, any --db URL, pulls, snapshot
+builds) and _LiteDB, `run`'s hot path on the default SQLite store with the stdlib alone (sqlite3,
+fcntl), used when the image is found by a tag and its snapshot is cached; it gives up with
+_NotFast before any side effect otherwise. Importing peewee, container.cas (hashlib) and
+dataclasses was about 60% of `container run --rm busybox true`; CONTAINER_TRACE=1 prints where
+the rest goes.
+
 No DB transaction is held while the container runs; the supervisor holds
 flock(ROOT/containers/<id>/lock) instead, so gc/prune/rm can tell a live container from a
 stale row (a supervisor killed with SIGKILL leaves "running" with no lock holder: shown as

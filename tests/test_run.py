@@ -496,3 +496,49 @@ def test_concurrent_runs(store):
     assert "already in use" in (a.stderr + b.stderr)
     assert store("rm", "twin").returncode == 0
     assert leftovers(store) == []
+
+
+FAST_PARSER_CASES = [
+    ["run", "busybox"],
+    ["run", "--rm", "-it", "busybox", "sh", "-c", "echo hi"],
+    ["run", "-e", "A=1", "-eB=2", "--env", "C", "--env=D=4", "--env-file", "f1", "--env-file=f2", "img", "env"],
+    ["run", "--name=x", "--network", "none", "-u", "1000:1000", "-w", "/w", "--entrypoint", "", "img", "--rm"],
+    ["run", "-ti", "--read-only", "--pull", "never", "--isolation", "chroot", "img", "--", "-x"],
+    ["run", "-ite", "K=V", "img"],
+    ["--root", "/r", "-v", "run", "img", "ls", "-la"],
+    ["run", "--hostname", "h", "--platform", "linux/amd64", "--net=host", "--workdir=/a", "--user=app", "img"],
+    ["run", "--", "img", "-e", "x"],
+]
+
+
+@pytest.mark.parametrize("argv", FAST_PARSER_CASES, ids=lambda a: " ".join(a)[:40])
+def test_fast_parser_matches_typer(argv, monkeypatch):
+    """`container run` parsed without typer gives exactly what typer/click gives."""
+    from typer.testing import CliRunner
+
+    import container.cli.containers as cc
+    from container.cli.app import app
+    from container.engine.containers import RunOptions
+
+    seen = {}
+
+    def fake_do_run(kw, **where):
+        seen["kw"] = kw
+        return 0
+
+    monkeypatch.setattr(cc, "do_run", fake_do_run)
+    g, kw = cc.parse_run(argv)
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == 0, r.output
+    clean = lambda d: RunOptions(**{k: v for k, v in d.items() if v is not None})  # noqa: E731
+    assert clean(kw) == clean(seen["kw"])
+
+
+@pytest.mark.parametrize("argv", [["run"], ["run", "--rm"], ["run", "--help"], ["run", "--bogus", "img"],
+                                  ["run", "--rm=true", "img"], ["run", "-x", "img"], ["--version", "run", "img"],
+                                  ["run", "--name"], ["ps", "run"]])
+def test_fast_parser_hands_the_rest_to_typer(argv):
+    import container.cli.containers as cc
+
+    with pytest.raises(cc._Fallback):
+        cc.parse_run(argv)
