@@ -160,6 +160,8 @@ def _load_json(raw: bytes, what: str) -> dict:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ManifestError(f"{what} is not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ManifestError(f"{what} is not a JSON object")
     return obj

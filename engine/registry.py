@@ -47,7 +47,10 @@ ATTEMPTS = int(os.environ.get("CONTAINER_REGISTRY_ATTEMPTS", "5"))
 BACKOFF = float(os.environ.get("CONTAINER_REGISTRY_BACKOFF", "0.25"))
 MAX_RETRY_AFTER = 60.0
 CONNECT_TIMEOUT = 15.0
-READ_TIMEOUT = 60.0
+# seconds without a byte before a request (or a blob body, which is then resumed with Range) is
+# given up; a stalled registry costs at most ATTEMPTS (manifests) or CONTAINER_PULL_RECONNECTS
+# (blobs) times this
+READ_TIMEOUT = float(os.environ.get("CONTAINER_REGISTRY_READ_TIMEOUT", "60"))
 
 
 # -- WWW-Authenticate (RFC 7235) ------------------------------------------------------------
@@ -160,7 +163,7 @@ def get_credentials(host: str) -> tuple[str, str] | None:
         if r.returncode == 0:
             try:
                 d = json.loads(r.stdout)
-                if d.get("Secret"):
+                if isinstance(d, dict) and d.get("Secret"):
                     return str(d.get("Username", "")), str(d["Secret"])
             except ValueError:
                 raise AuthError(f"credential helper docker-credential-{helper} returned invalid JSON") from None
@@ -280,7 +283,7 @@ class HeadResult:
 def _registry_errors(r) -> list[dict]:
     try:
         body = r.json()
-    except ValueError:
+    except (ValueError, RecursionError):       # RecursionError: "[[[[..." from a hostile registry
         return []
     if isinstance(body, dict):
         errs = body.get("errors")
@@ -498,7 +501,7 @@ class RegistryClient:
                 raise RegistryError(f"token server {parts.netloc} answered HTTP {r.status_code}")
             try:
                 body = r.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise AuthError(f"token server {parts.netloc} sent an invalid response") from None
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not token or not isinstance(token, str):

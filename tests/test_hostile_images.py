@@ -346,8 +346,11 @@ def hostile(registry, built_images, sentinel):
 @pytest.fixture
 def guard(sentinel, tmp_path):
     """Host state before the test; after it, nothing may have changed outside ROOT."""
+    def outside_root():    # tmp_path minus ROOT and the config file a test may write
+        return {k: v for k, v in listing(tmp_path, skip=tmp_path / "root").items()
+                if not k.endswith("container-config.toml")}
     before = host_state(sentinel)
-    outside = listing(tmp_path, skip=tmp_path / "root")
+    outside = outside_root()
     yield
     after = host_state(sentinel)
     # restore what an escape may have changed before failing, so one bad run does not hurt the machine
@@ -359,7 +362,7 @@ def guard(sentinel, tmp_path):
             os.system(f"rm -rf '{p}'")
     assert after == before, "a host file changed"
     assert not os.path.lexists(TARGET)
-    assert listing(tmp_path, skip=tmp_path / "root") == outside
+    assert outside_root() == outside
 
 
 def check_store_unchanged_after_failed_pull(root: Path) -> None:
@@ -401,3 +404,194 @@ def test_hostile_image(case, hostile, cli, root, guard):
     # the store is still usable afterwards
     r = cli("images", env=env)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+# ==================================================================================================
+# Registry-side attacks: manifests, indexes and descriptors a registry would refuse to store, served
+# by the fault proxy in front of the real registry (which serves the blobs they point at).
+# ==================================================================================================
+@pytest.fixture(scope="module")
+def good(registry, built_images):
+    """A plain image (busybox base + one layer) in hostile/good; canned manifests point at its blobs."""
+    bb = built_images["busybox"]
+    base = bb.layers[0]
+    base_blob = (Path(bb.oci_dir) / "blobs" / "sha256" / base.digest[7:]).read_bytes()
+    img = build(base_blob, base.diff_id, [tm.tar(tm.file("hello", b"hi\n"))])
+    push(registry.host, "hostile/good", "latest", img)
+    return img
+
+
+def serve(p, repo: str, ref: str, body: bytes, ctype: str = MT_MANIFEST, digest: str | None = None):
+    headers = {"Content-Type": ctype}
+    if digest is not None:
+        headers["Docker-Content-Digest"] = digest
+    p.replace(f"/v2/{repo}/manifests/{ref}$", status=200, body=body, headers=headers, count=None)
+
+
+def edited(good: Img, fn) -> bytes:
+    m = json.loads(good.manifest)
+    fn(m)
+    return json.dumps(m).encode()
+
+
+def index_of(*children: bytes, mt=MT_MANIFEST) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [
+        {"mediaType": mt, "digest": sha(c), "size": len(c),
+         "platform": {"os": "linux", "architecture": host_arch()}} for c in children]}).encode()
+
+
+def _set_layer(key, value):
+    return lambda m: m["layers"][-1].__setitem__(key, value)
+
+
+def _set_config(key, value):
+    return lambda m: m["config"].__setitem__(key, value)
+
+
+BAD_MANIFESTS = [
+    ("layer-digest-traversal", _set_layer("digest", "sha256:../../../../" + T_REL), "invalid digest"),
+    ("config-digest-traversal", _set_config("digest", "sha256:../../../../" + T_REL), "invalid digest"),
+    ("layer-digest-uppercase", lambda m: m["layers"][-1].__setitem__("digest", m["layers"][-1]["digest"].upper()),
+     "invalid digest"),
+    ("layer-digest-sha512", _set_layer("digest", "sha512:" + "a" * 128), "sha512"),
+    ("layer-size-negative", _set_layer("size", -1), "invalid size"),
+    ("layer-size-bool", _set_layer("size", True), "invalid size"),
+    ("layer-size-float", _set_layer("size", 1e3), "invalid size"),
+    ("layer-size-absurd", _set_layer("size", 1 << 62), None),
+    ("layer-size-too-small", _set_layer("size", 10), None),
+    ("config-size-absurd", _set_config("size", 1 << 40), "too large"),
+    ("config-not-an-image", _set_config("mediaType", "application/vnd.cncf.helm.config.v1+json"),
+     "not a container image"),
+    ("layer-media-type-unknown", _set_layer("mediaType", "application/x-evil"), "unsupported layer media type"),
+    ("layers-not-a-list", lambda m: m.__setitem__("layers", {"0": m["layers"][0]}), "without config and layers"),
+    ("manifest-and-index", lambda m: m.__setitem__("manifests", []), "ambiguous"),
+    ("descriptor-not-object", lambda m: m["layers"].append("sha256:" + "0" * 64), "not an object"),
+    ("urls-not-strings", _set_layer("urls", [1, 2]), "urls"),
+]
+
+
+@pytest.mark.parametrize("name,edit,expect", BAD_MANIFESTS, ids=[c[0] for c in BAD_MANIFESTS])
+def test_hostile_manifest(name, edit, expect, good, cli, root, proxy, guard):
+    p = proxy()
+    body = edited(good, edit)
+    serve(p, "hostile/good", "evil", body)
+    r = cli("pull", f"{p.host}/hostile/good:evil", env=FAST, timeout=60)
+    line = one_error(r)
+    if expect:
+        assert expect in line, line
+    check_store_unchanged_after_failed_pull(root)
+
+
+def test_json_nesting_bombs(good, registry, cli, root, proxy, guard):
+    """Deeply nested JSON in a manifest, a config and an error body: an error line, not a RecursionError."""
+    p = proxy()
+    serve(p, "hostile/good", "deep", b"[" * 200_000)
+    line = one_error(cli("pull", f"{p.host}/hostile/good:deep", env=FAST))
+    assert "nested too deeply" in line or "not valid JSON" in line, line
+    # a 404 with a nested error body
+    p.replace("/v2/hostile/good/manifests/gone$", status=404, body=b'{"errors":' + b"[" * 200_000,
+              headers={"Content-Type": "application/json"}, count=None)
+    line = one_error(cli("pull", f"{p.host}/hostile/good:gone", env=FAST))
+    assert "not found" in line, line
+    # a config blob that is a nesting bomb (registries store any blob)
+    cfg = b'{"rootfs":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    img = Img(blobs={**good.blobs, sha(cfg): cfg})
+    m = json.loads(good.manifest)
+    m["config"] = {"mediaType": MT_CONFIG, "digest": sha(cfg), "size": len(cfg)}
+    img.manifest = json.dumps(m).encode()
+    push(registry.host, "hostile/deepcfg", "latest", img)
+    line = one_error(cli("pull", f"{p.host}/hostile/deepcfg:latest", env=FAST))
+    assert "image config" in line, line
+    check_store_unchanged_after_failed_pull(root)
+
+
+def test_index_digest_traversal_and_recursion(good, cli, root, proxy, guard):
+    p = proxy()
+    # an index entry whose digest is a path
+    bad = json.dumps({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [
+        {"mediaType": MT_MANIFEST, "digest": "sha256:../../../../" + T_REL, "size": 10,
+         "platform": {"os": "linux", "architecture": host_arch()}}]}).encode()
+    serve(p, "hostile/good", "idx-traversal", bad, MT_INDEX)
+    assert "invalid digest" in one_error(cli("pull", f"{p.host}/hostile/good:idx-traversal", env=FAST))
+    # an index that points at "itself": the child digest is served the index's own bytes
+    other = b'{"schemaVersion": 2}'
+    loop = index_of(other)
+    serve(p, "hostile/good", "loop", loop, MT_INDEX)
+    serve(p, "hostile/good", sha(other), loop, MT_INDEX)
+    assert "digest mismatch" in one_error(cli("pull", f"{p.host}/hostile/good:loop", env=FAST))
+    # a chain of indexes, each valid, deeper than anyone needs
+    node = good.manifest
+    mt = MT_MANIFEST
+    for _ in range(8):
+        serve(p, "hostile/good", sha(node), node, mt)
+        node, mt = index_of(node, mt=mt), MT_INDEX
+    serve(p, "hostile/good", "deep-index", node, MT_INDEX)
+    assert "too deep" in one_error(cli("pull", f"{p.host}/hostile/good:deep-index", env=FAST))
+    # Docker-Content-Digest naming a path: refused, never used as a file name
+    serve(p, "hostile/good", "hdr", good.manifest, MT_MANIFEST, digest="sha256:../../../../" + T_REL)
+    r = cli("pull", f"{p.host}/hostile/good:hdr", env=FAST)
+    one_error(r)
+    check_store_unchanged_after_failed_pull(root)
+
+
+# -- stalls -------------------------------------------------------------------------------------------
+STALL = {**FAST, "CONTAINER_REGISTRY_READ_TIMEOUT": "1"}
+
+
+def test_stalled_blob_body_is_resumed_within_bounded_time(good, cli, root, proxy, guard):
+    import time
+    p = proxy()
+    layer = json.loads(good.manifest)["layers"][0]
+    p.stall(f"/blobs/{layer['digest']}", seconds=20, after=4096, count=1)
+    t0 = time.monotonic()
+    r = cli("pull", f"{p.host}/hostile/good:latest", env=STALL)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 12
+    gets = [x for x in p.records(f"/blobs/{layer['digest']}") if x.method == "GET"]
+    assert len(gets) == 2 and gets[1].headers.get("range", "").startswith("bytes="), [g.headers for g in gets]
+
+
+def test_registry_that_stalls_forever_is_one_line_error(good, cli, root, proxy, guard):
+    import time
+    p = proxy()
+    layer = json.loads(good.manifest)["layers"][0]
+    p.stall(f"/blobs/{layer['digest']}", seconds=20, after=4096, count=None)
+    t0 = time.monotonic()
+    r = cli("pull", f"{p.host}/hostile/good:latest", env={**STALL, "CONTAINER_PULL_RECONNECTS": "2"})
+    assert "gave up" in one_error(r)
+    assert time.monotonic() - t0 < 15
+    check_store_unchanged_after_failed_pull(root)
+    p.clear()
+    p.stall("/manifests/", seconds=20, count=None)          # no headers at all
+    t0 = time.monotonic()
+    line = one_error(cli("pull", f"{p.host}/hostile/good:latest", env=STALL))
+    assert "timed out" in line, line
+    assert time.monotonic() - t0 < 15
+
+
+# -- foreign layers -------------------------------------------------------------------------------------
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+
+@pytest.mark.parametrize("config", ["", "allow_foreign_layers = true\n"], ids=["default", "allowed-public-only"])
+def test_foreign_layer_urls_to_loopback_are_not_fetched(config, good, cli, root, proxy, guard):
+    p = proxy()
+    foreign = proxy()                  # would serve the bytes; must never be asked
+    cli.write_config(config)
+
+    def edit(m):
+        m["mediaType"] = MT_DOCKER_MANIFEST
+        m["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json"
+        m["layers"][-1]["mediaType"] = MT_FOREIGN
+        d = m["layers"][-1]["digest"]
+        m["layers"][-1]["urls"] = [f"https://{foreign.host}/v2/hostile/good/blobs/{d}",
+                                   f"https://localhost:{foreign.port}/x", f"http://{foreign.host}/plain",
+                                   "https://[::1]:1/x", "https://169.254.169.254/latest/meta-data", "file:///etc/shadow"]
+    body = edited(good, edit)
+    serve(p, "hostile/good", "foreign", body, MT_DOCKER_MANIFEST)
+    r = cli("pull", f"{p.host}/hostile/good:foreign", env=FAST)
+    assert r.returncode == 0, r.stderr                     # from the registry instead
+    assert foreign.count() == 0, foreign.paths()
+    layer = json.loads(good.manifest)["layers"][-1]["digest"]
+    assert p.count(f"/blobs/{layer}", method="GET") == 1
