@@ -412,13 +412,6 @@ class _Puller:
         final_tree = self.store.layer_path(job.diff_id)
         src = None
         try:
-            if not blobs.has(dg):
-                ing = blobs.ingest(dg, size=d.size)
-                ing.__enter__()
-                job.ingest = ing
-                if ing.done:            # another process published it while we waited for its lock
-                    ing.__exit__(None, None, None)
-                    job.ingest = None
             if job.ingest is None and final_tree.is_dir():
                 _call(self.progress, "layer_status", d.digest, "Already exists")
                 return job
@@ -584,6 +577,7 @@ class _Puller:
                 for dg in list(small) + [m.config.digest]:
                     leases.add_lease_item(store, self.lease_id, "blob", dg)
             t0 = time.monotonic()
+            self._take_ingests(jobs)
             done = self._download(jobs, order)
             t1 = time.monotonic()
             # Publish: trees first (a waiting puller then finds the tree when it finds the blob).
@@ -652,6 +646,7 @@ class _Puller:
             _call(self.progress, "done", info, updated)
             return info
         finally:
+            self._release_ingests(jobs)
             if self.lease_id is not None:
                 self._drop_lease_if_nothing_to_resume(jobs)
 
@@ -664,6 +659,38 @@ class _Puller:
                 leases.release_lease(self.store, self.lease_id)
             except Exception:
                 pass
+
+    def _take_ingests(self, jobs: dict[str, _Job]) -> None:
+        """Hold the per-blob ingest locks of every blob we will download, taken in digest order.
+
+        They are held until the end of the pull (blobs are committed only when every layer verified),
+        so taking them in one global order is what keeps two pulls sharing blobs from deadlocking.
+        A second puller of the same blob waits here, then finds it published (ing.done)."""
+        blobs = self.store.blobs
+        try:
+            for dg in sorted(jobs):
+                job = jobs[dg]
+                d = Digest.parse(dg)
+                if blobs.has(d):
+                    continue
+                ing = blobs.ingest(d, size=job.desc.size)
+                ing.__enter__()
+                if ing.done:            # another process published it while we waited for its lock
+                    ing.__exit__(None, None, None)
+                else:
+                    job.ingest = ing
+        except BaseException:
+            self._release_ingests(jobs)
+            raise
+
+    @staticmethod
+    def _release_ingests(jobs) -> None:
+        for j in jobs.values():
+            if j.ingest is not None:
+                try:
+                    j.ingest.__exit__(None, None, None)
+                finally:
+                    j.ingest = None
 
     def _abort_all(self) -> None:
         self.cancel.set()

@@ -340,3 +340,22 @@ def test_verbose_shows_the_rate_limit(cli, root, pushed, proxy):
     r = cli("-v", "pull", f"{p.host}/{img.repo}:{img.tag}")
     assert r.returncode == 0, r.stderr
     assert "rate limit remaining: 42" in r.stderr
+
+
+def test_concurrent_pulls_of_images_sharing_layers_do_not_deadlock(cli, tmp_path, pushed, registry):
+    a, b = pushed["shared-a"], pushed["shared-b"]
+    for i in range(3):
+        root = tmp_path / f"r{i}"
+        mark = registry.mark()
+        procs = [subprocess.Popen([str(cli.exe), "--root", str(root), "pull", ref], env=cli.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for ref in ((a.ref, b.ref) if i % 2 == 0 else (b.ref, a.ref))]
+        try:
+            outs = [p.communicate(timeout=90) for p in procs]
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("concurrent pulls of images sharing layers hung")
+        assert all(p.returncode == 0 for p in procs), outs
+        for d in set(a.layer_digests) | set(b.layer_digests):
+            assert registry.blob_gets(d, since=mark, status=200) == 1, d
