@@ -771,7 +771,9 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
             os.mkdir(cdir, 0o700)
             lock_fd = os.open(os.path.join(cdir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            if isolation == "namespaces":
+            # CONTAINER_ROOTFS=copy forces the private copy (what we fall back to when the
+            # kernel refuses the overlay mount): for tests and for filesystems overlay dislikes.
+            if isolation == "namespaces" and os.environ.get("CONTAINER_ROOTFS") != "copy":
                 mode = "overlay"
                 from .rootfs import overlay_dirs
 

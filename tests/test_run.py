@@ -360,8 +360,10 @@ def _tree_state(top: Path) -> dict:
     return out
 
 
-@pytest.mark.parametrize("isolation", ["namespaces", "chroot"])
-def test_never_writes_through_shared_trees(store, isolation):
+@pytest.mark.parametrize("isolation,rootfs", [("namespaces", "overlay"), ("namespaces", "copy"),
+                                              ("chroot", "copy")])
+def test_never_writes_through_shared_trees(store, isolation, rootfs):
+    assert run(store, store.bb, "true").returncode == 0        # the snapshot exists from here on
     before = {d: _tree_state(store.root / d) for d in ("layers", "snapshots")}
     assert before["layers"] and before["snapshots"]
     script = ("echo pwned >> /bin/busybox; "           # append to a file hardlinked into layers/
@@ -370,8 +372,14 @@ def test_never_writes_through_shared_trees(store, isolation):
               "chmod 777 /etc/passwd; chown 1000:1000 /bin/sh /etc/passwd; "
               "rm -f /bin/ls; rm -rf /usr; mkdir /newdir; touch -d 2001-01-01 /etc/hostname /bin/cat; "
               "ln /bin/cat /hl; echo done")
-    r = store("run", "--rm", "--isolation", isolation, store.bb, "/bin/busybox", "sh", "-c", script)
+    r = store("run", "--name", "writer", "--isolation", isolation, store.bb, "/bin/busybox", "sh", "-c", script,
+              env={"CONTAINER_ROOTFS": rootfs})
     assert r.returncode == 0, r.stderr
+    import json
+
+    doc = [c for c in json.loads(store("ps", "-a", "--format", "json").stdout) if c["Names"] == "writer"][0]
+    assert (doc["Isolation"], doc["RootfsMode"]) == (isolation, rootfs)
+    assert store("rm", "writer").returncode == 0
     assert r.stdout.strip().endswith("done")
     after = {d: _tree_state(store.root / d) for d in ("layers", "snapshots")}
     assert after == before
