@@ -45,7 +45,7 @@ from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.cas.fsutil import publish_dir, remove_tree
 
 from . import reference as _reference
-from .errors import (ContainerError, LayerError, PlatformMismatch, RegistryError, RegistryUnavailable,
+from .errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch, RegistryError, RegistryUnavailable,
                      StoreError, UnsupportedMediaType, VerificationError)
 from .images import ImageInfo
 from .manifest import (FOREIGN_TYPES, LAYER_TYPES, MAX_CONFIG, Descriptor, Index, Manifest, check_image_manifest,
@@ -499,8 +499,14 @@ class _Puller:
         if ref.digest:
             top_digest, top_type = ref.digest, None
         else:
-            head = self.client.head_manifest(self.repo, ref.tag)
-            top_digest, top_type = head.digest, head.media_type or None
+            try:
+                head = self.client.head_manifest(self.repo, ref.tag)
+                top_digest, top_type = head.digest, head.media_type or None
+            except (AuthError, ManifestUnknown, RegistryUnavailable):
+                raise
+            except RegistryError as e:      # a registry that refuses HEAD (405, ...): GET by tag
+                self.info(f"HEAD refused ({e}); resolving with GET")
+                top_digest, top_type = None, None
             if top_digest is not None and not Digest.is_valid(top_digest):
                 self.info(f"ignoring unsupported digest {top_digest[:80]!r} from HEAD")
                 top_digest = None

@@ -258,3 +258,13 @@ def test_disk_full_is_a_store_error(cli, tmp_path, pushed):
         assert not [l for l in layers if l.startswith(".tmp")]
     finally:
         subprocess.run(["umount", "-l", str(small)])
+
+
+def test_registry_refusing_head_is_resolved_with_get(cli, root, pushed, proxy):
+    img = pushed["busybox"]
+    p = proxy()
+    p.fail("/manifests/", status=405, methods=("HEAD",), count=None)
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert r.returncode == 0, r.stderr
+    assert f"Digest: {img.manifest_digest}" in r.stdout
+    assert p.count(f"/manifests/{img.tag}", method="GET") == 1
