@@ -330,7 +330,7 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
     """Rebuild layers/<diff_id>/ from its blob: .tmp dir, unpack, check the diff_id, swap in."""
     import secrets
 
-    from container.cas.fsutil import publish_dir, remove_tree
+    from container.cas.fsutil import publish_dir
 
     from .compression import open_layer_stream
     from .errors import VerificationError
@@ -362,7 +362,7 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
             remove_under(store.root, final)
         publish_dir(tmp, final)
     except BaseException:
-        remove_tree(tmp)
+        remove_under(store.root, tmp)
         raise
 
 

@@ -123,12 +123,34 @@ def lease(store, ttl: float = DEFAULT_TTL) -> Iterator[str]:
         release_lease(store, lid)
 
 
+def process_started(pid: int) -> _dt.datetime | None:
+    """When process `pid` started (UTC, from /proc), None when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        secs = btime + ticks / os.sysconf("SC_CLK_TCK")
+        return _dt.datetime.fromtimestamp(secs, _dt.timezone.utc).replace(tzinfo=None)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def is_live(lease_row, now: _dt.datetime | None = None) -> bool:
-    """A lease is a gc root unless it has expired AND its process is gone."""
+    """A lease is a gc root unless it has expired AND its process is gone.
+
+    A pid reused by a process that started after the lease was taken does not count as its owner."""
     now = now or _utcnow()
     if lease_row.expires > now:
         return True
-    return pid_alive(lease_row.pid)
+    if not pid_alive(lease_row.pid):
+        return False
+    if lease_row.pid is not None:
+        started = process_started(lease_row.pid)
+        if started is not None and started > lease_row.created + _dt.timedelta(seconds=2):
+            return False
+    return True
 
 
 def live_leases(now: _dt.datetime | None = None):
