@@ -159,7 +159,12 @@ def df_cmd(ctx: typer.Context,
            verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per image: shared and unique size.")]
            = False,
            format: Annotated[str, typer.Option("--format", help="table or json.")] = "table") -> None:
-    """Show disk usage: images, layers, snapshots, containers, ingest."""
+    """Show disk usage: images, layers, snapshots, containers, ingest.
+
+    Sizes are disk usage (st_blocks, as du counts), each hardlinked inode once; the rows add up to
+    the store (the database, lock and skeleton dirs are reported apart in --format json as
+    "metadata"). RECLAIMABLE is what `image prune -a` (then gc) frees, and for containers what
+    `container prune` frees."""
     from container.engine import df as D
     from container.engine.errors import ContainerError
 

@@ -18,7 +18,10 @@ def test_fsck_clean_then_damage_then_repair(cli, root, pushed):
     a, b = pushed["shared-a"], pushed["layered"]
     cli("pull", a.ref, check=True)
     cli("pull", b.ref, check=True)
-    r = cli("fsck", "--deep")
+    cli("pull", pushed["zstd"].ref, check=True)
+    cli("pull", pushed["multiarch"].ref, check=True)
+    r = cli("-v", "fsck", "--deep")
+    assert "layer_trees_verified=" in r.stdout and "layer_trees_verified=0" not in r.stdout
     assert r.returncode == 0 and "no problems" in r.stdout, r.stdout
 
     # 1. a layer blob deleted, a tree damaged, a tree deleted, crash leftovers, refcount drift
@@ -59,7 +62,7 @@ def test_fsck_clean_then_damage_then_repair(cli, root, pushed):
         assert cli("run", "--rm", p.ref, "/bin/true").returncode == 0
     # the repair did not add tags
     r = cli("sql", "--format", "csv", "SELECT repository, tag FROM tag ORDER BY 1", check=True)
-    assert r.stdout.count("\n") == 3 and ",\n" not in r.stdout
+    assert r.stdout.count("\n") == 5 and ",\n" not in r.stdout
 
 
 def test_fsck_dangling_rows_dropped(root):
