@@ -568,6 +568,9 @@ class _Puller:
                 _call(self.progress, "layer", d.digest, d.size, "Already exists")
                 continue
             if d.digest in jobs:
+                if jobs[d.digest].diff_id != diff_id:
+                    raise VerificationError(f"image config is inconsistent: layer {d.digest[:19]} appears twice "
+                                            "with different diff_ids")
                 continue
             jobs[d.digest] = _Job(d, diff_id)
             order.append(d.digest)
