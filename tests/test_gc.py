@@ -53,8 +53,10 @@ def test_pull_run_rmi_prune_gc_leaves_nothing(cli, root, pushed):
         cli("rmi", pushed[key].ref, check=False)
     r = cli("prune", "--all", "--force", check=True)
     assert "Total reclaimed space" in r.stdout
+    assert "c1" in cli("ps", "-a").stdout          # image prune leaves containers (and their image) alone
     r = cli("system", "prune", "-a", "--force", check=True)
-    assert "c1" in cli("ps", "-a").stdout or True
+    assert "Deleted Containers:" in r.stdout and "Deleted Images:" in r.stdout
+    assert "c1" not in cli("ps", "-a").stdout
     cli("gc", check=True)
     assert content(root) == []
     after = df_json(cli)
