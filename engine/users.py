@@ -9,9 +9,11 @@
 - a user *name* must exist in the rootfs's /etc/passwd ("unable to find user X"); a numeric uid
   may be absent (then gid 0 and HOME "/"), and if present its passwd entry gives gid and home.
 - a group *name* must exist in /etc/group; a numeric gid is taken as is.
-- without an explicit group, the groups are the primary gid plus the /etc/group entries that list
-  the user's name; with an explicit group, only that group (docker: `-u 1000:1000` gives
-  groups=1000, `busybox id` as root gives groups=0(root),10(wheel)).
+- supplementary groups, as podman sets them (checked side by side in tests/test_run.py): with an
+  explicit group, only that group (`-u 1000:1000`: groups=1000); with a user and no group, the
+  primary gid plus the /etc/group entries that list the user's name (`-u app`: 1000, 10, 50);
+  with no user at all (the image's default root), only those entries (busybox: groups=10(wheel)),
+  or the primary gid when there are none.
 
 /etc/passwd and /etc/group are read from the container's rootfs with every symlink resolved
 inside that rootfs (absolute targets mean "relative to the rootfs", `..` stops at its top), so an
@@ -152,7 +154,7 @@ def resolve_user(rootfs: str | os.PathLike, spec: str | None) -> ExecUser:
         if want_uid is None:
             raise RunError(f"unable to find user {user_arg}: no matching entries in passwd file")
         uid = want_uid
-    sgids: list[int] = [gid] if not group_arg else []
+    sgids: list[int] = [gid] if user_arg else []
     groups = None
     if group_arg:
         want_gid = _int(group_arg)
@@ -174,4 +176,4 @@ def resolve_user(rootfs: str | os.PathLike, spec: str | None) -> ExecUser:
             g = _int(f[2])
             if name in members and g is not None and g not in sgids:
                 sgids.append(g)
-    return ExecUser(uid=uid, gid=gid, sgids=tuple(sgids), home=home or "/", name=name)
+    return ExecUser(uid=uid, gid=gid, sgids=tuple(sgids or [gid]), home=home or "/", name=name)

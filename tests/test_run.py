@@ -171,7 +171,8 @@ def test_env_override_and_files(store, tmp_path):
 
 
 def test_user_forms(store):
-    assert run(store, store.bb, "id").stdout == "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
+    assert run(store, store.bb, "id").stdout == "uid=0(root) gid=0(root) groups=10(wheel)\n"
+    assert run(store, "-u", "root", store.bb, "id").stdout == "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"
     assert run(store, "-u", "1000:1000", store.bb, "id").stdout == \
         "uid=1000(app) gid=1000(app) groups=1000(app)\n"
     assert run(store, "-u", "app", store.bb, "id").stdout == \
@@ -550,3 +551,75 @@ def test_fast_parser_hands_the_rest_to_typer(argv):
 
     with pytest.raises(cc._Fallback):
         cc.parse_run(argv)
+
+
+# ---------------------------------------------------------------------------------------- side by side with podman
+PODMAN = ["podman", "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024",
+          "--ulimit", "nproc=1024:1024"]
+
+
+@pytest.fixture(scope="module")
+def podman_images(store, pushed):
+    import shutil
+
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    refs = {}
+    for key in ("busybox", "layered"):
+        ref = pushed[key].ref
+        p = subprocess.run(["podman", "pull", "-q", "--tls-verify=false", ref], capture_output=True, text=True,
+                           timeout=300)
+        if p.returncode != 0:
+            pytest.skip(f"podman pull failed: {p.stderr.strip()[-200:]}")
+        refs[key] = ref
+    probe = subprocess.run(PODMAN + [refs["busybox"], "true"], capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip(f"podman run does not work here: {probe.stderr.strip()[-200:]}")
+    yield refs
+    subprocess.run(["podman", "rmi", "-f", *refs.values()], capture_output=True, timeout=120)
+
+
+def _env_lines(out: str) -> list[str]:
+    # HOSTNAME is per container; podman adds container=podman, and TERM=xterm even without -t
+    # (docker sets TERM only with -t, as we do)
+    return sorted(x for x in out.splitlines() if not x.startswith(("HOSTNAME=", "container=", "TERM=")))
+
+
+SIDE_BY_SIDE = [
+    ("layered", [], [], None),
+    ("layered", [], ["sh", "-c", "id; pwd; echo $HOME"], None),
+    ("layered", [], ["env"], _env_lines),
+    ("layered", ["--entrypoint", "echo"], [], None),
+    ("layered", ["--entrypoint", "echo"], ["a", "b"], None),
+    ("layered", ["-u", "root", "-w", "/data"], ["sh", "-c", "id; pwd; echo $HOME"], None),
+    ("layered", ["-e", "LAYERED=override", "-e", "NEW=1"], ["env"], _env_lines),
+    ("busybox", [], ["id"], None),
+    ("busybox", [], ["env"], _env_lines),
+    ("busybox", ["-u", "root"], ["id"], None),
+    ("busybox", ["-u", "app"], ["sh", "-c", "id; echo $HOME"], None),
+    ("busybox", ["-u", "app:staff"], ["id"], None),
+    ("busybox", ["-u", "1000:1000"], ["id"], None),
+    ("busybox", ["-u", "nobody"], ["sh", "-c", "id; echo $HOME"], None),
+    ("busybox", ["-u", "0:10"], ["id"], None),
+    # (not compared: -w DIR missing from the image: docker and we create it, podman refuses)
+    ("busybox", [], ["sh", "-c", "exit 7"], None),
+    ("busybox", [], ["sh", "-c", "echo $$; cat /proc/1/cmdline; echo; hostname | wc -c"], None),
+    ("busybox", ["--hostname", "box"], ["hostname"], None),
+    ("busybox", [], ["/etc/passwd"], lambda s: s),
+    ("busybox", [], ["no-such-command"], lambda s: s),
+    # (--read-only: podman also mounts tmpfs on /tmp, /var/tmp, /run; docker and we do not)
+    ("busybox", ["--read-only"], ["sh", "-c", "touch /x 2>/dev/null; echo $?; touch /dev/shm/y; echo $?"], None),
+    ("busybox", [], ["ls", "/sys/class/net"], None),
+]
+
+
+@pytest.mark.parametrize("image,opts,args,norm", SIDE_BY_SIDE,
+                         ids=[" ".join([i] + o + a)[:50] for i, o, a, _ in SIDE_BY_SIDE])
+def test_same_as_podman(store, podman_images, image, opts, args, norm):
+    ref = podman_images[image]
+    ours = store("run", "--rm", "--network", "none", *opts, ref, *args)
+    theirs = subprocess.run(PODMAN + opts + [ref] + args, capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    norm = norm or (lambda s: s)
+    assert (ours.returncode, norm(ours.stdout)) == (theirs.returncode, norm(theirs.stdout)), \
+        (ours.stderr, theirs.stderr)
