@@ -19,7 +19,7 @@ twice). Then:
 The summary rows partition the store, so they add up to the total: each inode is
 attributed to the first row that names it, in the order Images (manifests,
 configs, indexes), Layers (compressed layer blobs + unpacked trees), Snapshots,
-Containers, Ingest. The skeleton directories, the lock and the database files are
+Containers, Ingest, Unreferenced (files no row nor live lease names: gc deletes them). The skeleton directories, the lock and the database files are
 reported apart ("metadata"), so that total + metadata = `du -sB1 ROOT`.
 """
 
@@ -150,9 +150,9 @@ def measure_freed(units: Iterable[Unit]) -> tuple[int, dict[int, int]]:
 
 # -- container df ----------------------------------------------------------------------------------
 
-CATEGORIES = ("images", "layers", "snapshots", "containers", "ingest")
+CATEGORIES = ("images", "layers", "snapshots", "containers", "ingest", "orphans")
 TITLES = {"images": "Images", "layers": "Layers", "snapshots": "Snapshots", "containers": "Containers",
-          "ingest": "Ingest"}
+          "ingest": "Ingest", "orphans": "Unreferenced"}
 
 
 def _entries(d: Path):
@@ -164,20 +164,34 @@ def _entries(d: Path):
 
 
 def inventory(store, st) -> list[Unit]:
-    """Every top-level thing in blobs/ layers/ snapshots/ containers/ ingest/, classified, scanned."""
+    """Every top-level thing in blobs/ layers/ snapshots/ containers/ ingest/, classified, scanned.
+
+    What no row and no live lease names (crash leftovers, `.tmp-*` trees) is "orphans" (the
+    Unreferenced row): gc deletes it."""
+    from . import leases as L
+
+    leased = L.protected()
     layer_blobs = {il.blob_digest for il in st.image_layers}
     units: list[Unit] = []
     for e in _entries(store.blobs.dir):
         d = "sha256:" + e.name
         b = st.blobs.get(d)
-        cat = "layers" if d in layer_blobs or (b is not None and "layer" in (b.media_type or "")) else "images"
+        if b is None and d not in leased["blob"]:
+            cat = "orphans"
+        else:
+            cat = "layers" if d in layer_blobs or (b is not None and "layer" in (b.media_type or "")) else "images"
         units.append(Unit(cat, "blob", d, Path(e.path)))
     for e in _entries(store.layers_dir):
-        units.append(Unit("layers", "layer", "sha256:" + e.name, Path(e.path)))
+        d = "sha256:" + e.name
+        cat = "layers" if d in st.layers or d in leased["layer"] else "orphans"
+        units.append(Unit(cat, "layer", d, Path(e.path)))
     for e in _entries(store.snapshots_dir):
-        units.append(Unit("snapshots", "snapshot", "sha256:" + e.name, Path(e.path)))
+        d = "sha256:" + e.name
+        cat = "snapshots" if d in st.snapshots or d in leased["snapshot"] else "orphans"
+        units.append(Unit(cat, "snapshot", d, Path(e.path)))
     for e in _entries(store.containers_dir):
-        units.append(Unit("containers", "container", e.name, Path(e.path)))
+        cat = "containers" if e.name in st.containers else "orphans"
+        units.append(Unit(cat, "container", e.name, Path(e.path)))
     for e in _entries(store.ingest_dir):
         units.append(Unit("ingest", "ingest", e.name, Path(e.path)))
     order = {c: i for i, c in enumerate(CATEGORIES)}
@@ -266,6 +280,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "snapshots": (len(st.snapshots), len(active_snaps & set(st.snapshots))),
             "containers": (len(st.containers), sum(1 for c in st.containers.values() if c.status == "running")),
             "ingest": (len(ingest_units), active_ingest),
+            "orphans": (sum(1 for u in units if u.category == "orphans"), 0),
         }
         report: dict = {
             "summary": [{"type": TITLES[c], "total": counts[c][0], "active": counts[c][1], "size": size[c],

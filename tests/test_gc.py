@@ -88,7 +88,8 @@ def test_prune_frees_what_df_promised_and_du_agrees(cli, root, pushed):
     s.close()
     du1 = S.du(root)
     got = plan.freed
-    assert got == promised["Images"] + promised["Layers"] + promised["Snapshots"] + promised["Ingest"]
+    assert got == (promised["Images"] + promised["Layers"] + promised["Snapshots"] + promised["Ingest"]
+                   + promised["Unreferenced"])
     db = sum(os.path.getsize(root / f) for f in os.listdir(root) if f.startswith("metadata.db"))
     assert abs((du0 - du1) - got) <= db, (du0, du1, got, db)
     # busybox is still used by a container: it and its content stay, and verify
@@ -184,6 +185,10 @@ def test_gc_sweeps_crash_leftovers_and_fixes_drift(root):
     (s.ingest_dir / ("ef" * 32)).mkdir()                               # stale partial, no lock holder
     (s.ingest_dir / ("ef" * 32) / "data").write_bytes(b"partial")
     Blob.update(refs=Blob.refs + 5).execute()                           # drift
+    from container.engine import df as D
+
+    unref = D.disk_usage(s)["summary"][5]
+    assert unref["type"] == "Unreferenced" and unref["total"] == 4 and unref["reclaimable"] == unref["size"] > 10000
     plan = G.gc(s, dry_run=True)
     kinds = sorted(u.kind for u in plan.units)
     assert kinds == ["blob", "container", "ingest", "layer", "tmp"], kinds
@@ -193,6 +198,7 @@ def test_gc_sweeps_crash_leftovers_and_fixes_drift(root):
     assert sorted(S.content_paths(s)) == keep
     assert not s.blobs.has(orphan_blob)
     assert G.gc(s, dry_run=True).empty()
+    assert D.disk_usage(s)["summary"][5]["total"] == 0
 
 
 def test_leases_protect_in_flight_work(root):
