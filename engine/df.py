@@ -19,8 +19,10 @@ twice). Then:
 The summary rows partition the store, so they add up to the total: each inode is
 attributed to the first row that names it, in the order Images (manifests,
 configs, indexes), Layers (compressed layer blobs + unpacked trees), Snapshots,
-Containers, Ingest, Unreferenced (files no row nor live lease names: gc deletes them). The skeleton directories, the lock and the database files are
-reported apart ("metadata"), so that total + metadata = `du -sB1 ROOT`.
+Containers, Ingest, Unreferenced (files no row nor live lease names: gc deletes
+them). The skeleton directories, the lock and the database files are reported
+apart ("metadata"; "database" is the metadata.db* part of it), so that
+total + metadata = `du -sB1 ROOT`.
 """
 
 from __future__ import annotations
