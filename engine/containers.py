@@ -802,14 +802,19 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
                                    network=opts.network)
         try:
             running = isolate.spawn(isolation, rootfs, spec)
-        except isolate.OverlayFailed as e:
+        except (isolate.OverlayFailed, isolate.NamespacesUnavailable) as e:
             from .rootfs import make_copy
 
+            if isinstance(e, isolate.NamespacesUnavailable):
+                if opts.isolation != "auto":
+                    raise
+                isolation = "chroot"            # auto: where namespaces are refused, chroot
             if os.environ.get("CONTAINER_DEBUG"):
-                sys.stderr.write(f"overlay unavailable ({e}); using a private copy\n")
+                sys.stderr.write(f"{e}; using {isolation} with a private copy\n")
             with db.lock():
-                rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
-                db.update(cid, rootfs_mode="copy")
+                if rootfs.mode != "copy":
+                    rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
+                db.update(cid, rootfs_mode="copy", isolation=isolation)
             running = isolate.spawn(isolation, rootfs, spec)
         _trace("container process exec'd")
         db.update(cid, status="running", pid=running.container_pid, started=_utcnow())

@@ -146,6 +146,11 @@ class OverlayFailed(RunError):
     """The overlay mount failed in the container's namespace: the caller falls back to a copy."""
 
 
+class NamespacesUnavailable(RunError):
+    """unshare() was refused (no CAP_SYS_ADMIN, seccomp, a locked-down container): with
+    --isolation auto the caller falls back to chroot."""
+
+
 class Running(Record):
     # pid: A (namespaces) or B (chroot), what S waits for; container_pid: B in the host's PID ns;
     # _sig: the forwarded signal we emulated with SIGKILL
@@ -303,7 +308,7 @@ def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     for line in data.split(b"\n"):
         if line.startswith(b"P"):
             cpid = int(line[1:])
-        elif line.startswith((b"E", b"O")) and err is None:
+        elif line.startswith((b"E", b"O", b"N")) and err is None:
             err = line
     if err is not None:
         while True:
@@ -319,6 +324,8 @@ def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
         text = err.decode("utf-8", "replace")
         if text.startswith("O"):
             raise OverlayFailed(text[1:])
+        if text.startswith("N"):
+            raise NamespacesUnavailable(text[1:])
         code_s, _, msg = text[1:].partition(" ")
         code = int(code_s) if code_s.isdigit() else 125
         cls = {126: CommandNotExecutable, 127: CommandNotFound}.get(code, RunError)
@@ -329,8 +336,8 @@ def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
 def _fail(w: int, code: int, msg: str, tag: str = "E") -> None:
     try:
         line = f"{tag}{code} {msg}".replace("\n", " ") + "\n"
-        if tag == "O":
-            line = f"O{msg}\n"
+        if tag in ("O", "N"):
+            line = f"{tag}{msg}".replace("\n", " ") + "\n"
         os.write(w, line.encode("utf-8", "replace"))
     except OSError:
         pass
@@ -349,7 +356,7 @@ def _child_a(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull) -> N
     try:
         unshare(flags)
     except OSError as e:
-        _fail(w, 125, f"cannot create namespaces ({e}); try --isolation chroot")
+        _fail(w, 125, f"cannot create namespaces ({e}); try --isolation chroot", tag="N")
     _t("A unshared")
     pid = os.fork()
     if pid == 0:

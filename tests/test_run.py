@@ -623,3 +623,29 @@ def test_same_as_podman(store, podman_images, image, opts, args, norm):
     norm = norm or (lambda s: s)
     assert (ours.returncode, norm(ours.stdout)) == (theirs.returncode, norm(theirs.stdout)), \
         (ours.stderr, theirs.stderr)
+
+
+def test_auto_falls_back_to_chroot_without_namespaces(store):
+    """Where unshare() is refused (here: CAP_SYS_ADMIN dropped from the bounding set, as in a
+    locked-down container), --isolation auto runs with chroot on a private copy."""
+    import json
+    import shutil
+
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is not installed")
+    nocap = ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin", "--"]
+
+    def run_nocap(*args):
+        argv = nocap + [str(store.exe), "--root", str(store.root), *args]
+        return subprocess.run(argv, env=store.env, capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    r = run_nocap("run", "--name", "fallback", store.bb, "sh", "-c", "echo hi; id -u")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hi\n0\n"
+    doc = [c for c in json.loads(store("ps", "-a", "--format", "json").stdout) if c["Names"] == "fallback"][0]
+    assert (doc["Isolation"], doc["RootfsMode"]) == ("chroot", "copy")
+    assert store("rm", "fallback").returncode == 0
+    r = run_nocap("run", "--rm", "--isolation", "namespaces", store.bb, "true")
+    assert r.returncode == 125 and "cannot create namespaces" in r.stderr
+    assert leftovers(store) == []
