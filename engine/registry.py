@@ -335,6 +335,9 @@ class RegistryClient:
                                            or forced == "http"))
         origin = DOCKER_HUB_API if domain == DOCKER_HUB else domain
         self.endpoints.append(Endpoint(origin, insecure=is_loopback_host(origin) or rc.insecure))
+        if any(e.insecure for e in self.endpoints):
+            import urllib3    # unverified TLS is what "insecure" means here: no warning per request
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     # -- transport ----------------------------------------------------------------------------
     def _send(self, ep: Endpoint, method: str, url: str, **kw):
@@ -369,7 +372,9 @@ class RegistryClient:
         for scheme in schemes:
             url = f"{scheme}://{ep.host}/v2/"
             try:
-                r = self._retrying(ep, "GET", url, allow_redirects=True)
+                # a probe with a fallback scheme after it gets one attempt (a TLS port resets plain HTTP)
+                r = self._retrying(ep, "GET", url, allow_redirects=True,
+                                   attempts=1 if scheme != schemes[-1] else None)
             except requests.exceptions.SSLError as e:
                 last = e
                 continue
@@ -398,19 +403,20 @@ class RegistryClient:
                                       f"{_short(str(last))} (add it as insecure in the config?)")
         raise RegistryUnavailable(f"cannot reach registry {ep.host}: {last}")
 
-    def _retrying(self, ep: Endpoint, method: str, url: str, **kw):
+    def _retrying(self, ep: Endpoint, method: str, url: str, *, attempts: int | None = None, **kw):
         """One request with retries on transient failures; returns the last response."""
         attempt = 0
+        attempts = attempts or ATTEMPTS
         while True:
             attempt += 1
             try:
                 r = self._send(ep, method, url, **kw)
             except _Transient as e:
-                if attempt >= ATTEMPTS:
+                if attempt >= attempts:
                     raise RegistryUnavailable(f"cannot reach registry {ep.host}: {e}") from None
                 self._sleep(attempt, None, f"{method} {_short_url(url)}: {e}")
                 continue
-            if r.status_code in RETRY_STATUS and attempt < ATTEMPTS:
+            if r.status_code in RETRY_STATUS and attempt < attempts:
                 ra = _retry_after(r.headers.get("Retry-After"))
                 if ra is not None and ra > MAX_RETRY_AFTER:
                     return r

@@ -268,3 +268,50 @@ def test_registry_refusing_head_is_resolved_with_get(cli, root, pushed, proxy):
     assert r.returncode == 0, r.stderr
     assert f"Digest: {img.manifest_digest}" in r.stdout
     assert p.count(f"/manifests/{img.tag}", method="GET") == 1
+
+
+def test_loopback_registry_speaking_tls_is_used_over_https(cli, tmp_path):
+    """Loopback registries are probed over plain HTTP first; a TLS-only port makes us switch to https."""
+    import http.server
+    import shutil
+    import ssl
+    import threading
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl needed to make a certificate")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    seen = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            seen.append(("GET", self.path))
+            self.send_response(200)
+            self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def do_HEAD(self):
+            seen.append(("HEAD", self.path))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        r = cli("pull", f"127.0.0.1:{srv.server_address[1]}/x/y:1")
+        assert "manifest for" in one_error(r) and "not found" in r.stderr
+        assert ("HEAD", "/v2/x/y/manifests/1") in seen               # reached over https
+        assert time.monotonic() - t0 < 10
+    finally:
+        srv.shutdown()
