@@ -359,3 +359,102 @@ def test_concurrent_pulls_of_images_sharing_layers_do_not_deadlock(cli, tmp_path
         assert all(p.returncode == 0 for p in procs), outs
         for d in set(a.layer_digests) | set(b.layer_digests):
             assert registry.blob_gets(d, since=mark, status=200) == 1, d
+
+
+def test_docker_manifest_list_with_platform(cli, root, pushed):
+    img = pushed["multiarch-docker"]
+    assert img.media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+    r = cli("pull", "--platform", "linux/arm64/v8", img.ref)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(cli("inspect", img.ref).stdout)[0]
+    assert doc["Architecture"] == "arm64" and doc["Container"]["IndexDigest"] == img.manifest_digest
+    assert "linux/arm/v7" in one_line_error(cli("pull", "--platform", "linux/ppc64le", img.ref))
+
+
+def one_line_error(r) -> str:
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), r.stderr
+    return lines[0]
+
+
+def _big_random_image(tmp_path, size):
+    """An OCI layout with one gzip layer holding `size` incompressible bytes, written as a stream."""
+    import gzip
+    import hashlib
+    import tarfile
+
+    lay = tmp_path / "bigimg"
+    (lay / "blobs" / "sha256").mkdir(parents=True)
+    raw_h = hashlib.sha256()
+
+    class Tee:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            raw_h.update(b)
+            return self.f.write(b)
+
+    tmpblob = lay / "layer.tmp"
+    with open(tmpblob, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as gz:
+        t = tarfile.open(fileobj=Tee(gz), mode="w|", format=tarfile.PAX_FORMAT)
+        ti = tarfile.TarInfo("big.bin")
+        ti.size = size
+
+        class Rand:
+            left = size
+
+            def read(self, n=1 << 20):
+                n = min(n, self.left)
+                self.left -= n
+                return os.urandom(n)
+        t.addfile(ti, Rand())
+        t.close()
+    h = hashlib.sha256()
+    with open(tmpblob, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    ldig = "sha256:" + h.hexdigest()
+    tmpblob.rename(lay / "blobs" / "sha256" / ldig[7:])
+
+    def put(obj):
+        b = json.dumps(obj).encode()
+        d = "sha256:" + hashlib.sha256(b).hexdigest()
+        (lay / "blobs" / "sha256" / d[7:]).write_bytes(b)
+        return d, len(b)
+    host = plat.host()
+    cd, cs = put({"architecture": host.architecture, "os": "linux", "config": {},
+                  "rootfs": {"type": "layers", "diff_ids": ["sha256:" + raw_h.hexdigest()]}})
+    md, ms = put({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+                  "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ldig,
+                              "size": (lay / "blobs" / "sha256" / ldig[7:]).stat().st_size}]})
+    (lay / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+         "annotations": {"org.opencontainers.image.ref.name": "1"}}]}))
+    (lay / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return lay
+
+
+def test_memory_stays_bounded_for_a_big_layer(cli, root, registry, tmp_path):
+    """A 160 MB incompressible layer: peak RSS of the pull stays within tens of MB of an idle command."""
+    import shutil
+    if not shutil.which("skopeo") or not os.path.exists("/usr/bin/time"):
+        pytest.skip("needs skopeo and /usr/bin/time")
+    size = 160 << 20
+    lay = _big_random_image(tmp_path, size)
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{lay}:1",
+                    f"docker://{registry.host}/test/bigmem:1"], check=True, capture_output=True, timeout=300)
+    shutil.rmtree(lay)
+
+    def peak_kb(*args):
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", str(cli.exe), "--root", str(root), *args], env=cli.env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return int(r.stderr.strip().splitlines()[-1])
+    idle = peak_kb("images")
+    pulling = peak_kb("pull", "-q", f"{registry.host}/test/bigmem:1")
+    assert any((root / "layers").glob("*/big.bin"))
+    print(f"peak RSS: idle command {idle} kB, pulling a {size >> 20} MB layer {pulling} kB")
+    assert pulling - idle < 48 * 1024, (idle, pulling)
