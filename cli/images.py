@@ -353,8 +353,8 @@ def login_cmd(
             raise typer.BadParameter("password required (-p or --password-stdin)")
         import getpass
         password = getpass.getpass("Password: ")
-    if password and not password_stdin and sys.stdin.isatty():
-        pass
+    if password and not password_stdin and ("-p" in sys.argv or "--password" in sys.argv):
+        sys.stderr.write("WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n")
     registry.verify_login(host, username, password, log=(lambda m: sys.stderr.write(m + "\n"))
                           if state(ctx).verbose else None)
     where = registry.store_credentials(host, username, password)
