@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: engine errors become one line on stderr and an exit code."""
     from .containers import fast_main
 
-    code = fast_main(sys.argv[1:] if argv is None else list(argv))
+    try:
+        code = fast_main(sys.argv[1:] if argv is None else list(argv))
+    except Exception as e:
+        if not _database_error(e):
+            raise
+        _db_failed(e, 125)
     if code is not None:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -90,3 +95,29 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err("interrupted")
         sys.exit(130)
+    except Exception as e:
+        if not _database_error(e):
+            raise
+        _db_failed(e, 1)
+
+
+def _database_error(e: BaseException) -> bool:
+    """An SQL error from a metadata.db that is damaged or not ours (tables/columns missing, pages
+    corrupt) that open_database's checks could not see: one line, not a traceback."""
+    import sqlite3
+
+    if isinstance(e, sqlite3.DatabaseError):
+        return True
+    peewee = sys.modules.get("peewee")
+    return peewee is not None and isinstance(e, peewee.DatabaseError)
+
+
+def _db_failed(e: BaseException, code: int) -> None:
+    from .output import err
+
+    msg = (str(e).splitlines() or [type(e).__name__])[0]
+    err(f"metadata database error: {msg} (the database is damaged, or was not written by this "
+        "version of container)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -7,8 +7,16 @@ import sys
 from typing import Any, Iterable, Sequence
 
 
+def one_line(msg: str) -> str:
+    """Control characters (a newline in a reference, ESC from a registry's error text) escaped, so an
+    error stays one line and cannot forge another "Error:" line or move the cursor."""
+    if msg.isprintable():
+        return msg
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in msg)
+
+
 def err(msg: str) -> None:
-    sys.stderr.write(f"Error: {msg}\n")
+    sys.stderr.write(f"Error: {one_line(str(msg))}\n")
     sys.stderr.flush()
 
 

@@ -420,6 +420,9 @@ def _resolve_image(store, opts: RunOptions, progress=None):
         except ImageNotFound:
             if opts.pull == "never":
                 raise
+            from .reference import parse
+
+            parse(opts.image)           # an invalid reference is that error alone, as in docker
             sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
             sys.stderr.flush()
     from .pull import pull

@@ -26,6 +26,14 @@ def default_root() -> Path:
     return Path(base) / "container"
 
 
+def _nearly_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20) or (st.f_files and st.f_favail == 0)
+
+
 class Store:
     def __init__(self, root: Path | str | None = None, db_url: str | None = None):
         self.root = Path(root) if root else default_root()
@@ -90,6 +98,9 @@ class Store:
             except SchemaTooNew as e:
                 raise StoreError(str(e)) from None
             except DatabaseCorrupt as e:
+                if _nearly_full(self.root):     # sqlite says "disk I/O error" when -shm cannot grow
+                    raise StoreError(f"no space left on device under {self.root}: cannot open the metadata "
+                                     f"database ({e.__cause__ or e})") from None
                 raise StoreError(str(e)) from None
         return self._db
 

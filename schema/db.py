@@ -59,7 +59,14 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
         db.connect(reuse_if_open=True)
         if readonly:
             return db
-        version = migrations.current_version(db)
+        try:
+            version = migrations.current_version(db)
+        except ValueError:
+            raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: its schema version "
+                                  "is not a number") from None
+        if version is None and db.get_tables():
+            raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: it has tables but no "
+                                  "schema version (not written by container?)")
         if version is None:
             with db.atomic():
                 db.create_tables(ALL_MODELS)
