@@ -52,7 +52,7 @@ def normalize(p: Platform) -> Platform:
     return Platform(p.os.lower(), arch, variant, p.os_version)
 
 
-_PLAT_RE = re.compile(r"^[a-z0-9_.-]+(/[a-z0-9_.-]+){1,2}$", re.I)
+_PLAT_RE = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_-]+){1,2}$", re.I | re.A)   # containerd's specifier: no dots
 
 
 def parse(s: str) -> Platform:
