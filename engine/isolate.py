@@ -53,6 +53,20 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+
+# What a root container keeps (podman's default set; docker's adds MKNOD, NET_RAW, AUDIT_WRITE, which
+# rely on a device cgroup and a private network that we do not have). Everything else, SYS_ADMIN,
+# SYS_MODULE, SYS_RAWIO, DAC_READ_SEARCH (open_by_handle_at), SYS_PTRACE, SYS_BOOT, NET_ADMIN...,
+# leaves the bounding set before exec, so the container's root cannot remount or unmask /proc,
+# mknod the host's disks or load modules. chroot loses SYS_CHROOT too (chroot escapes need it).
+KEEP_CAPS = {0: "CHOWN", 1: "DAC_OVERRIDE", 3: "FOWNER", 4: "FSETID", 5: "KILL", 6: "SETGID", 7: "SETUID",
+             8: "SETPCAP", 10: "NET_BIND_SERVICE", 18: "SYS_CHROOT", 31: "SETFCAP"}
+# docker's read-only and masked /proc paths: the kernel's global knobs are not the container's
+PROC_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+PROC_MASKED = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+               "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+               "/sys/devices/virtual/powercap")
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "ppc64": 203,
                    "s390x": 217, "i686": 217, "i386": 217, "armv7l": 218, "armv6l": 218}
@@ -400,6 +414,7 @@ def _child_b(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull, *, c
     except OSError as e:
         if not spec.read_only or not os.path.isdir(spec.cwd):
             _fail(w, 125, f"cannot create working directory {spec.cwd}: {e.strerror}")
+    _drop_capabilities(w, chroot)
     if spec.read_only and not chroot:
         mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV)
     if spec.tty:
@@ -505,6 +520,7 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     _t("B proc")
     _setup_dev()
     _t("B dev")
+    _protect_proc(w)
     _mkdir("/sys")
     try:
         mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -565,6 +581,47 @@ def _mkdir(path: str, mode: int = 0o755) -> None:
         os.mkdir(path, mode)
     except FileExistsError:
         pass
+
+
+def _protect_proc(w: int) -> None:
+    """Read-only binds over the kernel's global knobs, /dev/null or an empty read-only tmpfs over
+    what leaks host data. Failing to protect /proc/sys or /proc/sysrq-trigger fails the run."""
+    for p in PROC_READONLY:
+        try:
+            mount(p, p, None, MS_BIND | MS_REC)
+            mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError as e:
+            if e.errno == errno.ENOENT or not os.path.lexists(p):
+                continue
+            if p in ("/proc/sys", "/proc/sysrq-trigger"):
+                _fail(w, 125, f"cannot make {p} read-only: {e}")
+    for p in PROC_MASKED:
+        try:
+            if os.path.isdir(p):
+                mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+            elif os.path.exists(p):
+                mount("/dev/null", p, None, MS_BIND)
+        except OSError:
+            pass
+
+
+def _drop_capabilities(w: int, chroot: bool) -> None:
+    keep = set(KEEP_CAPS) - ({18} if chroot else set())
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = 63
+    lib = libc()
+    for cap in range(last + 1):
+        if cap in keep:
+            continue
+        if lib.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            e = ctypes.get_errno()
+            if e == errno.EINVAL:          # beyond this kernel's last capability
+                break
+            if e != errno.EPERM:           # EPERM: we do not hold SETPCAP, so we hold little to drop
+                _fail(w, 125, f"cannot drop capability {cap}: {os.strerror(e)}")
 
 
 def _setup_dev() -> None:

@@ -595,3 +595,32 @@ def test_foreign_layer_urls_to_loopback_are_not_fetched(config, good, cli, root,
     assert foreign.count() == 0, foreign.paths()
     layer = json.loads(good.manifest)["layers"][-1]["digest"]
     assert p.count(f"/blobs/{layer}", method="GET") == 1
+
+
+# -- what the image's own command tries as root (the isolation's share of "nothing outside ROOT") --------
+@pytest.mark.parametrize("isolation", ["namespaces", "chroot"])
+def test_container_root_cannot_reach_the_host_kernel_or_disks(isolation, good, registry, cli, root, guard):
+    """A hostile image's command, run as root in the container: writing the kernel's core_pattern,
+    mknod of the host's root disk (read 1 byte only), mounts, unmasking /proc, a chroot escape.
+    None may succeed; the caps left are podman's default set."""
+    st = os.stat("/")
+    script = "; ".join([
+        f"echo '|{TARGET}' > /proc/sys/kernel/core_pattern && echo ESCAPE-core-pattern",
+        f"mknod /dev/hostdisk b {os.major(st.st_dev)} {os.minor(st.st_dev)} && head -c 1 /dev/hostdisk "
+        ">/dev/null && echo ESCAPE-disk",
+        "mkdir -p /m && mount -t tmpfs t /m && echo ESCAPE-mount",
+        "umount /proc/sys && echo ESCAPE-umount",
+        "mount -o remount,rw /proc/sys && echo ESCAPE-remount",
+        # the classic escape from a chroot needs chroot(2) again (namespaces keep it: pivot_root)
+        "chroot / /bin/true && echo ESCAPE-chroot" if isolation == "chroot" else "true",
+        "grep CapBnd /proc/self/status 2>/dev/null || echo no-proc",
+        "echo done",
+    ])
+    r = cli("run", "--rm", "--isolation", isolation, f"{registry.host}/hostile/good:latest", "sh", "-c", script,
+            env=FAST, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "ESCAPE" not in r.stdout, r.stdout
+    assert r.stdout.rstrip().endswith("done"), r.stdout
+    if isolation == "namespaces":
+        bnd = int(r.stdout.split("CapBnd:")[1].split()[0], 16)
+        assert bnd == sum(1 << c for c in (0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 31)), hex(bnd)
