@@ -521,6 +521,7 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     _setup_dev()
     _t("B dev")
     _protect_proc(w)
+    _t("B /proc protected")
     _mkdir("/sys")
     try:
         mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
