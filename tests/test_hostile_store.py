@@ -315,3 +315,39 @@ def test_blob_replaced_by_symlink_or_dir(cli, root, pushed, tmp_path):
     r = cli("inspect", img.ref)
     assert "Traceback" not in r.stderr
     assert cli("fsck").returncode == 0
+
+
+def test_symlinks_planted_in_the_store_are_never_followed_by_deletes(cli, root, pushed, tmp_path):
+    """Store trees swapped for symlinks to host dirs (a snapshot, a layer tree, a container dir) and
+    symlinks planted in blobs/, layers/, ingest/: fsck --repair, rm, rmi, prune and gc remove at
+    most the links, never what they point at."""
+    img = pushed["busybox"]
+    cli("pull", img.ref, env=FAST, check=True)
+    cli("run", "--name", "c1", img.ref, "true", env=FAST, check=True)
+
+    def sentinel(name):
+        s = tmp_path / "host" / name
+        (s / "d").mkdir(parents=True)
+        (s / "f").write_text("keep\n")
+        (s / "d" / "g").write_text("keep\n")
+        return s
+
+    def swap(p: Path, name):
+        shutil.rmtree(p)
+        p.symlink_to(sentinel(name))
+
+    swap(next((root / "snapshots").iterdir()), "snapshot")
+    swap(next((root / "layers").iterdir()), "layer")
+    swap(next((root / "containers").iterdir()), "container")
+    (root / "ingest" / ("a" * 64)).symlink_to(sentinel("ingest"))
+    (root / "blobs" / "sha256" / ("b" * 64)).symlink_to(sentinel("blob"))
+    (root / "layers" / ("c" * 64)).symlink_to(sentinel("layers-entry"))
+    before = sorted((str(p), p.lstat().st_mode, p.lstat().st_size) for p in (tmp_path / "host").rglob("*"))
+    for args in (["fsck"], ["fsck", "--repair"], ["rm", "-f", "c1"], ["rmi", "-f", img.ref], ["prune", "-af"],
+                 ["gc"], ["df"], ["images"]):
+        r = cli(*args, env=FAST)
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+        if r.returncode != 0 and args != ["fsck"]:
+            one_error(r)
+    after = sorted((str(p), p.lstat().st_mode, p.lstat().st_size) for p in (tmp_path / "host").rglob("*"))
+    assert after == before
