@@ -299,6 +299,6 @@ def parse_created(s: str | None) -> _dt.datetime | None:
     tz = "+00:00" if tz == "Z" else tz if ":" in tz else tz[:3] + ":" + tz[3:]
     try:
         d = _dt.datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}{frac}{tz}")
-    except ValueError:
+        return d.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):      # OverflowError: 0001-01-01T00:00:00+01:00 is before year 1
         return None
-    return d.astimezone(_dt.timezone.utc).replace(tzinfo=None)

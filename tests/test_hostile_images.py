@@ -296,6 +296,12 @@ CASES = [
          pull="config.WorkingDir must be a string"),
     Case("env-with-nul", lambda S: [], cfg=lambda S: {"Env": ["A=b\u0000c"]}, pull="NUL"),
     Case("cmd-with-nul", lambda S: [], cfg=lambda S: {"Cmd": ["i\u0000d"]}, pull="NUL"),
+    Case("created-before-year-1", lambda S: [], config_edit=lambda c: c.__setitem__("created", "0001-01-01T00:00:00+01:00"),
+         run=["true"], run_expect="ok"),
+    Case("created-after-year-9999", lambda S: [],
+         config_edit=lambda c: c.__setitem__("created", "9999-12-31T23:59:59-01:00"), run=["true"], run_expect="ok"),
+    Case("created-not-a-string", lambda S: [], config_edit=lambda c: c.__setitem__("created", {"x": [1]}),
+         run=["true"], run_expect="ok"),
     # -- config/manifest mismatches --------------------------------------------------------------
     Case("diff-ids-mismatch", lambda S: [tm.tar(tm.file("a", b"1"))],
          config_edit=lambda c: c["rootfs"]["diff_ids"].__setitem__(-1, sha(b"other")),
@@ -401,9 +407,10 @@ def test_hostile_image(case, hostile, cli, root, guard):
         assert case.run_expect in line, line
     if case.stdout_has is not None and r.returncode == 0:
         assert case.stdout_has in r.stdout, r.stdout
-    # the store is still usable afterwards
-    r = cli("images", env=env)
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    # the store is still usable afterwards, and listing/inspecting the image works
+    for args in (["images"], ["inspect", ref]):
+        r = cli(*args, env=env)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
 
 
 # ==================================================================================================
