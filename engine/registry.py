@@ -353,6 +353,11 @@ class RegistryClient:
             raise _Transient(_conn_reason(e)) from None
         except requests.exceptions.Timeout:
             raise _Transient("timed out") from None
+        except requests.exceptions.TooManyRedirects:
+            raise RegistryError(f"registry {ep.host}: too many redirects for {_short_url(url)}") from None
+        except (requests.exceptions.RequestException, ValueError) as e:
+            # InvalidURL/InvalidSchema/InvalidHeader...: a registry (or its realm, its redirect) sent junk
+            raise RegistryError(f"registry {ep.host}: bad request to {_short(url)}: {_short(str(e))}") from None
 
     def ping(self, ep: Endpoint) -> None:
         """GET /v2/: pick the scheme, learn the auth challenge."""
@@ -472,7 +477,10 @@ class RegistryClient:
             hit = self._tokens.get(key)
             if hit and hit[1] > time.monotonic() and not refresh:
                 return hit[0]
-        parts = urlsplit(realm)
+        try:
+            parts = urlsplit(realm or "")
+        except ValueError:          # "http://[::1" from a hostile registry
+            raise AuthError(f"registry {ep.host} sent an invalid token realm {realm!r}") from None
         if parts.scheme not in ("https", "http") or not parts.netloc:
             raise AuthError(f"registry {ep.host} sent an invalid token realm {realm!r}")
         if parts.scheme == "http" and not (ep.insecure or is_loopback_host(parts.netloc)):

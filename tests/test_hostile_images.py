@@ -631,3 +631,33 @@ def test_container_root_cannot_reach_the_host_kernel_or_disks(isolation, good, r
     if isolation == "namespaces":
         bnd = int(r.stdout.split("CapBnd:")[1].split()[0], 16)
         assert bnd == sum(1 << c for c in (0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 31)), hex(bnd)
+
+
+# -- hostile auth challenges ----------------------------------------------------------------------------
+CHALLENGES = ['Bearer realm="file:///etc/shadow",service="x"', 'Bearer realm="http://[::1",service="x"',
+              'Bearer realm=""', 'Bearer realm="ftp://127.0.0.1/x"', 'Bearer', 'Basic', 'Basic realm=',
+              'Bearer realm="http://127.0.0.1:1/token",scope="' + "x" * 10000 + '"',
+              'Bearer realm="http://127.0.0.1:1/token", Bearer realm="\x1b[2J"', '"""', 'Negotiate abc',
+              'Bearer realm="http://user:pw@127.0.0.1:1/t\r\nX-Injected: 1"']
+
+
+@pytest.mark.parametrize("challenge", CHALLENGES, ids=lambda c: repr(c)[:30])
+def test_hostile_auth_challenge_is_one_line(challenge, good, cli, root, proxy, guard):
+    p = proxy()
+    p.replace("/v2/", status=401, body=b'{"errors":[{"code":"UNAUTHORIZED","message":"\\u001b[2J"}]}',
+              headers={"WWW-Authenticate": challenge, "Content-Type": "application/json"}, count=None)
+    r = cli("pull", f"{p.host}/hostile/good:latest", env=FAST, timeout=60)
+    line = one_error(r)
+    assert "\x1b" not in r.stderr, r.stderr
+    check_store_unchanged_after_failed_pull(root)
+
+
+@pytest.mark.parametrize("location", ["/v2/", "http://[::1/x", "file:///etc/shadow", "http://127.0.0.1:1/x", "\x1b[2J"],
+                         ids=["loop", "bad-ipv6", "file", "refused", "esc"])
+def test_hostile_redirects_are_one_line(location, good, cli, root, proxy, guard):
+    p = proxy()
+    p.replace("/v2/", status=302, headers={"Location": location}, count=None)
+    r = cli("pull", f"{p.host}/hostile/good:latest", env=FAST, timeout=60)
+    one_error(r)
+    assert "\x1b" not in r.stderr, r.stderr
+    check_store_unchanged_after_failed_pull(root)
