@@ -521,8 +521,8 @@ class RegistryClient:
         if not token or not isinstance(token, str):
             raise AuthError(f"token server {parts.netloc} sent no token")
         try:
-            expires = max(60, int(body.get("expires_in") or 60))
-        except (TypeError, ValueError):
+            expires = min(max(60, int(body.get("expires_in") or 60)), 86400)
+        except (TypeError, ValueError, OverflowError):     # Python's JSON reads Infinity
             expires = 60
         with self._lock:
             self._tokens[key] = (token, time.monotonic() + expires - 10)

@@ -661,3 +661,38 @@ def test_hostile_redirects_are_one_line(location, good, cli, root, proxy, guard)
     one_error(r)
     assert "\x1b" not in r.stderr, r.stderr
     check_store_unchanged_after_failed_pull(root)
+
+
+TOKEN_BODIES = [b'{"token":"t","expires_in":Infinity}', b'{"token":"t","expires_in":-1e309}',
+                b'{"token":"t","expires_in":NaN}', b'{"token":' + b"[" * 100_000, b'{"token":"t\\r\\nX: y"}',
+                b'{"token":"' + b"t" * 200_000 + b'"}', b'{"token":["t"]}', b"[]", b"\xff\xfe"]
+
+
+@pytest.mark.parametrize("body", TOKEN_BODIES, ids=lambda b: repr(b)[:30])
+def test_hostile_token_server_is_one_line(body, good, cli, root, proxy, guard):
+    p = proxy()
+    p.replace("/token", status=200, body=body, headers={"Content-Type": "application/json"}, count=None)
+    p.replace("/v2/", status=401, body=b"{}", count=None,
+              headers={"WWW-Authenticate": f'Bearer realm="http://{p.host}/token",service="s"'})
+    r = cli("pull", f"{p.host}/hostile/good:latest", env=FAST, timeout=60)
+    one_error(r)
+    check_store_unchanged_after_failed_pull(root)
+
+
+@pytest.mark.parametrize("headers", [{"Content-Length": "abc"}, {"Content-Length": "-1"},
+                                     {"Content-Length": "99999999999999999999999"},
+                                     {"Retry-After": "99999999999999999999"}, {"Retry-After": "-5"},
+                                     {"Retry-After": "Infinity"}, {"Docker-Content-Digest": "\x1b[2J"},
+                                     {"Content-Type": "\x1b[2J"}],
+                         ids=lambda h: repr(h)[:40])
+def test_hostile_response_headers_are_one_line_or_ignored(headers, good, cli, root, proxy, guard):
+    p = proxy()
+    status = 429 if "Retry-After" in headers else 200
+    body = good.manifest if status == 200 else b"{}"
+    p.replace("/v2/hostile/good/manifests/latest$", status=status, body=body, count=None,
+              headers={"Content-Type": MT_MANIFEST, **headers})
+    r = cli("pull", f"{p.host}/hostile/good:latest", env=FAST, timeout=60)
+    assert "\x1b" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    if r.returncode != 0:
+        one_error(r)
+        check_store_unchanged_after_failed_pull(root)
