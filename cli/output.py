@@ -39,7 +39,7 @@ def print_json(obj: Any) -> None:
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """docker-style aligned columns (plain text both on and off a tty, so it stays parseable)."""
-    rows = [["" if c is None else str(c) for c in r] for r in rows]
+    rows = [["" if c is None else one_line(str(c)) for c in r] for r in rows]   # an image's Cmd may hold ESC
     widths = [len(h) for h in headers]
     for r in rows:
         for i, c in enumerate(r):

@@ -696,3 +696,20 @@ def test_hostile_response_headers_are_one_line_or_ignored(headers, good, cli, ro
     if r.returncode != 0:
         one_error(r)
         check_store_unchanged_after_failed_pull(root)
+
+
+def test_escape_sequences_from_an_image_never_reach_the_terminal_raw(registry, built_images, cli, root, guard):
+    """Cmd, Env and Labels with ESC/OSC sequences: ps, images and inspect print them escaped
+    (docker quotes the command in ps)."""
+    bb = built_images["busybox"]
+    base = bb.layers[0]
+    base_blob = (Path(bb.oci_dir) / "blobs" / "sha256" / base.digest[7:]).read_bytes()
+    img = build(base_blob, base.diff_id, [], cfg={"Cmd": ["sh", "-c", "true # \x1b[2J\x1b]0;pwned\x07"],
+                                                  "Labels": {"a": "\x1b[31mred"}, "Env": ["X=\x1b[2J"]})
+    push(registry.host, "hostile/escapes", "latest", img)
+    ref = f"{registry.host}/hostile/escapes:latest"
+    assert cli("pull", ref, env=FAST).returncode == 0
+    assert cli("run", "--name", "esc", ref, env=FAST).returncode == 0
+    for args in (["ps", "-a"], ["ps", "-a", "--no-trunc"], ["images"], ["inspect", ref], ["inspect", "esc"]):
+        r = cli(*args)
+        assert r.returncode == 0 and "\x1b" not in r.stdout + r.stderr, (args, r.stdout)
