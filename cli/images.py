@@ -27,8 +27,10 @@ class PlainProgress:
     def _line(self, s: str) -> None:
         if self.quiet:
             return
+        from .output import one_line
+
         with self._lock:
-            sys.stderr.write(s + "\n")
+            sys.stderr.write(one_line(s) + "\n")      # -v relays registry text (Warning headers...)
             sys.stderr.flush()
 
     def info(self, msg: str) -> None:

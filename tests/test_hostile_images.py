@@ -713,3 +713,12 @@ def test_escape_sequences_from_an_image_never_reach_the_terminal_raw(registry, b
     for args in (["ps", "-a"], ["ps", "-a", "--no-trunc"], ["images"], ["inspect", ref], ["inspect", "esc"]):
         r = cli(*args)
         assert r.returncode == 0 and "\x1b" not in r.stdout + r.stderr, (args, r.stdout)
+
+
+def test_verbose_pull_relays_registry_text_escaped(good, cli, root, proxy, guard):
+    p = proxy()
+    p.replace("/v2/hostile/good/manifests/latest$", status=200, body=good.manifest, count=None,
+              headers={"Content-Type": MT_MANIFEST, "Warning": '299 - "\x1b]0;pwned\x07\x1b[2J"'})
+    r = cli("-v", "pull", f"{p.host}/hostile/good:latest", env=FAST)
+    assert r.returncode == 0, r.stderr
+    assert "registry warning" in r.stderr and "\x1b" not in r.stderr, r.stderr
