@@ -95,10 +95,25 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err("interrupted")
         sys.exit(130)
+    except SystemExit as e:
+        # typer turns a Ctrl-C inside a command into a silent exit 130; say it in one line.
+        if e.code == 130 and _interrupted(e):
+            err("interrupted")
+        raise
     except Exception as e:
         if not _database_error(e):
             raise
         _db_failed(e, 1)
+
+
+def _interrupted(e: BaseException) -> bool:
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 def _database_error(e: BaseException) -> bool:
