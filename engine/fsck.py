@@ -226,6 +226,10 @@ def _expected(store, blob_digest: str, media_type: str) -> tuple[dict, str]:
             elif e.type == U._LNK:
                 t = model.get(U._clean(e.linkname))
                 if t is None:
+                    # A link to a lower layer: the tree holds a placeholder naming the target,
+                    # which the snapshot merge resolves (engine/unpack.py _placeholder).
+                    drop()
+                    model[comps] = {"type": "reg", "size": 0, "placeholder": b"/".join(U._clean(e.linkname))}
                     continue
                 if comps != U._clean(e.linkname):
                     drop()
@@ -242,6 +246,7 @@ def _expected(store, blob_digest: str, media_type: str) -> tuple[dict, str]:
 
 def verify_tree(store, blob_digest: str, media_type: str, diff_id: str, tree: Path) -> list[str]:
     """Differences between layers/<diff_id>/ and the tar in its blob ([] = identical)."""
+    from . import unpack as U
     from .errors import ContainerError
 
     try:
@@ -289,7 +294,15 @@ def verify_tree(store, blob_digest: str, media_type: str, diff_id: str, tree: Pa
                 out.append(f"{show}: mode {stat.S_IMODE(st.st_mode):o}, the layer says {rec['mode']:o}")
             if root and "uid" in rec and (st.st_uid, st.st_gid) != (rec["uid"], rec["gid"]):
                 out.append(f"{show}: owner {st.st_uid}:{st.st_gid}, the layer says {rec['uid']}:{rec['gid']}")
-            if t == "reg":
+            if t == "reg" and "placeholder" in rec:
+                try:
+                    got_target = os.getxattr(p, U.HARDLINK_XATTR, follow_symlinks=False)
+                except OSError:
+                    got_target = None
+                if st.st_size != 0 or got_target != rec["placeholder"]:
+                    out.append(f"{show}: should be a placeholder for a hardlink to "
+                               f"{os.fsdecode(rec['placeholder'])!r} in a lower layer")
+            elif t == "reg":
                 if st.st_size != rec["size"]:
                     out.append(f"{show}: {st.st_size} bytes, the layer has {rec['size']}")
                 elif _sha_file(p) != rec["sha"]:

@@ -101,3 +101,28 @@ def test_fsck_is_read_only_by_default(root):
     rep = F.fsck(s, deep=True)
     assert [p.kind for p in rep.remaining] == ["half-built"]
     assert sorted(S.content_paths(s)) == before
+
+
+def test_deep_check_accepts_hardlinks_into_lower_layers(tmp_path):
+    """A layer whose hardlink targets a lower layer holds a placeholder; fsck --deep must know it."""
+    import hashlib
+    import io
+
+    import tarmaker as tm
+
+    from container.engine.fsck import verify_tree
+    from container.engine.store import Store
+    from container.engine.unpack import unpack_layer
+
+    store = Store(tmp_path / "root")
+    store.ensure()
+    blob = tm.tar(tm.dir("bin"), tm.hardlink("bin/sh", "bin/busybox"), tm.file("bin/own", b"x"))
+    digest = str(store.blobs.put_bytes(blob))
+    diff_id = "sha256:" + hashlib.sha256(blob).hexdigest()
+    tree = store.layer_path(diff_id)
+    tree.mkdir(parents=True)
+    unpack_layer(io.BytesIO(blob), tree)
+    mt = "application/vnd.oci.image.layer.v1.tar"
+    assert verify_tree(store, digest, mt, diff_id, tree) == []
+    os.setxattr(tree / "bin/sh", "user.container.hardlink", b"etc/shadow")
+    assert any("placeholder" in d for d in verify_tree(store, digest, mt, diff_id, tree))
