@@ -20,6 +20,11 @@ import stat
 from .errors import RunError
 
 
+# The device nodes a private copy may keep (null, zero, full, random, urandom, tty): what docker's
+# device cgroup allows by default. The chroot backend has no nodev mount to neutralise the others.
+SAFE_DEVICES = frozenset(os.makedev(1, n) for n in (3, 5, 7, 8, 9)) | {os.makedev(5, 0)}
+
+
 def overlay_dirs(cdir: str) -> dict[str, str]:
     out = {}
     for key, sub in (("upper", "upper"), ("work", "work"), ("path", "rootfs")):
@@ -103,6 +108,8 @@ def copy_tree(src: str, dst: str) -> None:
                 elif stat.S_ISCHR(m) or stat.S_ISBLK(m) or stat.S_ISFIFO(m):
                     if not root_uid and not stat.S_ISFIFO(m):
                         continue
+                    if not stat.S_ISFIFO(m) and (not stat.S_ISCHR(m) or st.st_rdev not in SAFE_DEVICES):
+                        continue        # an image's dev/sda would open the host's disk under chroot
                     os.mknod(d, m, st.st_rdev)
                 else:
                     continue            # sockets

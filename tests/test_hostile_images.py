@@ -751,3 +751,24 @@ def test_failed_pull_leaves_an_existing_store_as_it_was(bad, hostile, good, regi
     r = cli("fsck")
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert cli("run", "--rm", ok_ref, "cat", "/hello", env=FAST).stdout == "hi\n"
+
+
+@pytest.mark.parametrize("isolation", ["namespaces", "chroot"])
+def test_device_nodes_shipped_by_an_image_cannot_be_opened(isolation, registry, built_images, cli, root, guard):
+    """An image carrying a block node for the host's root disk (read 1 byte only) and /dev/kmsg: neither
+    opens in the container, on the overlay (nodev) or in chroot's private copy (not copied)."""
+    bb = built_images["busybox"]
+    base = bb.layers[0]
+    base_blob = (Path(bb.oci_dir) / "blobs" / "sha256" / base.digest[7:]).read_bytes()
+    st = os.stat("/")
+    layer = tm.tar(tm.dir("hd"), tm.blockdev("hd/disk", os.major(st.st_dev), os.minor(st.st_dev)),
+                   tm.chardev("hd/kmsg", 1, 11), tm.chardev("hd/null", 1, 3))
+    img = build(base_blob, base.diff_id, [layer])
+    push(registry.host, "hostile/devices", "latest", img)
+    ref = f"{registry.host}/hostile/devices:latest"
+    script = (f"[ -b /hd/disk ] && head -c 1 /hd/disk >/dev/null 2>&1 && echo ESCAPE-disk; "
+              f"[ -c /hd/kmsg ] && echo pwned-{TOKEN} 2>/dev/null > /hd/kmsg && echo ESCAPE-kmsg; "
+              "[ -c /hd/null ] && echo x > /hd/null && echo null-ok; echo done")
+    r = cli("run", "--rm", "--isolation", isolation, ref, "sh", "-c", script, env=FAST)
+    assert r.returncode == 0, r.stderr
+    assert "ESCAPE" not in r.stdout and r.stdout.strip().endswith("done"), r.stdout
