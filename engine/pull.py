@@ -45,6 +45,7 @@ from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.cas.fsutil import publish_dir, remove_tree
 
 from . import reference as _reference
+from .config import env_number
 from .errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch, RegistryError, RegistryUnavailable,
                      StoreError, UnsupportedMediaType, VerificationError)
 from .images import ImageInfo
@@ -52,8 +53,8 @@ from .manifest import (FOREIGN_TYPES, LAYER_TYPES, MAX_CONFIG, Descriptor, Index
                        parse_config, parse_manifest)
 
 CHUNK = 1 << 20
-WORKERS = max(1, min(6, int(os.environ.get("CONTAINER_PULL_WORKERS", "4"))))
-MAX_RECONNECTS = int(os.environ.get("CONTAINER_PULL_RECONNECTS", "8"))
+WORKERS = max(1, min(6, env_number("CONTAINER_PULL_WORKERS", 4, int)))
+MAX_RECONNECTS = env_number("CONTAINER_PULL_RECONNECTS", 8, int, minimum=0)
 MAX_INDEX_DEPTH = 4
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlencode, urlsplit
 
+from .config import env_number
 from .errors import AuthError, ManifestUnknown, RegistryError, RegistryUnavailable
 from .manifest import ACCEPT, MAX_MANIFEST, base_type
 
@@ -43,14 +44,14 @@ DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 USER_AGENT = "container/0.1 (python-requests)"
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 522})
-ATTEMPTS = int(os.environ.get("CONTAINER_REGISTRY_ATTEMPTS", "5"))
-BACKOFF = float(os.environ.get("CONTAINER_REGISTRY_BACKOFF", "0.25"))
+ATTEMPTS = env_number("CONTAINER_REGISTRY_ATTEMPTS", 5, int, minimum=1)
+BACKOFF = env_number("CONTAINER_REGISTRY_BACKOFF", 0.25, minimum=0)
 MAX_RETRY_AFTER = 60.0
 CONNECT_TIMEOUT = 15.0
 # seconds without a byte before a request (or a blob body, which is then resumed with Range) is
 # given up; a stalled registry costs at most ATTEMPTS (manifests) or CONTAINER_PULL_RECONNECTS
 # (blobs) times this
-READ_TIMEOUT = float(os.environ.get("CONTAINER_REGISTRY_READ_TIMEOUT", "60"))
+READ_TIMEOUT = env_number("CONTAINER_REGISTRY_READ_TIMEOUT", 60.0, minimum=0.001)
 
 
 # -- WWW-Authenticate (RFC 7235) ------------------------------------------------------------

@@ -351,3 +351,15 @@ def test_symlinks_planted_in_the_store_are_never_followed_by_deletes(cli, root, 
             one_error(r)
     after = sorted((str(p), p.lstat().st_mode, p.lstat().st_size) for p in (tmp_path / "host").rglob("*"))
     assert after == before
+
+
+@pytest.mark.parametrize("var", ["CONTAINER_REGISTRY_ATTEMPTS", "CONTAINER_REGISTRY_BACKOFF",
+                                 "CONTAINER_REGISTRY_READ_TIMEOUT", "CONTAINER_PULL_WORKERS",
+                                 "CONTAINER_PULL_RECONNECTS", "CONTAINER_LAYER_MAX_BYTES"])
+def test_garbage_in_tunables_is_one_line(var, cli, pushed):
+    for value in ("abc", "nan", "-1e999"):
+        r = cli("pull", pushed["busybox"].ref, env={**FAST, var: value})
+        if r.returncode != 0:
+            assert var in one_error(r)
+        else:
+            assert "Traceback" not in r.stderr
