@@ -55,7 +55,8 @@ class ImageInfo:
 def familiar(repository: str) -> str:
     if repository.startswith("docker.io/"):
         p = repository[len("docker.io/"):]
-        return p[len("library/"):] if p.startswith("library/") else p
+        rest = p[len("library/"):]
+        return rest if p.startswith("library/") and "/" not in rest else p
     return repository
 
 

@@ -45,7 +45,10 @@ class Reference:
     def familiar(self) -> str:
         """What docker prints: busybox, user/app, host:5000/app."""
         if self.domain == DOCKER_HUB:
-            return self.path[len("library/"):] if self.path.startswith("library/") else self.path
+            # docker strips "library/" only from official images: docker.io/library/library/a stays
+            # "library/library/a" (stripping would name docker.io/library/a)
+            rest = self.path[len("library/"):]
+            return rest if self.path.startswith("library/") and "/" not in rest else self.path
         return self.repository
 
     @property

@@ -671,7 +671,8 @@ class RegistryClient:
 
 def _familiar(domain: str, repo: str) -> str:
     if domain == DOCKER_HUB:
-        return repo[len("library/"):] if repo.startswith("library/") else repo
+        rest = repo[len("library/"):]
+        return rest if repo.startswith("library/") and "/" not in rest else repo
     return f"{domain}/{repo}"
 
 
