@@ -97,6 +97,7 @@ def valid_refs(draw) -> str:
 @settings(max_examples=400, **SETTINGS)
 @given(st.one_of(ref_soup, st.text(max_size=40), valid_refs()))
 @example("busybox:tag\nError: x")
+@example("library/library/a")           # familiar form used to drop "library/" here
 @example("a" * 300)
 @example("[fe80::1%eth0]:5000/repo")
 def test_reference_parse_total(s):
