@@ -121,18 +121,31 @@ def _database_error(e: BaseException) -> bool:
     corrupt) that open_database's checks could not see: one line, not a traceback."""
     import sqlite3
 
-    if isinstance(e, sqlite3.DatabaseError):
+    if isinstance(e, sqlite3.DatabaseError) or _cas_error(e):
         return True
     peewee = sys.modules.get("peewee")
     return peewee is not None and isinstance(e, peewee.DatabaseError)
+
+
+def _cas_error(e: BaseException) -> bool:
+    """A content-store error that reached the top: a digest from a tampered row that is not a
+    digest, a blob the database promises but the disk lacks, a guarded delete that refused."""
+    cas = [sys.modules.get(f"container.cas.{m}") for m in ("digest", "store", "fsutil")]
+    kinds = tuple(getattr(m, n) for m in cas if m is not None
+                  for n in ("InvalidDigest", "BlobNotFound", "DigestMismatch", "SizeMismatch", "UnsafeDelete")
+                  if hasattr(m, n))
+    return bool(kinds) and isinstance(e, kinds)
 
 
 def _db_failed(e: BaseException, code: int) -> None:
     from .output import err
 
     msg = (str(e).splitlines() or [type(e).__name__])[0]
-    err(f"metadata database error: {msg} (the database is damaged, or was not written by this "
-        "version of container)")
+    if _cas_error(e):
+        err(f"the store is damaged: {msg} (see `container fsck`)")
+    else:
+        err(f"metadata database error: {msg} (the database is damaged, or was not written by this "
+            "version of container)")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

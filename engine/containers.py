@@ -534,6 +534,11 @@ def fast_reference(s: str) -> tuple[str, str] | None:
     return f"{domain}/{path}", tag
 
 
+def _is_sha256(d) -> bool:
+    return isinstance(d, str) and len(d) == 71 and d.startswith("sha256:") and \
+        all(c in "0123456789abcdef" for c in d[7:])
+
+
 class _LiteImage:
     def __init__(self, id: str, config: dict, chain_id: str):
         self.id, self.config, self.chain_id, self.diff_ids = id, config, chain_id, ()
@@ -608,8 +613,8 @@ class _LiteDB:
         rows = self.conn.execute(
             "SELECT i.id, i.config_digest, i.chain_id FROM tag t JOIN image i ON i.id = t.image_id "
             "WHERE t.repository = ? AND t.tag = ? LIMIT 2", ref).fetchall()
-        if len(rows) != 1 or not rows[0][2] or not rows[0][1].startswith("sha256:"):
-            raise _NotFast
+        if len(rows) != 1 or not _is_sha256(rows[0][1]) or not _is_sha256(rows[0][2]):
+            raise _NotFast                      # (the ORM path validates digests before they become paths)
         try:
             with open(os.path.join(self.root, "blobs", "sha256", rows[0][1][7:]), "rb") as f:
                 config = json.loads(f.read())

@@ -363,3 +363,24 @@ def test_garbage_in_tunables_is_one_line(var, cli, pushed):
             assert var in one_error(r)
         else:
             assert "Traceback" not in r.stderr
+
+
+def test_digests_tampered_in_the_db_never_become_paths(cli, root, pushed, tmp_path):
+    """chain_id / config digest rows rewritten to '../..' paths: run does not use them as paths (the
+    host's /etc must not become the container's lower), it fails in one line or ignores them."""
+    img = pushed["busybox"]
+    cli("run", "--rm", img.ref, "true", env=FAST, check=True)
+    host = tmp_path / "hostdir"
+    (host / "bin").mkdir(parents=True)
+    (host / "marker").write_text("HOST\n")
+    evil = "sha256:" + "/".join([".."] * 12) + str(host)
+    c = sqlite3.connect(root / "metadata.db")
+    c.execute("update image set chain_id = ?", (evil,))
+    c.execute("insert or ignore into snapshot (chain_id, size, created) select ?, size, created from snapshot",
+              (evil,))
+    c.commit()
+    c.close()
+    r = cli("run", "--rm", img.ref, "cat", "/marker", env=FAST)
+    assert "HOST" not in r.stdout, r.stdout
+    if r.returncode != 0:
+        one_error(r)
