@@ -373,11 +373,14 @@ def test_digests_tampered_in_the_db_never_become_paths(cli, root, pushed, tmp_pa
     host = tmp_path / "hostdir"
     (host / "bin").mkdir(parents=True)
     (host / "marker").write_text("HOST\n")
+    bb = shutil.which("busybox") or "/bin/busybox"
+    if os.path.exists(bb):      # so that `cat /marker` would work if the host dir became the rootfs
+        shutil.copy(bb, host / "bin" / "cat")
     evil = "sha256:" + "/".join([".."] * 12) + str(host)
     c = sqlite3.connect(root / "metadata.db")
+    c.execute("pragma foreign_keys = off")
     c.execute("update image set chain_id = ?", (evil,))
-    c.execute("insert or ignore into snapshot (chain_id, size, created) select ?, size, created from snapshot",
-              (evil,))
+    c.execute("update snapshot set chain_id = ?", (evil,))
     c.commit()
     c.close()
     r = cli("run", "--rm", img.ref, "cat", "/marker", env=FAST)
