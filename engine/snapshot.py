@@ -19,6 +19,14 @@ needed). Markers never reach the snapshot; AUFS metadata names (`.wh..wh.*`) nei
 * Every operation is relative to a directory fd opened with O_NOFOLLOW: a symlink from a lower layer
   is replaced or removed, never followed, so no layer can make the merge write outside the snapshot.
 
+The merge runs top-down (_TopDown, "upper wins"): per directory the contributing layers are read
+from the top, a name claimed by an upper layer hides it below, whiteouts hide names in the layers
+below theirs, an opaque marker stops the walk; so each final entry is created exactly once and
+nothing is removed (on images whose upper layers delete or replace much, several times fewer
+filesystem operations). The bottom-up merge described above (_Merger, one layer after the other)
+is the reference semantics and still builds snapshots whose layers hold hardlinks into lower
+layers (placeholders): merge_layers falls back to it; tests hold the two to the same result.
+
 Built in snapshots/.tmp-XXXX, renamed into place, recorded as a Snapshot row; a snapshot that
 exists is returned at once (last_used updated). Call under store.lock(exclusive=False).
 """
@@ -338,8 +346,118 @@ def _open_readable(pfd: int, name: str, need: int) -> tuple[int, int | None]:
         os.close(path_fd)
 
 
-def merge_layers(layers: list[Path], dest: Path, *, count_bytes: bool = False) -> tuple[int, int]:
-    """Merge layer trees (base first) into the existing empty directory dest.
+class _Fallback(Exception):
+    """The top-down merge cannot build this snapshot (a hardlink placeholder to a lower layer, or
+    too many open directories): the caller empties dest and merges bottom-up instead."""
+
+
+class _TopDown(_Merger):
+    """Upper wins: every final entry is created exactly once.
+
+    Per directory, the layers that contribute to it are read from the top down. A name claimed by
+    a layer hides it in every lower layer; `.wh.X` hides X in the layers below its own; an opaque
+    marker hides every lower layer's children of its directory. A directory merges its contents
+    downward through the run of layers (top first) in which that name is a directory, cut after
+    the first one that is opaque; its attributes come from the topmost layer of the run that named
+    it (not IMPLICIT_XATTR), else from the lowest one (what the bottom-up merge leaves).
+    Directory modes are applied after their contents, as in the bottom-up merge."""
+
+    def merge_tree(self, layers: list[Path], tfd: int) -> None:
+        fds: list[int] = []
+        try:
+            for layer in reversed(layers):                 # top first
+                fds.append(os.open(layer, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            keys = [self._xattrs(fd) for fd in fds]
+            if any(HARDLINKS_XATTR in k for k in keys):
+                raise _Fallback("hardlink placeholder")
+            self._contents(fds, tfd)
+            for fd, k in zip(fds, keys):
+                if IMPLICIT_XATTR not in k:
+                    self._dir_attrs(fd, tfd, os.fstat(fd), k)
+                    break
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _contents(self, lfds: list[int], tfd: int) -> None:
+        """Fill target dir tfd from layer dirs lfds (top first), stopping after an opaque one."""
+        hidden: set[str] = set()
+        runs: dict[str, list[int]] = {}         # subdirectory -> layer dir fds holding it, top first
+        count = self.count_bytes
+        for lfd in lfds:
+            with os.scandir(lfd) as it:
+                ents = list(it)
+            whiteouts = []
+            opaque = False
+            for e in ents:
+                n = e.name
+                if n.startswith(_WH):
+                    if n == _OPQ:
+                        opaque = True
+                    elif not n.startswith(_AUFS):
+                        whiteouts.append(n[len(_WH):])
+                    continue
+                if n in hidden:
+                    continue
+                run = runs.get(n)
+                if e.is_dir(follow_symlinks=False):
+                    if run is None:
+                        runs[n] = [lfd]
+                    else:
+                        run.append(lfd)
+                    continue
+                hidden.add(n)                    # a non-directory: nothing below it counts
+                if run is not None:
+                    continue                     # ... and it ends an upper directory's run
+                try:
+                    os.link(n, n, src_dir_fd=lfd, dst_dir_fd=tfd, follow_symlinks=False)
+                except OSError as ex:
+                    if ex.errno != errno.EXDEV:
+                        raise
+                    self._copy(lfd, tfd, n)
+                self.entries += 1
+                if count and e.is_file(follow_symlinks=False):
+                    self.size += e.stat(follow_symlinks=False).st_size
+            if opaque:
+                break
+            hidden.update(whiteouts)
+        for n, run in runs.items():
+            self._subdir(run, tfd, n)
+
+    def _subdir(self, parents: list[int], tfd: int, n: str) -> None:
+        os.mkdir(n, 0o700, dir_fd=tfd)
+        self.entries += 1
+        ctfd = os.open(n, _DIR_FLAGS, dir_fd=tfd)
+        opened: list[tuple[int, int | None]] = []
+        try:
+            for pfd in parents:
+                opened.append(_open_readable(pfd, n, 0o500))
+            keys = [self._xattrs(fd) for fd, _ in opened]
+            if any(HARDLINKS_XATTR in k for k in keys):
+                raise _Fallback("hardlink placeholder")
+            self._contents([fd for fd, _ in opened], ctfd)
+            src = len(opened) - 1
+            for i, k in enumerate(keys):
+                if IMPLICIT_XATTR not in k:
+                    src = i
+                    break
+            fd, restore = opened[src]
+            self._dir_attrs(fd, ctfd, os.fstat(fd), keys[src], restore)
+        except OSError as ex:
+            if ex.errno == errno.EMFILE:
+                raise _Fallback("too many open directories") from None
+            raise
+        finally:
+            for fd, restore in opened:
+                if restore is not None:
+                    os.fchmod(fd, restore)
+                os.close(fd)
+            os.close(ctfd)
+
+
+def merge_layers_bottom_up(layers: list[Path], dest: Path, *, count_bytes: bool = False) -> tuple[int, int]:
+    """Merge layer trees (base first) into the existing empty directory dest, one layer after
+    the other (removals, replacements and hardlink placeholders resolved as each layer lands).
 
     -> (entries, bytes of regular files; 0 unless count_bytes)."""
     m = _Merger(count_bytes)
@@ -351,6 +469,36 @@ def merge_layers(layers: list[Path], dest: Path, *, count_bytes: bool = False) -
     finally:
         os.close(tfd)
     return m.entries, m.size
+
+
+def merge_layers_top_down(layers: list[Path], dest: Path, *, count_bytes: bool = False) -> tuple[int, int]:
+    """Same result as merge_layers_bottom_up, each final entry created once (see _TopDown).
+    Raises _Fallback (dest left partly filled) where only the bottom-up merge applies."""
+    m = _TopDown(count_bytes)
+    tfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchmod(tfd, 0o755)
+        m.merge_tree([Path(p) for p in layers], tfd)
+    finally:
+        os.close(tfd)
+    return m.entries, m.size
+
+
+def merge_layers(layers: list[Path], dest: Path, *, count_bytes: bool = False) -> tuple[int, int]:
+    """Merge layer trees (base first) into the existing empty directory dest: top-down, or
+    bottom-up when a layer holds hardlinks into lower layers.
+
+    -> (entries, bytes of regular files; 0 unless count_bytes)."""
+    try:
+        return merge_layers_top_down(layers, dest, count_bytes=count_bytes)
+    except _Fallback:
+        pass
+    tfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _Merger()._clear_dir(tfd)
+    finally:
+        os.close(tfd)
+    return merge_layers_bottom_up(layers, dest, count_bytes=count_bytes)
 
 
 def ensure_snapshot(store, diff_ids: list[str]) -> tuple[str, Path]:

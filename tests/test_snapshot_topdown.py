@@ -1,0 +1,209 @@
+"""engine.snapshot's top-down ("upper wins") merge: the cases where it differs in *how* it works
+from the bottom-up merge (whiteouts re-added, opaque in the middle, type flips, attributes of
+implicit dirs, whiteout + same name in one layer, the hardlink-placeholder fallback), and a
+differential property: on random 3-layer stacks both merges build the same tree."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tarmaker as tm  # noqa: E402
+from test_snapshot import tree  # noqa: E402
+
+from container.engine import snapshot as snap  # noqa: E402
+from container.engine.errors import LayerError  # noqa: E402
+from container.engine.unpack import unpack_layer  # noqa: E402
+
+ROOT = os.geteuid() == 0
+
+
+def layers_from(base: Path, *tars: bytes) -> list[Path]:
+    out = []
+    for i, t in enumerate(tars):
+        p = base / f"L{i}"
+        p.mkdir()
+        unpack_layer(io.BytesIO(t), p)
+        out.append(p)
+    return out
+
+
+def both(base: Path, layers: list[Path]) -> Path:
+    """Merge top-down (the default path) and bottom-up; assert they agree; return the top-down tree."""
+    td, bu = base / "td", base / "bu"
+    td.mkdir()
+    bu.mkdir()
+    n_td = snap.merge_layers_top_down(layers, td)
+    n_bu = snap.merge_layers_bottom_up(layers, bu)
+    assert tree(td) == tree(bu)
+    assert n_td == n_bu == (len(tree(td)), 0)
+    return td
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(os.lstat(p).st_mode)
+
+
+def test_whited_out_then_re_added(tmp_path):
+    layers = layers_from(
+        tmp_path,
+        tm.tar(tm.dir("d", mode=0o700), tm.file("d/a", b"a"), tm.file("d/b", b"b"), tm.file("f", b"old")),
+        tm.tar(tm.file(".wh.d"), tm.file(".wh.f")),
+        tm.tar(tm.file("d/c", b"c"), tm.file("f", b"new")),
+    )
+    s = both(tmp_path, layers)
+    assert sorted(os.listdir(s / "d")) == ["c"]
+    assert mode(s / "d") == 0o755             # the re-added dir is implicit in its layer: not 0700
+    assert (s / "f").read_bytes() == b"new"
+    assert os.lstat(s / "f").st_ino == os.lstat(layers[2] / "f").st_ino
+
+
+def test_opaque_dir_in_a_middle_layer(tmp_path):
+    layers = layers_from(
+        tmp_path,
+        tm.tar(tm.dir("o", mode=0o750), tm.file("o/a", b"a"), tm.dir("o/sub"), tm.file("o/sub/x", b"x")),
+        tm.tar(tm.file("o/.wh..wh..opq"), tm.file("o/m", b"m")),
+        tm.tar(tm.file("o/t", b"t"), tm.file("o/sub/y", b"y")),
+    )
+    s = both(tmp_path, layers)
+    assert sorted(os.listdir(s / "o")) == ["m", "sub", "t"]
+    assert os.listdir(s / "o/sub") == ["y"]   # layer 0's o/sub is hidden: only layer 2's child
+    assert mode(s / "o") == 0o750             # opaque hides children, not the lower dir's attributes
+
+
+def test_file_dir_file_and_dir_file_dir(tmp_path):
+    layers = layers_from(
+        tmp_path,
+        tm.tar(tm.file("x", b"0"), tm.dir("y"), tm.file("y/old", b"old")),
+        tm.tar(tm.dir("x"), tm.file("x/in", b"in"), tm.file("y", b"1")),
+        tm.tar(tm.file("x", b"2"), tm.dir("y", mode=0o711), tm.file("y/new", b"new")),
+    )
+    s = both(tmp_path, layers)
+    assert stat.S_ISREG(os.lstat(s / "x").st_mode) and (s / "x").read_bytes() == b"2"
+    assert os.listdir(s / "y") == ["new"] and mode(s / "y") == 0o711
+
+
+@pytest.mark.skipif(not ROOT, reason="owners need root")
+def test_dir_attributes_from_topmost_explicit_layer(tmp_path):
+    layers = layers_from(
+        tmp_path,
+        tm.tar(tm.dir("d", mode=0o700, uid=1), tm.file("d/a", b"a"), tm.dir("e", mode=0o710)),
+        tm.tar(tm.dir("d", mode=0o750, uid=2, gid=3), tm.file("d/b", b"b"), tm.file("e/f", b"f")),
+        tm.tar(tm.file("d/c", b"c"), tm.file("e/g", b"g")),       # d and e implicit here
+    )
+    s = both(tmp_path, layers)
+    st_d = os.lstat(s / "d")
+    assert (mode(s / "d"), st_d.st_uid, st_d.st_gid) == (0o750, 2, 3)
+    assert sorted(os.listdir(s / "d")) == ["a", "b", "c"]
+    assert mode(s / "e") == 0o710 and sorted(os.listdir(s / "e")) == ["f", "g"]
+    assert "user.container.implicit" not in os.listxattr(s / "d")
+
+
+def test_whiteout_and_the_same_name_in_one_layer(tmp_path):
+    layers = layers_from(
+        tmp_path,
+        tm.tar(tm.file("n", b"old"), tm.dir("e"), tm.file("e/old", b"o")),
+        tm.tar(tm.file(".wh.n"), tm.file("n", b"new"), tm.file(".wh.e"), tm.dir("e"), tm.file("e/new", b"n")),
+    )
+    s = both(tmp_path, layers)
+    assert (s / "n").read_bytes() == b"new"
+    assert os.listdir(s / "e") == ["new"]
+    assert not any(".wh." in p for p in tree(s))
+
+
+def test_placeholder_falls_back_to_bottom_up(tmp_path):
+    layers = layers_from(
+        tmp_path,
+        tm.tar(tm.dir("bin"), tm.file("bin/busybox", b"bb", mode=0o755), tm.file("gone", b"g")),
+        tm.tar(tm.file(".wh.gone"), tm.dir("bin"), tm.hardlink("bin/sh", "bin/busybox")),
+    )
+    assert os.getxattr(layers[1] / "bin/sh", "user.container.hardlink") == b"bin/busybox"
+    with pytest.raises(snap._Fallback):
+        (tmp_path / "td").mkdir()
+        snap.merge_layers_top_down(layers, tmp_path / "td")
+    s = tmp_path / "S"
+    s.mkdir()
+    assert snap.merge_layers(layers, s)[0] == 3          # bin, bin/busybox, bin/sh
+    assert sorted(tree(s)) == ["bin", "bin/busybox", "bin/sh"]
+    assert os.lstat(s / "bin/sh").st_ino == os.lstat(s / "bin/busybox").st_ino \
+        == os.lstat(layers[0] / "bin/busybox").st_ino
+    # a placeholder whose target is nowhere: the bottom-up merge's clear error
+    (tmp_path / "bad").mkdir()
+    bad = layers_from(tmp_path / "bad", tm.tar(tm.file("a", b"a")), tm.tar(tm.hardlink("x", "no/such")))
+    (tmp_path / "S2").mkdir()
+    with pytest.raises(LayerError, match="not found in lower layers"):
+        snap.merge_layers(bad, tmp_path / "S2")
+
+
+def test_mode_0000_layer_dirs_are_restored(tmp_path):
+    layers = layers_from(
+        tmp_path,
+        tm.tar(tm.dir("locked", mode=0), tm.file("locked/a", b"a"), tm.dir("locked/in", mode=0),
+               tm.file("locked/in/z", b"z")),
+        tm.tar(tm.file("locked/b", b"b"), tm.file("locked/in/y", b"y")),
+    )
+    s = both(tmp_path, layers)
+    assert mode(s / "locked") == 0 and mode(s / "locked/in") == 0
+    assert mode(layers[0] / "locked") == 0 and mode(layers[0] / "locked/in") == 0
+    assert sorted(os.listdir(s / "locked")) == ["a", "b", "in"] and sorted(os.listdir(s / "locked/in")) == ["y", "z"]
+
+
+# -- differential: top-down == bottom-up on random stacks ---------------------------------------------
+
+NAMES = ["a", "b", "c"]
+path_st = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map(tuple)
+kind_st = st.sampled_from(["file", "file", "dir", "dir", "symlink", "whiteout", "opaque", "fifo"])
+entry_st = st.tuples(path_st, kind_st, st.sampled_from([0o755, 0o700, 0o750, 0o644]),
+                     st.sampled_from([0, 1000]), st.binary(max_size=3))
+layer_st = st.lists(entry_st, max_size=8)
+
+
+def layer_tar(entries) -> bytes:
+    kinds: dict[tuple, str] = {}
+    parts = []
+    for path, kind, m, uid, data in entries:
+        if path in kinds or any(kinds.get(path[:i]) not in (None, "dir") for i in range(1, len(path))):
+            continue           # one entry per path; nothing under a non-directory of the same layer
+        if kind != "dir" and any(k[:len(path)] == path for k in kinds):
+            continue
+        kinds[path] = kind
+        name = "/".join(path)
+        parent = "/".join(path[:-1])
+        if kind == "file":
+            parts.append(tm.file(name, data, mode=m & 0o777, uid=uid))
+        elif kind == "dir":
+            parts.append(tm.dir(name, mode=m, uid=uid))
+        elif kind == "symlink":
+            parts.append(tm.symlink(name, "../" + "/".join(reversed(path)), uid=uid))
+        elif kind == "fifo":
+            parts.append(tm.fifo(name, mode=m & 0o666))
+        elif kind == "whiteout":
+            parts.append(tm.file((parent + "/" if parent else "") + ".wh." + path[-1]))
+        else:                  # opaque marker in the directory `name`
+            kinds[path] = "dir"
+            parts.append(tm.file(name + "/.wh..wh..opq"))
+    return tm.tar(*parts)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(layer_st, min_size=3, max_size=3))
+def test_top_down_equals_bottom_up_on_random_stacks(stack):
+    with tempfile.TemporaryDirectory(prefix="td-diff-") as d:
+        base = Path(d)
+        layers = layers_from(base, *(layer_tar(e) for e in stack))
+        before = _fds()
+        both(base, layers)
+        assert _fds() == before
