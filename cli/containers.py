@@ -10,7 +10,6 @@ so errors and help text come from one place and the result is the same either wa
 """
 
 import os
-import sys
 
 # run's options: (names, dest, takes a value, repeatable)
 RUN_OPTIONS = [

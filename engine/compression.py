@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import io
 import zlib
+from typing import BinaryIO
+
+from .errors import LayerError, UnsupportedMediaType
 
 try:  # ISA-L's inflate is 2-3x faster than zlib's, with zlib's API; zlib where it is not installed
     from isal import isal_zlib as _inflate
 except ImportError:  # pragma: no cover - depends on the platform's wheels
     _inflate = zlib
 _INFLATE_ERRORS = (zlib.error, _inflate.error)
-from typing import BinaryIO
-
-from .errors import LayerError, UnsupportedMediaType
 
 GZIP = "gzip"
 ZSTD = "zstd"

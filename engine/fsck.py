@@ -102,7 +102,7 @@ def check(store, *, deep: bool = False) -> tuple[Report, G.Plan, G._State]:
         n += 1
         try:
             ok = store.blobs.verify(dg)
-        except OSError as e:
+        except OSError:
             ok = False
         if not ok:
             rep.add("corrupt-blob", str(dg), f"blob {dg} does not hash to its name", store.blobs.path(dg))

@@ -432,7 +432,6 @@ def execute(store, plan: Plan) -> Plan:
     """Rows in one transaction, then files (invariant 4). Sets plan.freed to what was actually freed."""
     from container.schema import (Blob, Container, Image, ImageLayer, Layer, Lease, LeaseItem, Snapshot, Tag,
                                   write_txn)
-    import peewee as pw
 
     acc = Accounting(plan.units)   # measure before anything goes
 

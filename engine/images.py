@@ -150,7 +150,7 @@ def resolve_image(store, ref_or_id: str) -> ImageInfo:
 # -- refcounts ------------------------------------------------------------------------------
 def add_image_refs(img, layer_rows) -> None:
     """+1 on every blob/layer an image's edges name. Call inside write_txn() with the edges' insert."""
-    from container.schema import Blob, Layer
+    from container.schema import Layer
 
     blob_digests = [img.manifest_digest, img.config_digest] + ([img.index_digest] if img.index_digest else [])
     blob_digests += [r["blob"] for r in layer_rows]

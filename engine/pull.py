@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
-import datetime as _dt
 import errno
 import hashlib
 import io
@@ -49,7 +48,7 @@ from .config import env_number
 from .errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch, RegistryError, RegistryUnavailable,
                      StoreError, UnsupportedMediaType, VerificationError)
 from .images import ImageInfo
-from .manifest import (FOREIGN_TYPES, LAYER_TYPES, MAX_CONFIG, Descriptor, Index, Manifest, check_image_manifest,
+from .manifest import (FOREIGN_TYPES, MAX_CONFIG, Descriptor, Index, Manifest, check_image_manifest,
                        parse_config, parse_manifest)
 
 CHUNK = 1 << 20

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip as _gzip
 import hashlib
 import json
-import os
 from pathlib import Path
 
 

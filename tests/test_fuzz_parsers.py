@@ -17,7 +17,7 @@ import json
 import re
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from container.engine import platform as plat

@@ -240,7 +240,7 @@ def test_held_locks_are_respected(root, tmp_path):
     iid = S.add_image(s, "docker.io/library/app0", "latest", S.layers_for(0))
     running = S.add_container(s, iid, "running", status="running")
     stopped = S.add_container(s, iid, "stopped", status="exited")
-    stale = S.add_container(s, iid, "stale", status="running")        # supervisor died: no lock holder
+    S.add_container(s, iid, "stale", status="running")        # supervisor died: no lock holder
     part = s.ingest_dir / ("34" * 32)
     part.mkdir()
     (part / "data").write_bytes(b"downloading")
@@ -296,7 +296,7 @@ def test_gc_during_a_pull_never_breaks_it(cli, root, pushed, proxy):
         assert g.returncode == 0
     # prune -a may remove the image once the pull recorded it; either way the store is consistent
     assert cli("fsck", "--deep").returncode == 0
-    r = cli("pull", ref, check=True)
+    cli("pull", ref, check=True)
     assert cli("fsck", "--deep").returncode == 0 and cli("run", "--rm", ref, "/bin/true").returncode == 0
 
 

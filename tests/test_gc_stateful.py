@@ -7,7 +7,6 @@ layer trees and snapshots exist, container dirs exist). After gc: nothing unrefe
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
@@ -55,7 +54,6 @@ def test_stateful(machine_env):
             from container.engine.store import Store
 
             # a fresh store per example
-            import shutil
             if root.exists():
                 subprocess.run(["rm", "-rf", str(root)], check=True)
             root.mkdir()

@@ -647,7 +647,7 @@ def test_hostile_auth_challenge_is_one_line(challenge, good, cli, root, proxy, g
     p.replace("/v2/", status=401, body=b'{"errors":[{"code":"UNAUTHORIZED","message":"\\u001b[2J"}]}',
               headers={"WWW-Authenticate": challenge, "Content-Type": "application/json"}, count=None)
     r = cli("pull", f"{p.host}/hostile/good:latest", env=FAST, timeout=60)
-    line = one_error(r)
+    one_error(r)
     assert "\x1b" not in r.stderr, r.stderr
     check_store_unchanged_after_failed_pull(root)
 

@@ -8,7 +8,6 @@ from container.engine import platform as plat
 from container.engine.errors import PlatformMismatch, UnsupportedMediaType, VerificationError
 from container.engine.manifest import (ACCEPT, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST, OCI_INDEX, OCI_MANIFEST,
                                        Index, Manifest, check_image_manifest, parse_config, parse_manifest)
-from container.engine.manifest import Platform
 
 D = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64

@@ -195,7 +195,7 @@ def test_redirect_to_another_host_drops_authorization(cli, root, pushed, registr
 
 
 def test_mirror_is_tried_first(cli, root, pushed, proxy):
-    img = pushed["library/busybox"]
+    pushed["library/busybox"]
     mirror = proxy()
     cli.write_config(f'[registries."docker.io"]\nmirrors = ["{mirror.host}"]\n')
     r = cli("pull", "busybox", env=FAST)

@@ -40,7 +40,6 @@ import json
 import os
 import platform as _platform
 import shutil
-import stat
 import subprocess
 import sys
 import tarfile
