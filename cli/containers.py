@@ -204,8 +204,8 @@ def register(app) -> None:
     @app.command("run", context_settings={"allow_interspersed_args": False})
     def run_cmd(
         ctx: typer.Context,
-        image: Annotated[str, typer.Argument(help="Image reference or id.")],
-        command: Annotated[Optional[List[str]], typer.Argument(help="Command and arguments.")] = None,
+        image: Annotated[str, typer.Argument(metavar="IMAGE", help="Image reference or id.")],
+        command: Annotated[Optional[List[str]], typer.Argument(metavar="[COMMAND] [ARG...]", help="Command and arguments.")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="Container name.")] = None,
         rm: Annotated[bool, typer.Option("--rm", help="Remove the container when it exits.")] = False,
         hostname: Annotated[Optional[str], typer.Option("--hostname", help="Container host name.")] = None,
@@ -263,7 +263,7 @@ def register(app) -> None:
     @app.command("rm")
     def rm_cmd(
         ctx: typer.Context,
-        containers: Annotated[List[str], typer.Argument(help="Containers (name, id or id prefix).")],
+        containers: Annotated[List[str], typer.Argument(metavar="CONTAINER...", help="Containers (name, id or id prefix).")],
         force: Annotated[bool, typer.Option("--force", "-f", help="Kill and remove a running container.")] = False,
     ) -> None:
         """Remove containers (their rootfs and their record)."""

@@ -96,7 +96,7 @@ class RichProgress(PlainProgress):
 
 def pull_cmd(
     ctx: typer.Context,
-    image: Annotated[str, typer.Argument(help="Image reference: NAME[:TAG|@DIGEST]")],
+    image: Annotated[str, typer.Argument(metavar="IMAGE", help="Image reference: NAME[:TAG|@DIGEST]")],
     platform: Annotated[Optional[str], typer.Option("--platform", help="os/arch[/variant], e.g. linux/arm64")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image digest.")] = False,
 ) -> None:
@@ -256,7 +256,7 @@ def _inspect_image(i) -> dict:
 
 def inspect_cmd(
     ctx: typer.Context,
-    names: Annotated[List[str], typer.Argument(help="Images (or containers) to inspect.")],
+    names: Annotated[List[str], typer.Argument(metavar="NAME...", help="Images (or containers) to inspect.")],
 ) -> None:
     """Show details of images (or containers) as JSON."""
     import dataclasses
@@ -294,7 +294,7 @@ def inspect_cmd(
 # -- rmi / tag ------------------------------------------------------------------------------------------
 def rmi_cmd(
     ctx: typer.Context,
-    images: Annotated[List[str], typer.Argument(help="Images to remove (reference or id).")],
+    images: Annotated[List[str], typer.Argument(metavar="IMAGE...", help="Images to remove (reference or id).")],
     force: Annotated[bool, typer.Option("--force", "-f", help="Remove even if used by containers or in several repos.")] = False,
 ) -> None:
     """Remove image tags; an image with no tag left is deleted (files are reclaimed by gc)."""
@@ -320,8 +320,8 @@ def rmi_cmd(
 
 def tag_cmd(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help="SOURCE_IMAGE[:TAG] or id")],
-    target: Annotated[str, typer.Argument(help="TARGET_IMAGE[:TAG]")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE_IMAGE[:TAG]", help="SOURCE_IMAGE[:TAG] or id")],
+    target: Annotated[str, typer.Argument(metavar="TARGET_IMAGE[:TAG]", help="TARGET_IMAGE[:TAG]")],
 ) -> None:
     """Create a tag TARGET that refers to SOURCE."""
     from container.engine.images import tag_image
@@ -332,7 +332,7 @@ def tag_cmd(
 # -- login / logout --------------------------------------------------------------------------------------
 def login_cmd(
     ctx: typer.Context,
-    server: Annotated[Optional[str], typer.Argument(help="Registry host (default: Docker Hub).")] = None,
+    server: Annotated[Optional[str], typer.Argument(metavar="[SERVER]", help="Registry host (default: Docker Hub).")] = None,
     username: Annotated[Optional[str], typer.Option("--username", "-u")] = None,
     password: Annotated[Optional[str], typer.Option("--password", "-p")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
@@ -366,7 +366,7 @@ def login_cmd(
 
 def logout_cmd(
     ctx: typer.Context,
-    server: Annotated[Optional[str], typer.Argument(help="Registry host (default: Docker Hub).")] = None,
+    server: Annotated[Optional[str], typer.Argument(metavar="[SERVER]", help="Registry host (default: Docker Hub).")] = None,
 ) -> None:
     """Log out from a registry."""
     from container.engine import registry

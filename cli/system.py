@@ -251,7 +251,7 @@ def _render_fsck(rep, *, repair: bool, verbose: bool) -> None:
 # -- sql ------------------------------------------------------------------------------------------
 
 def sql_cmd(ctx: typer.Context,
-            query: Annotated[Optional[str], typer.Argument(help="A read-only SQL query.")] = None,
+            query: Annotated[Optional[str], typer.Argument(metavar="[QUERY]", help="A read-only SQL query.")] = None,
             format: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
             schema: Annotated[bool, typer.Option("--schema", help="Print the documented schema.")] = False
             ) -> None:
