@@ -259,7 +259,6 @@ def inspect_cmd(
     names: Annotated[List[str], typer.Argument(metavar="NAME...", help="Images (or containers) to inspect.")],
 ) -> None:
     """Show details of images (or containers) as JSON."""
-    import dataclasses
 
     from container.engine.errors import ContainerNotFound, ImageNotFound
     from container.engine.images import resolve_image
@@ -282,7 +281,7 @@ def inspect_cmd(
         except (ContainerNotFound, ImageNotFound):
             missing.append(name)
             continue
-        out.append(dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c)
+        out.append(c.to_json())
     if out or not missing:
         print_json(out)
     for m in missing:

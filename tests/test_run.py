@@ -280,10 +280,11 @@ def test_ps_rm_inspect(store):
     r = store("run", "--name", "keeper", store.bb, "true")
     assert r.returncode == 125 and "already in use" in r.stderr
     insp = store("inspect", "keeper")
-    if insp.returncode == 0:
-        doc = json.loads(insp.stdout)
-        doc = doc[0] if isinstance(doc, list) else doc
-        assert cid in (doc.get("Id"), doc.get("id"))
+    assert insp.returncode == 0, insp.stderr
+    [doc] = json.loads(insp.stdout)
+    assert doc["Id"] == cid and doc["Name"] == "/keeper"
+    assert doc["State"]["Status"] == "exited" and doc["State"]["ExitCode"] == 3
+    assert doc["Path"] == "sh" and doc["Args"] == ["-c", "exit 3"]
     r = store("rm", "keeper")
     assert r.returncode == 0 and r.stdout.strip() == "keeper"
     assert not (containers_dir(store) / cid).exists()
