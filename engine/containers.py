@@ -227,13 +227,18 @@ def _env_item(item: str, where: str) -> str | None:
     return None
 
 
+ENV_FILE_MAX = 16 << 20
+
+
 def parse_env_file(path: str) -> list[str]:
     """docker's --env-file: K=V lines, `K` alone takes the caller's value, '#' comments."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            raw = f.read(ENV_FILE_MAX + 1)      # bounded: --env-file /dev/zero must not hang
     except OSError as e:
         raise RunError(f"open {path}: {(e.strerror or str(e)).lower()}") from None
+    if len(raw) > ENV_FILE_MAX:
+        raise RunError(f"env file {path} is larger than {ENV_FILE_MAX >> 20} MiB")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -168,6 +168,8 @@ def test_env_override_and_files(store, tmp_path):
     r = run(store, "-e", "PATH=/bin", "-e", "HOME=/elsewhere", store.bb, "env")
     env = dict(line.split("=", 1) for line in r.stdout.splitlines())
     assert env["PATH"] == "/bin" and env["HOME"] == "/elsewhere"
+    r = run(store, "--env-file", "/dev/zero", store.bb, "true")          # endless: bounded, one line
+    assert r.returncode == 125 and r.stderr.strip() == "Error: env file /dev/zero is larger than 16 MiB"
 
 
 def test_user_forms(store):
