@@ -78,7 +78,7 @@ class _Merger:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            fd = os.open(name, _DIR_FLAGS, dir_fd=tfd)
+            fd, _ = _open_readable(tfd, name, 0o700)     # mode 0000 without CAP_DAC_OVERRIDE too
             try:
                 if st.st_mode & 0o700 != 0o700:
                     os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)   # our own dir inode, not shared
@@ -384,6 +384,9 @@ class _TopDown(_Merger):
         hidden: set[str] = set()
         runs: dict[str, list[int]] = {}         # subdirectory -> layer dir fds holding it, top first
         count = self.count_bytes
+        if len(lfds) == 1:
+            self._single(lfds[0], tfd, runs)
+            lfds = ()
         for lfd in lfds:
             with os.scandir(lfd) as it:
                 ents = list(it)
@@ -423,6 +426,29 @@ class _TopDown(_Merger):
             hidden.update(whiteouts)
         for n, run in runs.items():
             self._subdir(run, tfd, n)
+
+    def _single(self, lfd: int, tfd: int, runs: dict[str, list[int]]) -> None:
+        """_contents with one contributing layer (most directories): no name can be hidden."""
+        count = self.count_bytes
+        link = os.link
+        with os.scandir(lfd) as it:
+            for e in it:
+                n = e.name
+                if e.is_dir(follow_symlinks=False):
+                    if not n.startswith(_WH):
+                        runs[n] = [lfd]
+                    continue
+                if n.startswith(_WH):
+                    continue
+                try:
+                    link(n, n, src_dir_fd=lfd, dst_dir_fd=tfd, follow_symlinks=False)
+                except OSError as ex:
+                    if ex.errno != errno.EXDEV:
+                        raise
+                    self._copy(lfd, tfd, n)
+                self.entries += 1
+                if count and e.is_file(follow_symlinks=False):
+                    self.size += e.stat(follow_symlinks=False).st_size
 
     def _subdir(self, parents: list[int], tfd: int, n: str) -> None:
         os.mkdir(n, 0o700, dir_fd=tfd)

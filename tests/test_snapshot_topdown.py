@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -207,3 +209,32 @@ def test_top_down_equals_bottom_up_on_random_stacks(stack):
         before = _fds()
         both(base, layers)
         assert _fds() == before
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root to drop capabilities")
+def test_fallback_without_capabilities_clears_mode_0000_dirs(tmp_path):
+    """The top-down pass has already built a 0000 directory when it meets a placeholder: without
+    CAP_DAC_OVERRIDE the fallback must still empty dest before merging bottom-up."""
+    # directory order is the filesystem's: with 20 locked dirs beside it, the placeholder's dir is
+    # almost surely not the first one built
+    locked = [p for i in range(20) for p in (tm.dir(f"d{i}", mode=0), tm.file(f"d{i}/f", b"f"))]
+    (tmp_path / "l1.tar").write_bytes(tm.tar(tm.file("z", b"z")))
+    (tmp_path / "l2.tar").write_bytes(tm.tar(*locked, tm.hardlink("zz/link", "z")))
+    script = f"""
+from pathlib import Path
+from container.engine.unpack import unpack_layer
+from container.engine.snapshot import merge_layers
+t = Path({str(tmp_path)!r})
+for i in (1, 2):
+    (t / f"L{{i}}").mkdir()
+    unpack_layer(open(t / f"l{{i}}.tar", "rb"), t / f"L{{i}}")
+(t / "S").mkdir()
+print(merge_layers([t / "L1", t / "L2"], t / "S"))
+"""
+    r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("(43,")         # z, zz, zz/link, 20 dirs with a file each
+    s = tmp_path / "S"
+    assert os.lstat(s / "zz/link").st_ino == os.lstat(s / "z").st_ino
+    assert all(mode(s / f"d{i}") == 0 for i in range(20))
