@@ -469,10 +469,6 @@ class _TopDown(_Merger):
                     break
             fd, restore = opened[src]
             self._dir_attrs(fd, ctfd, os.fstat(fd), keys[src], restore)
-        except OSError as ex:
-            if ex.errno == errno.EMFILE:
-                raise _Fallback("too many open directories") from None
-            raise
         finally:
             for fd, restore in opened:
                 if restore is not None:
@@ -505,6 +501,10 @@ def merge_layers_top_down(layers: list[Path], dest: Path, *, count_bytes: bool =
     try:
         os.fchmod(tfd, 0o755)
         m.merge_tree([Path(p) for p in layers], tfd)
+    except OSError as ex:
+        if ex.errno in (errno.EMFILE, errno.ENFILE):     # (layers + 1) fds per level of depth
+            raise _Fallback("too many open directories") from None
+        raise
     finally:
         os.close(tfd)
     return m.entries, m.size

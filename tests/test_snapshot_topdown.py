@@ -238,3 +238,38 @@ print(merge_layers([t / "L1", t / "L2"], t / "S"))
     s = tmp_path / "S"
     assert os.lstat(s / "zz/link").st_ino == os.lstat(s / "z").st_ino
     assert all(mode(s / f"d{i}") == 0 for i in range(20))
+
+
+def test_too_many_open_dirs_falls_back(tmp_path):
+    """A deep directory present in every layer keeps (layers + 1) fds per level open top-down;
+    under a low RLIMIT_NOFILE the merge falls back to the bottom-up one (2 per level), same tree."""
+    deep = "/".join(f"p{i}" for i in range(20))
+    for i in range(3):
+        (tmp_path / f"l{i}.tar").write_bytes(tm.tar(tm.file(f"{deep}/f{i}", b"x"), tm.file(f"top{i}", b"t")))
+    script = f"""
+import resource
+from pathlib import Path
+from container.engine.unpack import unpack_layer
+from container.engine import snapshot as snap
+t = Path({str(tmp_path)!r})
+layers = []
+for i in range(3):
+    (t / f"L{{i}}").mkdir()
+    unpack_layer(open(t / f"l{{i}}.tar", "rb"), t / f"L{{i}}")
+    layers.append(t / f"L{{i}}")
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+(t / "TD").mkdir()
+try:
+    snap.merge_layers_top_down(layers, t / "TD")
+    print("top-down fit")
+except snap._Fallback:
+    print("fallback")
+(t / "S").mkdir()
+print(snap.merge_layers(layers, t / "S"))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["fallback", "(26, 0)"]       # 20 dirs, 3 files deep, 3 on top
+    s = tmp_path / "S"
+    assert sorted(os.listdir(s / deep)) == ["f0", "f1", "f2"]
+    assert sorted(os.listdir(s)) == ["p0", "top0", "top1", "top2"]
