@@ -21,8 +21,6 @@ import json
 import os
 import secrets
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,16 +144,9 @@ def host_arch() -> str:
     return host_platform()[1]
 
 
-def _http(method: str, url: str, data: bytes | None = None, headers: dict | None = None):
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        return opener.open(req, timeout=60)
-    except urllib.error.HTTPError as e:
-        return e
-
-
 def push(host: str, repo: str, tag: str, img: Img) -> None:
+    from tools.images import _http
+
     base = f"http://{host}/v2/{repo}"
     for digest, data in img.blobs.items():
         if _http("HEAD", f"{base}/blobs/{digest}").status == 200:

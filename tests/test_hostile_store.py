@@ -15,18 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from test_hostile_images import one_error
 from test_pull import store_state
 
 FAST = {"CONTAINER_REGISTRY_BACKOFF": "0.01", "CONTAINER_REGISTRY_ATTEMPTS": "2"}
 
 
-def one_error(r) -> str:
-    assert r.returncode != 0, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    errs = [x for x in lines if x.startswith("Error:")]
-    assert "Traceback" not in r.stderr, r.stderr
-    assert len(errs) == 1 and lines[-1] == errs[0], r.stderr
-    return errs[0]
 
 
 # -------------------------------------------------------------------------------------------- references
