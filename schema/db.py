@@ -44,6 +44,27 @@ def _connect(url_or_path: str) -> peewee.Database:
     )
 
 
+def _connect_retrying(db: peewee.Database, timeout: float = 30.0) -> None:
+    """Connect, retrying while the file is locked: switching a new database to WAL needs an
+    exclusive lock, and SQLite answers "database is locked" at once (no busy wait) when another
+    process is creating the same store."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            db.connect(reuse_if_open=True)
+            return
+        except peewee.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            if not db.is_closed():
+                db.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Database:
     """Open, create or migrate. With readonly=True (container sql) nothing is written."""
     from .models import ALL_MODELS, Meta
@@ -56,7 +77,7 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
         db = _connect(url_or_path)
     database.initialize(db)
     try:
-        db.connect(reuse_if_open=True)
+        _connect_retrying(db)
         if readonly:
             return db
         try:
@@ -64,14 +85,19 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
         except ValueError:
             raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: its schema version "
                                   "is not a number") from None
-        if version is None and db.get_tables():
-            raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: it has tables but no "
-                                  "schema version (not written by container?)")
         if version is None:
-            with db.atomic():
-                db.create_tables(ALL_MODELS)
-                Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_replace().execute()
-        elif version > SCHEMA_VERSION:
+            # A new store: two processes may create it at once. Check again under the write lock
+            # (IMMEDIATE: a deferred transaction that read first could not upgrade, SQLITE_BUSY).
+            with write_txn():
+                version = migrations.current_version(db)
+                if version is None:
+                    if db.get_tables():
+                        raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: it has "
+                                              "tables but no schema version (not written by container?)")
+                    db.create_tables(ALL_MODELS)
+                    Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).execute()
+                    version = SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"the store's database has schema version {version}, newer than this container "
                 f"(supports {SCHEMA_VERSION}): upgrade container"

@@ -44,3 +44,30 @@ def test_unwritable_root_is_one_error(tmp_path):
     f.write_text("x")
     with pytest.raises(StoreError, match="cannot use store root"):
         Store(f / "root").db()
+
+
+def _open_fresh(root: str, barrier) -> None:
+    from container.engine.store import Store
+
+    barrier.wait()
+    s = Store(root)
+    s.db()
+    from container.schema import Blob
+
+    Blob.select().count()
+    s.close()
+
+
+def test_processes_creating_a_new_store_at_once_all_succeed(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for round_ in range(6):
+        root = str(tmp_path / f"r{round_}")
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_fresh, args=(root, barrier)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6, f"round {round_}"
