@@ -7,8 +7,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-pkgs=(docker-registry skopeo busybox-static umoci runc debootstrap apache2-utils)
-[ "${1:-}" = "--bench" ] && pkgs+=(podman fuse-overlayfs uidmap hyperfine proot time)
+pkgs=(docker-registry skopeo busybox-static umoci runc podman debootstrap apache2-utils)
+[ "${1:-}" = "--bench" ] && pkgs+=(fuse-overlayfs uidmap hyperfine proot time)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
