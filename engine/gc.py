@@ -46,7 +46,7 @@ from pathlib import Path
 from container.cas import Digest
 from container.cas.fsutil import remove_under
 
-from .df import Accounting, Unit
+from .df import Accounting, Unit, _entries as entries
 from .errors import ContainerError
 
 TMP_PREFIX = ".tmp-"
@@ -368,13 +368,6 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
         except OSError:
             return False
         return mtime < tmp_cutoff
-
-    def entries(d: Path):
-        try:
-            with os.scandir(d) as it:
-                return sorted(it, key=lambda e: e.name)
-        except FileNotFoundError:
-            return []
 
     for e in entries(store.blobs.dir):
         if e.name in kept_blob_hex:
