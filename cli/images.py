@@ -387,3 +387,11 @@ def register(app: typer.Typer) -> None:
     app.command("tag")(tag_cmd)
     app.command("login")(login_cmd)
     app.command("logout")(logout_cmd)
+    # docker's management-command spelling: `container image rm|ls|pull|inspect|tag`
+    from .system import image_app
+
+    image_app.command("rm", help="Remove image references (alias of rmi).")(rmi_cmd)
+    image_app.command("ls", help="List images (alias of images).")(images_cmd)
+    image_app.command("pull", help="Pull an image (alias of pull).")(pull_cmd)
+    image_app.command("inspect", help="Show details of images (alias of inspect).")(inspect_cmd)
+    image_app.command("tag", help="Create a tag (alias of tag).")(tag_cmd)

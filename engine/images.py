@@ -190,9 +190,11 @@ def delete_image_row(img) -> None:
 
 
 def _containers_using(image_id: str) -> list[str]:
+    """'stopped container 0e7d5c3a1b2f' for each container made from the image (docker's wording)."""
     from container.schema import Container
 
-    return [c.name for c in Container.select(Container.name).where(Container.image == image_id)]
+    return [f"{'running' if c.status == 'running' else 'stopped'} container {c.id[:12]}"
+            for c in Container.select(Container.id, Container.status).where(Container.image == image_id)]
 
 
 @dataclass
@@ -202,33 +204,73 @@ class RemoveResult:
 
 
 def remove_image(store, ref_or_id: str, *, force: bool = False) -> RemoveResult:
-    """docker rmi: untag; delete the image when nothing else names it. Files are reclaimed by gc."""
+    """docker rmi (daemon/images/image_delete.go): remove the reference that was named, and the image
+    only when no reference is left. Files are reclaimed by gc.
+
+    - by digest (NAME@sha256:...): that digest reference goes; tags naming the same image stay.
+    - by tag (NAME:TAG): that tag goes; when no other tag of NAME is left, NAME's digest references
+      go too (docker drops them with the last tag of their repository).
+    - by ID (or short ID): every reference goes; refused without -f when they span repositories.
+    A container using the image blocks removing its last reference (and removal by ID) unless -f,
+    and with -f the image stays as <none> while a container uses it.
+    """
     from container.schema import Image, Tag, write_txn
+
+    from . import reference
 
     out = RemoveResult()
     with store.lock(exclusive=False):
         store.db()
         with write_txn():
-            imgs, tag_rows = _find_rows(store, ref_or_id)
+            imgs, named = _find_rows(store, ref_or_id)
             img = Image.get_or_none(Image.id == imgs[0].id)
-            if img is None:
+            if img is None or named == []:      # [] = found by content only, under no such name
                 raise ImageNotFound(f"No such image: {ref_or_id}")
-            all_tags = list(Tag.select().where(Tag.image == img.id))
-            if tag_rows is None:            # by id: every tag goes
-                repos = {t.repository for t in all_tags}
-                if len(repos) > 1 and not force:
-                    raise Conflict(f"unable to delete {img.config_digest.split(':')[1][:12]} (must be forced) - "
-                                   "image is referenced in multiple repositories")
-                tag_rows = all_tags
+            short = img.config_digest.split(":", 1)[-1][:12]
+            all_refs = list(Tag.select().where(Tag.image == img.id).order_by(Tag.created, Tag.id))
             using = _containers_using(img.id)
-            remaining = [t for t in all_tags if t.id not in {r.id for r in tag_rows}]
-            if using and not remaining and not force:
-                raise Conflict(f"unable to remove image {ref_or_id} (must be forced) - image is being used by "
-                               f"container {using[0]}")
-            for t in tag_rows:
+            implied: list[str] = []           # digest references that exist only through a tag row
+            if named is None:                   # by id: every reference goes
+                if len({t.repository for t in all_refs}) > 1 and not force:
+                    raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
+                                   "image is referenced in multiple repositories")
+                if using and not force:
+                    raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
+                                   f"image is being used by {using[0]}")
+                drop = all_refs
+                implied = [f"{familiar(t.repository)}@{t.digest}" for t in all_refs if t.tag is not None]
+            else:
+                ref = reference.parse(ref_or_id.strip())
+                if ref.digest:
+                    drop = [t for t in named if t.tag is None]
+                    if not drop:                # pulled by tag: the digest reference is the tag row's
+                        implied = [f"{ref.familiar}@{ref.digest}"]
+                else:
+                    drop = list(named)
+                    if not any(t.tag is not None and t.repository == ref.repository and t.id not in
+                               {d.id for d in drop} for t in all_refs):
+                        drop += [t for t in all_refs if t.tag is None and t.repository == ref.repository]
+                last = all(t.id in {d.id for d in drop} for t in all_refs)
+                if last and implied:            # naming the digest of the only tag removes nothing
+                    last = False
+                if using and last and not force:
+                    raise Conflict(f'conflict: unable to remove repository reference "{ref_or_id}" (must force)'
+                                   f" - {using[0].split(' ', 1)[1]} is using its referenced image {short}")
+            dropped = {t.id for t in drop}
+            seen: set[str] = set()
+            for t in drop:
                 name = familiar(t.repository)
-                out.untagged.append(f"{name}:{t.tag}" if t.tag else f"{name}@{t.digest}")
-                Tag.delete().where(Tag.id == t.id).execute()
+                shown = f"{name}:{t.tag}" if t.tag else f"{name}@{t.digest}"
+                if shown not in seen:
+                    seen.add(shown)
+                    out.untagged.append(shown)
+            for shown in implied:
+                if shown not in seen:
+                    seen.add(shown)
+                    out.untagged.append(shown)
+            if dropped:
+                Tag.delete().where(Tag.id.in_(list(dropped))).execute()
+            remaining = [t for t in all_refs if t.id not in dropped]
             if not remaining and not using:
                 delete_image_row(img)
                 out.deleted.append(img.config_digest)
