@@ -4,7 +4,7 @@ Stdlib only; imports neither `container.schema` nor `container.engine`.
 """
 
 from .digest import Digest, InvalidDigest
-from .store import BlobNotFound, BlobStore, DigestMismatch, Ingest, IngestBusy, SizeMismatch
+from .blobs import BlobNotFound, BlobStore, DigestMismatch, Ingest, IngestBusy, SizeMismatch
 from .lock import store_lock, StoreLocked
 from .fsutil import fsync_dir, publish_dir, remove_under
 

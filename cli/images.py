@@ -101,7 +101,7 @@ def pull_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image digest.")] = False,
 ) -> None:
     """Pull an image from a registry."""
-    from container.engine import reference
+    from container.engine.image import reference
     from container.engine.pull import pull
 
     st = state(ctx)
@@ -162,7 +162,7 @@ def images_cmd(
     no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs.")] = False,
 ) -> None:
     """List images."""
-    from container.engine.images import humanize_age, list_images
+    from container.engine.image.catalog import humanize_age, list_images
 
     st = state(ctx)
     imgs = list_images(st.store)
@@ -261,7 +261,7 @@ def inspect_cmd(
     """Show details of images (or containers) as JSON."""
 
     from container.engine.errors import ContainerNotFound, ImageNotFound
-    from container.engine.images import resolve_image
+    from container.engine.image.catalog import resolve_image
 
     st = state(ctx)
     out, missing = [], []
@@ -298,7 +298,7 @@ def rmi_cmd(
 ) -> None:
     """Remove image tags; an image with no tag left is deleted (files are reclaimed by gc)."""
     from container.engine.errors import ContainerError
-    from container.engine.images import remove_image
+    from container.engine.image.catalog import remove_image
 
     st = state(ctx)
     failed = False
@@ -323,7 +323,7 @@ def tag_cmd(
     target: Annotated[str, typer.Argument(metavar="TARGET_IMAGE[:TAG]", help="TARGET_IMAGE[:TAG]")],
 ) -> None:
     """Create a tag TARGET that refers to SOURCE."""
-    from container.engine.images import tag_image
+    from container.engine.image.catalog import tag_image
 
     tag_image(state(ctx).store, source, target)
 
@@ -337,7 +337,7 @@ def login_cmd(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
     """Log in to a registry (credentials saved in ~/.docker/config.json, mode 0600)."""
-    from container.engine import registry
+    from container.engine.registry import client as registry
 
     host = registry.normalize_server(server)
     if password_stdin:
@@ -368,7 +368,7 @@ def logout_cmd(
     server: Annotated[Optional[str], typer.Argument(metavar="[SERVER]", help="Registry host (default: Docker Hub).")] = None,
 ) -> None:
     """Log out from a registry."""
-    from container.engine import registry
+    from container.engine.registry import client as registry
 
     host = registry.normalize_server(server)
     shown = registry.auth_key(host)

@@ -98,7 +98,7 @@ def _print_sweep(plan, *, dry_run: bool, verbose: bool, show_images: bool, show_
 
 def _prune(ctx, *, containers: bool, images: Optional[str], force: bool, filters, dry_run=False,
            warn_text: str) -> None:
-    from container.engine import gc as G
+    from container.engine.maint import gc as G
 
     until = G.parse_filters(filters)
     if not dry_run:
@@ -117,7 +117,7 @@ def gc_cmd(ctx: typer.Context,
            dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="List what would go, with sizes.")]
            = False) -> None:
     """Delete everything no tag, container or in-flight pull references."""
-    from container.engine import gc as G
+    from container.engine.maint import gc as G
 
     st = state(ctx)
     plan = G.gc(st.store, dry_run=dry_run)
@@ -165,7 +165,7 @@ def df_cmd(ctx: typer.Context,
     the store (the database, lock and skeleton dirs are reported apart in --format json as
     "metadata"). RECLAIMABLE is what `image prune -a` (then gc) frees, and for containers what
     `container prune` frees."""
-    from container.engine import df as D
+    from container.engine.maint import df as D
     from container.engine.errors import ContainerError
 
     if format not in ("table", "json"):
@@ -175,7 +175,7 @@ def df_cmd(ctx: typer.Context,
 
 
 def _render_df(report: dict, *, verbose: bool, fmt: str = "table") -> None:
-    from container.engine.df import Digest_hex
+    from container.engine.maint.df import Digest_hex
 
     from .output import human_size, print_json, print_table
 
@@ -217,7 +217,7 @@ def fsck_cmd(ctx: typer.Context,
              deep: Annotated[bool, typer.Option("--deep", help="Also verify every unpacked layer tree "
                                                                 "against its blob.")] = False) -> None:
     """Check the store: rows vs files both ways, blob hashes, refcounts, half-built trees."""
-    from container.engine import fsck as F
+    from container.engine.maint import fsck as F
 
     st = state(ctx)
     report = F.fsck(st.store, repair=repair, deep=deep)
@@ -256,7 +256,7 @@ def sql_cmd(ctx: typer.Context,
             schema: Annotated[bool, typer.Option("--schema", help="Print the documented schema.")] = False
             ) -> None:
     """Run a read-only SQL query against the metadata database."""
-    from container.engine import sql as S
+    from container.engine.maint import sql as S
     from container.engine.errors import ContainerError
 
     if schema:

@@ -1,6 +1,6 @@
 """Containers: create, run, list, resolve, remove (the run half of design.md's data flow).
 
-    image -> snapshot (engine.snapshot.ensure_snapshot, under the shared store lock)
+    image -> snapshot (engine.layer.snapshot.ensure_snapshot, under the shared store lock)
           -> Container row (status created) -> rootfs (overlay, or a private copy)
           -> process spec (entrypoint/cmd/env/workdir/user as docker) -> isolation backend
           -> status running (pid) -> exit code -> status exited, or row + dir removed (--rm)
@@ -33,8 +33,8 @@ import os
 import sys
 import time
 
-from .errors import Conflict, ContainerNotFound, RunError
-from .record import REQUIRED, Record
+from container.engine.errors import Conflict, ContainerNotFound, RunError
+from container.engine.runtime.record import REQUIRED, Record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -414,8 +414,8 @@ def _remove_dir(store, cdir) -> None:
 # -- run -----------------------------------------------------------------------------------
 
 def _resolve_image(store, opts: RunOptions, progress=None):
-    from .errors import ImageNotFound
-    from .images import resolve_image
+    from container.engine.errors import ImageNotFound
+    from container.engine.image.catalog import resolve_image
 
     if opts.pull not in ("missing", "always", "never"):
         raise RunError(f"invalid --pull {opts.pull!r}: want missing, always or never")
@@ -425,12 +425,12 @@ def _resolve_image(store, opts: RunOptions, progress=None):
         except ImageNotFound:
             if opts.pull == "never":
                 raise
-            from .reference import parse
+            from container.engine.image.reference import parse
 
             parse(opts.image)           # an invalid reference is that error alone, as in docker
             sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
             sys.stderr.flush()
-    from .pull import pull
+    from container.engine.pull import pull
 
     return pull(store, opts.image, platform=opts.platform, progress=progress)
 
@@ -705,7 +705,7 @@ def run_auto(opts: RunOptions, *, store=None, root=None, db_url=None, progress=N
         except _NotFast:
             pass
     if store is None:
-        from .store import Store
+        from container.engine.store import Store
 
         store = Store(root, db_url)
     return run(store, opts, progress=progress)
@@ -730,8 +730,8 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
     if not sys.platform.startswith("linux"):
         raise RunError(f"container run needs Linux (namespaces, overlayfs, chroot); this host is "
                        f"{sys.platform}")
-    from . import isolate
-    from .users import resolve_user
+    from container.engine.runtime import isolate
+    from container.engine.runtime.users import resolve_user
 
     isolation = isolate.choose_isolation(opts.isolation)
     reason = isolate.unavailable_reason(isolation)
@@ -788,7 +788,7 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
             # kernel refuses the overlay mount): for tests and for filesystems overlay dislikes.
             if isolation == "namespaces" and os.environ.get("CONTAINER_ROOTFS") != "copy":
                 mode = "overlay"
-                from .rootfs import overlay_dirs
+                from container.engine.runtime.rootfs import overlay_dirs
 
                 dirs = overlay_dirs(cdir)
                 rootfs = isolate.RootfsSpec(mode="overlay", path=dirs["path"], lower=str(snap),
@@ -806,7 +806,7 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
             row_made = True
             _trace("container row created, rootfs prepared")
             if rootfs is None:
-                from .rootfs import make_copy
+                from container.engine.runtime.rootfs import make_copy
 
                 rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
         spec = isolate.ProcessSpec(argv=argv, env=env, cwd=workdir, uid=user.uid, gid=user.gid,
@@ -816,7 +816,7 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
         try:
             running = isolate.spawn(isolation, rootfs, spec)
         except (isolate.OverlayFailed, isolate.NamespacesUnavailable) as e:
-            from .rootfs import make_copy
+            from container.engine.runtime.rootfs import make_copy
 
             if isinstance(e, isolate.NamespacesUnavailable):
                 if opts.isolation != "auto":
@@ -868,7 +868,7 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
 
 def _snapshot(store, image):
     """The image's snapshot: the cached tree when its row and dir exist (one query, and
-    engine.snapshot with the unpacker is not even imported), else ensure_snapshot builds it."""
+    engine.layer.snapshot with the unpacker is not even imported), else ensure_snapshot builds it."""
     from container.schema import Snapshot
 
     chain = image.chain_id
@@ -876,6 +876,6 @@ def _snapshot(store, image):
         path = store.snapshot_path(chain)
         if Snapshot.select(Snapshot.chain_id).where(Snapshot.chain_id == chain).exists() and path.is_dir():
             return chain, path
-    from .snapshot import ensure_snapshot
+    from container.engine.layer.snapshot import ensure_snapshot
 
     return ensure_snapshot(store, list(image.diff_ids))

@@ -24,7 +24,7 @@ opens its own short write transaction, or joins the caller's):
 or, equivalently, `with leases.lease(store) as lid:` (released on exit either way;
 call release_lease inside your final transaction when you want it atomic with it).
 
-gc (engine/gc.py) reads leases with `live_leases()`; `is_live()` is the rule.
+gc (engine/maint/gc.py) reads leases with `live_leases()`; `is_live()` is the rule.
 """
 
 from __future__ import annotations

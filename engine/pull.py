@@ -43,12 +43,12 @@ from urllib.parse import urlsplit
 from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.cas.fsutil import publish_dir, remove_tree
 
-from . import reference as _reference
-from .config import env_number
-from .errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch, RegistryError, RegistryUnavailable,
+from container.engine.image import reference as _reference
+from container.engine.registry.config import env_number
+from container.engine.errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch, RegistryError, RegistryUnavailable,
                      StoreError, UnsupportedMediaType, VerificationError)
-from .images import ImageInfo
-from .manifest import (FOREIGN_TYPES, MAX_CONFIG, Descriptor, Index, Manifest, check_image_manifest,
+from container.engine.image.catalog import ImageInfo
+from container.engine.image.manifest import (FOREIGN_TYPES, MAX_CONFIG, Descriptor, Index, Manifest, check_image_manifest,
                        parse_config, parse_manifest)
 
 CHUNK = 1 << 20
@@ -302,8 +302,8 @@ def _is_private_host(host: str) -> bool:
 
 class _Puller:
     def __init__(self, store, ref: str, platform: str | None, progress, config):
-        from . import config as _config
-        from . import platform as _platform
+        from container.engine.registry import config as _config
+        from container.engine.image import platform as _platform
 
         self.store = store
         self.ref = _reference.parse(ref)
@@ -403,8 +403,8 @@ class _Puller:
 
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
-        from .compression import open_layer_stream
-        from .unpack import unpack_layer
+        from container.engine.layer.compression import open_layer_stream
+        from container.engine.layer.unpack import unpack_layer
 
         d = job.desc
         dg = Digest.parse(d.digest)
@@ -486,7 +486,7 @@ class _Puller:
 
     # -- the whole pull -----------------------------------------------------------------------------
     def run(self) -> ImageInfo:
-        from .registry import RegistryClient
+        from container.engine.registry.client import RegistryClient
 
         self.client = RegistryClient(self.ref.domain, config=self.config, log=self.info)
         try:
@@ -516,7 +516,7 @@ class _Puller:
         node = parse_manifest(raw, mt)
         index_digest, manifest_digest, depth = None, top_digest, 0
         while isinstance(node, Index):
-            from . import platform as _platform
+            from container.engine.image import platform as _platform
 
             depth += 1
             if depth > MAX_INDEX_DEPTH:
@@ -534,9 +534,9 @@ class _Puller:
     def _run(self) -> ImageInfo:
         from container.schema import Blob, Image, ImageLayer, Layer, Tag, write_txn
 
-        from . import images as _images
-        from . import leases
-        from . import platform as _platform
+        from container.engine.image import catalog as _images
+        from container.engine import leases
+        from container.engine.image import platform as _platform
 
         store = self.store
         top_digest, index_digest, manifest_digest, m, small = self._resolve()
@@ -660,7 +660,7 @@ class _Puller:
                 self._drop_lease_if_nothing_to_resume(jobs)
 
     def _drop_lease_if_nothing_to_resume(self, jobs) -> None:
-        from . import leases
+        from container.engine import leases
 
         partial = any((self.store.ingest_dir / Digest.parse(dg).hex / "data").exists() for dg in jobs)
         if not partial:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from container.cas import BlobStore, store_lock
 
-from .errors import StoreError
+from container.engine.errors import StoreError
 
 
 def default_root() -> Path:

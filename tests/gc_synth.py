@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from container.cas import Digest
-from container.engine.gc import chain_ids
+from container.engine.maint.gc import chain_ids
 from container.schema import Blob, Container, Image, ImageLayer, Layer, Snapshot, Tag, write_txn
 
 LAYER_MT = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -106,7 +106,7 @@ def add_image(store, repo: str | None, tag: str | None, layers: list[dict], *, s
 
 
 def recount() -> None:
-    from container.engine.gc import _recount
+    from container.engine.maint.gc import _recount
 
     _recount()
 

@@ -43,7 +43,7 @@ def test_df_matches_du_and_adds_up(cli, root, pushed):
 
 
 def test_df_hardlinks_counted_once(root):
-    from container.engine import df as D
+    from container.engine.maint import df as D
     from container.engine.store import Store
 
     s = Store(root)

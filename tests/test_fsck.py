@@ -66,7 +66,7 @@ def test_fsck_clean_then_damage_then_repair(cli, root, pushed):
 
 
 def test_fsck_dangling_rows_dropped(root):
-    from container.engine import fsck as F
+    from container.engine.maint import fsck as F
     from container.engine.store import Store
     from container.schema import Blob, Snapshot
 
@@ -90,7 +90,7 @@ def test_fsck_dangling_rows_dropped(root):
 
 
 def test_fsck_is_read_only_by_default(root):
-    from container.engine import fsck as F
+    from container.engine.maint import fsck as F
     from container.engine.store import Store
 
     s = Store(root)
@@ -110,9 +110,9 @@ def test_deep_check_accepts_hardlinks_into_lower_layers(tmp_path):
 
     import tarmaker as tm
 
-    from container.engine.fsck import verify_tree
+    from container.engine.maint.fsck import verify_tree
     from container.engine.store import Store
-    from container.engine.unpack import unpack_layer
+    from container.engine.layer.unpack import unpack_layer
 
     store = Store(tmp_path / "root")
     store.ensure()

@@ -1,6 +1,6 @@
 """Property tests (issue 5 item 4) for the parsers that take strangers' text before anything else
-sees it: image references (engine/reference.py), platforms (engine/platform.py) and manifests,
-indexes and image configs (engine/manifest.py).
+sees it: image references (engine/image/reference.py), platforms (engine/image/platform.py) and manifests,
+indexes and image configs (engine/image/manifest.py).
 
 Properties:
   * any input: a value, or our own error type (InvalidReference / ManifestError /
@@ -20,16 +20,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from container.engine import platform as plat
-from container.engine import reference
+from container.engine.image import platform as plat
+from container.engine.image import reference
 from container.engine.errors import InvalidReference, PlatformMismatch, UnsupportedMediaType
-from container.engine.manifest import (DOCKER_LIST, DOCKER_MANIFEST, Index, Manifest, ManifestError, OCI_CONFIG,
+from container.engine.image.manifest import (DOCKER_LIST, DOCKER_MANIFEST, Index, Manifest, ManifestError, OCI_CONFIG,
                                        OCI_INDEX, OCI_MANIFEST, parse_config, parse_manifest)
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SAFE_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 
-# -- an oracle for references, written from protocol-notes §1.1/§1.2 independently of engine/reference.py
+# -- an oracle for references, written from protocol-notes §1.1/§1.2 independently of engine/image/reference.py
 _ALNUM = r"[a-z0-9]+"
 _SEP = r"(?:[._]|__|[-]+)"
 _COMP = _ALNUM + r"(?:" + _SEP + _ALNUM + r")*"

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 
-from container.engine.compression import open_layer_stream  # noqa: E402
+from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
-from container.engine.unpack import Limits, unpack_layer  # noqa: E402
+from container.engine.layer.unpack import Limits, unpack_layer  # noqa: E402
 
 OUTSIDE = Path(tempfile.mkdtemp(prefix="fuzz-outside-"))
 (OUTSIDE / "sentinel").write_text("sentinel\n")
@@ -111,7 +111,7 @@ def test_random_bytes_any_media_type(blob, mt):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream_st, stream_st)
 def test_random_layers_merge_inside(l1, l2):
-    from container.engine.snapshot import merge_layers
+    from container.engine.layer.snapshot import merge_layers
 
     with tempfile.TemporaryDirectory(prefix="fuzz-merge-") as d:
         layers = []

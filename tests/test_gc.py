@@ -73,8 +73,8 @@ def _store(root):
 
 
 def test_prune_frees_what_df_promised_and_du_agrees(cli, root, pushed):
-    from container.engine import df as D
-    from container.engine import gc as G
+    from container.engine.maint import df as D
+    from container.engine.maint import gc as G
 
     for key in ("shared-a", "shared-b", "busybox"):
         cli("pull", pushed[key].ref, check=True)
@@ -152,7 +152,7 @@ def test_image_prune_dangling_vs_all_and_until(root):
     tagged = S.add_image(s, "docker.io/library/app0", "latest", S.layers_for(0), seed="0")
     S.add_image(s, "docker.io/library/app1", "latest", S.layers_for(1), seed="1")
     S.add_image(s, "docker.io/library/app1", "latest", S.layers_for(2), seed="2")   # app1 moves on
-    from container.engine import gc as G
+    from container.engine.maint import gc as G
     from container.schema import Image, Tag
 
     # the old app1 image is an image without a named tag: make it look like docker's <none> (digest ref)
@@ -171,7 +171,7 @@ def test_image_prune_dangling_vs_all_and_until(root):
 
 
 def test_gc_sweeps_crash_leftovers_and_fixes_drift(root):
-    from container.engine import gc as G
+    from container.engine.maint import gc as G
     from container.schema import Blob
 
     s = _store(root)
@@ -185,7 +185,7 @@ def test_gc_sweeps_crash_leftovers_and_fixes_drift(root):
     (s.ingest_dir / ("ef" * 32)).mkdir()                               # stale partial, no lock holder
     (s.ingest_dir / ("ef" * 32) / "data").write_bytes(b"partial")
     Blob.update(refs=Blob.refs + 5).execute()                           # drift
-    from container.engine import df as D
+    from container.engine.maint import df as D
 
     unref = D.disk_usage(s)["summary"][5]
     assert unref["type"] == "Unreferenced" and unref["total"] == 4 and unref["reclaimable"] == unref["size"] > 10000
@@ -204,7 +204,7 @@ def test_gc_sweeps_crash_leftovers_and_fixes_drift(root):
 def test_leases_protect_in_flight_work(root):
     import datetime as dt
 
-    from container.engine import gc as G
+    from container.engine.maint import gc as G
     from container.engine import leases as L
     from container.schema import Lease
 
@@ -234,7 +234,7 @@ def test_leases_protect_in_flight_work(root):
 
 
 def test_held_locks_are_respected(root, tmp_path):
-    from container.engine import gc as G
+    from container.engine.maint import gc as G
 
     s = _store(root)
     iid = S.add_image(s, "docker.io/library/app0", "latest", S.layers_for(0))

@@ -19,7 +19,7 @@ KEYS = ("busybox", "shared-a", "shared-b", "layered")
 
 def check_referenced(store) -> None:
     from container.cas import Digest
-    from container.engine import gc as G
+    from container.engine.maint import gc as G
     from container.schema import Container, Image, ImageLayer, Tag
 
     images = {t.image_id for t in Tag.select()} | {c.image_id for c in Container.select() if c.image_id}
@@ -78,7 +78,7 @@ def test_stateful(machine_env):
         @rule(data=st.data())
         def tag(self, data):
             from container.engine.errors import ImageNotFound
-            from container.engine.images import tag_image
+            from container.engine.image.catalog import tag_image
 
             key = data.draw(st.sampled_from(sorted(self.pulled)))
             self.n += 1
@@ -93,7 +93,7 @@ def test_stateful(machine_env):
         @rule(data=st.data(), force=st.booleans())
         def rmi(self, data, force):
             from container.engine.errors import ContainerError
-            from container.engine.images import remove_image
+            from container.engine.image.catalog import remove_image
 
             refs = [pushed[k].ref for k in sorted(self.pulled)] + self.extra_tags
             ref = data.draw(st.sampled_from(refs))
@@ -120,7 +120,7 @@ def test_stateful(machine_env):
 
         @rule(all=st.booleans(), what=st.sampled_from(["image", "container", "system"]))
         def prune(self, all, what):
-            from container.engine import gc as G
+            from container.engine.maint import gc as G
 
             if what == "image":
                 G.prune(self.store, images="all" if all else "dangling")
@@ -132,13 +132,13 @@ def test_stateful(machine_env):
 
         @rule()
         def gc(self):
-            from container.engine import gc as G
+            from container.engine.maint import gc as G
 
             G.gc(self.store)
             self._nothing_unreferenced()
 
         def _nothing_unreferenced(self):
-            from container.engine import gc as G
+            from container.engine.maint import gc as G
 
             again = G.make_plan(self.store)
             assert again.empty(), (again.units, again.blobs, again.layers, again.images)

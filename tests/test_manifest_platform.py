@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from container.engine import platform as plat
+from container.engine.image import platform as plat
 from container.engine.errors import PlatformMismatch, UnsupportedMediaType, VerificationError
-from container.engine.manifest import (ACCEPT, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+from container.engine.image.manifest import (ACCEPT, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST, OCI_INDEX, OCI_MANIFEST,
                                        Index, Manifest, check_image_manifest, parse_config, parse_manifest)
 
 D = "sha256:" + "a" * 64

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from container.engine import platform as plat
+from container.engine.image import platform as plat
 
 
 def store_state(root):

@@ -10,10 +10,10 @@ import os
 
 import pytest
 
-from container.engine import config as cfgmod
-from container.engine import registry as reg
-from container.engine.images import humanize_age, parse_created
-from container.engine.manifest import Descriptor
+from container.engine.registry import config as cfgmod
+from container.engine.registry import client as reg
+from container.engine.image.catalog import humanize_age, parse_created
+from container.engine.image.manifest import Descriptor
 
 
 def test_config_file(tmp_path, monkeypatch):

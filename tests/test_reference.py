@@ -3,7 +3,7 @@
 import pytest
 
 from container.engine.errors import InvalidReference
-from container.engine.reference import parse
+from container.engine.image.reference import parse
 
 H = "f" * 64
 

@@ -447,7 +447,7 @@ def test_fast_reference_agrees_with_the_parser():
 
     from container.engine.containers import fast_reference
     from container.engine.errors import InvalidReference
-    from container.engine.reference import parse
+    from container.engine.image.reference import parse
 
     def check(s):
         fast = fast_reference(s)

@@ -1,4 +1,4 @@
-"""engine.snapshot: chain ids, hardlink merge with whiteouts, caching; equal to `umoci unpack`."""
+"""engine.layer.snapshot: chain ids, hardlink merge with whiteouts, caching; equal to `umoci unpack`."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 
-from container.engine.compression import open_layer_stream  # noqa: E402
+from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
-from container.engine.snapshot import chain_ids, ensure_snapshot  # noqa: E402
+from container.engine.layer.snapshot import chain_ids, ensure_snapshot  # noqa: E402
 from container.engine.store import Store  # noqa: E402
-from container.engine.unpack import unpack_layer  # noqa: E402
+from container.engine.layer.unpack import unpack_layer  # noqa: E402
 
 ROOT = os.geteuid() == 0
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -281,8 +281,8 @@ def test_without_capabilities_mode_0000_dirs_and_no_chown(tmp_path):
     script = f"""
 import os
 from pathlib import Path
-from container.engine.unpack import unpack_layer
-from container.engine.snapshot import merge_layers
+from container.engine.layer.unpack import unpack_layer
+from container.engine.layer.snapshot import merge_layers
 t = Path({str(tmp_path)!r})
 for i in (1, 2):
     (t / f"L{{i}}").mkdir()

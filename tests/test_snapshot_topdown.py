@@ -1,4 +1,4 @@
-"""engine.snapshot's top-down ("upper wins") merge: the cases where it differs in *how* it works
+"""engine.layer.snapshot's top-down ("upper wins") merge: the cases where it differs in *how* it works
 from the bottom-up merge (whiteouts re-added, opaque in the middle, type flips, attributes of
 implicit dirs, whiteout + same name in one layer, the hardlink-placeholder fallback), and a
 differential property: on random 3-layer stacks both merges build the same tree."""
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 from test_snapshot import tree  # noqa: E402
 
-from container.engine import snapshot as snap  # noqa: E402
+from container.engine.layer import snapshot as snap  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
-from container.engine.unpack import unpack_layer  # noqa: E402
+from container.engine.layer.unpack import unpack_layer  # noqa: E402
 
 ROOT = os.geteuid() == 0
 
@@ -222,8 +222,8 @@ def test_fallback_without_capabilities_clears_mode_0000_dirs(tmp_path):
     (tmp_path / "l2.tar").write_bytes(tm.tar(*locked, tm.hardlink("zz/link", "z")))
     script = f"""
 from pathlib import Path
-from container.engine.unpack import unpack_layer
-from container.engine.snapshot import merge_layers
+from container.engine.layer.unpack import unpack_layer
+from container.engine.layer.snapshot import merge_layers
 t = Path({str(tmp_path)!r})
 for i in (1, 2):
     (t / f"L{{i}}").mkdir()
@@ -249,8 +249,8 @@ def test_too_many_open_dirs_falls_back(tmp_path):
     script = f"""
 import resource
 from pathlib import Path
-from container.engine.unpack import unpack_layer
-from container.engine import snapshot as snap
+from container.engine.layer.unpack import unpack_layer
+from container.engine.layer import snapshot as snap
 t = Path({str(tmp_path)!r})
 layers = []
 for i in range(3):

@@ -33,7 +33,7 @@ def _store(root):
 
 def test_formats_and_readme_queries(cli, root):
     _store(root)
-    from container.engine.sql import EXAMPLES
+    from container.engine.maint.sql import EXAMPLES
 
     r = cli("sql", "--format", "json", EXAMPLES[0][1], check=True)
     shared = json.loads(r.stdout)

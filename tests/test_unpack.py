@@ -1,4 +1,4 @@
-"""engine.compression + engine.unpack: every entry type, attributes, long names, compression."""
+"""engine.layer.compression + engine.layer.unpack: every entry type, attributes, long names, compression."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 
-from container.engine.compression import open_layer_stream  # noqa: E402
+from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError, UnsupportedMediaType  # noqa: E402
-from container.engine.unpack import IMPLICIT_XATTR, Limits, unpack_layer  # noqa: E402
+from container.engine.layer.unpack import IMPLICIT_XATTR, Limits, unpack_layer  # noqa: E402
 
 ROOT = os.geteuid() == 0
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"

@@ -21,10 +21,10 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 
-from container.engine.compression import open_layer_stream  # noqa: E402
+from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
-from container.engine.snapshot import ensure_snapshot  # noqa: E402
-from container.engine.unpack import Limits, unpack_layer  # noqa: E402
+from container.engine.layer.snapshot import ensure_snapshot  # noqa: E402
+from container.engine.layer.unpack import Limits, unpack_layer  # noqa: E402
 
 ROOT = os.geteuid() == 0
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -356,7 +356,7 @@ def test_bomb_zstd_memory_is_bounded(jail, tmp_path):
 
     script = """
 import io, resource, sys, zlib, zstandard
-from container.engine.compression import open_layer_stream
+from container.engine.layer.compression import open_layer_stream
 kind = sys.argv[1]
 zero = b"\\0" * (1 << 22)
 if kind == "zstd":

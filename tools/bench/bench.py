@@ -957,7 +957,7 @@ def main(argv=None) -> int:
             "busybox but cannot load glibc 2.36 programs, so the debian first-run row uses R1.",
             "`container` is timed through `.venv/bin/container` (the console script), every run with a fresh "
             "`--root`; `run` uses its own defaults (namespaces, overlay). Our snapshot build is timed in-process "
-            "around engine.snapshot.ensure_snapshot (tools/bench/snapshot_driver.py); `cp` includes its exec.",
+            "around engine.layer.snapshot.ensure_snapshot (tools/bench/snapshot_driver.py); `cp` includes its exec.",
             "Peak RSS is GNU time's %M (the largest single process of the command's tree).",
         ]
         if "debian" not in names:

@@ -129,7 +129,7 @@ def build(root: Path, n_images: int, n_layers: int, n_orphans: int) -> dict:
                             (snaps, Snapshot), (ctrs, Container)):
             for k in range(0, len(rows), 200):
                 model.insert_many(rows[k:k + 200]).on_conflict_ignore().execute()
-        from container.engine.gc import _recount
+        from container.engine.maint.gc import _recount
         _recount()
         # garbage: every 5th image (offset 2: none has a container) loses its tag and its rows
         for i in range(2, n_images, 5):

@@ -1,7 +1,7 @@
 """Profile one `container` command (all its threads) or one snapshot build with cProfile.
 
     python tools/bench/profile_cmd.py [--top N] -- --root R pull REF      # like `container ...`
-    python tools/bench/profile_cmd.py [--top N] --snapshot ROOT REF       # engine.snapshot only
+    python tools/bench/profile_cmd.py [--top N] --snapshot ROOT REF       # engine.layer.snapshot only
 
 Prints the wall time, then the functions with the most own time (tottime) merged over every
 thread that ran Python code (pull downloads/unpacks layers in worker threads).

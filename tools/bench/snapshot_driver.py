@@ -1,4 +1,4 @@
-"""Time one snapshot build: engine.snapshot.ensure_snapshot on a store that already holds the layers.
+"""Time one snapshot build: engine.layer.snapshot.ensure_snapshot on a store that already holds the layers.
 
     python tools/bench/snapshot_driver.py ROOT IMAGE   ->  prints "CHAIN_ID SNAPSHOT_PATH SECONDS"
 
@@ -17,8 +17,8 @@ import time
 def main(root: str, ref: str, around=None) -> int:
     """`around(fn)`, if given, calls fn (the timed build): tools/bench/profile_cmd.py profiles it."""
     from container.cas.fsutil import remove_tree
-    from container.engine.images import resolve_image
-    from container.engine.snapshot import chain_ids, ensure_snapshot
+    from container.engine.image.catalog import resolve_image
+    from container.engine.layer.snapshot import chain_ids, ensure_snapshot
     from container.engine.store import Store
     from container.schema import Snapshot, write_txn
 

@@ -33,8 +33,8 @@ import os
 import signal
 import stat
 import sys
-from .errors import CommandNotExecutable, CommandNotFound, RunError
-from .record import REQUIRED, Record
+from container.engine.errors import CommandNotExecutable, CommandNotFound, RunError
+from container.engine.runtime.record import REQUIRED, Record
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000

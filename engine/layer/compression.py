@@ -9,7 +9,7 @@ A declared type that the bytes contradict is an error, not a guess.
 The returned object is a raw reader (``read(n)`` / ``readinto(b)`` may return fewer bytes than asked,
 ``b""`` only at the end). It never reads ahead of what it returns by more than one input chunk, and
 never holds more than a bounded amount of decompressed output in memory, whatever the ratio
-(decompression bombs are bounded in bytes/entries by engine.unpack.Limits). A truncated or corrupt
+(decompression bombs are bounded in bytes/entries by engine.layer.unpack.Limits). A truncated or corrupt
 stream raises LayerError; so does trailing garbage after the last gzip member / zstd frame.
 """
 
@@ -19,7 +19,7 @@ import io
 import zlib
 from typing import BinaryIO
 
-from .errors import LayerError, UnsupportedMediaType
+from container.engine.errors import LayerError, UnsupportedMediaType
 
 try:  # ISA-L's inflate is 2-3x faster than zlib's, with zlib's API; zlib where it is not installed
     from isal import isal_zlib as _inflate

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .errors import RunError
+from container.engine.errors import RunError
 
 
 # The device nodes a private copy may keep (null, zero, full, random, urandom, tty): what docker's

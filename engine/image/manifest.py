@@ -14,7 +14,7 @@ from typing import Any
 
 from container.cas import Digest
 
-from .errors import UnsupportedMediaType, VerificationError
+from container.engine.errors import UnsupportedMediaType, VerificationError
 
 # -- media types -------------------------------------------------------------
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import platform as _pf
 import re
 
-from .errors import InvalidReference, PlatformMismatch
-from .manifest import Descriptor, Index, Platform
+from container.engine.errors import InvalidReference, PlatformMismatch
+from container.engine.image.manifest import Descriptor, Index, Platform
 
 _MACHINE = {
     "x86_64": ("amd64", ""), "amd64": ("amd64", ""), "x86-64": ("amd64", ""),
@@ -122,7 +122,7 @@ def _is_attestation(d: Descriptor) -> bool:
 
 def choose(index: Index, want: Platform, *, strict: bool = False) -> Descriptor:
     """Best manifest for `want`; first in index order among equals. PlatformMismatch lists what exists."""
-    from .manifest import INDEX_TYPES, MANIFEST_TYPES
+    from container.engine.image.manifest import INDEX_TYPES, MANIFEST_TYPES
 
     best: tuple[int, int, Descriptor] | None = None
     available: list[str] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidReference
+from container.engine.errors import InvalidReference
 
 ALNUM = r"[a-z0-9]+"
 SEP = r"(?:[._]|__|[-]+)"

@@ -3,9 +3,9 @@ with *at() syscalls relative to directory fds opened without following symlinks.
 
     unpack_layer(stream, dest, *, limits=None) -> LayerStats
 
-`stream` is an uncompressed tar stream (engine.compression.open_layer_stream); `dest` an existing
+`stream` is an uncompressed tar stream (engine.layer.compression.open_layer_stream); `dest` an existing
 empty directory. The layer is extracted as data: whiteout markers (`.wh.<name>`, `.wh..wh..opq`)
-are written as plain empty files; engine.snapshot applies them when it merges layers.
+are written as plain empty files; engine.layer.snapshot applies them when it merges layers.
 
 Why not tarfile: its stream parser costs ~1.5 CPU-s per 12.7k members, this one ~0.2 s
 (design.md, performance facts); and its extraction filters have the wrong semantics for a rootfs
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import LayerError
+from container.engine.errors import LayerError
 
 log = logging.getLogger("container.unpack")
 
@@ -49,7 +49,7 @@ OPAQUE = b".wh..wh..opq"
 AUFS_META_PREFIX = b".wh..wh."            # .wh..wh.plnk, .wh..wh.aufs, .wh..wh.orph (never materialised)
 IMPLICIT_XATTR = "user.container.implicit"   # set on directories the tar did not name (see snapshot.py)
 # A hardlink whose target is not in this layer (it is in a lower one): an empty placeholder file
-# carrying the cleaned target path; its directory carries HARDLINKS_XATTR. engine.snapshot links it
+# carrying the cleaned target path; its directory carries HARDLINKS_XATTR. engine.layer.snapshot links it
 # to whatever the snapshot holds at that path when it merges the layer.
 HARDLINK_XATTR = "user.container.hardlink"
 HARDLINKS_XATTR = "user.container.hardlinks"

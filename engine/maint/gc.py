@@ -23,7 +23,7 @@ half-way through a write while we look):
        live process holds a lease); ingest/<hex>/ partials whose flock is free and that no
        live lease names. Every delete goes through cas.remove_under(ROOT, path).
 What was freed is measured (st_blocks of the inodes whose every link was deleted;
-engine/df.py) before the files go, not estimated from the DB.
+engine/maint/df.py) before the files go, not estimated from the DB.
 
 prune = choose rows to drop (docker semantics), then the same sweep:
     image prune       images without a named tag and without a container (dangling)
@@ -46,8 +46,8 @@ from pathlib import Path
 from container.cas import Digest
 from container.cas.fsutil import remove_under
 
-from .df import Accounting, Unit, _entries as entries
-from .errors import ContainerError
+from container.engine.maint.df import Accounting, Unit, _entries as entries
+from container.engine.errors import ContainerError
 
 TMP_PREFIX = ".tmp-"
 
@@ -264,7 +264,7 @@ def select_images(store, *, all: bool, until: _dt.datetime | None = None,
 def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] = (),
               now: _dt.datetime | None = None, state: "_State | None" = None) -> Plan:
     """Mark from the roots (minus what prune drops) and list every row and file to delete."""
-    from . import leases as L
+    from container.engine import leases as L
 
     store.db()
     now = now or _utcnow()

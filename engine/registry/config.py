@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ContainerError
+from container.engine.errors import ContainerError
 
 
 class ConfigError(ContainerError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .errors import ContainerError, StoreError
+from container.engine.errors import ContainerError, StoreError
 
 # What each column means (the documented schema). Types and keys come from the models themselves.
 DOC: dict[str, tuple[str, dict[str, str]]] = {

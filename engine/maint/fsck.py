@@ -11,7 +11,7 @@ Checks (each finding is a Problem; exit 1 when any remains):
     half-built        a `.tmp-*` tree left by a crash (no process that could still own it)
     refcount          Blob.refs / Layer.refs differ from the edges that name them
     deep              (--deep) an unpacked layer tree differs from its blob: the blob is re-streamed
-                      through engine.compression.open_layer_stream and parsed with engine.unpack's own
+                      through engine.layer.compression.open_layer_stream and parsed with engine.layer.unpack's own
                       tar parser; every entry's type, mode, size, content sha256, symlink target and
                       hardlink identity (and owner when root) is compared with the tree, and any
                       path the tar does not explain is reported. The tar is the index.
@@ -35,7 +35,7 @@ from pathlib import Path
 from container.cas import Digest
 from container.cas.fsutil import remove_under
 
-from . import gc as G
+from container.engine.maint import gc as G
 
 
 @dataclass
@@ -160,9 +160,9 @@ def _layer_sources(st) -> list:
 # -- --deep: the tar is the index ---------------------------------------------------------------
 
 def _expected(store, blob_digest: str, media_type: str) -> tuple[dict, str]:
-    """Replay the layer tar as engine.unpack does, in memory: {path components: record}, diff_id."""
-    from . import unpack as U
-    from .compression import open_layer_stream
+    """Replay the layer tar as engine.layer.unpack does, in memory: {path components: record}, diff_id."""
+    from container.engine.layer import unpack as U
+    from container.engine.layer.compression import open_layer_stream
 
     class _Hash:
         def __init__(self, s):
@@ -227,7 +227,7 @@ def _expected(store, blob_digest: str, media_type: str) -> tuple[dict, str]:
                 t = model.get(U._clean(e.linkname))
                 if t is None:
                     # A link to a lower layer: the tree holds a placeholder naming the target,
-                    # which the snapshot merge resolves (engine/unpack.py _placeholder).
+                    # which the snapshot merge resolves (engine/layer/unpack.py _placeholder).
                     drop()
                     model[comps] = {"type": "reg", "size": 0, "placeholder": b"/".join(U._clean(e.linkname))}
                     continue
@@ -246,8 +246,8 @@ def _expected(store, blob_digest: str, media_type: str) -> tuple[dict, str]:
 
 def verify_tree(store, blob_digest: str, media_type: str, diff_id: str, tree: Path) -> list[str]:
     """Differences between layers/<diff_id>/ and the tar in its blob ([] = identical)."""
-    from . import unpack as U
-    from .errors import ContainerError
+    from container.engine.layer import unpack as U
+    from container.engine.errors import ContainerError
 
     try:
         model, got = _expected(store, blob_digest, media_type)
@@ -345,9 +345,9 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
 
     from container.cas.fsutil import publish_dir
 
-    from .compression import open_layer_stream
-    from .errors import VerificationError
-    from .unpack import unpack_layer
+    from container.engine.layer.compression import open_layer_stream
+    from container.engine.errors import VerificationError
+    from container.engine.layer.unpack import unpack_layer
 
     final = store.layer_path(diff_id)
     tmp = store.layers_dir / f".tmp-fsck-{secrets.token_hex(6)}"
@@ -396,7 +396,7 @@ def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Probl
     """Everything but downloads. Returns {pull reference: [problems it fixes]}."""
     from container.schema import Blob, Layer, Snapshot, write_txn
 
-    from .errors import ContainerError
+    from container.engine.errors import ContainerError
 
     by_kind: dict[str, list[Problem]] = {}
     for p in rep.problems:
@@ -497,7 +497,7 @@ def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Probl
 
     # snapshots a container needs: rebuild from the layers of its image
     if snap_users:
-        from .snapshot import ensure_snapshot
+        from container.engine.layer.snapshot import ensure_snapshot
 
         for c in snap_users:
             diffs = [il.diff_id for il in st.image_layers if il.image_id == c.image_id]
@@ -518,8 +518,8 @@ def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Probl
 def _repull(store, rep: Report, repull: dict[str, list[Problem]]) -> None:
     from container.schema import Tag, write_txn
 
-    from .errors import ContainerError
-    from .pull import pull
+    from container.engine.errors import ContainerError
+    from container.engine.pull import pull
 
     for ref, probs in repull.items():
         before = {t.id for t in Tag.select(Tag.id)}

@@ -11,7 +11,7 @@ import datetime as _dt
 import json
 from dataclasses import dataclass, field
 
-from .errors import Conflict, ImageNotFound, InvalidReference
+from container.engine.errors import Conflict, ImageNotFound, InvalidReference
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _find_rows(store, ref_or_id: str):
     """(image rows, matching tag rows or None when matched by id)."""
     from container.schema import Image, Tag
 
-    from . import reference
+    from container.engine.image import reference
 
     store.db()
     s = ref_or_id.strip()
@@ -216,7 +216,7 @@ def remove_image(store, ref_or_id: str, *, force: bool = False) -> RemoveResult:
     """
     from container.schema import Image, Tag, write_txn
 
-    from . import reference
+    from container.engine.image import reference
 
     out = RemoveResult()
     with store.lock(exclusive=False):
@@ -281,7 +281,7 @@ def tag_image(store, source: str, target: str) -> str:
     """docker tag SOURCE TARGET: a new Tag row naming the same image."""
     from container.schema import Tag, write_txn
 
-    from . import reference
+    from container.engine.image import reference
 
     ref = reference.parse(target)
     if ref.digest:

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlencode, urlsplit
 
-from .config import env_number
-from .errors import AuthError, ManifestUnknown, RegistryError, RegistryUnavailable
-from .manifest import ACCEPT, MAX_MANIFEST, base_type
+from container.engine.registry.config import env_number
+from container.engine.errors import AuthError, ManifestUnknown, RegistryError, RegistryUnavailable
+from container.engine.image.manifest import ACCEPT, MAX_MANIFEST, base_type
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -309,7 +309,7 @@ class RegistryClient:
                  session=None):
         import requests
 
-        from . import config as _config
+        from container.engine.registry import config as _config
 
         self.domain = domain
         self.config = config if config is not None else _config.load()
@@ -743,7 +743,7 @@ def normalize_server(server: str | None) -> str:
     s = _norm_key(server) if "://" in server or server.lower() in (
         "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com") else server.strip().rstrip("/")
     if not s or "/" in s or " " in s:
-        from .errors import InvalidReference
+        from container.engine.errors import InvalidReference
         raise InvalidReference(f"invalid registry address {server!r}")
     return s
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from .errors import RunError
-from .record import Record
+from container.engine.errors import RunError
+from container.engine.runtime.record import Record
 
 MAX_SYMLINKS = 40
 MAX_FILE = 4 << 20     # a passwd/group file larger than this is not read (a hostile image)

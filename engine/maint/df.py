@@ -170,7 +170,7 @@ def inventory(store, st) -> list[Unit]:
 
     What no row and no live lease names (crash leftovers, `.tmp-*` trees) is "orphans" (the
     Unreferenced row): gc deletes it."""
-    from . import leases as L
+    from container.engine import leases as L
 
     leased = L.protected()
     layer_blobs = {il.blob_digest for il in st.image_layers}
@@ -205,7 +205,7 @@ def inventory(store, st) -> list[Unit]:
 
 def disk_usage(store, *, verbose: bool = False) -> dict:
     """The df report (a dict, the JSON shape). Taken under the shared store lock: a consistent view."""
-    from . import gc as G
+    from container.engine.maint import gc as G
 
     with store.lock(exclusive=False):
         store.db()
@@ -299,7 +299,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
 
 
 def _per_image(store, st, units: list[Unit]) -> dict:
-    from . import gc as G
+    from container.engine.maint import gc as G
 
     by_path = {str(u.path): u for u in units}
     layers_of: dict[str, list] = {}

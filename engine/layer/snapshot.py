@@ -3,7 +3,7 @@
     chain_ids(diff_ids) -> [chain_id, ...]          OCI image-spec config.md "Layer ChainID"
     ensure_snapshot(store, diff_ids) -> (chain_id, path)
 
-Each layer tree (engine.unpack) holds its whiteout markers as plain files. Merging layer N onto the
+Each layer tree (engine.layer.unpack) holds its whiteout markers as plain files. Merging layer N onto the
 snapshot under construction, per directory: first its opaque marker (`.wh..wh..opq`: every child
 from lower layers goes) and whiteouts (`.wh.<name>`: `<name>` goes, subtree included), then its own
 entries (style.md §9.6: "whiteouts only apply to lower layers", so no per-path bookkeeping is
@@ -11,7 +11,7 @@ needed). Markers never reach the snapshot; AUFS metadata names (`.wh..wh.*`) nei
 
 * Directories are created (never linked) with the layer directory's mode, owner, mtime and xattrs;
   dir over dir replaces the attributes and keeps the contents; a directory the layer only holds
-  because its tar did not name it (engine.unpack marks those with the user.container.implicit
+  because its tar did not name it (engine.layer.unpack marks those with the user.container.implicit
   xattr) keeps the lower layer's attributes.
 * Every non-directory (file, symlink, device, fifo) is a hardlink to the layer's inode (Linux links
   symlinks themselves with linkat(2) without AT_SYMLINK_FOLLOW); on EXDEV it is copied.
@@ -40,8 +40,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import LayerError, StoreError
-from .unpack import (AUFS_META_PREFIX, HARDLINK_XATTR, HARDLINKS_XATTR, IMPLICIT_XATTR, OPAQUE,
+from container.engine.errors import LayerError, StoreError
+from container.engine.layer.unpack import (AUFS_META_PREFIX, HARDLINK_XATTR, HARDLINKS_XATTR, IMPLICIT_XATTR, OPAQUE,
                      RESERVED_XATTRS, WHITEOUT_PREFIX)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -1,0 +1,1 @@
+"""Images: references, manifests and configs, platform choice, and the images the store holds."""

@@ -1,0 +1,1 @@
+"""Layers: decompression, the tar extractor, and snapshots (merged layer chains)."""

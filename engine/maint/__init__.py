@@ -1,0 +1,1 @@
+"""Maintenance of the store: gc, prune, df, fsck and read-only SQL queries."""

@@ -1,0 +1,1 @@
+"""Registries: the HTTP client (retries, token auth), credentials, registry configuration."""
