@@ -1,14 +1,29 @@
 """Content-addressed store: bytes by sha256 digest. Knows bytes, not images.
 
-Stdlib only; imports neither `container.schema` nor `container.engine`.
+Stdlib only; imports neither `container.schema` nor `container.engine`. Names are loaded on
+first use (PEP 562): `container.cas.lock` alone does not import hashlib.
 """
 
-from .digest import Digest, InvalidDigest
-from .blobs import BlobNotFound, BlobStore, DigestMismatch, Ingest, IngestBusy, SizeMismatch
-from .lock import store_lock, StoreLocked
-from .fsutil import fsync_dir, publish_dir, remove_under
+from __future__ import annotations
 
-__all__ = [
-    "Digest", "InvalidDigest", "BlobStore", "Ingest", "BlobNotFound", "DigestMismatch", "SizeMismatch",
-    "IngestBusy", "store_lock", "StoreLocked", "fsync_dir", "publish_dir", "remove_under",
-]
+import importlib
+from typing import Any
+
+_FROM = {
+    "Digest": "digest", "InvalidDigest": "digest",
+    "BlobStore": "blobs", "Ingest": "blobs", "BlobNotFound": "blobs", "DigestMismatch": "blobs",
+    "SizeMismatch": "blobs", "IngestBusy": "blobs",
+    "store_lock": "lock", "StoreLocked": "lock",
+    "fsync_dir": "fsutil", "publish_dir": "fsutil", "remove_under": "fsutil",
+}
+
+__all__ = list(_FROM)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _FROM.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value

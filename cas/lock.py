@@ -21,6 +21,23 @@ def store_lock(root: Path, *, exclusive: bool, timeout: float | None = None) -> 
         yield
 
 
+def is_held(path: Path | str) -> bool:
+    """True when another open file description holds an exclusive flock on an existing `path` (a
+    running container's supervisor, a pull's ingest). Probes with a shared lock, so two probes never
+    see each other; never creates the file, and a missing one is not held."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def flock(path: Path, *, exclusive: bool, timeout: float | None = None, what: str = "") -> Iterator[int]:
     """flock(2) on `path` (created if missing). timeout None = wait forever; 0 = try once."""

@@ -35,6 +35,7 @@ import time
 
 from container.engine.errors import Conflict, ContainerNotFound, RunError
 from container.engine.runtime.record import REQUIRED, Record
+from container.schema.clock import utcnow
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -310,19 +311,9 @@ def container_env(cfg: dict, extra: list[str], hostname: str, tty: bool, home: s
 
 def _container_lock_free(cdir) -> bool:
     """True when no supervisor holds containers/<id>/lock (the container is not running)."""
-    import fcntl
+    from container.cas.lock import is_held
 
-    try:
-        fd = os.open(os.path.join(cdir, "lock"), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
+    return not is_held(os.path.join(cdir, "lock"))
 
 
 def _info(store, row):
@@ -443,12 +434,6 @@ def _image_config(image) -> dict:
 
 class _NotFast(Exception):
     """The sqlite3 fast path cannot serve this run (raised before any side effect)."""
-
-
-def _utcnow():
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)     # = schema.models.utcnow
 
 
 class _OrmDB:
@@ -650,7 +635,7 @@ class _LiteDB:
     def insert(self, row: dict) -> None:
         import sqlite3
 
-        row = dict(row, exit_code=None, pid=None, created=str(_utcnow()), started=None, finished=None)
+        row = dict(row, exit_code=None, pid=None, created=str(utcnow()), started=None, finished=None)
         keys = list(row)
         try:
             self._write(f"INSERT INTO container ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
@@ -830,7 +815,7 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
                 db.update(cid, rootfs_mode="copy", isolation=isolation)
             running = isolate.spawn(isolation, rootfs, spec)
         _trace("container process exec'd")
-        db.update(cid, status="running", pid=running.container_pid, started=_utcnow())
+        db.update(cid, status="running", pid=running.container_pid, started=utcnow())
         _trace("status running recorded")
     except BaseException:
         if running is not None:               # started, but we cannot record it: stop it
@@ -860,7 +845,7 @@ def run(store, opts: RunOptions, *, progress=None, _db=None) -> int:
             _trace("row deleted")
             db.remove_dir(cdir)
         else:
-            db.update(cid, status="exited", exit_code=code, finished=_utcnow())
+            db.update(cid, status="exited", exit_code=code, finished=utcnow())
         os.close(lock_fd)
         _trace("recorded / removed")
     return code

@@ -35,13 +35,11 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
+from container.schema.clock import utcnow
+
 KINDS = ("blob", "layer", "snapshot", "ingest")
 
 DEFAULT_TTL = 3600.0
-
-
-def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -76,7 +74,7 @@ def create_lease(store, ttl: float = DEFAULT_TTL, *, pid: int | None = None) -> 
 
     store.db()
     lid = uuid.uuid4().hex
-    now = _utcnow()
+    now = utcnow()
     with write_txn():
         Lease.create(id=lid, pid=os.getpid() if pid is None else pid, created=now,
                      expires=now + _dt.timedelta(seconds=ttl))
@@ -100,7 +98,7 @@ def extend_lease(store, lease_id: str, ttl: float = DEFAULT_TTL) -> None:
 
     store.db()
     with write_txn():
-        Lease.update(expires=_utcnow() + _dt.timedelta(seconds=ttl)).where(Lease.id == lease_id).execute()
+        Lease.update(expires=utcnow() + _dt.timedelta(seconds=ttl)).where(Lease.id == lease_id).execute()
 
 
 def release_lease(store, lease_id: str) -> None:
@@ -141,7 +139,7 @@ def is_live(lease_row, now: _dt.datetime | None = None) -> bool:
     """A lease is a gc root unless it has expired AND its process is gone.
 
     A pid reused by a process that started after the lease was taken does not count as its owner."""
-    now = now or _utcnow()
+    now = now or utcnow()
     if lease_row.expires > now:
         return True
     if not pid_alive(lease_row.pid):

@@ -48,6 +48,7 @@ from container.engine.registry.config import env_number
 from container.engine.errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch, RegistryError, RegistryUnavailable,
                      StoreError, UnsupportedMediaType, VerificationError)
 from container.engine.image.catalog import ImageInfo
+from container.engine.image.identity import chain_id
 from container.engine.image.manifest import (FOREIGN_TYPES, MAX_CONFIG, Descriptor, Index, Manifest, check_image_manifest,
                        parse_config, parse_manifest)
 
@@ -629,7 +630,7 @@ class _Puller:
                     img = Image.create(id=manifest_digest, manifest=manifest_digest, config=m.config.digest,
                                        index=index_digest, os=cfg.os, architecture=cfg.architecture,
                                        variant=cfg.variant, created=created,
-                                       size=sum(d.size for d in m.layers), chain_id=_chain_id(cfg.diff_ids))
+                                       size=sum(d.size for d in m.layers), chain_id=chain_id(cfg.diff_ids))
                     rows = [{"image": img.id, "position": i, "blob": d.digest, "layer": diff_id,
                              "media_type": d.media_type}
                             for i, (d, diff_id) in enumerate(zip(m.layers, cfg.diff_ids))]
@@ -748,13 +749,6 @@ class _Puller:
                     j.ingest = None
             raise first_error
         return done
-
-
-def _chain_id(diff_ids) -> str:
-    prev = None
-    for d in diff_ids:
-        prev = d if prev is None else "sha256:" + hashlib.sha256(f"{prev} {d}".encode()).hexdigest()
-    return prev or ""
 
 
 def pull(store, ref: str, *, platform: str | None = None, progress=None, config=None) -> ImageInfo:

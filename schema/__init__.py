@@ -1,11 +1,28 @@
-"""peewee models and database setup. Imports neither `container.cas` nor `container.engine`."""
+"""peewee models and database setup. Imports neither `container.cas` nor `container.engine`.
 
-from .db import SCHEMA_VERSION, SchemaTooNew, database, open_database, write_txn
-from .models import (
-    ALL_MODELS, Blob, Container, Image, ImageLayer, Layer, Lease, LeaseItem, Meta, Snapshot, Tag,
-)
+Names are loaded on first use (PEP 562), so `container.schema.clock` and friends cost no peewee
+import: run's fast path uses them.
+"""
 
-__all__ = [
-    "SCHEMA_VERSION", "SchemaTooNew", "database", "open_database", "write_txn", "ALL_MODELS",
-    "Blob", "Container", "Image", "ImageLayer", "Layer", "Lease", "LeaseItem", "Meta", "Snapshot", "Tag",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_FROM = {
+    "SCHEMA_VERSION": "db", "SchemaTooNew": "db", "database": "db", "open_database": "db", "write_txn": "db",
+    "ALL_MODELS": "models", "Blob": "models", "Container": "models", "Image": "models", "ImageLayer": "models",
+    "Layer": "models", "Lease": "models", "LeaseItem": "models", "Meta": "models", "Snapshot": "models",
+    "Tag": "models",
+}
+
+__all__ = list(_FROM)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _FROM.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value

@@ -20,15 +20,10 @@ FKs that point at blobs use on_delete RESTRICT: deleting a referenced blob fails
 
 from __future__ import annotations
 
-import datetime as _dt
-
 import peewee as pw
 
+from .clock import utcnow
 from .db import database
-
-
-def utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
 
 
 class BaseModel(pw.Model):

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from container.cas import Digest
-from container.engine.maint.gc import chain_ids
+from container.engine.image.identity import chain_ids
 from container.schema import Blob, Container, Image, ImageLayer, Layer, Snapshot, Tag, write_txn
 
 LAYER_MT = "application/vnd.oci.image.layer.v1.tar+gzip"

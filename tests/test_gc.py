@@ -363,3 +363,17 @@ def test_kill9_pull_and_gc(cli, root, pushed, proxy, trial):
 @pytest.mark.parametrize("trial", range(3, 23))
 def test_kill9_pull_and_gc_many(cli, root, pushed, proxy, trial):
     test_kill9_pull_and_gc(cli, root, pushed, proxy, trial)
+
+
+def test_prune_and_df_name_library_library_images_as_docker_does(root, cli):
+    """docker.io/library/library/a is `library/library/a` (docker strips library/ only before a single
+    component); gc had its own familiar() that showed `library/a`, another image's name."""
+    s = _store(root)
+    S.add_image(s, "docker.io/library/library/a", "latest", S.layers_for(0), seed="0")
+    S.add_image(s, "docker.io/library/b", "latest", S.layers_for(1), seed="1")
+    s.close()
+    df = cli("df", "-v", check=True).stdout
+    assert "library/library/a" in df and "\nlibrary/a " not in df
+    out = cli("prune", "-a", "-f", check=True).stdout
+    assert "untagged: library/library/a:latest" in out and "untagged: b:latest" in out, out
+    assert "untagged: library/a:latest" not in out

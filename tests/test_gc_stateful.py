@@ -19,7 +19,7 @@ KEYS = ("busybox", "shared-a", "shared-b", "layered")
 
 def check_referenced(store) -> None:
     from container.cas import Digest
-    from container.engine.maint import gc as G
+    from container.engine.image.identity import chain_ids
     from container.schema import Container, Image, ImageLayer, Tag
 
     images = {t.image_id for t in Tag.select()} | {c.image_id for c in Container.select() if c.image_id}
@@ -33,7 +33,7 @@ def check_referenced(store) -> None:
             assert store.blobs.verify(Digest.parse(il.blob_digest)), il.blob_digest
             assert store.layer_path(il.diff_id).is_dir(), il.diff_id
             diffs.append(il.diff_id)
-        assert G.chain_ids(diffs)[-1] == im.chain_id
+        assert chain_ids(diffs)[-1] == im.chain_id
     for c in Container.select():
         assert (store.containers_dir / c.id).is_dir(), c.name
         if c.chain_id:

@@ -18,7 +18,8 @@ import tarmaker as tm  # noqa: E402
 
 from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
-from container.engine.layer.snapshot import chain_ids, ensure_snapshot  # noqa: E402
+from container.engine.image.identity import chain_ids  # noqa: E402
+from container.engine.layer.snapshot import ensure_snapshot  # noqa: E402
 from container.engine.store import Store  # noqa: E402
 from container.engine.layer.unpack import unpack_layer  # noqa: E402
 

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from container.engine.errors import Conflict, ImageNotFound, InvalidReference
+from container.engine.image.reference import familiar
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,6 @@ class ImageInfo:
     @property
     def platform(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
-
-
-def familiar(repository: str) -> str:
-    if repository.startswith("docker.io/"):
-        p = repository[len("docker.io/"):]
-        rest = p[len("library/"):]
-        return rest if p.startswith("library/") and "/" not in rest else p
-    return repository
 
 
 # -- building ImageInfo --------------------------------------------------------------------------

@@ -44,12 +44,7 @@ class Reference:
     @property
     def familiar(self) -> str:
         """What docker prints: busybox, user/app, host:5000/app."""
-        if self.domain == DOCKER_HUB:
-            # docker strips "library/" only from official images: docker.io/library/library/a stays
-            # "library/library/a" (stripping would name docker.io/library/a)
-            rest = self.path[len("library/"):]
-            return rest if self.path.startswith("library/") and "/" not in rest else self.path
-        return self.repository
+        return familiar(self.repository)
 
     @property
     def identifier(self) -> str:
@@ -63,6 +58,18 @@ class Reference:
         if self.digest:
             s += "@" + self.digest
         return s
+
+
+def familiar(repository: str) -> str:
+    """docker's short name for a normalised repository: docker.io/library/busybox -> busybox,
+    docker.io/user/app -> user/app, host:5000/app unchanged. "library/" goes only when one
+    component follows it: docker.io/library/library/a stays library/library/a (stripping would
+    name docker.io/library/a, another image)."""
+    if repository.startswith(DOCKER_HUB + "/"):
+        path = repository[len(DOCKER_HUB) + 1:]
+        rest = path[len("library/"):]
+        return rest if path.startswith("library/") and "/" not in rest else path
+    return repository
 
 
 def _invalid(s: str, why: str = "") -> InvalidReference:

@@ -1,6 +1,5 @@
 """Snapshots: the merged rootfs of a layer chain, built by hardlinking from layers/<diffid>/.
 
-    chain_ids(diff_ids) -> [chain_id, ...]          OCI image-spec config.md "Layer ChainID"
     ensure_snapshot(store, diff_ids) -> (chain_id, path)
 
 Each layer tree (engine.layer.unpack) holds its whiteout markers as plain files. Merging layer N onto the
@@ -34,13 +33,13 @@ exists is returned at once (last_used updated). Call under store.lock(exclusive=
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 from container.engine.errors import LayerError, StoreError
+from container.engine.image.identity import chain_ids
 from container.engine.layer.unpack import (AUFS_META_PREFIX, HARDLINK_XATTR, HARDLINKS_XATTR, IMPLICIT_XATTR, OPAQUE,
                      RESERVED_XATTRS, WHITEOUT_PREFIX)
 
@@ -48,16 +47,6 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WH = os.fsdecode(WHITEOUT_PREFIX)
 _OPQ = os.fsdecode(OPAQUE)
 _AUFS = os.fsdecode(AUFS_META_PREFIX)
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """ChainID(L0) = DiffID(L0); ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))."""
-    out: list[str] = []
-    prev: str | None = None
-    for d in diff_ids:
-        prev = d if prev is None else "sha256:" + hashlib.sha256(f"{prev} {d}".encode()).hexdigest()
-        out.append(prev)
-    return out
 
 
 class _Merger:

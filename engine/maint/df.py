@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from container.cas.lock import is_held
+from container.engine.image.identity import chain_ids
+
 # -- scanning ------------------------------------------------------------------
 
 
@@ -275,7 +278,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
         active_layers = {il.diff_id for il in st.image_layers if il.image_id in used_images}
         active_snaps = {c.chain_id for c in st.containers.values() if c.chain_id}
         ingest_units = [u for u in units if u.category == "ingest"]
-        active_ingest = sum(1 for u in ingest_units if G.lock_is_held(u.path / "lock"))
+        active_ingest = sum(1 for u in ingest_units if is_held(u.path / "lock"))
         counts = {
             "images": (len(st.images), len(used_images & set(st.images))),
             "layers": (len(st.layers), len(active_layers)),
@@ -323,7 +326,7 @@ def _per_image(store, st, units: list[Unit]) -> dict:
             paths.append(store.blobs.dir / Digest_hex(il.blob_digest))
             paths.append(store.layers_dir / Digest_hex(il.diff_id))
             diff_ids.append(il.diff_id)
-        snaps = set(G.chain_ids(diff_ids))
+        snaps = set(chain_ids(diff_ids))
         if im.chain_id:
             snaps.add(im.chain_id)
         paths += [store.snapshots_dir / Digest_hex(c) for c in snaps]

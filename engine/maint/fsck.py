@@ -34,7 +34,9 @@ from pathlib import Path
 
 from container.cas import Digest
 from container.cas.fsutil import remove_under
+from container.cas.lock import is_held
 
+from container.engine.image.identity import chain_ids
 from container.engine.maint import gc as G
 
 
@@ -487,7 +489,7 @@ def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Probl
     for p in by_kind.get("orphan", []) + by_kind.get("half-built", []):
         if p.path is None:
             continue
-        if p.path.name and (p.path.parent == store.ingest_dir) and G.lock_is_held(p.path / "lock"):
+        if p.path.name and (p.path.parent == store.ingest_dir) and is_held(p.path / "lock"):
             continue
         try:
             remove_under(store.root, p.path)
@@ -501,7 +503,7 @@ def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Probl
 
         for c in snap_users:
             diffs = [il.diff_id for il in st.image_layers if il.image_id == c.image_id]
-            if G.chain_ids(diffs)[-1:] != [c.chain_id]:
+            if chain_ids(diffs)[-1:] != [c.chain_id]:
                 continue
             try:
                 ensure_snapshot(store, diffs)

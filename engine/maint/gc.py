@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -47,31 +46,13 @@ from container.cas import Digest
 from container.cas.fsutil import remove_under
 
 from container.engine.maint.df import Accounting, Unit, _entries as entries
+from container.cas.lock import is_held
 from container.engine.errors import ContainerError
+from container.schema.clock import utcnow
+from container.engine.image.identity import chain_ids
+from container.engine.image.reference import familiar
 
 TMP_PREFIX = ".tmp-"
-
-
-def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """OCI chain ids: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
-    out: list[str] = []
-    for d in diff_ids:
-        if not out:
-            out.append(d)
-        else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
-    return out
-
-
-def familiar(repository: str) -> str:
-    for p in ("docker.io/library/", "docker.io/"):
-        if repository.startswith(p):
-            return repository[len(p):]
-    return repository
 
 
 def tag_name(t) -> str:
@@ -86,7 +67,7 @@ _DUR_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
 
 def parse_until(value: str, now: _dt.datetime | None = None) -> _dt.datetime:
     """A docker `until=` value as a naive UTC datetime."""
-    now = now or _utcnow()
+    now = now or utcnow()
     v = value.strip()
     if _DUR_RE.match(v):
         secs = 0.0
@@ -116,21 +97,6 @@ def parse_filters(filters: list[str] | None) -> _dt.datetime | None:
 
 
 # -- flocks held by others -------------------------------------------------------------------------
-
-def lock_is_held(path: Path) -> bool:
-    """True when another open file description holds a flock on `path` (never creates it)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
 
 def _try_hold(path: Path):
     """Take the flock on an existing `path` without waiting: the fd, None when held, -1 when absent."""
@@ -233,7 +199,7 @@ def select_containers(store, *, until: _dt.datetime | None = None) -> tuple[list
         # the exit, so a free lock means stopped: created, exited, or "running" whose supervisor died.
         if until is not None and c.created and c.created >= until:
             continue
-        if lock_is_held(store.containers_dir / c.id / "lock"):
+        if is_held(store.containers_dir / c.id / "lock"):
             continue
         ids.append(c.id)
     return ids, skipped
@@ -267,7 +233,7 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
     from container.engine import leases as L
 
     store.db()
-    now = now or _utcnow()
+    now = now or utcnow()
     st = state if state is not None else _load()
     drop_c = set(drop_containers)
     drop_i = set(drop_images)
@@ -397,7 +363,7 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
             if tmp_stale(Path(e.path)):
                 plan.units.append(Unit("containers", "tmp", e.name, Path(e.path)))
             continue
-        if e.name not in drop_c and lock_is_held(Path(e.path) / "lock"):
+        if e.name not in drop_c and is_held(Path(e.path) / "lock"):
             plan.skipped.append(f"containers/{e.name}: no row, but its lock is held; kept")
             continue
         plan.units.append(Unit("containers", "container", e.name, Path(e.path)))
@@ -406,7 +372,7 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
         if e.is_dir(follow_symlinks=False) and Digest.is_valid("sha256:" + e.name):
             if e.name in leased_ingest:
                 continue
-            if lock_is_held(p / "lock"):
+            if is_held(p / "lock"):
                 continue
             plan.units.append(Unit("ingest", "ingest", e.name, p))
         elif tmp_stale(p):

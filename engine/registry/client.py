@@ -37,6 +37,7 @@ from urllib.parse import urlencode, urlsplit
 from container.engine.registry.config import env_number
 from container.engine.errors import AuthError, ManifestUnknown, RegistryError, RegistryUnavailable
 from container.engine.image.manifest import ACCEPT, MAX_MANIFEST, base_type
+from container.engine.image.reference import familiar
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -508,7 +509,7 @@ class RegistryClient:
                     raise AuthError(f"authentication to {ep.host} failed: unauthorized: incorrect username or "
                                     f"password (token server {parts.netloc} answered HTTP {r.status_code})")
                 repos = [s.split(":")[1] if s.count(":") >= 2 else s for s in scopes]
-                what = _familiar(self.domain, repos[0]) if repos else ep.host
+                what = familiar(f"{self.domain}/{repos[0]}") if repos else ep.host
                 raise AuthError(f"pull access denied for {what}, repository does not exist or may require "
                                 f"'container login': unauthorized (token server {parts.netloc} answered "
                                 f"HTTP {r.status_code})")
@@ -640,7 +641,7 @@ class RegistryClient:
         errs = _registry_errors(r) if r.request.method != "HEAD" else []
         codes = {str(e.get("code", "")).upper() for e in errs}
         text = _err_text(errs)
-        name = _familiar(self.domain, repo)
+        name = familiar(f"{self.domain}/{repo}")
         st = r.status_code
         if st == 401 or st == 403 or codes & {"UNAUTHORIZED", "DENIED"}:
             if self._creds(ep):
@@ -667,13 +668,6 @@ class RegistryClient:
 
     def close(self) -> None:
         self.session.close()
-
-
-def _familiar(domain: str, repo: str) -> str:
-    if domain == DOCKER_HUB:
-        rest = repo[len("library/"):]
-        return rest if repo.startswith("library/") and "/" not in rest else repo
-    return f"{domain}/{repo}"
 
 
 class _Transient(Exception):

@@ -18,7 +18,8 @@ def main(root: str, ref: str, around=None) -> int:
     """`around(fn)`, if given, calls fn (the timed build): tools/bench/profile_cmd.py profiles it."""
     from container.cas.fsutil import remove_tree
     from container.engine.image.catalog import resolve_image
-    from container.engine.layer.snapshot import chain_ids, ensure_snapshot
+    from container.engine.image.identity import chain_ids
+    from container.engine.layer.snapshot import ensure_snapshot
     from container.engine.store import Store
     from container.schema import Snapshot, write_txn
 
