@@ -10,10 +10,9 @@ import importlib
 from typing import Any
 
 _FROM = {
-    "Digest": "digest", "InvalidDigest": "digest",
-    "BlobStore": "blobs", "Ingest": "blobs", "BlobNotFound": "blobs", "DigestMismatch": "blobs",
-    "SizeMismatch": "blobs", "IngestBusy": "blobs",
-    "store_lock": "lock", "StoreLocked": "lock",
+    "Digest": "digest", "BlobStore": "blobs", "Ingest": "blobs", "store_lock": "lock",
+    "CasError": "errors", "InvalidDigest": "errors", "BlobNotFound": "errors", "DigestMismatch": "errors",
+    "SizeMismatch": "errors", "IngestBusy": "errors", "StoreLocked": "errors", "UnsafeDelete": "errors",
     "fsync_dir": "fsutil", "publish_dir": "fsutil", "remove_under": "fsutil",
 }
 

@@ -18,31 +18,11 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .digest import Digest
+from .errors import BlobNotFound, DigestMismatch, IngestBusy, SizeMismatch
 from .fsutil import fsync_dir, remove_tree
 from .lock import flock
 
 CHUNK = 1 << 20
-
-
-class BlobNotFound(KeyError):
-    def __str__(self) -> str:
-        return f"blob not found: {self.args[0]}"
-
-
-class DigestMismatch(ValueError):
-    def __init__(self, expected: Digest, got: Digest):
-        super().__init__(f"digest mismatch: expected {expected}, got {got}")
-        self.expected, self.got = expected, got
-
-
-class SizeMismatch(ValueError):
-    def __init__(self, expected: int, got: int):
-        super().__init__(f"size mismatch: expected {expected} bytes, got {got}")
-        self.expected, self.got = expected, got
-
-
-class IngestBusy(RuntimeError):
-    """Another writer holds this digest's ingest and wait=False was asked."""
 
 
 class BlobStore:

@@ -6,11 +6,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from .errors import InvalidDigest
+
 _SHA256_RE = re.compile(r"^sha256:([a-f0-9]{64})$")
-
-
-class InvalidDigest(ValueError):
-    """A digest string that is not sha256:<64 lowercase hex>."""
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .errors import UnsafeDelete
+
 
 def fsync_dir(path: str | os.PathLike) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -64,10 +66,6 @@ def remove_tree(path: Path) -> None:
 
     _make_writable(str(path))
     shutil.rmtree(path, onerror=lambda f, p, e: onexc(f, p, e))
-
-
-class UnsafeDelete(RuntimeError):
-    """A delete aimed outside the store root: refused."""
 
 
 def remove_under(root: Path, path: Path) -> None:

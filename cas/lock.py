@@ -9,9 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-
-class StoreLocked(RuntimeError):
-    """The store lock could not be taken in time."""
+from .errors import StoreLocked
 
 
 @contextmanager

@@ -72,38 +72,29 @@ def __getattr__(name: str):
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: engine errors become one line on stderr and an exit code."""
     from .containers import fast_main
+    from .errors import report
 
     try:
         code = fast_main(sys.argv[1:] if argv is None else list(argv))
     except Exception as e:
-        if not _database_error(e):
-            raise
-        _db_failed(e, 125)
+        code = report(e, exit_code=125)
     if code is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)       # skips interpreter teardown (~20 ms); everything is flushed and closed
-    from container.engine.errors import ContainerError
-
-    from .output import err
-
+        _exit(code)
     try:
         __getattr__("app")(args=argv, standalone_mode=True)
-    except ContainerError as e:
-        err(str(e))
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err("interrupted")
-        sys.exit(130)
     except SystemExit as e:
         # typer turns a Ctrl-C inside a command into a silent exit 130; say it in one line.
         if e.code == 130 and _interrupted(e):
-            err("interrupted")
+            report(KeyboardInterrupt())
         raise
-    except Exception as e:
-        if not _database_error(e):
-            raise
-        _db_failed(e, 1)
+    except BaseException as e:
+        sys.exit(report(e))
+
+
+def _exit(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)       # skips interpreter teardown (~20 ms); everything is flushed and closed
 
 
 def _interrupted(e: BaseException) -> bool:
@@ -114,38 +105,3 @@ def _interrupted(e: BaseException) -> bool:
         e = e.__cause__ or e.__context__
         seen += 1
     return False
-
-
-def _database_error(e: BaseException) -> bool:
-    """An SQL error from a metadata.db that is damaged or not ours (tables/columns missing, pages
-    corrupt) that open_database's checks could not see: one line, not a traceback."""
-    import sqlite3
-
-    if isinstance(e, sqlite3.DatabaseError) or _cas_error(e):
-        return True
-    peewee = sys.modules.get("peewee")
-    return peewee is not None and isinstance(e, peewee.DatabaseError)
-
-
-def _cas_error(e: BaseException) -> bool:
-    """A content-store error that reached the top: a digest from a tampered row that is not a
-    digest, a blob the database promises but the disk lacks, a guarded delete that refused."""
-    cas = [sys.modules.get(f"container.cas.{m}") for m in ("digest", "store", "fsutil")]
-    kinds = tuple(getattr(m, n) for m in cas if m is not None
-                  for n in ("InvalidDigest", "BlobNotFound", "DigestMismatch", "SizeMismatch", "UnsafeDelete")
-                  if hasattr(m, n))
-    return bool(kinds) and isinstance(e, kinds)
-
-
-def _db_failed(e: BaseException, code: int) -> None:
-    from .output import err
-
-    msg = (str(e).splitlines() or [type(e).__name__])[0]
-    if _cas_error(e):
-        err(f"the store is damaged: {msg} (see `container fsck`)")
-    else:
-        err(f"metadata database error: {msg} (the database is damaged, or was not written by this "
-            "version of container)")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -17,9 +17,17 @@
     └── RunError (exit 125)                    cannot create / start the container
         ├── CommandNotExecutable (exit 126)
         └── CommandNotFound (exit 127)
+
+The boundary: cas/ raises CasError subclasses and schema/ SchemaError subclasses (and a damaged
+database raises sqlite3's or peewee's DatabaseError from any query). `translate()` turns each into a
+StoreError with one line for the user, and `boundary()` applies it where the engine is entered
+(engine/service.py), so nothing above the engine sees an error outside this tree.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class ContainerError(Exception):
@@ -93,3 +101,40 @@ class CommandNotExecutable(RunError):
 
 class CommandNotFound(RunError):
     exit_code = 127
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def translate(e: BaseException, *, exit_code: int | None = None) -> ContainerError | None:
+    """The engine error for an error from cas/ or schema/ (or a damaged database), else None.
+
+    exit_code: the code the translated error carries (run uses 125, docker's engine failure)."""
+    from container.cas.errors import CasError, IngestBusy, StoreLocked
+    from container.schema.errors import is_database_error
+
+    if isinstance(e, ContainerError):
+        return None
+    if isinstance(e, (StoreLocked, IngestBusy)):
+        return StoreError(_first_line(e), exit_code=exit_code)
+    if isinstance(e, CasError):
+        # a digest from a tampered row that is not a digest, a blob the database promises but the
+        # disk lacks, a guarded delete that refused
+        return StoreError(f"the store is damaged: {_first_line(e)} (see `container fsck`)", exit_code=exit_code)
+    if is_database_error(e):
+        return StoreError(f"metadata database error: {_first_line(e)} (the database is damaged, or was not "
+                          "written by this version of container)", exit_code=exit_code)
+    return None
+
+
+@contextmanager
+def boundary(*, exit_code: int | None = None) -> Iterator[None]:
+    """Errors from cas/ and schema/ leave as engine errors (translate); anything else unchanged."""
+    try:
+        yield
+    except Exception as e:
+        t = translate(e, exit_code=exit_code)
+        if t is None:
+            raise
+        raise t from e

@@ -87,8 +87,7 @@ class Store:
     def db(self, *, readonly: bool = False):
         """Open (create, migrate) the metadata database on first use."""
         if self._db is None:
-            from container.schema import SchemaTooNew, open_database
-            from container.schema.db import DatabaseCorrupt
+            from container.schema import DatabaseCorrupt, SchemaTooNew, open_database
 
             if not readonly:
                 self.ensure()

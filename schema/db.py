@@ -13,17 +13,11 @@ from typing import Iterator
 
 import peewee
 
+from .errors import DatabaseCorrupt, SchemaTooNew
+
 SCHEMA_VERSION = 1
 
 database = peewee.DatabaseProxy()
-
-
-class SchemaTooNew(RuntimeError):
-    pass
-
-
-class DatabaseCorrupt(RuntimeError):
-    pass
 
 
 def _connect(url_or_path: str) -> peewee.Database:

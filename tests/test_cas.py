@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from container.cas import BlobStore, Digest, DigestMismatch, InvalidDigest, SizeMismatch, remove_under
-from container.cas.fsutil import UnsafeDelete
+from container.cas.errors import UnsafeDelete
 
 
 def digest_of(data: bytes) -> Digest:
