@@ -15,6 +15,8 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import BinaryIO, Iterator
 
 from .digest import Digest
@@ -128,7 +130,7 @@ class Ingest:
         self.done = False
         self._f: BinaryIO | None = None
         self._h = hashlib.sha256()
-        self._lock_cm = None
+        self._lock_cm: AbstractContextManager[int] | None = None
         self.offset = 0
 
     def __enter__(self) -> "Ingest":
@@ -136,10 +138,10 @@ class Ingest:
         for _ in range(100):
             # The previous owner removes the dir once it published the blob: retry the mkdir.
             self.dir.mkdir(exist_ok=True)
-            self._lock_cm = flock(self.dir / "lock", exclusive=True, timeout=None if self.wait else 0,
+            self._lock_cm = lock_cm = flock(self.dir / "lock", exclusive=True, timeout=None if self.wait else 0,
                                   what=f"ingest of {self.expected}")
             try:
-                self._lock_cm.__enter__()
+                lock_cm.__enter__()
                 break
             except FileNotFoundError:
                 self._lock_cm = None
@@ -182,7 +184,7 @@ class Ingest:
             raise SizeMismatch(self.size, got)
 
     @property
-    def hasher(self):
+    def hasher(self) -> "hashlib._Hash":
         return self._h
 
     def commit(self) -> Digest:
@@ -221,7 +223,7 @@ class Ingest:
         except FileNotFoundError:
             pass
 
-    def __exit__(self, et, ev, tb) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if self._f is not None:
                 try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import UnsafeDelete
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -44,7 +44,7 @@ def _make_writable(path: str) -> None:
         pass
 
 
-def remove_tree(path: Path) -> None:
+def remove_tree(path: Path | str) -> None:
     """rm -rf that copes with read-only dirs (mode 0000 dirs come from layers) and never follows symlinks."""
     if not os.path.lexists(path):
         return
@@ -52,7 +52,7 @@ def remove_tree(path: Path) -> None:
         os.unlink(path)
         return
 
-    def onexc(func, p, exc):
+    def onexc(func: object, p: str, exc: object) -> None:
         parent = os.path.dirname(p)
         _make_writable(parent)
         _make_writable(p)

@@ -33,7 +33,7 @@ import datetime as _dt
 import os
 import uuid
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from container.schema.clock import utcnow
 
@@ -151,11 +151,12 @@ def is_live(lease_row, now: _dt.datetime | None = None) -> bool:
     return True
 
 
-def live_leases(now: _dt.datetime | None = None):
+def live_leases(now: _dt.datetime | None = None) -> tuple[list[Any], list[Any]]:
     """(live lease rows, dead lease rows). Needs the database open."""
     from container.schema import Lease
 
-    live, dead = [], []
+    live: list[Any] = []
+    dead: list[Any] = []
     for row in Lease.select():
         (live if is_live(row, now) else dead).append(row)
     return live, dead

@@ -31,7 +31,7 @@ def _nearly_full(path: Path) -> bool:
         st = os.statvfs(path)
     except OSError:
         return False
-    return st.f_bavail * st.f_frsize < (1 << 20) or (st.f_files and st.f_favail == 0)
+    return st.f_bavail * st.f_frsize < (1 << 20) or bool(st.f_files and st.f_favail == 0)
 
 
 class Store:

@@ -64,6 +64,7 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
     from .models import ALL_MODELS, Meta
     from . import migrations
 
+    db: peewee.Database
     if readonly and "://" not in url_or_path:
         db = peewee.SqliteDatabase(f"file:{url_or_path}?mode=ro", uri=True, timeout=30,
                                    pragmas={"busy_timeout": 30000, "query_only": 1})

@@ -59,7 +59,8 @@ class Image(BaseModel):
                                   backref="manifest_of")
     config = pw.ForeignKeyField(Blob, column_name="config_digest", on_delete="RESTRICT",
                                 backref="config_of")
-    index = pw.ForeignKeyField(Blob, column_name="index_digest", null=True, on_delete="RESTRICT",
+    # (the field's name shadows Model.index(), a classmethod peewee's stubs declare; never called here)
+    index = pw.ForeignKeyField(Blob, column_name="index_digest", null=True, on_delete="RESTRICT",  # type: ignore[assignment]
                                backref="index_of")
     os = pw.CharField(default="linux")
     architecture = pw.CharField(default="")
