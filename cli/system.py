@@ -98,13 +98,13 @@ def _print_sweep(plan, *, dry_run: bool, verbose: bool, show_images: bool, show_
 
 def _prune(ctx, *, containers: bool, images: Optional[str], force: bool, filters, dry_run=False,
            warn_text: str) -> None:
-    from container.engine.maint import gc as G
+    from container.engine.maint import prune as P
 
-    until = G.parse_filters(filters)
+    until = P.parse_filters(filters)
     if not dry_run:
         _confirm(warn_text, force)
     st = state(ctx)
-    plan = G.prune(st.store, containers=containers, images=images, until=until, dry_run=dry_run)
+    plan = P.prune(st.store, containers=containers, images=images, until=until, dry_run=dry_run)
     _print_sweep(plan, dry_run=dry_run, verbose=st.verbose, show_images=bool(images),
                  show_containers=containers)
     if plan.errors:
@@ -175,8 +175,6 @@ def df_cmd(ctx: typer.Context,
 
 
 def _render_df(report: dict, *, verbose: bool, fmt: str = "table") -> None:
-    from container.engine.maint.df import Digest_hex
-
     from .output import human_size, print_json, print_table
 
     if fmt == "json":
@@ -196,7 +194,7 @@ def _render_df(report: dict, *, verbose: bool, fmt: str = "table") -> None:
             tags = im["tags"] or ["<none>:<none>"]
             for t in tags[:1]:
                 repo, _, tag = t.rpartition(":") if "@" not in t else (t.split("@")[0], "", "<none>")
-                rows.append([repo or t, tag or "<none>", Digest_hex(im["config_digest"])[:12],
+                rows.append([repo or t, tag or "<none>", _short(im["config_digest"]),
                              human_size(im["size"]), human_size(im["shared"]), human_size(im["unique"]),
                              im["containers"]])
         print_table(["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"], rows)

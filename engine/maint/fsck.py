@@ -37,7 +37,8 @@ from container.cas.fsutil import remove_under
 from container.cas.lock import is_held
 
 from container.engine.image.identity import chain_ids
-from container.engine.maint import gc as G
+from container.engine.maint.gc import Plan, make_plan
+from container.engine.maint.inventory import StoreRows, digest_path, load_rows, recount_refs
 
 
 @dataclass
@@ -65,30 +66,31 @@ class Report:
         return p
 
 
-def _hex(d: str) -> str:
-    return d.split(":", 1)[-1]
+def _short(d: str) -> str:
+    """The first 12 hex digits of a digest, for a message."""
+    return d.split(":", 1)[-1][:12]
 
 
-def check(store, *, deep: bool = False) -> tuple[Report, G.Plan, G._State]:
+def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
     """All checks, no changes. Returns the report, the gc plan (orphans) and the loaded rows."""
     store.db()
     rep = Report()
-    st = G._load()
-    plan = G.make_plan(store, state=st)   # what gc would sweep: orphans and unreachable rows
+    st = load_rows()
+    plan = make_plan(store, state=st)   # what gc would sweep: orphans and unreachable rows
 
     # rows -> files
     for d, b in st.blobs.items():
-        p = store.blobs.dir / _hex(d)
-        if not p.is_file():
-            rep.add("missing-blob", d, f"blob {d} is recorded but blobs/sha256/{_hex(d)[:12]}… is missing", p)
+        p = digest_path(store.blobs.dir, d)
+        if p is None or not p.is_file():
+            rep.add("missing-blob", d, f"blob {d} is recorded but blobs/sha256/{_short(d)}… is missing", p)
     for d in st.layers:
-        p = store.layers_dir / _hex(d)
-        if not p.is_dir():
-            rep.add("missing-layer", d, f"layer {d} is recorded but layers/{_hex(d)[:12]}… is missing", p)
+        p = digest_path(store.layers_dir, d)
+        if p is None or not p.is_dir():
+            rep.add("missing-layer", d, f"layer {d} is recorded but layers/{_short(d)}… is missing", p)
     for d in st.snapshots:
-        p = store.snapshots_dir / _hex(d)
-        if not p.is_dir():
-            rep.add("missing-snapshot", d, f"snapshot {d} is recorded but snapshots/{_hex(d)[:12]}… is missing",
+        p = digest_path(store.snapshots_dir, d)
+        if p is None or not p.is_dir():
+            rep.add("missing-snapshot", d, f"snapshot {d} is recorded but snapshots/{_short(d)}… is missing",
                     p)
     for cid, c in st.containers.items():
         p = store.containers_dir / cid
@@ -139,8 +141,9 @@ def check(store, *, deep: bool = False) -> tuple[Report, G.Plan, G._State]:
     if deep:
         n = 0
         for il in _layer_sources(st):
-            tree = store.layers_dir / _hex(il.diff_id)
-            if not tree.is_dir() or not store.blobs.has(Digest.parse(il.blob_digest)):
+            tree = digest_path(store.layers_dir, il.diff_id)
+            if tree is None or not tree.is_dir() or not Digest.is_valid(il.blob_digest) \
+                    or not store.blobs.has(Digest.parse(il.blob_digest)):
                 continue
             n += 1
             diffs = verify_tree(store, il.blob_digest, il.media_type, il.diff_id, tree)
@@ -394,7 +397,7 @@ def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
     return rep
 
 
-def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Problem]]:
+def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, list[Problem]]:
     """Everything but downloads. Returns {pull reference: [problems it fixes]}."""
     from container.schema import Blob, Layer, Snapshot, write_txn
 
@@ -482,7 +485,7 @@ def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Probl
             Layer.delete().where(Layer.diff_id == k).execute()
         for k in drop_blobs:
             Blob.delete().where(Blob.digest == k).execute()
-        G._recount()
+        recount_refs()
     for p in by_kind.get("refcount", []):
         p.fixed = "recounted"
 
