@@ -11,8 +11,8 @@ Checks (each finding is a Problem; exit 1 when any remains):
     half-built        a `.tmp-*` tree left by a crash (no process that could still own it)
     refcount          Blob.refs / Layer.refs differ from the edges that name them
     deep              (--deep) an unpacked layer tree differs from its blob: the blob is re-streamed
-                      through engine.layer.compression.open_layer_stream and parsed with engine.layer.unpack's own
-                      tar parser; every entry's type, mode, size, content sha256, symlink target and
+                      through engine.layer.compression.open_layer_stream and replayed with the
+                      extractor's own tar reader (engine/layer/verify.py); every entry's type, mode, size, content sha256, symlink target and
                       hardlink identity (and owner when root) is compared with the tree, and any
                       path the tar does not explain is reported. The tar is the index.
 Notes (not problems): dead leases, images no root reaches (gc removes both).
@@ -41,6 +41,8 @@ from container.engine.maint.inventory import StoreRows, digest_path, load_rows, 
 
 @dataclass
 class Problem:
+    """One finding: its kind (the table above), what it is about, a message, and what --repair did."""
+
     kind: str
     key: str
     detail: str
@@ -50,6 +52,8 @@ class Problem:
 
 @dataclass
 class Report:
+    """Every finding and note of one fsck, and how many rows and files were checked."""
+
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
@@ -211,6 +215,7 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
 
 
 def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
+    """Check the store (under the shared lock); with repair, fix what can be fixed (exclusive lock)."""
     if not repair:
         with store.lock(exclusive=False):
             rep, _, _ = check(store, deep=deep)
