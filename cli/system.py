@@ -98,13 +98,13 @@ def _print_sweep(plan, *, dry_run: bool, verbose: bool, show_images: bool, show_
 
 def _prune(ctx, *, containers: bool, images: Optional[str], force: bool, filters, dry_run=False,
            warn_text: str) -> None:
-    from container.engine.maint import gc as G
+    from container.engine.maint import prune as P
 
-    until = G.parse_filters(filters)
+    until = P.parse_filters(filters)
     if not dry_run:
         _confirm(warn_text, force)
     st = state(ctx)
-    plan = G.prune(st.store, containers=containers, images=images, until=until, dry_run=dry_run)
+    plan = P.prune(st.store, containers=containers, images=images, until=until, dry_run=dry_run)
     _print_sweep(plan, dry_run=dry_run, verbose=st.verbose, show_images=bool(images),
                  show_containers=containers)
     if plan.errors:
@@ -175,8 +175,6 @@ def df_cmd(ctx: typer.Context,
 
 
 def _render_df(report: dict, *, verbose: bool, fmt: str = "table") -> None:
-    from container.engine.maint.df import Digest_hex
-
     from .output import human_size, print_json, print_table
 
     if fmt == "json":
@@ -196,7 +194,7 @@ def _render_df(report: dict, *, verbose: bool, fmt: str = "table") -> None:
             tags = im["tags"] or ["<none>:<none>"]
             for t in tags[:1]:
                 repo, _, tag = t.rpartition(":") if "@" not in t else (t.split("@")[0], "", "<none>")
-                rows.append([repo or t, tag or "<none>", Digest_hex(im["config_digest"])[:12],
+                rows.append([repo or t, tag or "<none>", _short(im["config_digest"]),
                              human_size(im["size"]), human_size(im["shared"]), human_size(im["unique"]),
                              im["containers"]])
         print_table(["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"], rows)
@@ -260,7 +258,7 @@ def sql_cmd(ctx: typer.Context,
     from container.engine.errors import ContainerError
 
     if schema:
-        sys.stdout.write(S.schema_text())
+        sys.stdout.write(_schema_markdown(S.schema(), S.EXAMPLES))
         return
     if not query:
         raise ContainerError('give a query, e.g. container sql "SELECT * FROM image", or --schema')
@@ -268,7 +266,66 @@ def sql_cmd(ctx: typer.Context,
         raise ContainerError(f"unknown format {format!r}: use table, json or csv")
     st = state(ctx)
     cols, rows = S.query(st.store, query)
-    S.render(cols, rows, format)
+    _render_sql(cols, rows, format)
+
+
+def _schema_markdown(tables, examples) -> str:
+    """The documented schema as markdown (docs/schema.md is this text)."""
+    out = ["# The metadata database (`container sql`)", "",
+           "`container sql \"SELECT …\" [--format table|json|csv]` runs one read-only query against the",
+           "store's metadata database (SQLite in ROOT/metadata.db unless --db names another). The",
+           "connection itself is read-only (SQLite `mode=ro` + `PRAGMA query_only`, an authorizer that",
+           "refuses ATTACH and PRAGMA writes; a READ ONLY transaction elsewhere): writes fail, whatever",
+           "the text. Times are UTC. Digests are `sha256:<64 hex>`. `->` marks a foreign key.", ""]
+    for t in tables:
+        out.append(f"## {t.name}")
+        out.append("")
+        if t.what:
+            out += [t.what, ""]
+        out.append("| column | type | meaning |")
+        out.append("|---|---|---|")
+        for c in t.columns:
+            typ = c.type + (f" ({', '.join(c.flags)})" if c.flags else "")
+            out.append(f"| {c.name} | {typ} | {c.meaning} |")
+        out.append("")
+    out.append("## Example queries")
+    out.append("")
+    for title, q in examples:
+        out += [f"{title}:", "", "```sh", f'container sql "{q}"', "```", ""]
+    return "\n".join(out)
+
+
+def _cell(v):
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    return v
+
+
+def _render_sql(cols: list[str], rows: list[tuple], fmt: str) -> None:
+    """Query results as json, csv or aligned columns (NULL shown as NULL, bytes as hex)."""
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps([{c: _cell(v) for c, v in zip(cols, r)} for r in rows], indent=2,
+                                    default=str) + "\n")
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if v is None else _cell(v) for v in r])
+    else:
+        rows_s = [["NULL" if v is None else str(_cell(v)) for v in r] for r in rows]
+        widths = [len(c) for c in cols]
+        for r in rows_s:
+            for i, c in enumerate(r):
+                widths[i] = max(widths[i], len(c))
+        fmt_s = "   ".join("{:<%d}" % w for w in widths)
+        if cols:
+            sys.stdout.write(fmt_s.format(*cols).rstrip() + "\n")
+        for r in rows_s:
+            sys.stdout.write(fmt_s.format(*r).rstrip() + "\n")
 
 
 def register(app: typer.Typer) -> None:

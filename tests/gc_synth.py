@@ -106,9 +106,9 @@ def add_image(store, repo: str | None, tag: str | None, layers: list[dict], *, s
 
 
 def recount() -> None:
-    from container.engine.maint.gc import _recount
+    from container.engine.maint.inventory import recount_refs
 
-    _recount()
+    recount_refs()
 
 
 def ensure_snapshot(store, diff_ids: list[str]) -> str:

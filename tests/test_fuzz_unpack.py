@@ -20,7 +20,8 @@ import tarmaker as tm  # noqa: E402
 
 from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
-from container.engine.layer.unpack import Limits, unpack_layer  # noqa: E402
+from container.engine.layer.tar import Limits  # noqa: E402
+from container.engine.layer.unpack import unpack_layer  # noqa: E402
 
 OUTSIDE = Path(tempfile.mkdtemp(prefix="fuzz-outside-"))
 (OUTSIDE / "sentinel").write_text("sentinel\n")

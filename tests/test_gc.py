@@ -74,7 +74,7 @@ def _store(root):
 
 def test_prune_frees_what_df_promised_and_du_agrees(cli, root, pushed):
     from container.engine.maint import df as D
-    from container.engine.maint import gc as G
+    from container.engine.maint import prune as P
 
     for key in ("shared-a", "shared-b", "busybox"):
         cli("pull", pushed[key].ref, check=True)
@@ -84,7 +84,7 @@ def test_prune_frees_what_df_promised_and_du_agrees(cli, root, pushed):
     promised = {r["type"]: r["reclaimable"] for r in rep["summary"]}
     assert promised["Images"] + promised["Layers"] > 0
     du0 = S.du(root)
-    plan = G.prune(s, images="all")
+    plan = P.prune(s, images="all")
     s.close()
     du1 = S.du(root)
     got = plan.freed
@@ -99,7 +99,7 @@ def test_prune_frees_what_df_promised_and_du_agrees(cli, root, pushed):
     # container prune frees the container; what it says is what df said
     s = _store(root)
     promised_c = D.disk_usage(s)["summary"][3]["reclaimable"]
-    plan = G.prune(s, containers=True)
+    plan = P.prune(s, containers=True)
     assert plan.freed == promised_c > 0
     assert [n for _, n in plan.containers] == ["keep"]
 
@@ -152,19 +152,19 @@ def test_image_prune_dangling_vs_all_and_until(root):
     tagged = S.add_image(s, "docker.io/library/app0", "latest", S.layers_for(0), seed="0")
     S.add_image(s, "docker.io/library/app1", "latest", S.layers_for(1), seed="1")
     S.add_image(s, "docker.io/library/app1", "latest", S.layers_for(2), seed="2")   # app1 moves on
-    from container.engine.maint import gc as G
+    from container.engine.maint import prune as P
     from container.schema import Image, Tag
 
     # the old app1 image is an image without a named tag: make it look like docker's <none> (digest ref)
     old = [i.id for i in Image.select() if not Tag.select().where(Tag.image == i.id).exists()]
     assert len(old) == 1
     Tag.create(repository="docker.io/library/app1", tag=None, digest=old[0], image=old[0])
-    plan = G.prune(s, images="dangling", until=G.parse_until("1h"))
+    plan = P.prune(s, images="dangling", until=P.parse_until("1h"))
     assert plan.images == []                     # pulled just now: not older than 1h
-    plan = G.prune(s, images="dangling")
+    plan = P.prune(s, images="dangling")
     assert [i for i, _, _ in plan.images] == old and plan.freed > 0
     assert Image.select().count() == 2
-    plan = G.prune(s, images="all")
+    plan = P.prune(s, images="all")
     assert {i for i, _, _ in plan.images} >= {tagged}
     assert Image.select().count() == 0
     assert S.content_paths(s) == []
@@ -235,6 +235,7 @@ def test_leases_protect_in_flight_work(root):
 
 def test_held_locks_are_respected(root, tmp_path):
     from container.engine.maint import gc as G
+    from container.engine.maint import prune as P
 
     s = _store(root)
     iid = S.add_image(s, "docker.io/library/app0", "latest", S.layers_for(0))
@@ -253,7 +254,7 @@ print("held", flush=True); time.sleep(60)
 """], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        plan = G.prune(s, containers=True, images="all")
+        plan = P.prune(s, containers=True, images="all")
         assert sorted(n for _, n in plan.containers) == ["stale", "stopped"]
         assert (s.containers_dir / running).is_dir() and not (s.containers_dir / stopped).exists()
         assert (part / "data").exists()

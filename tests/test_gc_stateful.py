@@ -120,14 +120,14 @@ def test_stateful(machine_env):
 
         @rule(all=st.booleans(), what=st.sampled_from(["image", "container", "system"]))
         def prune(self, all, what):
-            from container.engine.maint import gc as G
+            from container.engine.maint import prune as P
 
             if what == "image":
-                G.prune(self.store, images="all" if all else "dangling")
+                P.prune(self.store, images="all" if all else "dangling")
             elif what == "container":
-                G.prune(self.store, containers=True)
+                P.prune(self.store, containers=True)
             else:
-                G.prune(self.store, containers=True, images="all" if all else "dangling")
+                P.prune(self.store, containers=True, images="all" if all else "dangling")
             self._nothing_unreferenced()
 
         @rule()

@@ -1,4 +1,4 @@
-"""engine.layer.snapshot's top-down ("upper wins") merge: the cases where it differs in *how* it works
+"""engine.layer.topdown: the top-down ("upper wins") merge: the cases where it differs in *how* it works
 from the bottom-up merge (whiteouts re-added, opaque in the middle, type flips, attributes of
 implicit dirs, whiteout + same name in one layer, the hardlink-placeholder fallback), and a
 differential property: on random 3-layer stacks both merges build the same tree."""
@@ -24,6 +24,8 @@ from test_snapshot import tree  # noqa: E402
 
 from container.engine.layer import snapshot as snap  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
+from container.engine.layer.merge import merge_layers_bottom_up  # noqa: E402
+from container.engine.layer.topdown import TopDownUnsupported, merge_layers_top_down  # noqa: E402
 from container.engine.layer.unpack import unpack_layer  # noqa: E402
 
 ROOT = os.geteuid() == 0
@@ -44,8 +46,8 @@ def both(base: Path, layers: list[Path]) -> Path:
     td, bu = base / "td", base / "bu"
     td.mkdir()
     bu.mkdir()
-    n_td = snap.merge_layers_top_down(layers, td)
-    n_bu = snap.merge_layers_bottom_up(layers, bu)
+    n_td = merge_layers_top_down(layers, td)
+    n_bu = merge_layers_bottom_up(layers, bu)
     assert tree(td) == tree(bu)
     assert n_td == n_bu == (len(tree(td)), 0)
     return td
@@ -129,9 +131,9 @@ def test_placeholder_falls_back_to_bottom_up(tmp_path):
         tm.tar(tm.file(".wh.gone"), tm.dir("bin"), tm.hardlink("bin/sh", "bin/busybox")),
     )
     assert os.getxattr(layers[1] / "bin/sh", "user.container.hardlink") == b"bin/busybox"
-    with pytest.raises(snap._Fallback):
+    with pytest.raises(TopDownUnsupported):
         (tmp_path / "td").mkdir()
-        snap.merge_layers_top_down(layers, tmp_path / "td")
+        merge_layers_top_down(layers, tmp_path / "td")
     s = tmp_path / "S"
     s.mkdir()
     assert snap.merge_layers(layers, s)[0] == 3          # bin, bin/busybox, bin/sh
@@ -251,6 +253,7 @@ import resource
 from pathlib import Path
 from container.engine.layer.unpack import unpack_layer
 from container.engine.layer import snapshot as snap
+from container.engine.layer.topdown import TopDownUnsupported, merge_layers_top_down
 t = Path({str(tmp_path)!r})
 layers = []
 for i in range(3):
@@ -260,9 +263,9 @@ for i in range(3):
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 (t / "TD").mkdir()
 try:
-    snap.merge_layers_top_down(layers, t / "TD")
+    merge_layers_top_down(layers, t / "TD")
     print("top-down fit")
-except snap._Fallback:
+except TopDownUnsupported:
     print("fallback")
 (t / "S").mkdir()
 print(snap.merge_layers(layers, t / "S"))

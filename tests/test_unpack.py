@@ -18,7 +18,8 @@ import tarmaker as tm  # noqa: E402
 
 from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError, UnsupportedMediaType  # noqa: E402
-from container.engine.layer.unpack import IMPLICIT_XATTR, Limits, unpack_layer  # noqa: E402
+from container.engine.layer.tar import Limits  # noqa: E402
+from container.engine.layer.unpack import IMPLICIT_XATTR, unpack_layer  # noqa: E402
 
 ROOT = os.geteuid() == 0
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"

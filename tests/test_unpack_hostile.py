@@ -24,7 +24,8 @@ import tarmaker as tm  # noqa: E402
 from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
 from container.engine.layer.snapshot import ensure_snapshot  # noqa: E402
-from container.engine.layer.unpack import Limits, unpack_layer  # noqa: E402
+from container.engine.layer.tar import Limits  # noqa: E402
+from container.engine.layer.unpack import unpack_layer  # noqa: E402
 
 ROOT = os.geteuid() == 0
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"

@@ -1,6 +1,7 @@
 """Layer decompression: one readable stream over a compressed layer blob.
 
     open_layer_stream(raw, media_type) -> BinaryIO
+    HashingReader(stream)        sha256 of what is read through it: the diff_id of the tar
 
 The media type (from the manifest descriptor) says gzip, zstd or plain tar; the first bytes are
 sniffed as a guard (protocol-notes.md §7: gzip 1f 8b, zstd 28 b5 2f fd, tar "ustar" at 257).
@@ -9,12 +10,13 @@ A declared type that the bytes contradict is an error, not a guess.
 The returned object is a raw reader (``read(n)`` / ``readinto(b)`` may return fewer bytes than asked,
 ``b""`` only at the end). It never reads ahead of what it returns by more than one input chunk, and
 never holds more than a bounded amount of decompressed output in memory, whatever the ratio
-(decompression bombs are bounded in bytes/entries by engine.layer.unpack.Limits). A truncated or corrupt
+(decompression bombs are bounded in bytes/entries by engine.layer.tar.Limits). A truncated or corrupt
 stream raises LayerError; so does trailing garbage after the last gzip member / zstd frame.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zlib
 from typing import BinaryIO
@@ -280,3 +282,29 @@ def open_layer_stream(raw: BinaryIO, media_type: str) -> BinaryIO:
     if kind == GZIP:
         return _Gzip(raw, prefix)
     return _Zstd(raw, prefix)
+
+
+class HashingReader:
+    """sha256 of everything read through it (the diff_id of the uncompressed tar); `n` bytes so far."""
+
+    def __init__(self, stream):
+        self.s = stream
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.s.read(n)
+        self.h.update(data)
+        self.n += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        n = self.s.readinto(b)
+        if n:
+            self.h.update(memoryview(b)[:n])
+            self.n += n
+        return n
+
+    def diff_id(self) -> str:
+        """The digest of what has been read: sha256:<hex>."""
+        return "sha256:" + self.h.hexdigest()

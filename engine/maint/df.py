@@ -1,20 +1,9 @@
-"""Disk usage that adds up: `container df`, and the measuring behind prune's "reclaimed space".
+"""Disk usage that adds up: `container df` (the report as data; cli/system.py draws it).
 
 One source: the database says what each path is (image, layer, snapshot,
-container, ingest, orphan); the disk says how big it is. Sizes are **disk
-usage, st_blocks * 512**, the number `du -B1` shows (not st_size), and every
-inode is counted once by (st_dev, st_ino) however many hardlinks name it
-(layers/ and snapshots/ share inodes). Directories count their own blocks.
-
-A store is cut into *units* (one blob file, one layer tree, one snapshot tree,
-one container dir, one ingest dir, one orphan path). Each unit is scanned once
-into its list of inodes (with multiplicity: a hardlink inside one tree counts
-twice). Then:
-
-- the size of a set of units = the blocks of the union of their inodes;
-- what deleting a set of units frees = the blocks of the inodes all of whose
-  links lie inside the set (a layer file still linked from a kept snapshot is
-  not freed). prune measures exactly this on the units it then deletes.
+container, ingest, orphan); the disk says how big it is, measured as
+engine/maint/inventory.py says (st_blocks, each inode once). What a deletion frees
+is what prune and gc report as "reclaimed space".
 
 The summary rows partition the store, so they add up to the total: each inode is
 attributed to the first row that names it, in the order Images (manifests,
@@ -27,131 +16,14 @@ total + metadata = `du -sB1 ROOT`.
 
 from __future__ import annotations
 
-import os
-import stat as _stat
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from container.cas.lock import is_held
 from container.engine.image.identity import chain_ids
-
-# -- scanning ------------------------------------------------------------------
-
-
-def scan(path: Path | str) -> list[tuple[tuple[int, int], int, int]]:
-    """Every inode under `path` (itself included, symlinks not followed) as ((dev, ino), bytes, nlink).
-
-    Directories get nlink 1 (they cannot be hardlinked; their st_nlink counts subdirs)."""
-    out: list[tuple[tuple[int, int], int, int]] = []
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return out
-    if _stat.S_ISDIR(st.st_mode):
-        out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, 1))
-        _scan_dir(os.fspath(path), out)
-    else:
-        out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, st.st_nlink))
-    return out
-
-
-def _scan_dir(path: str, out: list) -> None:
-    stack = [path]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
-            for e in it:
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if _stat.S_ISDIR(st.st_mode):
-                    out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, 1))
-                    stack.append(e.path)
-                else:
-                    out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, st.st_nlink))
-
-
-@dataclass
-class Unit:
-    """One deletable thing on disk: a category, a key (digest, id, name) and a path."""
-
-    category: str            # images | layers | snapshots | containers | ingest
-    kind: str                # blob | layer | snapshot | container | ingest | orphan | tmp
-    key: str
-    path: Path
-    inodes: list = field(default_factory=list, repr=False)
-
-    def load(self) -> "Unit":
-        self.inodes = scan(self.path)
-        return self
-
-
-class Accounting:
-    """Units and the inodes they name, for sizes and for what a deletion frees."""
-
-    def __init__(self, units: Iterable[Unit] = ()):
-        self.units: list[Unit] = []
-        self.size_of: dict[tuple[int, int], int] = {}
-        self.nlink_of: dict[tuple[int, int], int] = {}
-        for u in units:
-            self.add(u)
-
-    def add(self, u: Unit) -> Unit:
-        if not u.inodes:
-            u.load()
-        for key, size, nlink in u.inodes:
-            self.size_of[key] = size
-            self.nlink_of[key] = nlink
-        self.units.append(u)
-        return u
-
-    def size(self, units: Iterable[Unit]) -> int:
-        seen: set = set()
-        total = 0
-        for u in units:
-            for key, size, _ in u.inodes:
-                if key not in seen:
-                    seen.add(key)
-                    total += size
-        return total
-
-    def freed(self, units: Iterable[Unit]) -> tuple[int, dict[int, int]]:
-        """Bytes freed by deleting `units`: inodes all of whose links are among them.
-
-        Returns (total, {id(unit): bytes attributed to it}) — each freed inode
-        attributed to the first unit that names it."""
-        units = list(units)
-        count: dict[tuple[int, int], int] = {}
-        for u in units:
-            for key, _, _ in u.inodes:
-                count[key] = count.get(key, 0) + 1
-        per: dict[int, int] = {}
-        done: set = set()
-        total = 0
-        for u in units:
-            n = 0
-            for key, size, nlink in u.inodes:
-                if key in done:
-                    continue
-                if count[key] >= nlink:
-                    done.add(key)
-                    n += size
-            per[id(u)] = n
-            total += n
-        return total, per
-
-
-def measure_freed(units: Iterable[Unit]) -> tuple[int, dict[int, int]]:
-    """Scan `units` (if not yet) and return what deleting them frees (see Accounting.freed)."""
-    acc = Accounting(units)
-    return acc.freed(acc.units)
-
+from container.engine.maint.gc import make_plan
+from container.engine.maint.inventory import (Accounting, StoreRows, Unit, digest_path, list_dir, load_rows, scan,
+                                              tag_name)
+from container.engine.maint.prune import select_containers, select_images
 
 # -- container df ----------------------------------------------------------------------------------
 
@@ -160,15 +32,7 @@ TITLES = {"images": "Images", "layers": "Layers", "snapshots": "Snapshots", "con
           "ingest": "Ingest", "orphans": "Unreferenced"}
 
 
-def _entries(d: Path):
-    try:
-        with os.scandir(d) as it:
-            return sorted(it, key=lambda e: e.name)
-    except FileNotFoundError:
-        return []
-
-
-def inventory(store, st) -> list[Unit]:
+def classify(store, st: StoreRows) -> list[Unit]:
     """Every top-level thing in blobs/ layers/ snapshots/ containers/ ingest/, classified, scanned.
 
     What no row and no live lease names (crash leftovers, `.tmp-*` trees) is "orphans" (the
@@ -178,7 +42,7 @@ def inventory(store, st) -> list[Unit]:
     leased = L.protected()
     layer_blobs = {il.blob_digest for il in st.image_layers}
     units: list[Unit] = []
-    for e in _entries(store.blobs.dir):
+    for e in list_dir(store.blobs.dir):
         d = "sha256:" + e.name
         b = st.blobs.get(d)
         if b is None and d not in leased["blob"]:
@@ -186,18 +50,18 @@ def inventory(store, st) -> list[Unit]:
         else:
             cat = "layers" if d in layer_blobs or (b is not None and "layer" in (b.media_type or "")) else "images"
         units.append(Unit(cat, "blob", d, Path(e.path)))
-    for e in _entries(store.layers_dir):
+    for e in list_dir(store.layers_dir):
         d = "sha256:" + e.name
         cat = "layers" if d in st.layers or d in leased["layer"] else "orphans"
         units.append(Unit(cat, "layer", d, Path(e.path)))
-    for e in _entries(store.snapshots_dir):
+    for e in list_dir(store.snapshots_dir):
         d = "sha256:" + e.name
         cat = "snapshots" if d in st.snapshots or d in leased["snapshot"] else "orphans"
         units.append(Unit(cat, "snapshot", d, Path(e.path)))
-    for e in _entries(store.containers_dir):
+    for e in list_dir(store.containers_dir):
         cat = "containers" if e.name in st.containers else "orphans"
         units.append(Unit(cat, "container", e.name, Path(e.path)))
-    for e in _entries(store.ingest_dir):
+    for e in list_dir(store.ingest_dir):
         units.append(Unit("ingest", "ingest", e.name, Path(e.path)))
     order = {c: i for i, c in enumerate(CATEGORIES)}
     units.sort(key=lambda u: order[u.category])
@@ -208,12 +72,10 @@ def inventory(store, st) -> list[Unit]:
 
 def disk_usage(store, *, verbose: bool = False) -> dict:
     """The df report (a dict, the JSON shape). Taken under the shared store lock: a consistent view."""
-    from container.engine.maint import gc as G
-
     with store.lock(exclusive=False):
         store.db()
-        st = G._load()
-        units = inventory(store, st)
+        st = load_rows()
+        units = classify(store, st)
         by_path = {str(u.path): u for u in units}
         acc = Accounting()
         for u in units:
@@ -241,7 +103,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
                     metadata += sz
         skeleton = {"blobs", "layers", "snapshots", "containers", "ingest"}
         database = 0
-        for e in _entries(store.root):
+        for e in list_dir(store.root):
             if e.name in skeleton:
                 continue
             for key, sz, _ in scan(e.path):
@@ -262,14 +124,14 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
 
         # reclaimable: what `image prune -a` (then its gc sweep) frees, and what `container prune` frees
         recl = {c: 0 for c in CATEGORIES}
-        p_img = G.make_plan(store, drop_images=G.select_images(store, all=True), state=st)
+        p_img = make_plan(store, drop_images=select_images(store, all=True), state=st)
         pu = plan_units(p_img)
         _, per = acc.freed(pu)
         for u in pu:
             if u.category != "containers":
                 recl[u.category] += per[id(u)]
-        drop_c, _ = G.select_containers(store)
-        p_con = G.make_plan(store, drop_containers=drop_c, state=st)
+        drop_c, _ = select_containers(store)
+        p_con = make_plan(store, drop_containers=drop_c, state=st)
         pu = [u for u in plan_units(p_con) if u.category == "containers"]
         _, per = acc.freed(pu)
         recl["containers"] = sum(per[id(u)] for u in pu)
@@ -301,16 +163,14 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
     return report
 
 
-def _per_image(store, st, units: list[Unit]) -> dict:
-    from container.engine.maint import gc as G
-
+def _per_image(store, st: StoreRows, units: list[Unit]) -> dict:
     by_path = {str(u.path): u for u in units}
     layers_of: dict[str, list] = {}
     for il in st.image_layers:
         layers_of.setdefault(il.image_id, []).append(il)
     tags_of: dict[str, list[str]] = {}
     for t in st.tags:
-        tags_of.setdefault(t.image_id, []).append(G.tag_name(t))
+        tags_of.setdefault(t.image_id, []).append(tag_name(t))
     nctr: dict[str, int] = {}
     for c in st.containers.values():
         if c.image_id:
@@ -320,19 +180,19 @@ def _per_image(store, st, units: list[Unit]) -> dict:
     users: dict = {}
     sizes: dict = {}
     for iid, im in st.images.items():
-        paths = [store.blobs.dir / Digest_hex(d) for d in (im.manifest_digest, im.config_digest, im.index_digest) if d]
+        paths = [digest_path(store.blobs.dir, d) for d in (im.manifest_digest, im.config_digest, im.index_digest) if d]
         diff_ids = []
         for il in layers_of.get(iid, []):
-            paths.append(store.blobs.dir / Digest_hex(il.blob_digest))
-            paths.append(store.layers_dir / Digest_hex(il.diff_id))
+            paths.append(digest_path(store.blobs.dir, il.blob_digest))
+            paths.append(digest_path(store.layers_dir, il.diff_id))
             diff_ids.append(il.diff_id)
         snaps = set(chain_ids(diff_ids))
         if im.chain_id:
             snaps.add(im.chain_id)
-        paths += [store.snapshots_dir / Digest_hex(c) for c in snaps]
+        paths += [digest_path(store.snapshots_dir, c) for c in snaps]
         s: set = set()
         for p in paths:
-            u = by_path.get(str(p))
+            u = by_path.get(str(p)) if p is not None else None
             if u is None:
                 continue
             for key, sz, _ in u.inodes:
@@ -360,7 +220,3 @@ def _per_image(store, st, units: list[Unit]) -> dict:
                            "status": c.status, "size": sum(sz for _, sz, _ in (u.inodes if u else []))})
     return {"images": images, "images_total": sum(sizes[k] for k in all_img),
             "images_shared": sum(sizes[k] for k in shared_once), "containers": containers}
-
-
-def Digest_hex(d: str) -> str:
-    return d.split(":", 1)[-1]

@@ -11,8 +11,8 @@ Checks (each finding is a Problem; exit 1 when any remains):
     half-built        a `.tmp-*` tree left by a crash (no process that could still own it)
     refcount          Blob.refs / Layer.refs differ from the edges that name them
     deep              (--deep) an unpacked layer tree differs from its blob: the blob is re-streamed
-                      through engine.layer.compression.open_layer_stream and parsed with engine.layer.unpack's own
-                      tar parser; every entry's type, mode, size, content sha256, symlink target and
+                      through engine.layer.compression.open_layer_stream and replayed with the
+                      extractor's own tar reader (engine/layer/verify.py); every entry's type, mode, size, content sha256, symlink target and
                       hardlink identity (and owner when root) is compared with the tree, and any
                       path the tar does not explain is reported. The tar is the index.
 Notes (not problems): dead leases, images no root reaches (gc removes both).
@@ -26,9 +26,7 @@ Notes (not problems): dead leases, images no root reaches (gc removes both).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +35,14 @@ from container.cas.fsutil import remove_under
 from container.cas.lock import is_held
 
 from container.engine.image.identity import chain_ids
-from container.engine.maint import gc as G
+from container.engine.maint.gc import Plan, make_plan
+from container.engine.maint.inventory import StoreRows, digest_path, load_rows, recount_refs
 
 
 @dataclass
 class Problem:
+    """One finding: its kind (the table above), what it is about, a message, and what --repair did."""
+
     kind: str
     key: str
     detail: str
@@ -51,6 +52,8 @@ class Problem:
 
 @dataclass
 class Report:
+    """Every finding and note of one fsck, and how many rows and files were checked."""
+
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
@@ -65,30 +68,31 @@ class Report:
         return p
 
 
-def _hex(d: str) -> str:
-    return d.split(":", 1)[-1]
+def _short(d: str) -> str:
+    """The first 12 hex digits of a digest, for a message."""
+    return d.split(":", 1)[-1][:12]
 
 
-def check(store, *, deep: bool = False) -> tuple[Report, G.Plan, G._State]:
+def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
     """All checks, no changes. Returns the report, the gc plan (orphans) and the loaded rows."""
     store.db()
     rep = Report()
-    st = G._load()
-    plan = G.make_plan(store, state=st)   # what gc would sweep: orphans and unreachable rows
+    st = load_rows()
+    plan = make_plan(store, state=st)   # what gc would sweep: orphans and unreachable rows
 
     # rows -> files
     for d, b in st.blobs.items():
-        p = store.blobs.dir / _hex(d)
-        if not p.is_file():
-            rep.add("missing-blob", d, f"blob {d} is recorded but blobs/sha256/{_hex(d)[:12]}… is missing", p)
+        p = digest_path(store.blobs.dir, d)
+        if p is None or not p.is_file():
+            rep.add("missing-blob", d, f"blob {d} is recorded but blobs/sha256/{_short(d)}… is missing", p)
     for d in st.layers:
-        p = store.layers_dir / _hex(d)
-        if not p.is_dir():
-            rep.add("missing-layer", d, f"layer {d} is recorded but layers/{_hex(d)[:12]}… is missing", p)
+        p = digest_path(store.layers_dir, d)
+        if p is None or not p.is_dir():
+            rep.add("missing-layer", d, f"layer {d} is recorded but layers/{_short(d)}… is missing", p)
     for d in st.snapshots:
-        p = store.snapshots_dir / _hex(d)
-        if not p.is_dir():
-            rep.add("missing-snapshot", d, f"snapshot {d} is recorded but snapshots/{_hex(d)[:12]}… is missing",
+        p = digest_path(store.snapshots_dir, d)
+        if p is None or not p.is_dir():
+            rep.add("missing-snapshot", d, f"snapshot {d} is recorded but snapshots/{_short(d)}… is missing",
                     p)
     for cid, c in st.containers.items():
         p = store.containers_dir / cid
@@ -139,8 +143,9 @@ def check(store, *, deep: bool = False) -> tuple[Report, G.Plan, G._State]:
     if deep:
         n = 0
         for il in _layer_sources(st):
-            tree = store.layers_dir / _hex(il.diff_id)
-            if not tree.is_dir() or not store.blobs.has(Digest.parse(il.blob_digest)):
+            tree = digest_path(store.layers_dir, il.diff_id)
+            if tree is None or not tree.is_dir() or not Digest.is_valid(il.blob_digest) \
+                    or not store.blobs.has(Digest.parse(il.blob_digest)):
                 continue
             n += 1
             diffs = verify_tree(store, il.blob_digest, il.media_type, il.diff_id, tree)
@@ -159,184 +164,23 @@ def _layer_sources(st) -> list:
     return [seen[k] for k in sorted(seen)]
 
 
-# -- --deep: the tar is the index ---------------------------------------------------------------
-
-def _expected(store, blob_digest: str, media_type: str) -> tuple[dict, str]:
-    """Replay the layer tar as engine.layer.unpack does, in memory: {path components: record}, diff_id."""
-    from container.engine.layer import unpack as U
-    from container.engine.layer.compression import open_layer_stream
-
-    class _Hash:
-        def __init__(self, s):
-            self.s, self.h = s, hashlib.sha256()
-
-        def read(self, n=-1):
-            b = self.s.read(n)
-            self.h.update(b)
-            return b
-
-    model: dict[tuple, dict] = {}
-    group = 0
-    with store.blobs.open(Digest.parse(blob_digest)) as raw:
-        hs = _Hash(open_layer_stream(raw, media_type))
-        src = U._Source(hs)
-        for e in U._entries(src, U.Limits()):
-            comps = U._clean(e.name)
-            is_reg = e.type in U._REGULAR_TYPES
-            if not comps:
-                if is_reg:
-                    src.copy(None, e.size)
-                    src.skip_padding(e.size)
-                continue
-            for i in range(1, len(comps)):         # implicit parents
-                if comps[:i] not in model or model[comps[:i]]["type"] != "dir":
-                    model[comps[:i]] = {"type": "dir", "implicit": True}
-            leaf = comps[-1]
-
-            def drop(c=comps):
-                for k in [k for k in model if k[:len(c)] == c]:
-                    del model[k]
-
-            if (leaf.startswith(U.WHITEOUT_PREFIX)
-                    and (not leaf.startswith(U.AUFS_META_PREFIX) or leaf == U.OPAQUE)):
-                drop()
-                model[comps] = {"type": "reg", "size": 0, "sha": hashlib.sha256().hexdigest(), "marker": True}
-                if is_reg:
-                    src.copy(None, e.size)
-                    src.skip_padding(e.size)
-                continue
-            if is_reg:
-                h = hashlib.sha256()
-                left = e.size
-                while left:
-                    chunk = src.read(min(left, 1 << 20))
-                    h.update(chunk)
-                    left -= len(chunk)
-                src.skip_padding(e.size)
-                drop()
-                group += 1
-                model[comps] = {"type": "reg", "size": e.size, "sha": h.hexdigest(), "mode": e.mode & 0o7777,
-                                "uid": e.uid, "gid": e.gid, "group": group}
-            elif e.type == U._DIR:
-                old = model.get(comps)
-                if old is None or old["type"] != "dir":
-                    drop()
-                model[comps] = {"type": "dir", "mode": e.mode & 0o7777, "uid": e.uid, "gid": e.gid}
-            elif e.type == U._SYM:
-                drop()
-                model[comps] = {"type": "sym", "target": e.linkname, "uid": e.uid, "gid": e.gid}
-            elif e.type == U._LNK:
-                t = model.get(U._clean(e.linkname))
-                if t is None:
-                    # A link to a lower layer: the tree holds a placeholder naming the target,
-                    # which the snapshot merge resolves (engine/layer/unpack.py _placeholder).
-                    drop()
-                    model[comps] = {"type": "reg", "size": 0, "placeholder": b"/".join(U._clean(e.linkname))}
-                    continue
-                if comps != U._clean(e.linkname):
-                    drop()
-                    model[comps] = dict(t)
-            else:
-                drop()
-                kind = {U._CHR: "chr", U._BLK: "blk", U._FIFO: "fifo"}[e.type]
-                model[comps] = {"type": kind, "mode": e.mode & 0o7777, "dev": (e.devmajor, e.devminor),
-                                "uid": e.uid, "gid": e.gid, "optional": kind != "fifo"}
-        while hs.read(1 << 20):
-            pass
-    return model, "sha256:" + hs.h.hexdigest()
-
+# -- --deep: the tar is the index (engine/layer/verify.py) ------------------------------------
 
 def verify_tree(store, blob_digest: str, media_type: str, diff_id: str, tree: Path) -> list[str]:
     """Differences between layers/<diff_id>/ and the tar in its blob ([] = identical)."""
-    from container.engine.layer import unpack as U
     from container.engine.errors import ContainerError
+    from container.engine.layer.compression import open_layer_stream
+    from container.engine.layer.verify import compare_tree, replay
 
     try:
-        model, got = _expected(store, blob_digest, media_type)
+        with store.blobs.open(Digest.parse(blob_digest)) as raw:
+            model, got = replay(open_layer_stream(raw, media_type))
     except (ContainerError, OSError, ValueError) as e:
         return [f"cannot read blob {blob_digest}: {e}"]
     out: list[str] = []
     if got != diff_id:
         out.append(f"the blob's uncompressed digest is {got}, not {diff_id}")
-    root = os.geteuid() == 0
-    seen: set[tuple] = set()
-    inode_of_group: dict[int, tuple] = {}
-    base = os.fsencode(os.fspath(tree))
-    stack = [()]
-    while stack:
-        d = stack.pop()
-        dpath = os.path.join(base, *d) if d else base
-        try:
-            names = os.listdir(dpath)
-        except OSError as e:
-            out.append(f"{_show(d)}: cannot list: {e.strerror}")
-            continue
-        for name in names:
-            comps = d + (name,)
-            p = os.path.join(dpath, name)
-            st = os.lstat(p)
-            seen.add(comps)
-            rec = model.get(comps)
-            show = _show(comps)
-            if rec is None:
-                out.append(f"{show}: in the tree, not in the layer")
-                if stat.S_ISDIR(st.st_mode):
-                    pass
-                continue
-            t = rec["type"]
-            actual = ("dir" if stat.S_ISDIR(st.st_mode) else "reg" if stat.S_ISREG(st.st_mode) else
-                      "sym" if stat.S_ISLNK(st.st_mode) else "chr" if stat.S_ISCHR(st.st_mode) else
-                      "blk" if stat.S_ISBLK(st.st_mode) else "fifo" if stat.S_ISFIFO(st.st_mode) else "?")
-            if actual != t:
-                out.append(f"{show}: is a {actual}, the layer has a {t}")
-                continue
-            if t == "dir":
-                stack.append(comps)
-            if "mode" in rec and not rec.get("implicit") and stat.S_IMODE(st.st_mode) != rec["mode"]:
-                out.append(f"{show}: mode {stat.S_IMODE(st.st_mode):o}, the layer says {rec['mode']:o}")
-            if root and "uid" in rec and (st.st_uid, st.st_gid) != (rec["uid"], rec["gid"]):
-                out.append(f"{show}: owner {st.st_uid}:{st.st_gid}, the layer says {rec['uid']}:{rec['gid']}")
-            if t == "reg" and "placeholder" in rec:
-                try:
-                    got_target = os.getxattr(p, U.HARDLINK_XATTR, follow_symlinks=False)
-                except OSError:
-                    got_target = None
-                if st.st_size != 0 or got_target != rec["placeholder"]:
-                    out.append(f"{show}: should be a placeholder for a hardlink to "
-                               f"{os.fsdecode(rec['placeholder'])!r} in a lower layer")
-            elif t == "reg":
-                if st.st_size != rec["size"]:
-                    out.append(f"{show}: {st.st_size} bytes, the layer has {rec['size']}")
-                elif _sha_file(p) != rec["sha"]:
-                    out.append(f"{show}: content differs from the layer")
-                g = rec.get("group")
-                if g is not None:
-                    ino = (st.st_dev, st.st_ino)
-                    if inode_of_group.setdefault(g, ino) != ino:
-                        out.append(f"{show}: should be a hardlink of the same file as its tar link target")
-            elif t == "sym":
-                if os.readlink(p) != rec["target"]:
-                    out.append(f"{show}: symlink to {os.fsdecode(os.readlink(p))!r}, the layer says "
-                               f"{os.fsdecode(rec['target'])!r}")
-            elif t in ("chr", "blk"):
-                if (os.major(st.st_rdev), os.minor(st.st_rdev)) != rec["dev"]:
-                    out.append(f"{show}: device numbers differ from the layer")
-    for comps, rec in model.items():
-        if comps not in seen and not rec.get("optional"):
-            out.append(f"{_show(comps)}: in the layer, missing from the tree")
-    return out
-
-
-def _show(comps: tuple) -> str:
-    return "/" + "/".join(os.fsdecode(c) for c in comps)
-
-
-def _sha_file(p) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return out + compare_tree(model, tree)
 
 
 # -- repair -----------------------------------------------------------------------------------------
@@ -347,8 +191,8 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
 
     from container.cas.fsutil import publish_dir
 
-    from container.engine.layer.compression import open_layer_stream
     from container.engine.errors import VerificationError
+    from container.engine.layer.compression import HashingReader, open_layer_stream
     from container.engine.layer.unpack import unpack_layer
 
     final = store.layer_path(diff_id)
@@ -356,22 +200,11 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
     tmp.mkdir()
     try:
         with store.blobs.open(Digest.parse(blob_digest)) as raw:
-            h = hashlib.sha256()
-
-            class _H:
-                def __init__(self, s):
-                    self.s = s
-
-                def read(self, n=-1):
-                    b = self.s.read(n)
-                    h.update(b)
-                    return b
-
-            s = _H(open_layer_stream(raw, media_type))
+            s = HashingReader(open_layer_stream(raw, media_type))
             unpack_layer(s, tmp)
             while s.read(1 << 20):
                 pass
-        if "sha256:" + h.hexdigest() != diff_id:
+        if s.diff_id() != diff_id:
             raise VerificationError(f"blob {blob_digest} does not uncompress to {diff_id}")
         if os.path.lexists(final):
             remove_under(store.root, final)
@@ -382,6 +215,7 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
 
 
 def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
+    """Check the store (under the shared lock); with repair, fix what can be fixed (exclusive lock)."""
     if not repair:
         with store.lock(exclusive=False):
             rep, _, _ = check(store, deep=deep)
@@ -394,7 +228,7 @@ def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
     return rep
 
 
-def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Problem]]:
+def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, list[Problem]]:
     """Everything but downloads. Returns {pull reference: [problems it fixes]}."""
     from container.schema import Blob, Layer, Snapshot, write_txn
 
@@ -482,7 +316,7 @@ def _repair_locked(store, rep: Report, plan: G.Plan, st) -> dict[str, list[Probl
             Layer.delete().where(Layer.diff_id == k).execute()
         for k in drop_blobs:
             Blob.delete().where(Blob.digest == k).execute()
-        G._recount()
+        recount_refs()
     for p in by_kind.get("refcount", []):
         p.fixed = "recounted"
 

@@ -1,4 +1,5 @@
-"""Garbage collection and prune: mark from the roots, delete rows, then files (design.md invariants 2-4, 7).
+"""Garbage collection: mark from the roots, plan, delete rows, then files (design.md invariants 2-4, 7).
+prune (engine/maint/prune.py) chooses containers and images to drop, then runs this same sweep.
 
 Roots (style.md §9.5):
     - every Tag row (a NULL tag = pulled by digest; still a root),
@@ -23,14 +24,7 @@ half-way through a write while we look):
        live process holds a lease); ingest/<hex>/ partials whose flock is free and that no
        live lease names. Every delete goes through cas.remove_under(ROOT, path).
 What was freed is measured (st_blocks of the inodes whose every link was deleted;
-engine/maint/df.py) before the files go, not estimated from the DB.
-
-prune = choose rows to drop (docker semantics), then the same sweep:
-    image prune       images without a named tag and without a container (dangling)
-    image prune -a    every image no container uses
-    container prune   containers whose containers/<id>/lock is not held (created, exited, or a
-                      "running" row whose supervisor died: engine/containers.py)
-    system prune [-a] container prune, then image prune [-a], then gc, in one sweep
+engine/maint/inventory.py) before the files go, not estimated from the DB.
 """
 
 from __future__ import annotations
@@ -38,62 +32,18 @@ from __future__ import annotations
 import datetime as _dt
 import fcntl
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from container.cas import Digest
 from container.cas.fsutil import remove_under
-
-from container.engine.maint.df import Accounting, Unit, _entries as entries
 from container.cas.lock import is_held
-from container.engine.errors import ContainerError
-from container.schema.clock import utcnow
 from container.engine.image.identity import chain_ids
-from container.engine.image.reference import familiar
+from container.engine.maint.inventory import (Accounting, StoreRows, Unit, list_dir, load_rows, measure_freed,
+                                              recount_refs, tag_name)
+from container.schema.clock import utcnow
 
 TMP_PREFIX = ".tmp-"
-
-
-def tag_name(t) -> str:
-    return f"{familiar(t.repository)}:{t.tag}" if t.tag else f"{familiar(t.repository)}@{t.digest}"
-
-
-# -- "until" filters (docker: unix timestamp, RFC 3339 date/time, or a duration like 24h, 1h30m) ----
-
-_DUR_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|m|s|ms))+$")
-_DUR_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
-
-
-def parse_until(value: str, now: _dt.datetime | None = None) -> _dt.datetime:
-    """A docker `until=` value as a naive UTC datetime."""
-    now = now or utcnow()
-    v = value.strip()
-    if _DUR_RE.match(v):
-        secs = 0.0
-        for num, unit in _DUR_PART.findall(v):
-            secs += float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
-        return now - _dt.timedelta(seconds=secs)
-    if re.fullmatch(r"\d+(\.\d+)?", v):
-        return _dt.datetime.fromtimestamp(float(v), _dt.timezone.utc).replace(tzinfo=None)
-    try:
-        t = _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise ContainerError(f"invalid filter 'until={value}': use a timestamp, an RFC 3339 date "
-                             f"or a duration such as 24h") from None
-    if t.tzinfo is not None:
-        t = t.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    return t
-
-
-def parse_filters(filters: list[str] | None) -> _dt.datetime | None:
-    until = None
-    for f in filters or []:
-        k, sep, v = f.partition("=")
-        if not sep or k.strip() != "until":
-            raise ContainerError(f"invalid filter {f!r}: only until=<timestamp|duration> is supported")
-        until = parse_until(v)
-    return until
 
 
 # -- flocks held by others -------------------------------------------------------------------------
@@ -151,90 +101,14 @@ class Plan:
                     or self.snapshots or self.leases or self.units or self.drift)
 
 
-@dataclass
-class _State:
-    tags: list
-    images: dict
-    image_layers: list
-    containers: dict
-    snapshots: dict
-    layers: dict
-    blobs: dict
-    leases: list
-
-
-def _load():
-    """Every row gc needs, as light namedtuples (attribute names as the models' *_id accessors)."""
-    from container.schema import Blob, Container, Image, ImageLayer, Layer, Lease, Snapshot, Tag
-
-    def q(model, *cols):
-        return list(model.select(*cols).namedtuples())
-
-    return _State(
-        tags=q(Tag, Tag.id, Tag.repository, Tag.tag, Tag.digest, Tag.image.alias("image_id")),
-        images={i.id: i for i in q(Image, Image.id, Image.manifest.alias("manifest_digest"),
-                                   Image.config.alias("config_digest"), Image.index.alias("index_digest"),
-                                   Image.chain_id, Image.created, Image.pulled)},
-        image_layers=list(ImageLayer.select(ImageLayer.image.alias("image_id"), ImageLayer.position,
-                                            ImageLayer.blob.alias("blob_digest"),
-                                            ImageLayer.layer.alias("diff_id"), ImageLayer.media_type)
-                          .order_by(ImageLayer.image, ImageLayer.position).namedtuples()),
-        containers={c.id: c for c in q(Container, Container.id, Container.name, Container.image.alias("image_id"),
-                                       Container.image_ref, Container.snapshot.alias("chain_id"),
-                                       Container.status, Container.created)},
-        snapshots={x.chain_id: x for x in q(Snapshot, Snapshot.chain_id, Snapshot.top.alias("top_diff_id"))},
-        layers={x.diff_id: x for x in q(Layer, Layer.diff_id, Layer.refs)},
-        blobs={b.digest: b for b in q(Blob, Blob.digest, Blob.refs, Blob.media_type)},
-        leases=q(Lease, Lease.id, Lease.pid, Lease.created, Lease.expires),
-    )
-
-
-def select_containers(store, *, until: _dt.datetime | None = None) -> tuple[list[str], list[str]]:
-    """container prune: (ids to remove, notes on skipped). Stopped = its lock is not held."""
-    from container.schema import Container
-
-    ids, skipped = [], []
-    for c in Container.select().order_by(Container.created):
-        # The supervisor holds containers/<id>/lock from before the row exists until it has recorded
-        # the exit, so a free lock means stopped: created, exited, or "running" whose supervisor died.
-        if until is not None and c.created and c.created >= until:
-            continue
-        if is_held(store.containers_dir / c.id / "lock"):
-            continue
-        ids.append(c.id)
-    return ids, skipped
-
-
-def select_images(store, *, all: bool, until: _dt.datetime | None = None,
-                  dropping_containers: set[str] = frozenset()) -> list[str]:
-    """image prune: dangling (no named tag, no container) or, with all, every image no container uses."""
-    from container.schema import Container, Image, Tag
-
-    used = {c.image_id for c in Container.select(Container.id, Container.image)
-            if c.image_id and c.id not in dropping_containers}
-    named = {t.image_id for t in Tag.select(Tag.image, Tag.tag).where(Tag.tag.is_null(False))}
-    out = []
-    for im in Image.select().order_by(Image.pulled):
-        if im.id in used:
-            continue
-        if not all and im.id in named:
-            continue
-        if until is not None:
-            when = im.created or im.pulled
-            if when and when >= until:
-                continue
-        out.append(im.id)
-    return out
-
-
 def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] = (),
-              now: _dt.datetime | None = None, state: "_State | None" = None) -> Plan:
+              now: _dt.datetime | None = None, state: StoreRows | None = None) -> Plan:
     """Mark from the roots (minus what prune drops) and list every row and file to delete."""
     from container.engine import leases as L
 
     store.db()
     now = now or utcnow()
-    st = state if state is not None else _load()
+    st = state if state is not None else load_rows()
     drop_c = set(drop_containers)
     drop_i = set(drop_images)
     plan = Plan()
@@ -335,7 +209,7 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
             return False
         return mtime < tmp_cutoff
 
-    for e in entries(store.blobs.dir):
+    for e in list_dir(store.blobs.dir):
         if e.name in kept_blob_hex:
             continue
         cat = "images"
@@ -344,19 +218,19 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
             cat = "layers"
         kind = "blob" if Digest.is_valid(d) else "orphan"
         plan.units.append(Unit(cat, kind, d if kind == "blob" else e.name, Path(e.path)))
-    for e in entries(store.layers_dir):
+    for e in list_dir(store.layers_dir):
         if e.name.startswith(TMP_PREFIX):
             if tmp_stale(Path(e.path)):
                 plan.units.append(Unit("layers", "tmp", e.name, Path(e.path)))
         elif e.name not in kept_layer_hex:
             plan.units.append(Unit("layers", "layer", "sha256:" + e.name, Path(e.path)))
-    for e in entries(store.snapshots_dir):
+    for e in list_dir(store.snapshots_dir):
         if e.name.startswith(TMP_PREFIX):
             if tmp_stale(Path(e.path)):
                 plan.units.append(Unit("snapshots", "tmp", e.name, Path(e.path)))
         elif e.name not in kept_snap_hex:
             plan.units.append(Unit("snapshots", "snapshot", "sha256:" + e.name, Path(e.path)))
-    for e in entries(store.containers_dir):
+    for e in list_dir(store.containers_dir):
         if e.name in kept_containers:
             continue
         if e.name.startswith(TMP_PREFIX):
@@ -367,7 +241,7 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
             plan.skipped.append(f"containers/{e.name}: no row, but its lock is held; kept")
             continue
         plan.units.append(Unit("containers", "container", e.name, Path(e.path)))
-    for e in entries(store.ingest_dir):
+    for e in list_dir(store.ingest_dir):
         p = Path(e.path)
         if e.is_dir(follow_symlinks=False) and Digest.is_valid("sha256:" + e.name):
             if e.name in leased_ingest:
@@ -382,8 +256,7 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
 
 def measure(plan: Plan) -> Plan:
     """Scan the plan's units and work out what deleting them frees (each unit's share too)."""
-    acc = Accounting(plan.units)
-    plan.freed, plan.unit_freed = acc.freed(acc.units)
+    plan.freed, plan.unit_freed = measure_freed(plan.units)
     return plan
 
 
@@ -416,7 +289,7 @@ def execute(store, plan: Plan) -> Plan:
         for ch in chunks(plan.leases):
             LeaseItem.delete().where(LeaseItem.lease.in_(ch)).execute()
             Lease.delete().where(Lease.id.in_(ch)).execute()
-        _recount()
+        recount_refs()
 
     done: list[Unit] = []
     simple = [u for u in plan.units if u.kind not in ("ingest", "container")]
@@ -459,48 +332,10 @@ def execute(store, plan: Plan) -> Plan:
     return plan
 
 
-def _recount() -> None:
-    """Blob.refs / Layer.refs := the number of edges naming them (inside the caller's transaction)."""
-    from container.schema import Blob, Image, ImageLayer, Layer
-
-    brefs: dict[str, int] = {}
-    for im in Image.select(Image.manifest, Image.config, Image.index):
-        for d in (im.manifest_digest, im.config_digest, im.index_digest):
-            if d:
-                brefs[d] = brefs.get(d, 0) + 1
-    lrefs: dict[str, int] = {}
-    for il in ImageLayer.select(ImageLayer.blob, ImageLayer.layer):
-        brefs[il.blob_digest] = brefs.get(il.blob_digest, 0) + 1
-        lrefs[il.diff_id] = lrefs.get(il.diff_id, 0) + 1
-    for b in Blob.select(Blob.digest, Blob.refs):
-        if b.refs != brefs.get(b.digest, 0):
-            Blob.update(refs=brefs.get(b.digest, 0)).where(Blob.digest == b.digest).execute()
-    for x in Layer.select(Layer.diff_id, Layer.refs):
-        if x.refs != lrefs.get(x.diff_id, 0):
-            Layer.update(refs=lrefs.get(x.diff_id, 0)).where(Layer.diff_id == x.diff_id).execute()
-
-
 # -- entry points --------------------------------------------------------------------------------------
 
 def gc(store, *, dry_run: bool = False, lock_timeout: float | None = None) -> Plan:
     """Sweep everything no root reaches. With dry_run, only plan and measure."""
     with store.lock(exclusive=True, timeout=lock_timeout):
         plan = make_plan(store)
-        return measure(plan) if dry_run else execute(store, plan)
-
-
-def prune(store, *, containers: bool = False, images: str | None = None, until: _dt.datetime | None = None,
-          dry_run: bool = False, lock_timeout: float | None = None) -> Plan:
-    """containers: prune stopped containers; images: None | "dangling" | "all". Then the gc sweep."""
-    with store.lock(exclusive=True, timeout=lock_timeout):
-        store.db()
-        skipped: list[str] = []
-        drop_c: list[str] = []
-        if containers:
-            drop_c, skipped = select_containers(store, until=until)
-        drop_i: list[str] = []
-        if images:
-            drop_i = select_images(store, all=images == "all", until=until, dropping_containers=set(drop_c))
-        plan = make_plan(store, drop_containers=drop_c, drop_images=drop_i)
-        plan.skipped = skipped + plan.skipped
         return measure(plan) if dry_run else execute(store, plan)

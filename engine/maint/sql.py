@@ -1,5 +1,8 @@
 """`container sql`: read-only queries over the metadata database, and its documented schema.
 
+query() returns (columns, rows) and schema() the tables with what each column means;
+cli/system.py draws both.
+
 Read-only is enforced by the database, not by looking at the query text:
 SQLite is opened with a `mode=ro` URI and `PRAGMA query_only=1`
 (schema.open_database(readonly=True)), and an authorizer refuses ATTACH/DETACH and
@@ -10,6 +13,7 @@ databases (--db URL) run the query inside a READ ONLY transaction that is rolled
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from container.engine.errors import ContainerError, StoreError
@@ -87,27 +91,35 @@ FROM container GROUP BY exit_code, status ORDER BY containers DESC"""),
 ]
 
 
-def schema_text() -> str:
-    """The documented schema (docs/schema.md is this text)."""
+@dataclass(frozen=True)
+class ColumnDoc:
+    """One column: its name, SQL type, constraints (primary key, not null, unique) and meaning."""
+
+    name: str
+    type: str
+    flags: tuple[str, ...]
+    meaning: str
+
+
+@dataclass(frozen=True)
+class TableDoc:
+    """One table of the documented schema (docs/schema.md is it, drawn by `container sql --schema`)."""
+
+    name: str
+    what: str
+    columns: tuple[ColumnDoc, ...]
+
+
+def schema() -> list[TableDoc]:
+    """The documented schema: every table of the models, in order, with what each column means."""
     from container.schema import ALL_MODELS
 
-    out = ["# The metadata database (`container sql`)", "",
-           "`container sql \"SELECT …\" [--format table|json|csv]` runs one read-only query against the",
-           "store's metadata database (SQLite in ROOT/metadata.db unless --db names another). The",
-           "connection itself is read-only (SQLite `mode=ro` + `PRAGMA query_only`, an authorizer that",
-           "refuses ATTACH and PRAGMA writes; a READ ONLY transaction elsewhere): writes fail, whatever",
-           "the text. Times are UTC. Digests are `sha256:<64 hex>`. `->` marks a foreign key.", ""]
+    out = []
     for m in ALL_MODELS:
         table = m._meta.table_name
         what, cols = DOC.get(table, ("", {}))
-        out.append(f"## {table}")
-        out.append("")
-        if what:
-            out += [what, ""]
-        out.append("| column | type | meaning |")
-        out.append("|---|---|---|")
+        columns = []
         for f in m._meta.sorted_fields:
-            t = f.field_type
             flags = []
             if f.primary_key:
                 flags.append("primary key")
@@ -115,14 +127,9 @@ def schema_text() -> str:
                 flags.append("not null")
             if getattr(f, "unique", False):
                 flags.append("unique")
-            typ = t + (f" ({', '.join(flags)})" if flags else "")
-            out.append(f"| {f.column_name} | {typ} | {cols.get(f.column_name, '')} |")
-        out.append("")
-    out.append("## Example queries")
-    out.append("")
-    for title, q in EXAMPLES:
-        out += [f"{title}:", "", "```sh", f'container sql "{q}"', "```", ""]
-    return "\n".join(out)
+            columns.append(ColumnDoc(f.column_name, f.field_type, tuple(flags), cols.get(f.column_name, "")))
+        out.append(TableDoc(table, what, tuple(columns)))
+    return out
 
 
 def _authorizer(action, arg1, arg2, dbname, source):
@@ -174,37 +181,3 @@ def query(store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
                 db.connection().set_authorizer(None)
             except Exception:
                 pass
-
-
-def _cell(v: Any) -> Any:
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v).hex()
-    return v
-
-
-def render(cols: list[str], rows: list[tuple], fmt: str) -> None:
-    import sys
-
-    if fmt == "json":
-        import json
-
-        sys.stdout.write(json.dumps([{c: _cell(v) for c, v in zip(cols, r)} for r in rows], indent=2,
-                                    default=str) + "\n")
-    elif fmt == "csv":
-        import csv
-
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(cols)
-        for r in rows:
-            w.writerow(["" if v is None else _cell(v) for v in r])
-    else:
-        rows_s = [["NULL" if v is None else str(_cell(v)) for v in r] for r in rows]
-        widths = [len(c) for c in cols]
-        for r in rows_s:
-            for i, c in enumerate(r):
-                widths[i] = max(widths[i], len(c))
-        fmt_s = "   ".join("{:<%d}" % w for w in widths)
-        if cols:
-            sys.stdout.write(fmt_s.format(*cols).rstrip() + "\n")
-        for r in rows_s:
-            sys.stdout.write(fmt_s.format(*r).rstrip() + "\n")

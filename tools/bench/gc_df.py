@@ -129,15 +129,15 @@ def build(root: Path, n_images: int, n_layers: int, n_orphans: int) -> dict:
                             (snaps, Snapshot), (ctrs, Container)):
             for k in range(0, len(rows), 200):
                 model.insert_many(rows[k:k + 200]).on_conflict_ignore().execute()
-        from container.engine.maint.gc import _recount
-        _recount()
+        from container.engine.maint.inventory import recount_refs
+        recount_refs()
         # garbage: every 5th image (offset 2: none has a container) loses its tag and its rows
         for i in range(2, n_images, 5):
             md = images[i]["id"]
             Tag.delete().where(Tag.image == md).execute()
             ImageLayer.delete().where(ImageLayer.image == md).execute()
             Image.delete().where(Image.id == md).execute()
-        _recount()
+        recount_refs()
     for k in range(n_orphans):
         write_blob(root, f"orphan {k}\n".encode())
     s.close()

@@ -1,0 +1,226 @@
+"""The store's inventory, shared by gc, df and fsck: its rows, its directories and what they weigh.
+
+Rows: `load_rows()` reads every row a sweep or a check needs, once, as light namedtuples
+(`StoreRows`); `recount_refs()` sets Blob.refs / Layer.refs to the edges that name them.
+Disk: `list_dir()` lists a store directory; a `Unit` is one deletable thing on disk (a blob
+file, a layer tree, a container dir, ...) scanned into its inodes; `Accounting` adds units up.
+
+Sizes are **disk usage, st_blocks * 512**, the number `du -B1` shows (not st_size), and every
+inode is counted once by (st_dev, st_ino) however many hardlinks name it (layers/ and
+snapshots/ share inodes). Directories count their own blocks. Each unit is scanned once into
+its list of inodes (with multiplicity: a hardlink inside one tree counts twice). Then:
+
+- the size of a set of units = the blocks of the union of their inodes;
+- what deleting a set of units frees = the blocks of the inodes all of whose links lie inside
+  the set (a layer file still linked from a kept snapshot is not freed).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as _stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from container.cas import Digest
+from container.engine.image.reference import familiar
+
+# -- rows ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StoreRows:
+    """Every row of the metadata database a sweep or a check looks at (attribute names as the
+    models' *_id accessors): lists, or dicts keyed by the row's primary key."""
+
+    tags: list
+    images: dict
+    image_layers: list
+    containers: dict
+    snapshots: dict
+    layers: dict
+    blobs: dict
+    leases: list
+
+
+def load_rows() -> StoreRows:
+    """Read the StoreRows of the open database (the caller holds the store lock it needs)."""
+    from container.schema import Blob, Container, Image, ImageLayer, Layer, Lease, Snapshot, Tag
+
+    def q(model, *cols):
+        return list(model.select(*cols).namedtuples())
+
+    return StoreRows(
+        tags=q(Tag, Tag.id, Tag.repository, Tag.tag, Tag.digest, Tag.image.alias("image_id")),
+        images={i.id: i for i in q(Image, Image.id, Image.manifest.alias("manifest_digest"),
+                                   Image.config.alias("config_digest"), Image.index.alias("index_digest"),
+                                   Image.chain_id, Image.created, Image.pulled)},
+        image_layers=list(ImageLayer.select(ImageLayer.image.alias("image_id"), ImageLayer.position,
+                                            ImageLayer.blob.alias("blob_digest"),
+                                            ImageLayer.layer.alias("diff_id"), ImageLayer.media_type)
+                          .order_by(ImageLayer.image, ImageLayer.position).namedtuples()),
+        containers={c.id: c for c in q(Container, Container.id, Container.name, Container.image.alias("image_id"),
+                                       Container.image_ref, Container.snapshot.alias("chain_id"),
+                                       Container.status, Container.created)},
+        snapshots={x.chain_id: x for x in q(Snapshot, Snapshot.chain_id, Snapshot.top.alias("top_diff_id"))},
+        layers={x.diff_id: x for x in q(Layer, Layer.diff_id, Layer.refs)},
+        blobs={b.digest: b for b in q(Blob, Blob.digest, Blob.refs, Blob.media_type)},
+        leases=q(Lease, Lease.id, Lease.pid, Lease.created, Lease.expires),
+    )
+
+
+def recount_refs() -> None:
+    """Blob.refs / Layer.refs := the number of edges naming them (inside the caller's transaction)."""
+    from container.schema import Blob, Image, ImageLayer, Layer
+
+    brefs: dict[str, int] = {}
+    for im in Image.select(Image.manifest, Image.config, Image.index):
+        for d in (im.manifest_digest, im.config_digest, im.index_digest):
+            if d:
+                brefs[d] = brefs.get(d, 0) + 1
+    lrefs: dict[str, int] = {}
+    for il in ImageLayer.select(ImageLayer.blob, ImageLayer.layer):
+        brefs[il.blob_digest] = brefs.get(il.blob_digest, 0) + 1
+        lrefs[il.diff_id] = lrefs.get(il.diff_id, 0) + 1
+    for b in Blob.select(Blob.digest, Blob.refs):
+        if b.refs != brefs.get(b.digest, 0):
+            Blob.update(refs=brefs.get(b.digest, 0)).where(Blob.digest == b.digest).execute()
+    for x in Layer.select(Layer.diff_id, Layer.refs):
+        if x.refs != lrefs.get(x.diff_id, 0):
+            Layer.update(refs=lrefs.get(x.diff_id, 0)).where(Layer.diff_id == x.diff_id).execute()
+
+
+def tag_name(t) -> str:
+    """A Tag row as docker shows it: familiar repository, then :tag or @digest."""
+    return f"{familiar(t.repository)}:{t.tag}" if t.tag else f"{familiar(t.repository)}@{t.digest}"
+
+
+# -- disk ------------------------------------------------------------------------------------------
+
+def digest_path(d: Path, digest: str) -> Path | None:
+    """d/<hex> for a valid sha256 digest; None for anything else (a tampered row never becomes a path)."""
+    return d / Digest.parse(digest).hex if Digest.is_valid(digest) else None
+
+
+def list_dir(d: Path) -> list[os.DirEntry]:
+    """The entries of directory `d` sorted by name; [] when it does not exist."""
+    try:
+        with os.scandir(d) as it:
+            return sorted(it, key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+
+
+def scan(path: Path | str) -> list[tuple[tuple[int, int], int, int]]:
+    """Every inode under `path` (itself included, symlinks not followed) as ((dev, ino), bytes, nlink).
+
+    Directories get nlink 1 (they cannot be hardlinked; their st_nlink counts subdirs)."""
+    out: list[tuple[tuple[int, int], int, int]] = []
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return out
+    if _stat.S_ISDIR(st.st_mode):
+        out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, 1))
+        _scan_dir(os.fspath(path), out)
+    else:
+        out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, st.st_nlink))
+    return out
+
+
+def _scan_dir(path: str, out: list) -> None:
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if _stat.S_ISDIR(st.st_mode):
+                    out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, 1))
+                    stack.append(e.path)
+                else:
+                    out.append(((st.st_dev, st.st_ino), st.st_blocks * 512, st.st_nlink))
+
+
+@dataclass
+class Unit:
+    """One deletable thing on disk: a category, a key (digest, id, name) and a path."""
+
+    category: str            # images | layers | snapshots | containers | ingest
+    kind: str                # blob | layer | snapshot | container | ingest | orphan | tmp
+    key: str
+    path: Path
+    inodes: list = field(default_factory=list, repr=False)
+
+    def load(self) -> "Unit":
+        self.inodes = scan(self.path)
+        return self
+
+
+class Accounting:
+    """Units and the inodes they name, for sizes and for what a deletion frees."""
+
+    def __init__(self, units: Iterable[Unit] = ()):
+        self.units: list[Unit] = []
+        self.size_of: dict[tuple[int, int], int] = {}
+        self.nlink_of: dict[tuple[int, int], int] = {}
+        for u in units:
+            self.add(u)
+
+    def add(self, u: Unit) -> Unit:
+        if not u.inodes:
+            u.load()
+        for key, size, nlink in u.inodes:
+            self.size_of[key] = size
+            self.nlink_of[key] = nlink
+        self.units.append(u)
+        return u
+
+    def size(self, units: Iterable[Unit]) -> int:
+        seen: set = set()
+        total = 0
+        for u in units:
+            for key, size, _ in u.inodes:
+                if key not in seen:
+                    seen.add(key)
+                    total += size
+        return total
+
+    def freed(self, units: Iterable[Unit]) -> tuple[int, dict[int, int]]:
+        """Bytes freed by deleting `units`: inodes all of whose links are among them.
+
+        Returns (total, {id(unit): bytes attributed to it}) — each freed inode
+        attributed to the first unit that names it."""
+        units = list(units)
+        count: dict[tuple[int, int], int] = {}
+        for u in units:
+            for key, _, _ in u.inodes:
+                count[key] = count.get(key, 0) + 1
+        per: dict[int, int] = {}
+        done: set = set()
+        total = 0
+        for u in units:
+            n = 0
+            for key, size, nlink in u.inodes:
+                if key in done:
+                    continue
+                if count[key] >= nlink:
+                    done.add(key)
+                    n += size
+            per[id(u)] = n
+            total += n
+        return total, per
+
+
+def measure_freed(units: Iterable[Unit]) -> tuple[int, dict[int, int]]:
+    """Scan `units` (if not yet) and return what deleting them frees (see Accounting.freed)."""
+    acc = Accounting(units)
+    return acc.freed(acc.units)
