@@ -44,7 +44,7 @@ from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.cas.fsutil import publish_dir, remove_tree
 
 from container.engine.image import reference as _reference
-from container.engine.registry.config import env_number
+from container.engine.tunables import env_number
 from container.engine.errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch, RegistryError, RegistryUnavailable,
                      StoreError, UnsupportedMediaType, VerificationError)
 from container.engine.image.catalog import ImageInfo

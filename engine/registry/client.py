@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlencode, urlsplit
 
-from container.engine.registry.config import env_number
+from container.engine.tunables import env_number
 from container.engine.errors import AuthError, ManifestUnknown, RegistryError, RegistryUnavailable
 from container.engine.image.manifest import ACCEPT, MAX_MANIFEST, base_type
 from container.engine.image.reference import familiar
