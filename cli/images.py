@@ -337,9 +337,10 @@ def login_cmd(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
     """Log in to a registry (credentials saved in ~/.docker/config.json, mode 0600)."""
-    from container.engine.registry import client as registry
+    from container.engine.registry.client import verify_login
+    from container.engine.registry.credentials import normalize_server, store_credentials
 
-    host = registry.normalize_server(server)
+    host = normalize_server(server)
     if password_stdin:
         if password:
             raise typer.BadParameter("--password and --password-stdin are mutually exclusive")
@@ -355,9 +356,9 @@ def login_cmd(
         password = getpass.getpass("Password: ")
     if password and not password_stdin and ("-p" in sys.argv or "--password" in sys.argv):
         sys.stderr.write("WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n")
-    registry.verify_login(host, username, password, log=(lambda m: sys.stderr.write(m + "\n"))
-                          if state(ctx).verbose else None)
-    where = registry.store_credentials(host, username, password)
+    verify_login(host, username, password, log=(lambda m: sys.stderr.write(m + "\n"))
+                 if state(ctx).verbose else None)
+    where = store_credentials(host, username, password)
     if "docker-credential-" not in where:
         sys.stderr.write(f"WARNING! Your password will be stored unencrypted in {where}.\n")
     typer.echo("Login Succeeded")
@@ -368,11 +369,11 @@ def logout_cmd(
     server: Annotated[Optional[str], typer.Argument(metavar="[SERVER]", help="Registry host (default: Docker Hub).")] = None,
 ) -> None:
     """Log out from a registry."""
-    from container.engine.registry import client as registry
+    from container.engine.registry.credentials import auth_key, erase_credentials, normalize_server
 
-    host = registry.normalize_server(server)
-    shown = registry.auth_key(host)
-    if registry.erase_credentials(host):
+    host = normalize_server(server)
+    shown = auth_key(host)
+    if erase_credentials(host):
         typer.echo(f"Removing login credentials for {shown}")
     else:
         typer.echo(f"Not logged in to {shown}")

@@ -160,7 +160,7 @@ class _BlobSource(io.RawIOBase):
         if self.failures > MAX_RECONNECTS:
             raise RegistryUnavailable(f"downloading {self.job.desc.digest[:19]}: {why} (gave up after "
                                       f"{MAX_RECONNECTS} attempts; run the pull again to resume)")
-        self.pull.client._sleep(self.failures, None, f"blob {self.job.desc.digest[7:19]} at byte {self.pos}: {why}")
+        self.pull.client.backoff(self.failures, None, f"blob {self.job.desc.digest[7:19]} at byte {self.pos}: {why}")
 
     def _open(self) -> bool:
         """A response positioned at self.pos. False when there is nothing left to read."""
@@ -362,7 +362,7 @@ class _Puller:
             except RegistryUnavailable:
                 if attempt == 3:
                     raise
-                self.client._sleep(attempt, None, "config download failed")
+                self.client.backoff(attempt, None, "config download failed")
         got = Digest.of_bytes(raw)
         if got != dg or len(raw) != d.size:
             raise VerificationError(f"image config digest mismatch: expected {d.digest}, got {got} "
