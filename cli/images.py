@@ -11,7 +11,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .output import err, human_size, is_tty, print_json, print_table
+from .output import err, human_size, humanize_age, is_tty, print_json, print_table
 from .state import state
 
 
@@ -162,7 +162,7 @@ def images_cmd(
     no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs.")] = False,
 ) -> None:
     """List images."""
-    from container.engine.image.catalog import humanize_age, list_images
+    from container.engine.image.catalog import list_images
 
     st = state(ctx)
     imgs = list_images(st.store)

@@ -14,7 +14,8 @@ from container.engine.registry import config as cfgmod
 from container.engine.registry import client as reg
 from container.engine.registry import credentials as creds
 from container.engine.registry.endpoints import is_loopback_host
-from container.engine.image.catalog import humanize_age, parse_created
+from container.cli.output import humanize_age
+from container.engine.image.catalog import parse_created
 from container.engine.image.manifest import Descriptor
 
 

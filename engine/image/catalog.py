@@ -289,38 +289,6 @@ def tag_image(store, source: str, target: str) -> str:
     return f"{ref.familiar}:{ref.tag}"
 
 
-def humanize_age(when: _dt.datetime | None, now: _dt.datetime | None = None) -> str:
-    """docker's CREATED column: 'About a minute ago', '2 days ago', '3 months ago'."""
-    if when is None:
-        return "N/A"
-    if when.tzinfo is not None:
-        when = when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    now = now or _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    s = (now - when).total_seconds()
-    if s < 1:
-        return "Less than a second ago"
-    if s < 60:
-        return f"{int(s)} seconds ago"
-    m = s / 60
-    if m < 2:
-        return "About a minute ago"
-    if m < 60:
-        return f"{int(m)} minutes ago"
-    h = m / 60
-    if round(h) == 1:
-        return "About an hour ago"
-    if h < 48:
-        return f"{round(h)} hours ago"
-    d = h / 24
-    if d < 14:
-        return f"{int(d)} days ago"
-    if d < 60:
-        return f"{int(d // 7)} weeks ago"
-    if d < 365 * 2:
-        return f"{int(d // 30)} months ago"
-    return f"{int(d // 365)} years ago"
-
-
 def parse_created(s: str | None) -> _dt.datetime | None:
     """RFC 3339 from a config (nanoseconds allowed) -> naive UTC."""
     if not s or not isinstance(s, str):
