@@ -11,17 +11,27 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from container.engine.progress import PullListener
+
 from .output import err, human_size, humanize_age, is_tty, print_json, print_table
 from .state import state
 
 
 # -- pull progress ---------------------------------------------------------------------------------
-class PlainProgress:
-    """Off a terminal: one line per layer when it settles, like `docker pull` piped."""
+class PlainProgress(PullListener):
+    """Off a terminal: one line per layer when it settles, like `docker pull` piped. The `header`
+    ("latest: Pulling from library/busybox") comes once, when the image has resolved to layers (so
+    an early failure stays a one-line error); the resolved digest, the ImageInfo and whether
+    anything was new are kept for the summary lines."""
 
-    def __init__(self, verbose: bool, quiet: bool):
+    def __init__(self, verbose: bool, quiet: bool, header: str = ""):
         self.verbose, self.quiet = verbose, quiet
         self._lock = threading.Lock()
+        self.header = header
+        self._header_shown = False
+        self.digest: str | None = None
+        self.image = None                   # the ImageInfo, when done
+        self.updated = True
 
     def _line(self, s: str) -> None:
         if self.quiet:
@@ -32,15 +42,22 @@ class PlainProgress:
             sys.stderr.write(one_line(s) + "\n")      # -v relays registry text (Warning headers...)
             sys.stderr.flush()
 
+    def _show_header(self) -> None:
+        if not self.quiet and not self._header_shown:
+            self._header_shown = True
+            self._line(self.header)
+
     def info(self, msg: str) -> None:
         if self.verbose:
             self._line(msg)
 
     def resolved(self, ref: str, digest: str) -> None:
+        self.digest = digest
         if self.verbose:
             self._line(f"{ref}: resolved to {digest}")
 
     def layer(self, digest: str, size: int, status: str) -> None:
+        self._show_header()
         if status == "Already exists":
             self._line(f"{digest[7:19]}: Already exists")
 
@@ -48,15 +65,16 @@ class PlainProgress:
         if status in ("Pull complete", "Already exists"):
             self._line(f"{digest[7:19]}: {status}")
 
-    def advance(self, digest: str, n: int) -> None:
-        pass
+    def done(self, info, updated: bool) -> None:
+        self._show_header()
+        self.image, self.updated = info, updated
 
 
 class RichProgress(PlainProgress):
     """On a terminal: one bar per layer (bytes, speed), statuses like docker's."""
 
-    def __init__(self, verbose: bool):
-        super().__init__(verbose, False)
+    def __init__(self, verbose: bool, header: str = ""):
+        super().__init__(verbose, False, header)
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -71,6 +89,7 @@ class RichProgress(PlainProgress):
         self.console.print(s, highlight=False, markup=False)
 
     def layer(self, digest: str, size: int, status: str) -> None:
+        self._show_header()
         done = size if status == "Already exists" else 0
         self.tasks[digest] = self.p.add_task("", total=size or None, completed=done, short=digest[7:19],
                                              status=status)
@@ -107,31 +126,11 @@ def pull_cmd(
     st = state(ctx)
     ref = reference.parse(image)
     tty = is_tty(sys.stderr) and not quiet
-    prog = RichProgress(st.verbose) if tty else PlainProgress(st.verbose, quiet)
-    result = {}
     head = f"{ref.tag if ref.tag and not ref.digest else ref.digest[7:19]}: Pulling from " + (
         ref.path if ref.domain == "docker.io" else ref.repository)
-
-    def resolved(r, d, _f=prog.resolved):
-        result.update(digest=d)
-        _f(r, d)
-
-    def header():
-        # once the image is resolved to layers, so an early failure stays a one-line error
-        if not quiet and not result.get("header"):
-            result["header"] = True
-            prog._line(head)
-
-    def layer(dg, size, status, _f=prog.layer):
-        header()
-        _f(dg, size, status)
-
-    def done(info, updated):
-        header()
-        result.update(info=info, updated=updated)
-    prog.resolved, prog.layer, prog.done = resolved, layer, done
+    prog = RichProgress(st.verbose, head) if tty else PlainProgress(st.verbose, quiet, head)
     try:
-        info = pull(st.store, image, platform=platform, progress=prog)
+        info = pull(st.store, ref, platform=platform, listener=prog)
     except KeyboardInterrupt:
         if tty:
             prog.stop()
@@ -141,14 +140,14 @@ def pull_cmd(
     finally:
         if tty:
             prog.stop()
-    digest = result.get("digest") or info.id
+    digest = prog.digest or info.id
     if quiet:
         typer.echo(digest)
         return
     name = str(ref) if ref.domain != "docker.io" else (
         f"{ref.familiar}:{ref.tag}" if ref.tag and not ref.digest else f"{ref.familiar}@{ref.digest}")
     typer.echo(f"Digest: {digest}")
-    status = "Downloaded newer image for" if result.get("updated", True) else "Image is up to date for"
+    status = "Downloaded newer image for" if prog.updated else "Image is up to date for"
     typer.echo(f"Status: {status} {name}")
     typer.echo(str(ref) if not (ref.tag and ref.digest) else f"{ref.repository}@{ref.digest}")
 
