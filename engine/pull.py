@@ -14,9 +14,10 @@ layers, image, edges, refcounts and tag, and releases the pull's lease. A failur
 store as it was, plus resumable partial downloads in ingest/ (protected by the lease until it
 expires). Layers already present (tree + blob) are neither downloaded nor unpacked.
 
-Progress goes to a PullListener (engine/progress.py): resolved, layer, layer_status, advance
-(from the worker threads), info, done. The bytes of a blob come through registry/blobs.py
-(Range resume, reconnects, foreign layers); the image is recorded by image/catalog.record_image.
+The reference is resolved to its manifest and config by registry/resolve.py; the bytes of a blob
+come through registry/blobs.py (Range resume, reconnects, foreign layers); the image is recorded
+by image/catalog.record_image. Progress goes to a PullListener (engine/progress.py): resolved,
+layer, layer_status, advance (from the worker threads), info, done.
 """
 
 from __future__ import annotations
@@ -34,19 +35,17 @@ from pathlib import Path
 from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.cas.fsutil import publish_dir, remove_tree
 
-from container.engine.errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch,
-                                     RegistryError, RegistryUnavailable, StoreError, UnsupportedMediaType,
-                                     VerificationError)
+from container.engine.errors import (ContainerError, LayerError, PlatformMismatch, RegistryError, StoreError,
+                                     UnsupportedMediaType, VerificationError)
 from container.engine.image.catalog import ImageInfo
-from container.engine.image.manifest import (FOREIGN_TYPES, MAX_CONFIG, Descriptor, Index, Manifest,
-                                             check_image_manifest, parse_config, parse_manifest)
+from container.engine.image.manifest import FOREIGN_TYPES, Descriptor, check_image_manifest, parse_config
 from container.engine.image.reference import Reference
 from container.engine.progress import NULL, PullListener
 from container.engine.registry.blobs import CHUNK, BlobSource, Cancelled, Counting, Hashing
+from container.engine.registry.resolve import Resolver
 from container.engine.tunables import env_number
 
 WORKERS = max(1, min(6, env_number("CONTAINER_PULL_WORKERS", 4, int)))
-MAX_INDEX_DEPTH = 4
 
 
 @dataclass
@@ -95,52 +94,6 @@ class _Puller:
         self.lease_id: str | None = None
         self.foreign_allowed = self.config.foreign_allowed(self.ref.domain)
         self.info = listener.info
-
-    # -- manifests ----------------------------------------------------------------------------------
-    def _manifest(self, digest: str | None, tag: str | None, media_type: str | None,
-                  size: int | None = None) -> tuple[bytes, str | None, str]:
-        """(raw, media type, digest): from the store when we have it, else GET (by digest when known)."""
-        blobs = self.store.blobs
-        if digest is not None:
-            Digest.parse(digest)
-            if blobs.has(Digest.parse(digest)):
-                self.info(f"manifest {digest[:19]} already stored: no GET")
-                return blobs.read(Digest.parse(digest)), media_type, digest
-        raw, ctype, header = self.client.get_manifest(self.repo, digest or tag)
-        got = str(Digest.of_bytes(raw))
-        if digest is not None and got != digest:
-            raise VerificationError(f"manifest digest mismatch for {self.ref.familiar}: expected {digest}, "
-                                    f"got {got}")
-        if header and header != got:
-            if not Digest.is_valid(header):
-                raise UnsupportedMediaType(f"registry sent an unsupported Docker-Content-Digest {header[:80]!r}")
-            raise VerificationError(f"manifest digest mismatch for {self.ref.familiar}: the registry says "
-                                    f"{header}, the content is {got}")
-        if size is not None and len(raw) != size:
-            raise VerificationError(f"manifest {got[:19]} has {len(raw)} bytes, its descriptor says {size}")
-        return raw, ctype or media_type, got
-
-    def _config_blob(self, d: Descriptor) -> bytes:
-        blobs = self.store.blobs
-        dg = Digest.parse(d.digest)
-        if blobs.has(dg):
-            return blobs.read(dg)
-        if d.size > MAX_CONFIG:
-            raise VerificationError(f"image config {d.digest[:19]} is too large ({d.size} bytes)")
-        raw = None
-        for attempt in range(1, 4):
-            try:
-                raw = self.client.get_blob_bytes(self.repo, d.digest, d.size)
-                break
-            except RegistryUnavailable:
-                if attempt == 3:
-                    raise
-                self.client.backoff(attempt, None, "config download failed")
-        got = Digest.of_bytes(raw)
-        if got != dg or len(raw) != d.size:
-            raise VerificationError(f"image config digest mismatch: expected {d.digest}, got {got} "
-                                    f"({len(raw)} of {d.size} bytes)")
-        return raw
 
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
@@ -237,43 +190,6 @@ class _Puller:
         finally:
             self.client.close()
 
-    def _resolve(self):
-        ref = self.ref
-        if ref.digest:
-            top_digest, top_type = ref.digest, None
-        else:
-            try:
-                head = self.client.head_manifest(self.repo, ref.tag)
-                top_digest, top_type = head.digest, head.media_type or None
-            except (AuthError, ManifestUnknown, RegistryUnavailable):
-                raise
-            except RegistryError as e:      # a registry that refuses HEAD (405, ...): GET by tag
-                self.info(f"HEAD refused ({e}); resolving with GET")
-                top_digest, top_type = None, None
-            if top_digest is not None and not Digest.is_valid(top_digest):
-                self.info(f"ignoring unsupported digest {top_digest[:80]!r} from HEAD")
-                top_digest = None
-        raw, mt, top_digest = self._manifest(top_digest, ref.tag, top_type)
-        self.listener.resolved(str(ref), top_digest)
-        blobs = {top_digest: (raw, mt)}
-        node = parse_manifest(raw, mt)
-        index_digest, manifest_digest, depth = None, top_digest, 0
-        while isinstance(node, Index):
-            from container.engine.image import platform as _platform
-
-            depth += 1
-            if depth > MAX_INDEX_DEPTH:
-                raise UnsupportedMediaType("image index nesting is too deep")
-            if index_digest is None:
-                index_digest = manifest_digest
-            desc = _platform.choose(node, self.want)
-            self.info(f"platform {desc.platform} chosen for {self.want}: {desc.digest[:19]}")
-            raw, mt, manifest_digest = self._manifest(desc.digest, None, desc.media_type, desc.size)
-            blobs[manifest_digest] = (raw, mt)
-            node = parse_manifest(raw, mt or desc.media_type)
-        assert isinstance(node, Manifest)
-        return top_digest, index_digest, manifest_digest, node, blobs
-
     def _run(self) -> ImageInfo:
         from container.schema import Image, write_txn
 
@@ -282,9 +198,12 @@ class _Puller:
         from container.engine.image import platform as _platform
 
         store = self.store
-        top_digest, index_digest, manifest_digest, m, small = self._resolve()
+        resolver = Resolver(self.client, store.blobs, self.ref, self.listener)
+        r = resolver.resolve(self.want)
+        top_digest, index_digest, manifest_digest, m, small = (r.top_digest, r.index_digest, r.manifest_digest,
+                                                               r.manifest, r.manifests)
         check_image_manifest(m)
-        config_raw = self._config_blob(m.config)
+        config_raw = resolver.config(m.config)
         cfg = parse_config(config_raw)
         if len(cfg.diff_ids) != len(m.layers):
             raise VerificationError(f"image config has {len(cfg.diff_ids)} diff_ids but the manifest has "
