@@ -45,6 +45,8 @@ READ_TIMEOUT = env_number("CONTAINER_REGISTRY_READ_TIMEOUT", 60.0, minimum=0.001
 
 @dataclass
 class HeadResult:
+    """What HEAD on a manifest told: Docker-Content-Digest, Content-Type, Content-Length."""
+
     digest: str | None
     media_type: str
     size: int | None

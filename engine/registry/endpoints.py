@@ -30,6 +30,8 @@ def is_loopback_host(host: str) -> bool:
 
 @dataclass
 class Endpoint:
+    """One host serving the registry (a mirror or the origin) and what ping and 401s taught us."""
+
     host: str                      # netloc: host[:port]
     mirror: bool = False
     insecure: bool = False         # plain http (and unverified TLS) allowed
