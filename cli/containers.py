@@ -169,7 +169,7 @@ def fast_main(args: list[str]) -> int | None:
 
 
 def _status(c) -> str:
-    from container.engine.image.catalog import humanize_age
+    from .output import humanize_age
 
     if c.status == "created":
         return "Created"
@@ -253,7 +253,7 @@ def register(app) -> None:
             for c in cs:
                 typer.echo(c.id if no_trunc else c.short_id)
             return
-        from container.engine.image.catalog import humanize_age
+        from .output import humanize_age
 
         rows = [[c.id if no_trunc else c.short_id, c.image,
                  f'"{" ".join(c.command)}"' if no_trunc else _command(c.command),

@@ -11,17 +11,27 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .output import err, human_size, is_tty, print_json, print_table
+from container.engine.progress import PullListener
+
+from .output import err, human_size, humanize_age, is_tty, print_json, print_table
 from .state import state
 
 
 # -- pull progress ---------------------------------------------------------------------------------
-class PlainProgress:
-    """Off a terminal: one line per layer when it settles, like `docker pull` piped."""
+class PlainProgress(PullListener):
+    """Off a terminal: one line per layer when it settles, like `docker pull` piped. The `header`
+    ("latest: Pulling from library/busybox") comes once, when the image has resolved to layers (so
+    an early failure stays a one-line error); the resolved digest, the ImageInfo and whether
+    anything was new are kept for the summary lines."""
 
-    def __init__(self, verbose: bool, quiet: bool):
+    def __init__(self, verbose: bool, quiet: bool, header: str = ""):
         self.verbose, self.quiet = verbose, quiet
         self._lock = threading.Lock()
+        self.header = header
+        self._header_shown = False
+        self.digest: str | None = None
+        self.image = None                   # the ImageInfo, when done
+        self.updated = True
 
     def _line(self, s: str) -> None:
         if self.quiet:
@@ -32,15 +42,22 @@ class PlainProgress:
             sys.stderr.write(one_line(s) + "\n")      # -v relays registry text (Warning headers...)
             sys.stderr.flush()
 
+    def _show_header(self) -> None:
+        if not self.quiet and not self._header_shown:
+            self._header_shown = True
+            self._line(self.header)
+
     def info(self, msg: str) -> None:
         if self.verbose:
             self._line(msg)
 
     def resolved(self, ref: str, digest: str) -> None:
+        self.digest = digest
         if self.verbose:
             self._line(f"{ref}: resolved to {digest}")
 
     def layer(self, digest: str, size: int, status: str) -> None:
+        self._show_header()
         if status == "Already exists":
             self._line(f"{digest[7:19]}: Already exists")
 
@@ -48,15 +65,16 @@ class PlainProgress:
         if status in ("Pull complete", "Already exists"):
             self._line(f"{digest[7:19]}: {status}")
 
-    def advance(self, digest: str, n: int) -> None:
-        pass
+    def done(self, info, updated: bool) -> None:
+        self._show_header()
+        self.image, self.updated = info, updated
 
 
 class RichProgress(PlainProgress):
     """On a terminal: one bar per layer (bytes, speed), statuses like docker's."""
 
-    def __init__(self, verbose: bool):
-        super().__init__(verbose, False)
+    def __init__(self, verbose: bool, header: str = ""):
+        super().__init__(verbose, False, header)
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -71,6 +89,7 @@ class RichProgress(PlainProgress):
         self.console.print(s, highlight=False, markup=False)
 
     def layer(self, digest: str, size: int, status: str) -> None:
+        self._show_header()
         done = size if status == "Already exists" else 0
         self.tasks[digest] = self.p.add_task("", total=size or None, completed=done, short=digest[7:19],
                                              status=status)
@@ -107,31 +126,11 @@ def pull_cmd(
     st = state(ctx)
     ref = reference.parse(image)
     tty = is_tty(sys.stderr) and not quiet
-    prog = RichProgress(st.verbose) if tty else PlainProgress(st.verbose, quiet)
-    result = {}
     head = f"{ref.tag if ref.tag and not ref.digest else ref.digest[7:19]}: Pulling from " + (
         ref.path if ref.domain == "docker.io" else ref.repository)
-
-    def resolved(r, d, _f=prog.resolved):
-        result.update(digest=d)
-        _f(r, d)
-
-    def header():
-        # once the image is resolved to layers, so an early failure stays a one-line error
-        if not quiet and not result.get("header"):
-            result["header"] = True
-            prog._line(head)
-
-    def layer(dg, size, status, _f=prog.layer):
-        header()
-        _f(dg, size, status)
-
-    def done(info, updated):
-        header()
-        result.update(info=info, updated=updated)
-    prog.resolved, prog.layer, prog.done = resolved, layer, done
+    prog = RichProgress(st.verbose, head) if tty else PlainProgress(st.verbose, quiet, head)
     try:
-        info = pull(st.store, image, platform=platform, progress=prog)
+        info = pull(st.store, ref, platform=platform, listener=prog)
     except KeyboardInterrupt:
         if tty:
             prog.stop()
@@ -141,14 +140,14 @@ def pull_cmd(
     finally:
         if tty:
             prog.stop()
-    digest = result.get("digest") or info.id
+    digest = prog.digest or info.id
     if quiet:
         typer.echo(digest)
         return
     name = str(ref) if ref.domain != "docker.io" else (
         f"{ref.familiar}:{ref.tag}" if ref.tag and not ref.digest else f"{ref.familiar}@{ref.digest}")
     typer.echo(f"Digest: {digest}")
-    status = "Downloaded newer image for" if result.get("updated", True) else "Image is up to date for"
+    status = "Downloaded newer image for" if prog.updated else "Image is up to date for"
     typer.echo(f"Status: {status} {name}")
     typer.echo(str(ref) if not (ref.tag and ref.digest) else f"{ref.repository}@{ref.digest}")
 
@@ -162,7 +161,7 @@ def images_cmd(
     no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs.")] = False,
 ) -> None:
     """List images."""
-    from container.engine.image.catalog import humanize_age, list_images
+    from container.engine.image.catalog import list_images
 
     st = state(ctx)
     imgs = list_images(st.store)
@@ -337,9 +336,10 @@ def login_cmd(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
     """Log in to a registry (credentials saved in ~/.docker/config.json, mode 0600)."""
-    from container.engine.registry import client as registry
+    from container.engine.registry.client import verify_login
+    from container.engine.registry.credentials import normalize_server, store_credentials
 
-    host = registry.normalize_server(server)
+    host = normalize_server(server)
     if password_stdin:
         if password:
             raise typer.BadParameter("--password and --password-stdin are mutually exclusive")
@@ -355,9 +355,9 @@ def login_cmd(
         password = getpass.getpass("Password: ")
     if password and not password_stdin and ("-p" in sys.argv or "--password" in sys.argv):
         sys.stderr.write("WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n")
-    registry.verify_login(host, username, password, log=(lambda m: sys.stderr.write(m + "\n"))
-                          if state(ctx).verbose else None)
-    where = registry.store_credentials(host, username, password)
+    verify_login(host, username, password, log=(lambda m: sys.stderr.write(m + "\n"))
+                 if state(ctx).verbose else None)
+    where = store_credentials(host, username, password)
     if "docker-credential-" not in where:
         sys.stderr.write(f"WARNING! Your password will be stored unencrypted in {where}.\n")
     typer.echo("Login Succeeded")
@@ -368,11 +368,11 @@ def logout_cmd(
     server: Annotated[Optional[str], typer.Argument(metavar="[SERVER]", help="Registry host (default: Docker Hub).")] = None,
 ) -> None:
     """Log out from a registry."""
-    from container.engine.registry import client as registry
+    from container.engine.registry.credentials import auth_key, erase_credentials, normalize_server
 
-    host = registry.normalize_server(server)
-    shown = registry.auth_key(host)
-    if registry.erase_credentials(host):
+    host = normalize_server(server)
+    shown = auth_key(host)
+    if erase_credentials(host):
         typer.echo(f"Removing login credentials for {shown}")
     else:
         typer.echo(f"Not logged in to {shown}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    import datetime as _dt
 
 
 def one_line(msg: str) -> str:
@@ -59,3 +62,37 @@ def human_size(n: float) -> str:
             return f"{n:.3g}{unit}"
         n /= 1000
     return f"{n}TB"
+
+
+def humanize_age(when: _dt.datetime | None, now: _dt.datetime | None = None) -> str:
+    """docker's CREATED column: 'About a minute ago', '2 days ago', '3 months ago'."""
+    import datetime as _dt
+
+    if when is None:
+        return "N/A"
+    if when.tzinfo is not None:
+        when = when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    now = now or _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    s = (now - when).total_seconds()
+    if s < 1:
+        return "Less than a second ago"
+    if s < 60:
+        return f"{int(s)} seconds ago"
+    m = s / 60
+    if m < 2:
+        return "About a minute ago"
+    if m < 60:
+        return f"{int(m)} minutes ago"
+    h = m / 60
+    if round(h) == 1:
+        return "About an hour ago"
+    if h < 48:
+        return f"{round(h)} hours ago"
+    d = h / 24
+    if d < 14:
+        return f"{int(d)} days ago"
+    if d < 60:
+        return f"{int(d // 7)} weeks ago"
+    if d < 365 * 2:
+        return f"{int(d // 30)} months ago"
+    return f"{int(d // 365)} years ago"

@@ -405,25 +405,28 @@ def _remove_dir(store, cdir) -> None:
 # -- run -----------------------------------------------------------------------------------
 
 def _resolve_image(store, opts: RunOptions, progress=None):
-    from container.engine.errors import ImageNotFound
+    from container.engine.errors import ImageNotFound, InvalidReference
     from container.engine.image.catalog import resolve_image
+    from container.engine.image.reference import looks_like_id, parse
 
     if opts.pull not in ("missing", "always", "never"):
         raise RunError(f"invalid --pull {opts.pull!r}: want missing, always or never")
+    try:                # parsed once; an id, or what does not parse, is looked up as typed
+        ref = None if opts.pull == "never" or looks_like_id(opts.image) else parse(opts.image)
+    except InvalidReference:
+        ref = None
     if opts.pull != "always":
         try:
-            return resolve_image(store, opts.image)
+            return resolve_image(store, ref or opts.image)
         except ImageNotFound:
             if opts.pull == "never":
                 raise
-            from container.engine.image.reference import parse
-
-            parse(opts.image)           # an invalid reference is that error alone, as in docker
+            ref = ref or parse(opts.image)      # an invalid reference is that error alone, as in docker
             sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
             sys.stderr.flush()
     from container.engine.pull import pull
 
-    return pull(store, opts.image, platform=opts.platform, progress=progress)
+    return pull(store, ref or parse(opts.image), platform=opts.platform, listener=progress)
 
 
 def _image_config(image) -> dict:

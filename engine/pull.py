@@ -14,13 +14,10 @@ layers, image, edges, refcounts and tag, and releases the pull's lease. A failur
 store as it was, plus resumable partial downloads in ingest/ (protected by the lease until it
 expires). Layers already present (tree + blob) are neither downloaded nor unpacked.
 
-progress: any object; pull calls whichever of these methods it has (all optional):
-    info(msg)                          verbose detail (auth, retries, rate limit)
-    resolved(ref, digest)              the reference resolved to this digest
-    layer(digest, size, status)        one line per layer: "Already exists" | "Waiting"
-    advance(digest, nbytes)            bytes downloaded (or re-read from a partial), any thread
-    layer_status(digest, status)       "Downloading" | "Extracting" | "Verifying" | "Pull complete"
-    done(info, updated: bool)          at the end; updated = anything new (docker's Status line)
+The reference is resolved to its manifest and config by registry/resolve.py; the bytes of a blob
+come through registry/blobs.py (Range resume, reconnects, foreign layers); the image is recorded
+by image/catalog.record_image. Progress goes to a PullListener (engine/progress.py): resolved,
+layer, layer_status, advance (from the worker threads), info, done.
 """
 
 from __future__ import annotations
@@ -28,44 +25,27 @@ from __future__ import annotations
 import concurrent.futures as cf
 import ctypes
 import errno
-import hashlib
-import io
-import ipaddress
 import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.cas.fsutil import publish_dir, remove_tree
 
-from container.engine.image import reference as _reference
-from container.engine.registry.config import env_number
-from container.engine.errors import (AuthError, ContainerError, LayerError, ManifestUnknown, PlatformMismatch, RegistryError, RegistryUnavailable,
-                     StoreError, UnsupportedMediaType, VerificationError)
+from container.engine.errors import (ContainerError, LayerError, PlatformMismatch, RegistryError, StoreError,
+                                     UnsupportedMediaType, VerificationError)
 from container.engine.image.catalog import ImageInfo
-from container.engine.image.identity import chain_id
-from container.engine.image.manifest import (FOREIGN_TYPES, MAX_CONFIG, Descriptor, Index, Manifest, check_image_manifest,
-                       parse_config, parse_manifest)
+from container.engine.image.manifest import FOREIGN_TYPES, Descriptor, check_image_manifest, parse_config
+from container.engine.image.reference import Reference
+from container.engine.progress import NULL, PullListener
+from container.engine.registry.blobs import CHUNK, BlobSource, Cancelled, Counting, Hashing
+from container.engine.registry.resolve import Resolver
+from container.engine.tunables import env_number
 
-CHUNK = 1 << 20
 WORKERS = max(1, min(6, env_number("CONTAINER_PULL_WORKERS", 4, int)))
-MAX_RECONNECTS = env_number("CONTAINER_PULL_RECONNECTS", 8, int, minimum=0)
-MAX_INDEX_DEPTH = 4
-
-
-def _call(progress, name: str, *args) -> None:
-    fn = getattr(progress, name, None) if progress is not None else None
-    if fn is not None:
-        fn(*args)
-
-
-class _Cancelled(Exception):
-    """Another layer failed or the user interrupted: stop this one."""
 
 
 @dataclass
@@ -76,201 +56,6 @@ class _Job:
     ingest: object = None            # an entered Ingest, committed at the end
     stats: object = None
     from_blob: bool = False
-
-
-class _BlobSource(io.RawIOBase):
-    """The compressed bytes of one blob for the decompressor: first what a previous run left in
-    ingest/<hex>/data, then the network (Range from there), every network byte also written to the
-    Ingest. Reconnects with Range on resets/truncation; stops at the descriptor size."""
-
-    def __init__(self, pull: "_Puller", job: _Job, ing):
-        super().__init__()
-        self.pull, self.job, self.ing = pull, job, ing
-        self.total = job.desc.size
-        self.pos = 0
-        self.disk_end = ing.offset
-        self.disk = open(ing.data_path, "rb") if ing.offset else None
-        self.resp = None
-        self.error: BaseException | None = None
-        self.failures = 0
-        self.net_bytes = 0
-        if ing.offset:
-            pull.info(f"{job.desc.digest[7:19]}: resuming at {ing.offset} of {self.total} bytes")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
-
-    def read(self, n: int = -1) -> bytes:
-        try:
-            return self._read(CHUNK if n is None or n < 0 else n)
-        except BaseException as e:
-            self.error = e
-            raise
-
-    def _read(self, n: int) -> bytes:
-        if self.pull.cancel.is_set():
-            raise _Cancelled()
-        if self.pos < self.disk_end:
-            data = self.disk.read(min(n, self.disk_end - self.pos))
-            if not data:
-                raise StoreError(f"partial download of {self.job.desc.digest} shrank while reading it")
-            self.pos += len(data)
-            _call(self.pull.progress, "advance", self.job.desc.digest, len(data))
-            return data
-        if self.disk is not None:
-            self.disk.close()
-            self.disk = None
-        if self.pos >= self.total:
-            return b""
-        import urllib3
-        import requests
-
-        while True:
-            if self.pull.cancel.is_set():
-                raise _Cancelled()
-            if self.resp is None:
-                if not self._open():
-                    return b""
-            try:
-                data = self.resp.raw.read(min(n, CHUNK, self.total - self.pos), decode_content=False)
-            except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as e:
-                self._failed(f"{type(e).__name__}")
-                continue
-            if not data:
-                self._failed("connection closed before the end of the blob")
-                continue
-            self.ing.write(data)
-            self.pos += len(data)
-            self.net_bytes += len(data)
-            self.failures = 0
-            _call(self.pull.progress, "advance", self.job.desc.digest, len(data))
-            return data
-
-    def _failed(self, why: str) -> None:
-        self._close_resp()
-        if self.pull.cancel.is_set():
-            raise _Cancelled()
-        self.failures += 1
-        if self.failures > MAX_RECONNECTS:
-            raise RegistryUnavailable(f"downloading {self.job.desc.digest[:19]}: {why} (gave up after "
-                                      f"{MAX_RECONNECTS} attempts; run the pull again to resume)")
-        self.pull.client._sleep(self.failures, None, f"blob {self.job.desc.digest[7:19]} at byte {self.pos}: {why}")
-
-    def _open(self) -> bool:
-        """A response positioned at self.pos. False when there is nothing left to read."""
-        d = self.job.desc
-        resp = None
-        if d.urls and self.pull.foreign_allowed:
-            resp = self.pull.open_foreign(d, self.pos)
-        if resp is None:
-            resp = self.pull.client.get_blob(self.pull.repo, d.digest, offset=self.pos)
-        st = resp.status_code
-        if st == 416:
-            resp.close()
-            if self.pos >= self.total:
-                return False
-            raise RegistryError(f"registry refused the range {self.pos}- of {d.digest[:19]}")
-        if st == 206:
-            cr = resp.headers.get("Content-Range", "")
-            if not cr.startswith(f"bytes {self.pos}-"):
-                resp.close()
-                raise RegistryError(f"registry sent the wrong range ({cr!r}) for {d.digest[:19]}")
-        elif st == 200 and self.pos:
-            # Range ignored: skip what we already have (the hash already covers it).
-            left = self.pos
-            while left:
-                chunk = resp.raw.read(min(CHUNK, left), decode_content=False)
-                if not chunk:
-                    resp.close()
-                    raise RegistryUnavailable(f"blob {d.digest[:19]} ended early")
-                left -= len(chunk)
-        self.resp = resp
-        return True
-
-    def abort(self) -> None:
-        """From another thread: wake a read blocked on the socket (Ctrl-C, another layer failed)."""
-        resp = self.resp
-        if resp is None:
-            return
-        import socket as _socket
-        try:
-            sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
-            if sock is None:
-                sock = resp.raw._fp.fp.raw._sock
-            sock.shutdown(_socket.SHUT_RDWR)
-        except Exception:
-            pass
-
-    def _close_resp(self) -> None:
-        if self.resp is not None:
-            try:
-                self.resp.close()
-            except Exception:
-                pass
-            self.resp = None
-
-    def close(self) -> None:
-        self._close_resp()
-        if self.disk is not None:
-            self.disk.close()
-            self.disk = None
-        super().close()
-
-
-class _Counting(io.RawIOBase):
-    """A stored blob read for unpacking, reporting progress."""
-
-    def __init__(self, f, pull: "_Puller", digest: str):
-        super().__init__()
-        self.f, self.pull, self.digest = f, pull, digest
-        self.error = None
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        if self.pull.cancel.is_set():
-            self.error = _Cancelled()
-            raise self.error
-        data = self.f.read(CHUNK if n is None or n < 0 else n)
-        _call(self.pull.progress, "advance", self.digest, len(data))
-        return data
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-
-class _Hashing:
-    """sha256 of everything read through it (the diff_id of the uncompressed tar)."""
-
-    def __init__(self, stream):
-        self.s = stream
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.s.read(n)
-        self.h.update(data)
-        self.n += len(data)
-        return data
-
-    def readinto(self, b) -> int:
-        n = self.s.readinto(b)
-        if n:
-            self.h.update(memoryview(b)[:n])
-            self.n += n
-        return n
-
-    def readable(self) -> bool:
-        return True
 
 
 def _syncfs(path: Path) -> None:
@@ -288,29 +73,18 @@ def _syncfs(path: Path) -> None:
     os.sync()
 
 
-def _is_private_host(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return True
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
-                or ip.is_unspecified:
-            return True
-    return False
-
-
 class _Puller:
-    def __init__(self, store, ref: str, platform: str | None, progress, config):
+    """One pull: its registry client, the layer jobs and worker threads, the lease, the cancel flag."""
+
+    def __init__(self, store, ref: Reference, platform: str | None, listener: PullListener, config):
         from container.engine.registry import config as _config
         from container.engine.image import platform as _platform
 
         self.store = store
-        self.ref = _reference.parse(ref)
+        self.ref = ref
         self.explicit_platform = platform is not None
         self.want = _platform.parse(platform) if platform else _platform.host()
-        self.progress = progress
+        self.listener = listener
         self.config = config if config is not None else _config.load()
         self.cancel = threading.Event()
         self._active: set = set()
@@ -319,88 +93,7 @@ class _Puller:
         self.client = None
         self.lease_id: str | None = None
         self.foreign_allowed = self.config.foreign_allowed(self.ref.domain)
-
-    def info(self, msg: str) -> None:
-        _call(self.progress, "info", msg)
-
-    # -- manifests ----------------------------------------------------------------------------------
-    def _manifest(self, digest: str | None, tag: str | None, media_type: str | None,
-                  size: int | None = None) -> tuple[bytes, str | None, str]:
-        """(raw, media type, digest): from the store when we have it, else GET (by digest when known)."""
-        blobs = self.store.blobs
-        if digest is not None:
-            Digest.parse(digest)
-            if blobs.has(Digest.parse(digest)):
-                self.info(f"manifest {digest[:19]} already stored: no GET")
-                return blobs.read(Digest.parse(digest)), media_type, digest
-        raw, ctype, header = self.client.get_manifest(self.repo, digest or tag)
-        got = str(Digest.of_bytes(raw))
-        if digest is not None and got != digest:
-            raise VerificationError(f"manifest digest mismatch for {self.ref.familiar}: expected {digest}, "
-                                    f"got {got}")
-        if header and header != got:
-            if not Digest.is_valid(header):
-                raise UnsupportedMediaType(f"registry sent an unsupported Docker-Content-Digest {header[:80]!r}")
-            raise VerificationError(f"manifest digest mismatch for {self.ref.familiar}: the registry says "
-                                    f"{header}, the content is {got}")
-        if size is not None and len(raw) != size:
-            raise VerificationError(f"manifest {got[:19]} has {len(raw)} bytes, its descriptor says {size}")
-        return raw, ctype or media_type, got
-
-    def _config_blob(self, d: Descriptor) -> bytes:
-        blobs = self.store.blobs
-        dg = Digest.parse(d.digest)
-        if blobs.has(dg):
-            return blobs.read(dg)
-        if d.size > MAX_CONFIG:
-            raise VerificationError(f"image config {d.digest[:19]} is too large ({d.size} bytes)")
-        raw = None
-        for attempt in range(1, 4):
-            try:
-                raw = self.client.get_blob_bytes(self.repo, d.digest, d.size)
-                break
-            except RegistryUnavailable:
-                if attempt == 3:
-                    raise
-                self.client._sleep(attempt, None, "config download failed")
-        got = Digest.of_bytes(raw)
-        if got != dg or len(raw) != d.size:
-            raise VerificationError(f"image config digest mismatch: expected {d.digest}, got {got} "
-                                    f"({len(raw)} of {d.size} bytes)")
-        return raw
-
-    # -- foreign layers ---------------------------------------------------------------------------
-    def open_foreign(self, d: Descriptor, offset: int):
-        """Try the descriptor's urls: https only, no registry credentials, no private targets unless allowed."""
-        import requests
-
-        for url in d.urls:
-            hops = 0
-            while hops < 5:
-                p = urlsplit(url)
-                if p.scheme != "https":
-                    self.info(f"foreign layer url {url!r} refused: https only")
-                    break
-                if _is_private_host(p.hostname or "") and not self.config.foreign_layers_allow_private:
-                    self.info(f"foreign layer url {url!r} refused: private or loopback address")
-                    break
-                headers = {"Range": f"bytes={offset}-"} if offset else {}
-                try:
-                    r = requests.get(url, headers=headers, stream=True, allow_redirects=False, timeout=(15, 60))
-                except requests.exceptions.RequestException as e:
-                    self.info(f"foreign layer url {url!r}: {e}")
-                    break
-                if r.is_redirect and r.headers.get("Location"):
-                    from urllib.parse import urljoin
-                    url = urljoin(url, r.headers["Location"])
-                    r.close()
-                    hops += 1
-                    continue
-                if r.status_code in (200, 206):
-                    return r
-                r.close()
-                break
-        return None
+        self.info = listener.info
 
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
@@ -414,20 +107,22 @@ class _Puller:
         src = None
         try:
             if job.ingest is None and final_tree.is_dir():
-                _call(self.progress, "layer_status", d.digest, "Already exists")
+                self.listener.layer_status(d.digest, "Already exists")
                 return job
             want_tree = not final_tree.is_dir()
             if job.ingest is not None:
-                src = _BlobSource(self, job, job.ingest)
+                src = BlobSource(self.client, self.repo, d, job.ingest, cancel=self.cancel, listener=self.listener,
+                                 foreign=self.foreign_allowed,
+                                 foreign_private=self.config.foreign_layers_allow_private)
                 with self._active_lock:
                     self._active.add(src)
-                _call(self.progress, "layer_status", d.digest, "Downloading")
+                self.listener.layer_status(d.digest, "Downloading")
             else:
                 job.from_blob = True
-                src = _Counting(blobs.open(dg), self, d.digest)
-                _call(self.progress, "layer_status", d.digest, "Extracting")
+                src = Counting(blobs.open(dg), d.digest, cancel=self.cancel, listener=self.listener)
+                self.listener.layer_status(d.digest, "Extracting")
             try:
-                stream = _Hashing(open_layer_stream(src, d.media_type))
+                stream = Hashing(open_layer_stream(src, d.media_type))
                 if want_tree:
                     job.tmp = self.store.layers_dir / f".tmp-{dg.hex[:16]}-{secrets.token_hex(4)}"
                     job.tmp.mkdir()
@@ -454,7 +149,7 @@ class _Puller:
             if got != job.diff_id:
                 raise VerificationError(f"layer {d.digest[:19]} does not match the image config: diff_id "
                                         f"{got[:19]}..., expected {job.diff_id[:19]}...")
-            _call(self.progress, "layer_status", d.digest, "Pull complete")
+            self.listener.layer_status(d.digest, "Pull complete")
             return job
         except BaseException:
             if job.tmp is not None:
@@ -468,7 +163,7 @@ class _Puller:
             if src is not None:
                 with self._active_lock:
                     self._active.discard(src)
-                if isinstance(src, _Counting):
+                if isinstance(src, Counting):
                     src.f.close()
                 src.close()
 
@@ -495,54 +190,20 @@ class _Puller:
         finally:
             self.client.close()
 
-    def _resolve(self):
-        ref = self.ref
-        if ref.digest:
-            top_digest, top_type = ref.digest, None
-        else:
-            try:
-                head = self.client.head_manifest(self.repo, ref.tag)
-                top_digest, top_type = head.digest, head.media_type or None
-            except (AuthError, ManifestUnknown, RegistryUnavailable):
-                raise
-            except RegistryError as e:      # a registry that refuses HEAD (405, ...): GET by tag
-                self.info(f"HEAD refused ({e}); resolving with GET")
-                top_digest, top_type = None, None
-            if top_digest is not None and not Digest.is_valid(top_digest):
-                self.info(f"ignoring unsupported digest {top_digest[:80]!r} from HEAD")
-                top_digest = None
-        raw, mt, top_digest = self._manifest(top_digest, ref.tag, top_type)
-        _call(self.progress, "resolved", str(ref), top_digest)
-        blobs = {top_digest: (raw, mt)}
-        node = parse_manifest(raw, mt)
-        index_digest, manifest_digest, depth = None, top_digest, 0
-        while isinstance(node, Index):
-            from container.engine.image import platform as _platform
-
-            depth += 1
-            if depth > MAX_INDEX_DEPTH:
-                raise UnsupportedMediaType("image index nesting is too deep")
-            if index_digest is None:
-                index_digest = manifest_digest
-            desc = _platform.choose(node, self.want)
-            self.info(f"platform {desc.platform} chosen for {self.want}: {desc.digest[:19]}")
-            raw, mt, manifest_digest = self._manifest(desc.digest, None, desc.media_type, desc.size)
-            blobs[manifest_digest] = (raw, mt)
-            node = parse_manifest(raw, mt or desc.media_type)
-        assert isinstance(node, Manifest)
-        return top_digest, index_digest, manifest_digest, node, blobs
-
     def _run(self) -> ImageInfo:
-        from container.schema import Blob, Image, ImageLayer, Layer, Tag, write_txn
+        from container.schema import Image, write_txn
 
         from container.engine.image import catalog as _images
         from container.engine import leases
         from container.engine.image import platform as _platform
 
         store = self.store
-        top_digest, index_digest, manifest_digest, m, small = self._resolve()
+        resolver = Resolver(self.client, store.blobs, self.ref, self.listener)
+        r = resolver.resolve(self.want)
+        top_digest, index_digest, manifest_digest, m, small = (r.top_digest, r.index_digest, r.manifest_digest,
+                                                               r.manifest, r.manifests)
         check_image_manifest(m)
-        config_raw = self._config_blob(m.config)
+        config_raw = resolver.config(m.config)
         cfg = parse_config(config_raw)
         if len(cfg.diff_ids) != len(m.layers):
             raise VerificationError(f"image config has {len(cfg.diff_ids)} diff_ids but the manifest has "
@@ -566,7 +227,7 @@ class _Puller:
             Digest.parse(d.digest)
             have = store.blobs.has(Digest.parse(d.digest)) and store.layer_path(diff_id).is_dir()
             if have:
-                _call(self.progress, "layer", d.digest, d.size, "Already exists")
+                self.listener.layer(d.digest, d.size, "Already exists")
                 continue
             if d.digest in jobs:
                 if jobs[d.digest].diff_id != diff_id:
@@ -575,7 +236,7 @@ class _Puller:
                 continue
             jobs[d.digest] = _Job(d, diff_id)
             order.append(d.digest)
-            _call(self.progress, "layer", d.digest, d.size, "Waiting")
+            self.listener.layer(d.digest, d.size, "Waiting")
 
         self.lease_id = leases.create_lease(store)
         try:
@@ -607,53 +268,16 @@ class _Puller:
             _syncfs(store.root)
             self.info(f"timing: layers {t1 - t0:.2f}s, publish {t2 - t1:.2f}s, sync {time.monotonic() - t2:.2f}s")
 
-            created = _images.parse_created(cfg.created)
-            updated = False
             with write_txn():
-                def blob_row(dg, size, mt):
-                    Blob.insert(digest=dg, size=size, media_type=mt or "").on_conflict_ignore().execute()
-                for dg, (raw, mt) in small.items():
-                    blob_row(dg, len(raw), mt)
-                blob_row(m.config.digest, len(config_raw), m.config.media_type)
-                for d, diff_id in zip(m.layers, cfg.diff_ids):
-                    blob_row(d.digest, d.size, d.media_type)
-                    j = jobs.get(d.digest)
-                    st = j.stats if j is not None else None
-                    Layer.insert(diff_id=diff_id, size=getattr(st, "size", 0) or 0,
-                                 entries=getattr(st, "entries", 0) or 0).on_conflict_ignore().execute()
-                    if st is not None:
-                        Layer.update(size=st.size, entries=st.entries).where(
-                            (Layer.diff_id == diff_id) & (Layer.entries == 0)).execute()
-                img = Image.get_or_none(Image.id == manifest_digest)
-                if img is None:
-                    updated = True
-                    img = Image.create(id=manifest_digest, manifest=manifest_digest, config=m.config.digest,
-                                       index=index_digest, os=cfg.os, architecture=cfg.architecture,
-                                       variant=cfg.variant, created=created,
-                                       size=sum(d.size for d in m.layers), chain_id=chain_id(cfg.diff_ids))
-                    rows = [{"image": img.id, "position": i, "blob": d.digest, "layer": diff_id,
-                             "media_type": d.media_type}
-                            for i, (d, diff_id) in enumerate(zip(m.layers, cfg.diff_ids))]
-                    if rows:
-                        ImageLayer.insert_many(rows).execute()
-                    _images.add_image_refs(img, rows)
-                ref = self.ref
-                if ref.tag:
-                    old = list(Tag.select().where((Tag.repository == ref.repository) & (Tag.tag == ref.tag)))
-                    if not (len(old) == 1 and old[0].image_id == img.id and old[0].digest == top_digest):
-                        updated = True
-                        Tag.delete().where((Tag.repository == ref.repository) & (Tag.tag == ref.tag)).execute()
-                        Tag.create(repository=ref.repository, tag=ref.tag, digest=top_digest, image=img.id)
-                if ref.digest or not ref.tag:
-                    if not Tag.select().where((Tag.repository == ref.repository) & Tag.tag.is_null()
-                                              & (Tag.digest == top_digest)).exists():
-                        Tag.create(repository=ref.repository, tag=None, digest=top_digest, image=img.id)
+                stats = {dg: j.stats for dg, j in jobs.items() if j.stats is not None}
+                updated = _images.record_image(self.ref, top_digest, index_digest, manifest_digest, m, cfg,
+                                               len(config_raw), small, stats)
                 leases.release_lease(store, self.lease_id)
                 self.lease_id = None
-            info = _images._info(store, Image.get(Image.id == manifest_digest))
+            info = _images.image_info(store, Image.get(Image.id == manifest_digest))
             if existing is None:
                 updated = True
-            _call(self.progress, "done", info, updated)
+            self.listener.done(info, updated)
             return info
         finally:
             self._release_ingests(jobs)
@@ -724,8 +348,8 @@ class _Puller:
                     e = f.exception()
                     if e is None:
                         done.append(f.result())
-                    elif first_error is None or (isinstance(first_error, _Cancelled) and
-                                                 not isinstance(e, _Cancelled)):
+                    elif first_error is None or (isinstance(first_error, Cancelled) and
+                                                 not isinstance(e, Cancelled)):
                         first_error = e
                         self._abort_all()
         except BaseException as e:          # KeyboardInterrupt in the main thread
@@ -751,15 +375,17 @@ class _Puller:
         return done
 
 
-def pull(store, ref: str, *, platform: str | None = None, progress=None, config=None) -> ImageInfo:
-    """Pull `ref` into `store` (see the module docstring). Takes the store lock shared."""
-    p = _Puller(store, ref, platform, progress, config)
+def pull(store, ref: Reference, *, platform: str | None = None, listener: PullListener | None = None,
+         config=None) -> ImageInfo:
+    """Pull `ref` (parsed: engine/image/reference.parse) into `store` (see the module docstring),
+    reporting to `listener`. Takes the store lock shared."""
+    p = _Puller(store, ref, platform, listener if listener is not None else NULL, config)
     store.ensure()
     store.db()
     try:
         with store.lock(exclusive=False):
             return p.run()
-    except _Cancelled:
+    except Cancelled:
         raise RegistryError("pull cancelled") from None
     except (DigestMismatch, SizeMismatch) as e:
         raise VerificationError(str(e)) from None

@@ -69,9 +69,10 @@ def test_stateful(machine_env):
 
         @rule(key=st.sampled_from(KEYS))
         def pull(self, key):
+            from container.engine.image.reference import parse
             from container.engine.pull import pull
 
-            pull(self.store, pushed[key].ref)
+            pull(self.store, parse(pushed[key].ref))
             self.pulled.add(key)
 
         @precondition(lambda self: self.pulled)

@@ -12,7 +12,10 @@ import pytest
 
 from container.engine.registry import config as cfgmod
 from container.engine.registry import client as reg
-from container.engine.image.catalog import humanize_age, parse_created
+from container.engine.registry import credentials as creds
+from container.engine.registry.endpoints import is_loopback_host
+from container.cli.output import humanize_age
+from container.engine.image.catalog import parse_created
 from container.engine.image.manifest import Descriptor
 
 
@@ -49,9 +52,9 @@ def test_credentials_lookup_order(tmp_path, monkeypatch):
     auth = base64.b64encode(b"u:p").decode()
     (tmp_path / "config.json").write_text(json.dumps({"auths": {
         "https://index.docker.io/v1/": {"auth": auth}, "http://reg.example.com:5000/v2/": {"auth": auth}}}))
-    assert reg.get_credentials("docker.io") == ("u", "p")
-    assert reg.get_credentials("reg.example.com:5000") == ("u", "p")
-    assert reg.get_credentials("other.example.com") is None
+    assert creds.get_credentials("docker.io") == ("u", "p")
+    assert creds.get_credentials("reg.example.com:5000") == ("u", "p")
+    assert creds.get_credentials("other.example.com") is None
     # a helper wins over auths; "credentials not found" means anonymous
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -61,38 +64,36 @@ def test_credentials_lookup_order(tmp_path, monkeypatch):
     h.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     (tmp_path / "config.json").write_text(json.dumps({"credsStore": "t", "auths": {}}))
-    assert reg.get_credentials("docker.io") == ("hu", "hs")
-    assert reg.get_credentials("reg.example.com") is None
+    assert creds.get_credentials("docker.io") == ("hu", "hs")
+    assert creds.get_credentials("reg.example.com") is None
 
 
 def test_store_credentials_is_0600(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "d"))
-    reg.store_credentials("docker.io", "a", "b")
+    creds.store_credentials("docker.io", "a", "b")
     p = tmp_path / "d" / "config.json"
     assert oct(p.stat().st_mode & 0o777) == "0o600"
     assert "https://index.docker.io/v1/" in json.loads(p.read_text())["auths"]
-    assert reg.erase_credentials("docker.io") and not reg.erase_credentials("docker.io")
+    assert creds.erase_credentials("docker.io") and not creds.erase_credentials("docker.io")
 
 
 def test_loopback_detection():
     for h in ("127.0.0.1:5000", "localhost", "localhost:80", "[::1]:5000", "127.9.9.9"):
-        assert reg.is_loopback_host(h), h
+        assert is_loopback_host(h), h
     for h in ("10.0.0.1:5000", "example.com", "[2001:db8::1]:5000"):
-        assert not reg.is_loopback_host(h), h
+        assert not is_loopback_host(h), h
 
 
-def test_foreign_layer_policy(tmp_path):
-    from container.engine.pull import _Puller
-    from container.engine.store import Store
+def test_foreign_layer_policy():
+    from container.engine.registry.blobs import open_foreign
 
     d = Descriptor("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "sha256:" + "a" * 64, 10,
                    urls=("http://example.com/x", "https://127.0.0.1/x", "https://10.1.2.3/x", "ftp://h/x"))
-    p = _Puller(Store(tmp_path), "busybox", None, None, cfgmod.Config(allow_foreign_layers=True))
     msgs = []
-    p.info = msgs.append
-    assert p.open_foreign(d, 0) is None                      # none of these is acceptable: no request made
+    assert open_foreign(d.urls, 0, allow_private=False, log=msgs.append) is None   # none acceptable: no request
     assert any("https only" in m for m in msgs) and any("private or loopback" in m for m in msgs)
-    assert not _Puller(Store(tmp_path), "busybox", None, None, cfgmod.Config()).foreign_allowed
+    assert cfgmod.Config(allow_foreign_layers=True).foreign_allowed("docker.io")
+    assert not cfgmod.Config().foreign_allowed("docker.io")
 
 
 def test_humanize_age():
@@ -114,5 +115,5 @@ def test_parse_created():
 
 
 def test_retry_after():
-    assert reg._retry_after("3") == 3.0
-    assert reg._retry_after(None) is None and reg._retry_after("soon") is None
+    assert reg.parse_retry_after("3") == 3.0
+    assert reg.parse_retry_after(None) is None and reg.parse_retry_after("soon") is None

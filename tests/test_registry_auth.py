@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from container.engine.registry.client import parse_www_authenticate
+from container.engine.registry.challenge import parse_www_authenticate
 from test_pull_faults import FAST, one_error
 
 

@@ -1,4 +1,5 @@
-"""Image queries and tag removal over the DB; ImageInfo is what leaves the engine (never a model).
+"""Image records in the DB: recording a pull, queries, tags and their removal; ImageInfo is what
+leaves the engine (never a model).
 
 Reference counts (schema/models.py): Blob.refs counts edges image.manifest/config/index and
 image_layer.blob; Layer.refs counts image_layer rows. They change only here, in the same
@@ -12,7 +13,8 @@ import json
 from dataclasses import dataclass, field
 
 from container.engine.errors import Conflict, ImageNotFound, InvalidReference
-from container.engine.image.reference import familiar
+from container.engine.image.identity import chain_id
+from container.engine.image.reference import Reference, familiar
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class ImageInfo:
 
 
 # -- building ImageInfo --------------------------------------------------------------------------
-def _info(store, img) -> ImageInfo:
+def image_info(store, img) -> ImageInfo:
+    """The ImageInfo of an Image row: tags and digests by familiar name, the parsed config, layers."""
     from container.schema import ImageLayer, Layer, Tag
 
     tags, digests = [], []
@@ -91,16 +94,18 @@ def list_images(store) -> list[ImageInfo]:
     from container.schema import Image
 
     store.db()
-    return [_info(store, img) for img in Image.select().order_by(Image.pulled.desc())]
+    return [image_info(store, img) for img in Image.select().order_by(Image.pulled.desc())]
 
 
-def _find_rows(store, ref_or_id: str):
+def _find_rows(store, ref_or_id: str | Reference):
     """(image rows, matching tag rows or None when matched by id)."""
-    from container.schema import Image, Tag
+    from container.schema import Image
 
     from container.engine.image import reference
 
     store.db()
+    if isinstance(ref_or_id, Reference):
+        return _rows_for(ref_or_id, str(ref_or_id))
     s = ref_or_id.strip()
     if not s:
         raise ImageNotFound("No such image: (empty)")
@@ -119,6 +124,13 @@ def _find_rows(store, ref_or_id: str):
         ref = reference.parse(s)
     except InvalidReference:
         raise ImageNotFound(f"No such image: {s}") from None
+    return _rows_for(ref, s)
+
+
+def _rows_for(ref: Reference, s: str):
+    """_find_rows for a parsed reference (`s` is how the user spelled it, for the error)."""
+    from container.schema import Image, Tag
+
     q = Tag.select().where(Tag.repository == ref.repository)
     if ref.digest:
         q = q.where(Tag.digest == ref.digest)
@@ -135,9 +147,62 @@ def _find_rows(store, ref_or_id: str):
     return [rows[0].image], rows
 
 
-def resolve_image(store, ref_or_id: str) -> ImageInfo:
+def resolve_image(store, ref_or_id: str | Reference) -> ImageInfo:
+    """The image a reference (a string, or already parsed) or an image id (prefix) names; ImageNotFound."""
     imgs, _ = _find_rows(store, ref_or_id)
-    return _info(store, imgs[0])
+    return image_info(store, imgs[0])
+
+
+# -- recording a pull ------------------------------------------------------------------------
+def record_image(ref: Reference, top_digest: str, index_digest: str | None, manifest_digest: str,
+                 manifest, config, config_size: int, manifests: dict, stats: dict) -> bool:
+    """Record a pulled image inside the pull's write_txn(): blob rows (`manifests` {digest: (raw,
+    media type)} for the index/manifests, the config, the layers), layer rows (with the unpack
+    `stats` {layer digest: LayerStats} of the layers this pull unpacked), the image with its edges
+    and refcounts when it is new, and the reference `ref` pointing at `top_digest` (its tag moved,
+    or a digest reference added). Returns True when the image is new or the tag moved."""
+    from container.schema import Blob, Image, ImageLayer, Layer, Tag
+
+    m, cfg = manifest, config
+    updated = False
+
+    def blob_row(dg, size, mt):
+        Blob.insert(digest=dg, size=size, media_type=mt or "").on_conflict_ignore().execute()
+    for dg, (raw, mt) in manifests.items():
+        blob_row(dg, len(raw), mt)
+    blob_row(m.config.digest, config_size, m.config.media_type)
+    for d, diff_id in zip(m.layers, cfg.diff_ids):
+        blob_row(d.digest, d.size, d.media_type)
+        st = stats.get(d.digest)
+        Layer.insert(diff_id=diff_id, size=getattr(st, "size", 0) or 0,
+                     entries=getattr(st, "entries", 0) or 0).on_conflict_ignore().execute()
+        if st is not None:
+            Layer.update(size=st.size, entries=st.entries).where(
+                (Layer.diff_id == diff_id) & (Layer.entries == 0)).execute()
+    img = Image.get_or_none(Image.id == manifest_digest)
+    if img is None:
+        updated = True
+        img = Image.create(id=manifest_digest, manifest=manifest_digest, config=m.config.digest,
+                           index=index_digest, os=cfg.os, architecture=cfg.architecture,
+                           variant=cfg.variant, created=parse_created(cfg.created),
+                           size=sum(d.size for d in m.layers), chain_id=chain_id(cfg.diff_ids))
+        rows = [{"image": img.id, "position": i, "blob": d.digest, "layer": diff_id,
+                 "media_type": d.media_type}
+                for i, (d, diff_id) in enumerate(zip(m.layers, cfg.diff_ids))]
+        if rows:
+            ImageLayer.insert_many(rows).execute()
+        add_image_refs(img, rows)
+    if ref.tag:
+        old = list(Tag.select().where((Tag.repository == ref.repository) & (Tag.tag == ref.tag)))
+        if not (len(old) == 1 and old[0].image_id == img.id and old[0].digest == top_digest):
+            updated = True
+            Tag.delete().where((Tag.repository == ref.repository) & (Tag.tag == ref.tag)).execute()
+            Tag.create(repository=ref.repository, tag=ref.tag, digest=top_digest, image=img.id)
+    if ref.digest or not ref.tag:
+        if not Tag.select().where((Tag.repository == ref.repository) & Tag.tag.is_null()
+                                  & (Tag.digest == top_digest)).exists():
+            Tag.create(repository=ref.repository, tag=None, digest=top_digest, image=img.id)
+    return updated
 
 
 # -- refcounts ------------------------------------------------------------------------------
@@ -287,38 +352,6 @@ def tag_image(store, source: str, target: str) -> str:
             Tag.delete().where((Tag.repository == ref.repository) & (Tag.tag == ref.tag)).execute()
             Tag.create(repository=ref.repository, tag=ref.tag, digest=img.id, image=img.id)
     return f"{ref.familiar}:{ref.tag}"
-
-
-def humanize_age(when: _dt.datetime | None, now: _dt.datetime | None = None) -> str:
-    """docker's CREATED column: 'About a minute ago', '2 days ago', '3 months ago'."""
-    if when is None:
-        return "N/A"
-    if when.tzinfo is not None:
-        when = when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    now = now or _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    s = (now - when).total_seconds()
-    if s < 1:
-        return "Less than a second ago"
-    if s < 60:
-        return f"{int(s)} seconds ago"
-    m = s / 60
-    if m < 2:
-        return "About a minute ago"
-    if m < 60:
-        return f"{int(m)} minutes ago"
-    h = m / 60
-    if round(h) == 1:
-        return "About an hour ago"
-    if h < 48:
-        return f"{round(h)} hours ago"
-    d = h / 24
-    if d < 14:
-        return f"{int(d)} days ago"
-    if d < 60:
-        return f"{int(d // 7)} weeks ago"
-    if d < 365 * 2:
-        return f"{int(d // 30)} months ago"
-    return f"{int(d // 365)} years ago"
 
 
 def parse_created(s: str | None) -> _dt.datetime | None:

@@ -355,12 +355,13 @@ def _repull(store, rep: Report, repull: dict[str, list[Problem]]) -> None:
     from container.schema import Tag, write_txn
 
     from container.engine.errors import ContainerError
+    from container.engine.image.reference import parse
     from container.engine.pull import pull
 
     for ref, probs in repull.items():
         before = {t.id for t in Tag.select(Tag.id)}
         try:
-            pull(store, ref)
+            pull(store, parse(ref))
         except ContainerError as e:
             for p in probs:
                 p.detail += f" (re-download from {ref} failed: {e})"

@@ -5,44 +5,32 @@
     raw, ctype, digest = client.get_manifest("library/busybox", head.digest)
     with client.get_blob("library/busybox", digest, offset=n) as resp: ...
 
-Auth: a 401 carries WWW-Authenticate (RFC 7235, parsed properly: commas inside quotes,
-several challenges). Bearer -> token from the realm (Basic credentials to the realm when we
-have them), cached per (realm, service, scope) until it expires; Basic -> credentials on every
-request. Credentials come from ~/.docker/config.json ($DOCKER_CONFIG): credHelpers[host],
-then credsStore, then auths[host], via the docker-credential-* programs.
-
 Transport: https, or plain http for loopback registries and registries configured insecure
-(https is tried first, as docker does). Mirrors from the config are tried first, then the origin.
-Redirects are followed by requests, which drops Authorization when the host (or port) changes.
-Retries with exponential backoff and jitter on 408/429/5xx and connection resets, honouring
-Retry-After; never on 401/403/404.
+(https is tried first, as docker does). Mirrors from the config are tried first, then the origin
+(registry/endpoints.py). Redirects are followed by requests, which drops Authorization when the
+host (or port) changes. Retries with exponential backoff and jitter on 408/429/5xx and connection
+resets, honouring Retry-After; never on 401/403/404. Auth (tokens, Basic) is registry/auth.py;
+registry error bodies become the engine's errors in raise_for().
 """
 
 from __future__ import annotations
 
-import base64
-import ipaddress
-import json
-import os
 import random
-import re
-import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
-from container.engine.registry.config import env_number
 from container.engine.errors import AuthError, ManifestUnknown, RegistryError, RegistryUnavailable
 from container.engine.image.manifest import ACCEPT, MAX_MANIFEST, base_type
 from container.engine.image.reference import familiar
+from container.engine.registry.auth import Authenticator
+from container.engine.registry.challenge import parse_www_authenticate
+from container.engine.registry.endpoints import Endpoint, endpoints_for, is_loopback_host
+from container.engine.tunables import env_number
 
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
-DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 USER_AGENT = "container/0.1 (python-requests)"
+
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 522})
 ATTEMPTS = env_number("CONTAINER_REGISTRY_ATTEMPTS", 5, int, minimum=1)
@@ -55,228 +43,10 @@ CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = env_number("CONTAINER_REGISTRY_READ_TIMEOUT", 60.0, minimum=0.001)
 
 
-# -- WWW-Authenticate (RFC 7235) ------------------------------------------------------------
-@dataclass(frozen=True)
-class Challenge:
-    scheme: str                      # lower-case: "bearer", "basic"
-    params: dict = field(hash=False)
-
-    def get(self, k: str, default: str | None = None) -> str | None:
-        return self.params.get(k, default)
-
-
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
-
-
-def parse_www_authenticate(value: str) -> list[Challenge]:
-    """All challenges of one header value. Params are case-insensitive keys; quoted values unescaped."""
-    out: list[Challenge] = []
-    pos, n = 0, len(value or "")
-    s = value or ""
-    cur: Challenge | None = None
-    tok_re = re.compile(r"\s*(" + _TOKEN + r")")
-    param_re = re.compile(r"\s*(" + _TOKEN + r")\s*=\s*(" + _QUOTED + "|" + _TOKEN + r")\s*")
-    token68_re = re.compile(r"\s*([A-Za-z0-9\-._~+/]+=*)\s*(?:,|$)")
-    while pos < n:
-        while pos < n and s[pos] in " \t,":
-            pos += 1
-        if pos >= n:
-            break
-        m = param_re.match(s, pos)
-        if m and cur is not None:
-            k, v = m.group(1).lower(), m.group(2)
-            if v.startswith('"'):
-                v = re.sub(r"\\(.)", r"\1", v[1:-1])
-            cur.params[k] = v
-            pos = m.end()
-            continue
-        m = tok_re.match(s, pos)
-        if not m:
-            break  # garbage: stop, keep what we have
-        cur = Challenge(m.group(1).lower(), {})
-        out.append(cur)
-        pos = m.end()
-        # a token68 (Basic xyz==) directly after the scheme
-        t = token68_re.match(s, pos)
-        if t and not param_re.match(s, pos):
-            cur.params["token68"] = t.group(1)
-            pos = t.end()
-    return out
-
-
-# -- credentials ------------------------------------------------------------------------------
-def docker_config_path() -> Path:
-    d = os.environ.get("DOCKER_CONFIG")
-    return Path(d) / "config.json" if d else Path(os.path.expanduser("~")) / ".docker" / "config.json"
-
-
-def _load_docker_config() -> dict:
-    p = docker_config_path()
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        raise AuthError(f"cannot read {p}: {e}") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _norm_key(k: str) -> str:
-    k = k.strip().lower()
-    for p in ("https://", "http://"):
-        if k.startswith(p):
-            k = k[len(p):]
-    k = k.split("/", 1)[0]
-    if k in ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"):
-        k = DOCKER_HUB
-    return k
-
-
-def auth_key(host: str) -> str:
-    """The key docker's config.json uses for this registry."""
-    return DOCKER_HUB_AUTH_KEY if _norm_key(host) == DOCKER_HUB else host
-
-
-def _helper(name: str, action: str, data: str) -> subprocess.CompletedProcess:
-    prog = f"docker-credential-{name}"
-    try:
-        return subprocess.run([prog, action], input=data, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise AuthError(f"credential helper {prog} not found in PATH") from None
-    except subprocess.TimeoutExpired:
-        raise AuthError(f"credential helper {prog} timed out") from None
-
-
-def _helper_for(cfg: dict, host: str) -> str | None:
-    helpers = cfg.get("credHelpers") or {}
-    for k, v in helpers.items():
-        if _norm_key(k) == _norm_key(host) and v:
-            return v
-    return cfg.get("credsStore") or None
-
-
-def get_credentials(host: str) -> tuple[str, str] | None:
-    """(username, secret) for a registry host, or None for anonymous."""
-    cfg = _load_docker_config()
-    helper = _helper_for(cfg, host)
-    if helper:
-        r = _helper(helper, "get", auth_key(host))
-        if r.returncode == 0:
-            try:
-                d = json.loads(r.stdout)
-                if isinstance(d, dict) and d.get("Secret"):
-                    return str(d.get("Username", "")), str(d["Secret"])
-            except ValueError:
-                raise AuthError(f"credential helper docker-credential-{helper} returned invalid JSON") from None
-        elif "credentials not found" not in (r.stdout + r.stderr).lower():
-            raise AuthError(f"credential helper docker-credential-{helper}: "
-                            f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or ['failed']}")
-    for k, v in (cfg.get("auths") or {}).items():
-        if _norm_key(k) != _norm_key(host) or not isinstance(v, dict):
-            continue
-        if v.get("identitytoken"):
-            return "<token>", str(v["identitytoken"])
-        if v.get("auth"):
-            try:
-                user, _, pw = base64.b64decode(v["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                raise AuthError(f"invalid auth entry for {k} in {docker_config_path()}") from None
-            return user, pw
-        if v.get("username") and v.get("password"):
-            return str(v["username"]), str(v["password"])
-    return None
-
-
-def _write_docker_config(cfg: dict) -> None:
-    p = docker_config_path()
-    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(cfg, f, indent="\t")
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, p)
-
-
-def store_credentials(host: str, username: str, secret: str) -> str:
-    """Save like `docker login`: through the helper if one is configured, else base64 in auths. Returns where."""
-    cfg = _load_docker_config()
-    helper = _helper_for(cfg, host)
-    key = auth_key(host)
-    if helper:
-        r = _helper(helper, "store", json.dumps({"ServerURL": key, "Username": username, "Secret": secret}))
-        if r.returncode != 0:
-            raise AuthError(f"credential helper docker-credential-{helper} could not store: "
-                            f"{(r.stderr or r.stdout).strip()}")
-        cfg.setdefault("auths", {})[key] = {}
-        _write_docker_config(cfg)
-        return f"docker-credential-{helper}"
-    auths = cfg.setdefault("auths", {})
-    for k in list(auths):
-        if _norm_key(k) == _norm_key(host) and k != key:
-            del auths[k]
-    auths[key] = {"auth": base64.b64encode(f"{username}:{secret}".encode()).decode()}
-    _write_docker_config(cfg)
-    return str(docker_config_path())
-
-
-def erase_credentials(host: str) -> bool:
-    cfg = _load_docker_config()
-    found = False
-    helper = _helper_for(cfg, host)
-    if helper:
-        r = _helper(helper, "erase", auth_key(host))
-        found = r.returncode == 0
-    auths = cfg.get("auths") or {}
-    for k in list(auths):
-        if _norm_key(k) == _norm_key(host):
-            del auths[k]
-            found = True
-    if found:
-        _write_docker_config(cfg)
-    return found
-
-
-# -- endpoints --------------------------------------------------------------------------------
-def is_loopback_host(host: str) -> bool:
-    """host[:port] on 127.0.0.0/8, ::1 or localhost."""
-    h = host
-    if h.startswith("["):
-        h = h[1:h.index("]")] if "]" in h else h
-    elif h.count(":") == 1:
-        h = h.split(":", 1)[0]
-    if h.lower() == "localhost" or h.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass
-class Endpoint:
-    host: str                      # netloc: host[:port]
-    mirror: bool = False
-    insecure: bool = False         # plain http (and unverified TLS) allowed
-    scheme: str | None = None      # decided by ping
-    forced_scheme: str | None = None
-    pinged: bool = False
-    basic: bool = False            # the registry wants Basic on every request
-    challenge: Challenge | None = None
-    creds: tuple[str, str] | None = None
-    creds_loaded: bool = False
-
-    @property
-    def base(self) -> str:
-        return f"{self.scheme or 'https'}://{self.host}"
-
-
 @dataclass
 class HeadResult:
+    """What HEAD on a manifest told: Docker-Content-Digest, Content-Type, Content-Length."""
+
     digest: str | None
     media_type: str
     size: int | None
@@ -306,6 +76,8 @@ def _err_text(errs: list[dict]) -> str:
 
 
 class RegistryClient:
+    """One registry (`domain`): its endpoints, one Session, the auth state, the v2 API calls."""
+
     def __init__(self, domain: str, *, config=None, log: Callable[[str], None] | None = None,
                  session=None):
         import requests
@@ -320,23 +92,10 @@ class RegistryClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self._tokens: dict[tuple, tuple[str, float]] = {}
-        self._lock = threading.Lock()
+        self.auth = Authenticator(domain, self.retrying, self.log)
         self.ratelimit_remaining: str | None = None
         self.warnings: set[str] = set()
-        self.endpoints: list[Endpoint] = []
-        rc = self.config.registry(domain)
-        for m in rc.mirrors:
-            forced = None
-            host = m
-            if "://" in m:
-                forced, host = m.split("://", 1)
-                host = host.split("/", 1)[0]
-            self.endpoints.append(Endpoint(host, mirror=True, forced_scheme=forced,
-                                           insecure=is_loopback_host(host) or self.config.is_insecure(host)
-                                           or forced == "http"))
-        origin = DOCKER_HUB_API if domain == DOCKER_HUB else domain
-        self.endpoints.append(Endpoint(origin, insecure=is_loopback_host(origin) or rc.insecure))
+        self.endpoints: list[Endpoint] = endpoints_for(domain, self.config)
         if any(e.insecure for e in self.endpoints):
             import urllib3    # unverified TLS is what "insecure" means here: no warning per request
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -380,7 +139,7 @@ class RegistryClient:
             url = f"{scheme}://{ep.host}/v2/"
             try:
                 # a probe with a fallback scheme after it gets one attempt (a TLS port resets plain HTTP)
-                r = self._retrying(ep, "GET", url, allow_redirects=True,
+                r = self.retrying(ep, "GET", url, allow_redirects=True,
                                    attempts=1 if scheme != schemes[-1] else None)
             except requests.exceptions.SSLError as e:
                 last = e
@@ -396,7 +155,7 @@ class RegistryClient:
                     last = RegistryUnavailable(f"{ep.host} does not speak plain HTTP (HTTP {r.status_code})")
                     continue
                 if r.status_code == 401:
-                    self._learn_challenge(ep, r)
+                    self.auth.learn(ep, r)
                 elif r.status_code >= 400 and r.status_code != 404:
                     # Some registries answer /v2/ oddly; only a 5xx after retries is fatal.
                     if r.status_code >= 500:
@@ -410,7 +169,7 @@ class RegistryClient:
                                       f"{_short(str(last))} (add it as insecure in the config?)")
         raise RegistryUnavailable(f"cannot reach registry {ep.host}: {last}")
 
-    def _retrying(self, ep: Endpoint, method: str, url: str, *, attempts: int | None = None, **kw):
+    def retrying(self, ep: Endpoint, method: str, url: str, *, attempts: int | None = None, **kw):
         """One request with retries on transient failures; returns the last response."""
         attempt = 0
         attempts = attempts or ATTEMPTS
@@ -421,115 +180,24 @@ class RegistryClient:
             except _Transient as e:
                 if attempt >= attempts:
                     raise RegistryUnavailable(f"cannot reach registry {ep.host}: {e}") from None
-                self._sleep(attempt, None, f"{method} {_short_url(url)}: {e}")
+                self.backoff(attempt, None, f"{method} {_short_url(url)}: {e}")
                 continue
             if r.status_code in RETRY_STATUS and attempt < attempts:
-                ra = _retry_after(r.headers.get("Retry-After"))
+                ra = parse_retry_after(r.headers.get("Retry-After"))
                 if ra is not None and ra > MAX_RETRY_AFTER:
                     return r
                 r.close()
-                self._sleep(attempt, ra, f"{method} {_short_url(url)}: HTTP {r.status_code}")
+                self.backoff(attempt, ra, f"{method} {_short_url(url)}: HTTP {r.status_code}")
                 continue
             return r
 
-    def _sleep(self, attempt: int, retry_after: float | None, why: str) -> None:
+    def backoff(self, attempt: int, retry_after: float | None, why: str) -> None:
+        """Sleep before retry number `attempt`: Retry-After when the registry sent one, else exponential
+        (CONTAINER_REGISTRY_BACKOFF doubled per attempt), with up to 25% jitter; logged with `why`."""
         delay = retry_after if retry_after is not None else BACKOFF * (2 ** (attempt - 1))
         delay = delay * (1 + random.uniform(0, 0.25))
         self.log(f"retrying in {delay:.1f}s ({why})")
         time.sleep(delay)
-
-    # -- auth ---------------------------------------------------------------------------------
-    def _learn_challenge(self, ep: Endpoint, r) -> None:
-        chs = parse_www_authenticate(r.headers.get("WWW-Authenticate", ""))
-        for c in chs:
-            if c.scheme == "bearer" and c.get("realm"):
-                ep.challenge = c
-                ep.basic = False
-                return
-        for c in chs:
-            if c.scheme == "basic":
-                ep.challenge = c
-                ep.basic = True
-                return
-
-    def _creds(self, ep: Endpoint) -> tuple[str, str] | None:
-        if not ep.creds_loaded:
-            key = DOCKER_HUB if (ep.host == DOCKER_HUB_API and not ep.mirror) else ep.host
-            ep.creds = get_credentials(key)
-            ep.creds_loaded = True
-        return ep.creds
-
-    def _auth_header(self, ep: Endpoint, scope: str | None, *, refresh: bool = False) -> dict:
-        c = ep.challenge
-        if c is None:
-            return {}
-        if ep.basic:
-            creds = self._creds(ep)
-            if not creds:
-                return {}
-            return {"Authorization": "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()}
-        token = self._token(ep, c, scope, refresh=refresh)
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    def _token(self, ep: Endpoint, c: Challenge, scope: str | None, *, refresh: bool) -> str | None:
-        realm, service = c.get("realm"), c.get("service") or ""
-        scopes = [s for s in (scope or c.get("scope") or "").split(" ") if s]
-        key = (realm, service, tuple(sorted(scopes)))
-        with self._lock:
-            hit = self._tokens.get(key)
-            if hit and hit[1] > time.monotonic() and not refresh:
-                return hit[0]
-        try:
-            parts = urlsplit(realm or "")
-        except ValueError:          # "http://[::1" from a hostile registry
-            raise AuthError(f"registry {ep.host} sent an invalid token realm {realm!r}") from None
-        if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise AuthError(f"registry {ep.host} sent an invalid token realm {realm!r}")
-        if parts.scheme == "http" and not (ep.insecure or is_loopback_host(parts.netloc)):
-            raise AuthError(f"registry {ep.host} sent a plain-http token realm {realm!r}: refused "
-                            "(mark the registry insecure in the config to allow it)")
-        params = [("service", service)] if service else []
-        params += [("scope", s) for s in scopes]
-        creds = self._creds(ep)
-        headers = {}
-        if creds and creds[0] != "<token>":
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
-        url = realm + ("&" if "?" in realm else "?") + urlencode(params)
-        if creds and creds[0] == "<token>":
-            # identity token: OAuth2 refresh-token grant (POST)
-            r = self._retrying(ep, "POST", realm, data={"grant_type": "refresh_token", "refresh_token": creds[1],
-                                                        "service": service, "scope": " ".join(scopes),
-                                                        "client_id": "container"})
-        else:
-            r = self._retrying(ep, "GET", url, headers=headers,
-                               verify=not (ep.insecure or is_loopback_host(parts.netloc)))
-        with r:
-            if r.status_code in (401, 403):
-                if creds:
-                    raise AuthError(f"authentication to {ep.host} failed: unauthorized: incorrect username or "
-                                    f"password (token server {parts.netloc} answered HTTP {r.status_code})")
-                repos = [s.split(":")[1] if s.count(":") >= 2 else s for s in scopes]
-                what = familiar(f"{self.domain}/{repos[0]}") if repos else ep.host
-                raise AuthError(f"pull access denied for {what}, repository does not exist or may require "
-                                f"'container login': unauthorized (token server {parts.netloc} answered "
-                                f"HTTP {r.status_code})")
-            if r.status_code != 200:
-                raise RegistryError(f"token server {parts.netloc} answered HTTP {r.status_code}")
-            try:
-                body = r.json()
-            except (ValueError, RecursionError):
-                raise AuthError(f"token server {parts.netloc} sent an invalid response") from None
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not token or not isinstance(token, str):
-            raise AuthError(f"token server {parts.netloc} sent no token")
-        try:
-            expires = min(max(60, int(body.get("expires_in") or 60)), 86400)
-        except (TypeError, ValueError, OverflowError):     # Python's JSON reads Infinity
-            expires = 60
-        with self._lock:
-            self._tokens[key] = (token, time.monotonic() + expires - 10)
-        self.log(f"{ep.host}: got a token for {' '.join(scopes) or 'registry'} (expires in {expires}s)")
-        return token
 
     # -- requests with auth, per endpoint --------------------------------------------------------
     def request(self, ep: Endpoint, method: str, path: str, *, repo: str, headers: dict | None = None,
@@ -542,15 +210,15 @@ class RegistryClient:
         refreshed = False
         while True:
             h = dict(hdrs)
-            h.update(self._auth_header(ep, scope, refresh=refreshed))
-            r = self._retrying(ep, method, url, headers=h, stream=stream)
+            h.update(self.auth.header(ep, scope, refresh=refreshed))
+            r = self.retrying(ep, method, url, headers=h, stream=stream)
             self._note_headers(r)
             if r.status_code == 401 and not refreshed:
                 chs = parse_www_authenticate(r.headers.get("WWW-Authenticate", ""))
                 had = "Authorization" in h
-                self._learn_challenge(ep, r)
+                self.auth.learn(ep, r)
                 if ep.challenge is not None and (not had or ep.challenge.scheme == "bearer"):
-                    if ep.basic and not self._creds(ep):
+                    if ep.basic and not self.auth.creds(ep):
                         return r
                     # a Bearer challenge may name a different scope (insufficient_scope)
                     for c in chs:
@@ -644,7 +312,7 @@ class RegistryClient:
         name = familiar(f"{self.domain}/{repo}")
         st = r.status_code
         if st == 401 or st == 403 or codes & {"UNAUTHORIZED", "DENIED"}:
-            if self._creds(ep):
+            if self.auth.creds(ep):
                 raise AuthError(f"pull access denied for {name}: {text or 'unauthorized'} "
                                 f"(check the credentials for {ep.host}: `container login {ep.host}`)")
             raise AuthError(f"pull access denied for {name}, repository does not exist or may require "
@@ -665,6 +333,25 @@ class RegistryClient:
             raise RegistryUnavailable(f"registry {ep.host} failed: HTTP {st}" + (f": {text}" if text else ""))
         raise RegistryError(f"unexpected response from {ep.host} for {what} {ref}: HTTP {st}"
                             + (f": {text}" if text else ""))
+
+    def check_login(self, username: str, password: str) -> None:
+        """`login`: try these credentials on the origin (Basic on /v2/, or a fresh token from the realm)."""
+        ep = self.endpoints[-1]
+        ep.creds, ep.creds_loaded = (username, password), True
+        self.ping(ep)
+        if ep.challenge is None:
+            return
+        if ep.basic:
+            r = self.retrying(ep, "GET", ep.base + "/v2/", headers=self.auth.header(ep, None))
+            with r:
+                if r.status_code == 200:
+                    return
+                raise AuthError(f"login to {self.domain} failed: unauthorized: incorrect username or password")
+        try:
+            self.auth.token(ep, ep.challenge, None, refresh=True)
+        except AuthError:
+            raise AuthError(f"login to {self.domain} failed: unauthorized: incorrect username or password") \
+                from None
 
     def close(self) -> None:
         self.session.close()
@@ -696,7 +383,8 @@ def _short_url(u: str) -> str:
     return f"{p.netloc}{p.path}"
 
 
-def _retry_after(v: str | None) -> float | None:
+def parse_retry_after(v: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), None when absent or unreadable."""
     if not v:
         return None
     v = v.strip()
@@ -730,36 +418,10 @@ def _read_capped(r, cap: int, what: str) -> bytes:
     return bytes(buf)
 
 
-def normalize_server(server: str | None) -> str:
-    """`container login [SERVER]`: docker.io by default; scheme and path dropped."""
-    if not server:
-        return DOCKER_HUB
-    s = _norm_key(server) if "://" in server or server.lower() in (
-        "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com") else server.strip().rstrip("/")
-    if not s or "/" in s or " " in s:
-        from container.engine.errors import InvalidReference
-        raise InvalidReference(f"invalid registry address {server!r}")
-    return s
-
-
 def verify_login(host: str, username: str, password: str, *, config=None, log=None) -> None:
     """Check credentials against the registry (Basic on /v2/, or a token from the realm)."""
     client = RegistryClient(host, config=config, log=log)
     try:
-        ep = client.endpoints[-1]
-        ep.creds, ep.creds_loaded = (username, password), True
-        client.ping(ep)
-        if ep.challenge is None:
-            return
-        if ep.basic:
-            r = client._retrying(ep, "GET", ep.base + "/v2/", headers=client._auth_header(ep, None))
-            with r:
-                if r.status_code == 200:
-                    return
-                raise AuthError(f"login to {host} failed: unauthorized: incorrect username or password")
-        try:
-            client._token(ep, ep.challenge, None, refresh=True)
-        except AuthError:
-            raise AuthError(f"login to {host} failed: unauthorized: incorrect username or password") from None
+        client.check_login(username, password)
     finally:
         client.close()

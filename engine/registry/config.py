@@ -127,18 +127,3 @@ def load(paths: list[Path] | None = None) -> Config:
     return Config(host_map, top.get("allow_foreign_layers", False), top.get("foreign_layers_allow_private", False),
                   tuple(used))
 
-
-def env_number(name: str, default, kind=float, *, minimum=None):
-    """A numeric tunable from the environment (CONTAINER_REGISTRY_ATTEMPTS...): a bad value is a
-    one-line error naming the variable, not a traceback at import."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        v = kind(raw.strip())
-    except ValueError:
-        raise ContainerError(f"invalid {name}={raw!r}: want a{'n integer' if kind is int else ' number'}") from None
-    if v != v or v in (float("inf"), float("-inf")) or (minimum is not None and v < minimum):
-        raise ContainerError(f"invalid {name}={raw!r}: out of range")
-    return v
-
