@@ -41,7 +41,7 @@ from container.engine.image.catalog import ImageInfo
 from container.engine.image.manifest import FOREIGN_TYPES, Descriptor, check_image_manifest, parse_config
 from container.engine.image.reference import Reference
 from container.engine.progress import NULL, PullListener
-from container.engine.registry.blobs import CHUNK, BlobSource, Cancelled, Counting, Hashing
+from container.engine.registry.blobs import CHUNK, BlobSource, Cancelled, Counting
 from container.engine.registry.resolve import Resolver
 from container.engine.tunables import env_number
 
@@ -97,7 +97,7 @@ class _Puller:
 
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
-        from container.engine.layer.compression import open_layer_stream
+        from container.engine.layer.compression import HashingReader, open_layer_stream
         from container.engine.layer.unpack import unpack_layer
 
         d = job.desc
@@ -122,7 +122,7 @@ class _Puller:
                 src = Counting(blobs.open(dg), d.digest, cancel=self.cancel, listener=self.listener)
                 self.listener.layer_status(d.digest, "Extracting")
             try:
-                stream = Hashing(open_layer_stream(src, d.media_type))
+                stream = HashingReader(open_layer_stream(src, d.media_type))
                 if want_tree:
                     job.tmp = self.store.layers_dir / f".tmp-{dg.hex[:16]}-{secrets.token_hex(4)}"
                     job.tmp.mkdir()
@@ -145,7 +145,7 @@ class _Puller:
                     self._check_blob(job)
                 raise
             self._check_blob(job)
-            got = "sha256:" + stream.h.hexdigest()
+            got = stream.diff_id()
             if got != job.diff_id:
                 raise VerificationError(f"layer {d.digest[:19]} does not match the image config: diff_id "
                                         f"{got[:19]}..., expected {job.diff_id[:19]}...")

@@ -305,6 +305,9 @@ class HashingReader:
             self.n += n
         return n
 
+    def readable(self) -> bool:
+        return True
+
     def diff_id(self) -> str:
         """The digest of what has been read: sha256:<hex>."""
         return "sha256:" + self.h.hexdigest()

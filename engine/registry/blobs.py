@@ -1,7 +1,7 @@
 """The bytes of one blob on their way from a registry to the layer pipeline.
 
     src = BlobSource(client, repo, desc, ingest, cancel=event, listener=listener)
-    stream = Hashing(open_layer_stream(src, desc.media_type))     # diff_id of the tar
+    stream = HashingReader(open_layer_stream(src, desc.media_type))   # diff_id of the tar
 
 BlobSource first re-reads what an earlier, interrupted pull left in the ingest (a resume), then
 continues from the network with Range, writing every network byte to the Ingest; it reconnects
@@ -14,7 +14,6 @@ already stored; both report bytes through the pull's listener and stop when `can
 
 from __future__ import annotations
 
-import hashlib
 import io
 import ipaddress
 import socket
@@ -207,31 +206,6 @@ class Counting(io.RawIOBase):
         data = self.read(len(b))
         b[:len(data)] = data
         return len(data)
-
-
-class Hashing:
-    """sha256 of everything read through it (the diff_id of the uncompressed tar)."""
-
-    def __init__(self, stream):
-        self.s = stream
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.s.read(n)
-        self.h.update(data)
-        self.n += len(data)
-        return data
-
-    def readinto(self, b) -> int:
-        n = self.s.readinto(b)
-        if n:
-            self.h.update(memoryview(b)[:n])
-            self.n += n
-        return n
-
-    def readable(self) -> bool:
-        return True
 
 
 def is_private_host(host: str) -> bool:
