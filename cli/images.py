@@ -11,7 +11,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from container.engine.progress import PullListener
+from container.engine.service import PullListener
 
 from .output import err, human_size, humanize_age, is_tty, print_json, print_table
 from .state import state
@@ -120,17 +120,16 @@ def pull_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image digest.")] = False,
 ) -> None:
     """Pull an image from a registry."""
-    from container.engine.image import reference
-    from container.engine.pull import pull
+    from container.engine.service import Engine
 
     st = state(ctx)
-    ref = reference.parse(image)
+    ref = Engine.parse_reference(image)
     tty = is_tty(sys.stderr) and not quiet
     head = f"{ref.tag if ref.tag and not ref.digest else ref.digest[7:19]}: Pulling from " + (
         ref.path if ref.domain == "docker.io" else ref.repository)
     prog = RichProgress(st.verbose, head) if tty else PlainProgress(st.verbose, quiet, head)
     try:
-        info = pull(st.store, ref, platform=platform, listener=prog)
+        info = st.engine.pull(ref, platform=platform, listener=prog)
     except KeyboardInterrupt:
         if tty:
             prog.stop()
@@ -161,10 +160,7 @@ def images_cmd(
     no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs.")] = False,
 ) -> None:
     """List images."""
-    from container.engine.image.catalog import list_images
-
-    st = state(ctx)
-    imgs = list_images(st.store)
+    imgs = state(ctx).engine.images()
     if format is not None and format != "json":
         raise typer.BadParameter("only --format json is supported", param_hint="--format")
     if format == "json":
@@ -258,25 +254,18 @@ def inspect_cmd(
     names: Annotated[List[str], typer.Argument(metavar="NAME...", help="Images (or containers) to inspect.")],
 ) -> None:
     """Show details of images (or containers) as JSON."""
+    from container.engine.service import ContainerNotFound, ImageNotFound
 
-    from container.engine.errors import ContainerNotFound, ImageNotFound
-    from container.engine.image.catalog import resolve_image
-
-    st = state(ctx)
+    engine = state(ctx).engine
     out, missing = [], []
     for name in names:
         try:
-            out.append(_inspect_image(resolve_image(st.store, name)))
+            out.append(_inspect_image(engine.image(name)))
             continue
         except ImageNotFound:
             pass
         try:
-            from container.engine import containers as _containers
-        except ImportError:
-            missing.append(name)
-            continue
-        try:
-            c = _containers.resolve_container(st.store, name)
+            c = engine.container(name)
         except (ContainerNotFound, ImageNotFound):
             missing.append(name)
             continue
@@ -296,14 +285,13 @@ def rmi_cmd(
     force: Annotated[bool, typer.Option("--force", "-f", help="Remove even if used by containers or in several repos.")] = False,
 ) -> None:
     """Remove image tags; an image with no tag left is deleted (files are reclaimed by gc)."""
-    from container.engine.errors import ContainerError
-    from container.engine.image.catalog import remove_image
+    from container.engine.service import ContainerError
 
-    st = state(ctx)
+    engine = state(ctx).engine
     failed = False
     for name in images:
         try:
-            res = remove_image(st.store, name, force=force)
+            res = engine.remove_image(name, force=force)
         except ContainerError as e:
             err(str(e))
             failed = True
@@ -322,9 +310,7 @@ def tag_cmd(
     target: Annotated[str, typer.Argument(metavar="TARGET_IMAGE[:TAG]", help="TARGET_IMAGE[:TAG]")],
 ) -> None:
     """Create a tag TARGET that refers to SOURCE."""
-    from container.engine.image.catalog import tag_image
-
-    tag_image(state(ctx).store, source, target)
+    state(ctx).engine.tag(source, target)
 
 
 # -- login / logout --------------------------------------------------------------------------------------
@@ -336,10 +322,9 @@ def login_cmd(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
     """Log in to a registry (credentials saved in ~/.docker/config.json, mode 0600)."""
-    from container.engine.registry.client import verify_login
-    from container.engine.registry.credentials import normalize_server, store_credentials
+    from container.engine.service import Engine
 
-    host = normalize_server(server)
+    host = Engine.registry_host(server)
     if password_stdin:
         if password:
             raise typer.BadParameter("--password and --password-stdin are mutually exclusive")
@@ -355,9 +340,8 @@ def login_cmd(
         password = getpass.getpass("Password: ")
     if password and not password_stdin and ("-p" in sys.argv or "--password" in sys.argv):
         sys.stderr.write("WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n")
-    verify_login(host, username, password, log=(lambda m: sys.stderr.write(m + "\n"))
-                 if state(ctx).verbose else None)
-    where = store_credentials(host, username, password)
+    where = Engine.login(host, username, password, log=(lambda m: sys.stderr.write(m + "\n"))
+                         if state(ctx).verbose else None)
     if "docker-credential-" not in where:
         sys.stderr.write(f"WARNING! Your password will be stored unencrypted in {where}.\n")
     typer.echo("Login Succeeded")
@@ -368,11 +352,10 @@ def logout_cmd(
     server: Annotated[Optional[str], typer.Argument(metavar="[SERVER]", help="Registry host (default: Docker Hub).")] = None,
 ) -> None:
     """Log out from a registry."""
-    from container.engine.registry.credentials import auth_key, erase_credentials, normalize_server
+    from container.engine.service import Engine
 
-    host = normalize_server(server)
-    shown = auth_key(host)
-    if erase_credentials(host):
+    shown, removed = Engine.logout(server)
+    if removed:
         typer.echo(f"Removing login credentials for {shown}")
     else:
         typer.echo(f"Not logged in to {shown}")

@@ -15,6 +15,17 @@ class CliState:
     db: str | None = None
     verbose: bool = False
     _store: Any = field(default=None, repr=False)
+    _engine: Any = field(default=None, repr=False)
+
+    @property
+    def engine(self):
+        """The engine facade (engine/service.py); the store opens on first use, so --help never
+        touches the disk."""
+        if self._engine is None:
+            from container.engine.service import Engine
+
+            self._engine = Engine(self.root, self.db)
+        return self._engine
 
     @property
     def store(self):

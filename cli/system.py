@@ -36,7 +36,7 @@ def _confirm(what: str, force: bool) -> None:
     if force:
         return
     if not is_tty(sys.stdin):
-        from container.engine.errors import ContainerError
+        from container.engine.service import ContainerError
 
         raise ContainerError("refusing to prune without confirmation: stdin is not a terminal; "
                              "use --force")
@@ -98,13 +98,13 @@ def _print_sweep(plan, *, dry_run: bool, verbose: bool, show_images: bool, show_
 
 def _prune(ctx, *, containers: bool, images: Optional[str], force: bool, filters, dry_run=False,
            warn_text: str) -> None:
-    from container.engine.maint import prune as P
+    from container.engine.service import Engine
 
-    until = P.parse_filters(filters)
+    until = Engine.prune_filters(filters)
     if not dry_run:
         _confirm(warn_text, force)
     st = state(ctx)
-    plan = P.prune(st.store, containers=containers, images=images, until=until, dry_run=dry_run)
+    plan = st.engine.prune(containers=containers, images=images, until=until, dry_run=dry_run)
     _print_sweep(plan, dry_run=dry_run, verbose=st.verbose, show_images=bool(images),
                  show_containers=containers)
     if plan.errors:
@@ -117,10 +117,8 @@ def gc_cmd(ctx: typer.Context,
            dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="List what would go, with sizes.")]
            = False) -> None:
     """Delete everything no tag, container or in-flight pull references."""
-    from container.engine.maint import gc as G
-
     st = state(ctx)
-    plan = G.gc(st.store, dry_run=dry_run)
+    plan = st.engine.gc(dry_run=dry_run)
     _print_sweep(plan, dry_run=dry_run, verbose=st.verbose, show_images=False, show_containers=False)
     if plan.errors:
         raise typer.Exit(1)
@@ -165,12 +163,11 @@ def df_cmd(ctx: typer.Context,
     the store (the database, lock and skeleton dirs are reported apart in --format json as
     "metadata"). RECLAIMABLE is what `image prune -a` (then gc) frees, and for containers what
     `container prune` frees."""
-    from container.engine.maint import df as D
-    from container.engine.errors import ContainerError
+    from container.engine.service import ContainerError
 
     if format not in ("table", "json"):
         raise ContainerError(f"unknown format {format!r}: use table or json")
-    report = D.disk_usage(state(ctx).store, verbose=verbose)
+    report = state(ctx).engine.disk_usage(verbose=verbose)
     _render_df(report, verbose=verbose, fmt=format)
 
 
@@ -215,10 +212,8 @@ def fsck_cmd(ctx: typer.Context,
              deep: Annotated[bool, typer.Option("--deep", help="Also verify every unpacked layer tree "
                                                                 "against its blob.")] = False) -> None:
     """Check the store: rows vs files both ways, blob hashes, refcounts, half-built trees."""
-    from container.engine.maint import fsck as F
-
     st = state(ctx)
-    report = F.fsck(st.store, repair=repair, deep=deep)
+    report = st.engine.fsck(repair=repair, deep=deep)
     _render_fsck(report, repair=repair, verbose=st.verbose)
     if report.remaining:
         raise typer.Exit(1)
@@ -254,18 +249,17 @@ def sql_cmd(ctx: typer.Context,
             schema: Annotated[bool, typer.Option("--schema", help="Print the documented schema.")] = False
             ) -> None:
     """Run a read-only SQL query against the metadata database."""
-    from container.engine.maint import sql as S
-    from container.engine.errors import ContainerError
+    from container.engine.service import ContainerError, Engine
 
     if schema:
-        sys.stdout.write(_schema_markdown(S.schema(), S.EXAMPLES))
+        sys.stdout.write(_schema_markdown(*Engine.sql_schema()))
         return
     if not query:
         raise ContainerError('give a query, e.g. container sql "SELECT * FROM image", or --schema')
     if format not in ("table", "json", "csv"):
         raise ContainerError(f"unknown format {format!r}: use table, json or csv")
     st = state(ctx)
-    cols, rows = S.query(st.store, query)
+    cols, rows = st.engine.sql(query)
     _render_sql(cols, rows, format)
 
 

@@ -1,0 +1,206 @@
+"""The engine's facade: everything cli/ calls, and the only engine module cli/ imports.
+
+    engine = Engine(root, db)            # cheap: the store opens on first use
+    ref = Engine.parse_reference("busybox")
+    info = engine.pull(ref, listener=...) # ImageInfo; progress through engine/progress.PullListener
+    engine.images() / image(name) / remove_image(name) / tag(source, target)
+    engine.run(RunOptions(...), listener=...) -> exit status     (docker's 125/126/127 on failure)
+    engine.containers() / container(name) / remove_container(name)
+    engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
+    Engine.login(...) / Engine.logout(...)
+
+What it returns is data: frozen *Info dataclasses and plain reports, never peewee models.
+Every method is an error boundary (engine/errors.boundary): what leaves is a ContainerError
+subclass, with the exit code the CLI gives it. The engine's error and listener types are
+re-exported here, so cli/ needs nothing else.
+
+Imports are lazy, method by method: `container run` imports only what a run needs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from container.engine.errors import (  # noqa: F401  (re-exported for cli/)
+    CommandNotExecutable, CommandNotFound, Conflict, ContainerError, ContainerNotFound, ImageNotFound,
+    InvalidReference, RunError, StoreError, boundary, translate)
+from container.engine.progress import NULL, PullListener, RunListener  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    import datetime as _dt
+
+    from container.engine.containers import ContainerInfo
+    from container.engine.image.catalog import ImageInfo, RemoveResult
+    from container.engine.image.reference import Reference
+    from container.engine.maint.fsck import Report
+    from container.engine.maint.gc import Plan
+    from container.engine.maint.sql import TableDoc
+    from container.engine.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _entry(fn: F) -> F:
+    """Run `fn` inside the error boundary."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        with boundary():
+            return fn(*args, **kw)
+    return wrapper  # type: ignore[return-value]
+
+
+class Engine:
+    """One store (ROOT and its metadata database) and the operations on it."""
+
+    def __init__(self, root: Any = None, db: str | None = None):
+        self.root, self.db = root, db
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from container.engine.store import Store
+
+            self._store = Store(self.root, self.db)
+        return self._store
+
+    # -- references -------------------------------------------------------------------------------
+    @staticmethod
+    @_entry
+    def parse_reference(s: str) -> Reference:
+        """docker's grammar and normalisation; InvalidReference ("invalid reference format: ...")."""
+        from container.engine.image.reference import parse
+
+        return parse(s)
+
+    # -- images -------------------------------------------------------------------------------------
+    @_entry
+    def pull(self, ref: Reference, *, platform: str | None = None,
+             listener: PullListener | None = None) -> ImageInfo:
+        from container.engine.pull import pull
+
+        return pull(self.store, ref, platform=platform, listener=listener)
+
+    @_entry
+    def images(self) -> list[ImageInfo]:
+        from container.engine.image.catalog import list_images
+
+        return list_images(self.store)
+
+    @_entry
+    def image(self, name: str) -> ImageInfo:
+        """By reference or (short) image id; ImageNotFound."""
+        from container.engine.image.catalog import resolve_image
+
+        return resolve_image(self.store, name)
+
+    @_entry
+    def remove_image(self, name: str, *, force: bool = False) -> RemoveResult:
+        from container.engine.image.catalog import remove_image
+
+        return remove_image(self.store, name, force=force)
+
+    @_entry
+    def tag(self, source: str, target: str) -> str:
+        from container.engine.image.catalog import tag_image
+
+        return tag_image(self.store, source, target)
+
+    # -- containers ------------------------------------------------------------------------------
+    @_entry
+    def containers(self, *, all: bool = False) -> list[ContainerInfo]:
+        from container.engine.containers import list_containers
+
+        return list_containers(self.store, all=all)
+
+    @_entry
+    def container(self, name: str) -> ContainerInfo:
+        """By name or (short) id; ContainerNotFound."""
+        from container.engine.containers import resolve_container
+
+        return resolve_container(self.store, name)
+
+    @_entry
+    def remove_container(self, name: str, *, force: bool = False) -> None:
+        from container.engine.containers import remove_container
+
+        remove_container(self.store, name, force=force)
+
+    # -- maintenance ------------------------------------------------------------------------------
+    @_entry
+    def gc(self, *, dry_run: bool = False) -> Plan:
+        from container.engine.maint.gc import gc
+
+        return gc(self.store, dry_run=dry_run)
+
+    @staticmethod
+    @_entry
+    def prune_filters(filters: list[str] | None) -> _dt.datetime | None:
+        """docker's --filter until=<timestamp|duration>: the cut-off time (None: no filter)."""
+        from container.engine.maint.prune import parse_filters
+
+        return parse_filters(filters)
+
+    @_entry
+    def prune(self, *, containers: bool = False, images: str | None = None, until: _dt.datetime | None = None,
+              dry_run: bool = False) -> Plan:
+        from container.engine.maint.prune import prune
+
+        return prune(self.store, containers=containers, images=images, until=until, dry_run=dry_run)
+
+    @_entry
+    def disk_usage(self, *, verbose: bool = False) -> dict[str, Any]:
+        from container.engine.maint.df import disk_usage
+
+        return disk_usage(self.store, verbose=verbose)
+
+    @_entry
+    def fsck(self, *, repair: bool = False, deep: bool = False) -> Report:
+        from container.engine.maint.fsck import fsck
+
+        return fsck(self.store, repair=repair, deep=deep)
+
+    @_entry
+    def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """One read-only query: (column names, rows)."""
+        from container.engine.maint.sql import query as run_query
+
+        return run_query(self.store, query)
+
+    @staticmethod
+    def sql_schema() -> tuple[list[TableDoc], list[tuple[str, str]]]:
+        """The documented schema and the example queries."""
+        from container.engine.maint import sql
+
+        return sql.schema(), list(sql.EXAMPLES)
+
+    # -- registries (no store) --------------------------------------------------------------------
+    @staticmethod
+    @_entry
+    def registry_host(server: str | None) -> str:
+        """`login [SERVER]`'s host: docker.io by default, scheme and path dropped; InvalidReference."""
+        from container.engine.registry.credentials import normalize_server
+
+        return normalize_server(server)
+
+    @staticmethod
+    @_entry
+    def login(server: str | None, username: str, password: str, *,
+              log: Callable[[str], None] | None = None) -> str:
+        """Check the credentials against the registry, then save them; returns where they went."""
+        from container.engine.registry.client import verify_login
+        from container.engine.registry.credentials import normalize_server, store_credentials
+
+        host = normalize_server(server)
+        verify_login(host, username, password, log=log)
+        return store_credentials(host, username, password)
+
+    @staticmethod
+    @_entry
+    def logout(server: str | None) -> tuple[str, bool]:
+        """(the server as docker names it, whether credentials were there to remove)."""
+        from container.engine.registry.credentials import auth_key, erase_credentials, normalize_server
+
+        host = normalize_server(server)
+        return auth_key(host), erase_credentials(host)
