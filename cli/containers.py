@@ -10,6 +10,7 @@ so errors and help text come from one place and the result is the same either wa
 """
 
 import os
+import sys
 
 # run's options: (names, dest, takes a value, repeatable)
 RUN_OPTIONS = [
@@ -125,12 +126,19 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
 def do_run(kw: dict, *, store=None, root=None, db=None) -> int:
     """docker run's exit status: the command's, or 125 when we fail before it starts (an unknown
     image or a failed pull included), 126 cannot execute, 127 not found."""
-    from container.engine.containers import RunOptions, run_auto
     from container.engine.errors import ContainerError, RunError
+    from container.engine.progress import RunListener
+    from container.engine.runtime.options import RunOptions
+    from container.engine.runtime.run import run
+
+    class Progress(RunListener):
+        def image_missing(self, ref: str) -> None:
+            sys.stderr.write(f"Unable to find image '{ref}' locally\n")
+            sys.stderr.flush()
 
     opts = RunOptions(**{k: v for k, v in kw.items() if v is not None})
     try:
-        return run_auto(opts, store=store, root=root, db_url=db)
+        return run(opts, store=store, root=root, db_url=db, progress=Progress())
     except ContainerError as e:
         if not isinstance(e, RunError):
             e.exit_code = 125

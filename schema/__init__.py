@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _FROM = {
-    "SCHEMA_VERSION": "db", "SchemaTooNew": "db", "database": "db", "open_database": "db", "write_txn": "db",
+    "SCHEMA_VERSION": "version", "SchemaTooNew": "db", "database": "db", "open_database": "db", "write_txn": "db",
     "ALL_MODELS": "models", "Blob": "models", "Container": "models", "Image": "models", "ImageLayer": "models",
     "Layer": "models", "Lease": "models", "LeaseItem": "models", "Meta": "models", "Snapshot": "models",
     "Tag": "models",

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import peewee
 
-SCHEMA_VERSION = 1
+from .version import SCHEMA_VERSION
 
 database = peewee.DatabaseProxy()
 
