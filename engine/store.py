@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from container.cas import BlobStore, store_lock
-
 from container.engine.errors import StoreError
 
 
@@ -39,6 +37,8 @@ class Store:
         self.root = Path(root) if root else default_root()
         self.root = Path(os.path.abspath(self.root))
         self.db_url = db_url
+        from container.cas.blobs import BlobStore    # (here: default_root() alone, run's fast path, needs no hashlib)
+
         self.blobs = BlobStore(self.root)
         self._db = None
 
@@ -112,6 +112,8 @@ class Store:
     @contextmanager
     def lock(self, *, exclusive: bool, timeout: float | None = None) -> Iterator[None]:
         """Adders (pull, run) shared; sweepers (gc, prune) exclusive (design.md invariant 7)."""
+        from container.cas.lock import store_lock
+
         self.ensure()
         with store_lock(self.root, exclusive=exclusive, timeout=timeout):
             yield
