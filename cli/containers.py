@@ -1,4 +1,4 @@
-"""Container commands: run, ps, rm. Registered by register(app).
+"""Container commands: run, ps, rm, and a container's `inspect` JSON. Registered by register(app).
 
 `container run` latency matters (goal <= 60 ms), so this module imports nothing heavy at module
 level, and cli/app.py's main() tries `fast_main()` first: it parses the global options and
@@ -174,6 +174,62 @@ def fast_main(args: list[str]) -> int | None:
     # The database is not closed: main() leaves with os._exit() right after, and closing the
     # last connection of a WAL database runs a checkpoint (~10-30 ms) that SQLite's
     # auto-checkpoint does anyway on a later commit. Every transaction is committed by then.
+
+
+def _iso(t) -> str:
+    if t is None:
+        return "0001-01-01T00:00:00Z"
+    if hasattr(t, "isoformat"):
+        return t.isoformat() + "Z"
+    return str(t)
+
+
+def inspect_json(c) -> dict:
+    """`container inspect` of a container (an engine ContainerInfo), in docker inspect's shape."""
+    cfg = c.config
+    argv = c.command
+    d = c.path
+    graph = {"Name": c.rootfs_mode, "Data": {}}
+    if c.rootfs_mode == "overlay":
+        graph["Data"] = {"LowerDir": cfg.get("lower", ""), "UpperDir": f"{d}/upper",
+                         "WorkDir": f"{d}/work", "MergedDir": f"{d}/rootfs"}
+    elif c.rootfs_mode == "copy":
+        graph["Data"] = {"RootDir": f"{d}/rootfs"}
+    return {
+        "Id": c.id,
+        "Created": _iso(c.created),
+        "Path": argv[0] if argv else "",
+        "Args": argv[1:],
+        "State": {
+            "Status": c.status,
+            "Running": c.status == "running",
+            "Pid": c.pid or 0,
+            "ExitCode": c.exit_code if c.exit_code is not None else 0,
+            "StartedAt": _iso(c.started),
+            "FinishedAt": _iso(c.finished),
+        },
+        "Image": c.image_id or "",
+        "Name": "/" + c.name,
+        "Config": {
+            "Hostname": cfg.get("hostname", ""),
+            "User": cfg.get("user", ""),
+            "Env": cfg.get("env", []),
+            "Cmd": cfg.get("cmd"),
+            "Entrypoint": cfg.get("entrypoint"),
+            "Image": c.image,
+            "WorkingDir": cfg.get("workdir", "/"),
+            "Tty": bool(cfg.get("tty")),
+            "OpenStdin": bool(cfg.get("interactive")),
+        },
+        "HostConfig": {
+            "AutoRemove": bool(cfg.get("rm")),
+            "ReadonlyRootfs": bool(cfg.get("read_only")),
+            "NetworkMode": cfg.get("network", "host"),
+            "Isolation": c.isolation,
+        },
+        "GraphDriver": graph,
+        "SnapshotChainId": c.chain_id or "",
+    }
 
 
 def _status(c) -> str:

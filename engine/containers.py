@@ -39,61 +39,6 @@ class ContainerInfo:
     def short_id(self) -> str:
         return self.id[:12]
 
-    def to_json(self) -> dict:
-        """A docker-inspect-like dict."""
-        c = self.config
-        argv = self.command
-        d = self.path
-        graph = {"Name": self.rootfs_mode, "Data": {}}
-        if self.rootfs_mode == "overlay":
-            graph["Data"] = {"LowerDir": c.get("lower", ""), "UpperDir": f"{d}/upper",
-                             "WorkDir": f"{d}/work", "MergedDir": f"{d}/rootfs"}
-        elif self.rootfs_mode == "copy":
-            graph["Data"] = {"RootDir": f"{d}/rootfs"}
-        return {
-            "Id": self.id,
-            "Created": _iso(self.created),
-            "Path": argv[0] if argv else "",
-            "Args": argv[1:],
-            "State": {
-                "Status": self.status,
-                "Running": self.status == "running",
-                "Pid": self.pid or 0,
-                "ExitCode": self.exit_code if self.exit_code is not None else 0,
-                "StartedAt": _iso(self.started),
-                "FinishedAt": _iso(self.finished),
-            },
-            "Image": self.image_id or "",
-            "Name": "/" + self.name,
-            "Config": {
-                "Hostname": c.get("hostname", ""),
-                "User": c.get("user", ""),
-                "Env": c.get("env", []),
-                "Cmd": c.get("cmd"),
-                "Entrypoint": c.get("entrypoint"),
-                "Image": self.image,
-                "WorkingDir": c.get("workdir", "/"),
-                "Tty": bool(c.get("tty")),
-                "OpenStdin": bool(c.get("interactive")),
-            },
-            "HostConfig": {
-                "AutoRemove": bool(c.get("rm")),
-                "ReadonlyRootfs": bool(c.get("read_only")),
-                "NetworkMode": c.get("network", "host"),
-                "Isolation": self.isolation,
-            },
-            "GraphDriver": graph,
-            "SnapshotChainId": self.chain_id or "",
-        }
-
-
-def _iso(t) -> str:
-    if t is None:
-        return "0001-01-01T00:00:00Z"
-    if hasattr(t, "isoformat"):
-        return t.isoformat() + "Z"
-    return str(t)
-
 
 def _container_lock_free(cdir) -> bool:
     """True when no supervisor holds containers/<id>/lock (the container is not running)."""
