@@ -33,8 +33,8 @@ RUN_OPTIONS = [
 _BY_NAME = {n: (dest, val, rep) for names, dest, val, rep in RUN_OPTIONS for n in names}
 
 
-class _Fallback(Exception):
-    """The fast parser saw something it does not handle: let typer parse the whole command line."""
+class TyperFallback(Exception):
+    """parse_run() saw something it does not handle: typer parses the whole command line instead."""
 
 
 def parse_run(args: list[str]) -> tuple[dict, dict]:
@@ -47,7 +47,7 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
             break
         if a in ("--root", "--db"):
             if i + 1 >= len(args):
-                raise _Fallback
+                raise TyperFallback
             g[a[2:]] = args[i + 1]
             i += 2
         elif a.startswith(("--root=", "--db=")):
@@ -58,9 +58,9 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
             g["verbose"] = True
             i += 1
         else:
-            raise _Fallback
+            raise TyperFallback
     else:
-        raise _Fallback
+        raise TyperFallback
     i += 1
     kw: dict = {"env": [], "env_files": []}
 
@@ -80,18 +80,18 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
         if a.startswith("--"):
             name, eq, value = a.partition("=")
             if name not in _BY_NAME:
-                raise _Fallback
+                raise TyperFallback
             dest, val, rep = _BY_NAME[name]
             if val:
                 if not eq:
                     if i + 1 >= len(args):
-                        raise _Fallback
+                        raise TyperFallback
                     value = args[i + 1]
                     i += 1
                 put(dest, val, rep, value)
             else:
                 if eq:
-                    raise _Fallback
+                    raise TyperFallback
                 put(dest, val, rep, True)
             i += 1
             continue
@@ -100,7 +100,7 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
         while j < len(a):
             name = "-" + a[j]
             if name not in _BY_NAME:
-                raise _Fallback
+                raise TyperFallback
             dest, val, rep = _BY_NAME[name]
             if not val:
                 put(dest, val, rep, True)
@@ -111,13 +111,13 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
                 put(dest, val, rep, rest)
             else:
                 if i + 1 >= len(args):
-                    raise _Fallback
+                    raise TyperFallback
                 put(dest, val, rep, args[i + 1])
                 i += 1
             break
         i += 1
     if i >= len(args):
-        raise _Fallback                      # no IMAGE: typer prints the usage error
+        raise TyperFallback                      # no IMAGE: typer prints the usage error
     kw["image"] = args[i]
     kw["command"] = list(args[i + 1:])
     return g, kw
@@ -155,7 +155,7 @@ def fast_main(args: list[str]) -> int | None:
         os.environ["CONTAINER_TRACE_T0"] = repr(time.perf_counter())
     try:
         g, kw = parse_run(args)
-    except _Fallback:
+    except TyperFallback:
         return None
     from container.engine.errors import ContainerError
 

@@ -566,7 +566,7 @@ def test_fast_parser_matches_typer(argv, monkeypatch):
 def test_fast_parser_hands_the_rest_to_typer(argv):
     import container.cli.containers as cc
 
-    with pytest.raises(cc._Fallback):
+    with pytest.raises(cc.TyperFallback):
         cc.parse_run(argv)
 
 
