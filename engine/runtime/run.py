@@ -161,9 +161,10 @@ def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) 
     if reason:
         raise RunError(reason)
     check_options(opts)
-    db = choose_store(opts, store=store, root=root, db_url=db_url)
-    extra_env = user_env(opts)                  # once: an --env-file may be /dev/stdin
     trace("imports done, options checked")
+    db = choose_store(opts, store=store, root=root, db_url=db_url)
+    trace(f"path chosen: {type(db).__name__}")
+    extra_env = user_env(opts)                  # once: an --env-file may be /dev/stdin
     db.open_db()
     trace("database open")
     image = db.image(opts, progress)
