@@ -6,11 +6,11 @@
     names.py     random container names
     users.py     -u / config.User resolved inside the rootfs
     rootfs.py    ROOT/containers/<id>/: overlay dirs or a private copy; removal
-    isolate.py   spawn(): the supervisor side (fork, the error pipe, signals, wait)
+    isolate.py   spawn(): the supervisor side (fork, the error pipe, signals, wait); the specs
     child.py     the children's side: namespaces, mounts, pivot_root, /proc, /dev, caps, exec
     syscalls.py  mount/unshare/pivot_root/prctl through ctypes
     tty.py       -t: window size and the pty pump
-    spec.py, record.py, trace.py   the specs spawn() takes, their base class, CONTAINER_TRACE
+    record.py    the value class of the hot path's option bags (no dataclasses import)
 
 This __init__ imports nothing (fcntl, ctypes, termios and pty are imported by the submodules
 that use them), so the rest of the engine imports on any OS.

@@ -16,12 +16,16 @@ import signal
 import stat
 
 from container.engine.runtime.options import DEFAULT_PATH
-from container.engine.runtime.spec import ProcessSpec, RootfsSpec
 from container.engine.runtime.syscalls import (
     CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_NODEV,
     MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, capbset_drop, mount, pivot_root,
     set_pdeathsig, sethostname, umount, unshare)
-from container.engine.runtime.trace import trace_pid
+
+TYPE_CHECKING = False        # (no typing import on run's path; mypy reads this block as true)
+if TYPE_CHECKING:
+    from container.engine.runtime.isolate import ProcessSpec, RootfsSpec
+
+_TRACE = bool(os.environ.get("CONTAINER_TRACE"))
 
 # What a root container keeps (podman's default set; docker's adds MKNOD, NET_RAW, AUDIT_WRITE, which
 # rely on a device cgroup and a private network that we do not have). Everything else, SYS_ADMIN,
@@ -36,6 +40,15 @@ PROC_MASKED = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc
                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
                "/sys/devices/virtual/powercap")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def trace_pid(what: str) -> None:
+    """CONTAINER_TRACE=1, in the forked processes: os.write, with the pid (run.py's trace() is the
+    supervisor's)."""
+    if _TRACE:
+        import time
+
+        os.write(2, f"trace {time.perf_counter() * 1000:12.2f} [{os.getpid()}] {what}\n".encode())
 
 
 def report_failure(w: int, code: int, msg: str, tag: str = "E") -> None:

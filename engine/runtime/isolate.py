@@ -19,7 +19,7 @@ CLOEXEC pipe reports either B's host pid ("P") or an error ("E<code> <message>",
 overlay mount failed) and reaches EOF at B's successful execve.
 
 The children's side (namespaces, mounts, exec) is runtime/child.py, over the ctypes calls of
-runtime/syscalls.py; the -t pump is runtime/tty.py.
+runtime/syscalls.py; the -t pump is runtime/tty.py (imported for -t only).
 
 Signals: S forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to B. B is PID 1 of its namespace, and the
 kernel drops signals that PID 1 does not handle; docker users get the same trap. We emulate the
@@ -34,12 +34,9 @@ import signal
 import sys
 
 from container.engine.errors import CommandNotExecutable, CommandNotFound, RunError
-from container.engine.runtime.child import FORWARDED, container_init, namespace_child, report_failure
+from container.engine.runtime.child import FORWARDED, container_init, namespace_child, report_failure, trace_pid
 from container.engine.runtime.record import REQUIRED, Record
-from container.engine.runtime.spec import ProcessSpec, RootfsSpec
 from container.engine.runtime.syscalls import libc
-from container.engine.runtime.trace import trace_pid
-from container.engine.runtime.tty import copy_winsize, pump_tty
 
 
 def unavailable_reason(isolation: str) -> str | None:
@@ -58,6 +55,20 @@ def choose_isolation(requested: str) -> str:
     if requested == "auto":
         return "namespaces" if unavailable_reason("namespaces") is None else "chroot"
     return requested
+
+
+class ProcessSpec(Record):
+    FIELDS = dict(argv=REQUIRED, env=REQUIRED, cwd="/", uid=0, gid=0, sgids=tuple, hostname="",
+                  tty=False, interactive=False, read_only=False,
+                  network="host")         # host | none
+    __slots__ = tuple(FIELDS)
+
+
+class RootfsSpec(Record):
+    # mode: overlay | copy; path: the mount point (overlay) or the private copy (copy);
+    # lower: overlay's read-only lower (the snapshot); upper/work: the container's
+    FIELDS = dict(mode=REQUIRED, path=REQUIRED, lower="", upper="", work="")
+    __slots__ = tuple(FIELDS)
 
 
 class OverlayFailed(RunError):
@@ -102,6 +113,8 @@ class Running(Record):
             self._forward(s, None)
         try:
             if self.tty_master is not None:
+                from container.engine.runtime.tty import pump_tty
+
                 pump_tty(self.tty_master, self.interactive)
             while True:
                 try:
@@ -188,6 +201,8 @@ def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     if spec.tty:
         master, slave = os.openpty()
         os.set_inheritable(master, False)
+        from container.engine.runtime.tty import copy_winsize
+
         copy_winsize(slave)
     devnull = None
     if not spec.interactive and not spec.tty:

@@ -23,12 +23,22 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 from container.engine.errors import RunError
 from container.engine.runtime.options import (
     RunOptions, check_options, container_env, image_config, process_args, user_env)
-from container.engine.runtime.trace import trace
 from container.schema.clock import utcnow
+
+_TRACE = bool(os.environ.get("CONTAINER_TRACE"))
+_T0 = float(os.environ.get("CONTAINER_TRACE_T0") or time.perf_counter())
+
+
+def trace(what: str) -> None:
+    """CONTAINER_TRACE=1: where the milliseconds of `run` go (stderr; t=0 is main()'s start)."""
+    if _TRACE:
+        sys.stderr.write(f"trace {(time.perf_counter() - _T0) * 1000:7.2f} ms  "
+                         f"(cpu {time.process_time() * 1000:6.1f})  {what}\n")
 
 
 class OrmStore:
@@ -177,7 +187,6 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
 
     from container.engine.runtime import isolate
     from container.engine.runtime.names import random_name
-    from container.engine.runtime.spec import ProcessSpec, RootfsSpec
     from container.engine.runtime.users import resolve_user
 
     cid = os.urandom(32).hex()
@@ -218,7 +227,7 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
                 from container.engine.runtime.rootfs import overlay_dirs
 
                 dirs = overlay_dirs(cdir)
-                rootfs = RootfsSpec(mode="overlay", path=dirs["path"], lower=str(snap),
+                rootfs = isolate.RootfsSpec(mode="overlay", path=dirs["path"], lower=str(snap),
                                     upper=dirs["upper"], work=dirs["work"])
             else:
                 mode = "copy"
@@ -235,11 +244,11 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
             if rootfs is None:
                 from container.engine.runtime.rootfs import make_copy
 
-                rootfs = RootfsSpec(mode="copy", path=make_copy(snap, cdir))
-        spec = ProcessSpec(argv=argv, env=env, cwd=workdir, uid=user.uid, gid=user.gid,
-                           sgids=user.sgids, hostname=hostname, tty=opts.tty,
-                           interactive=opts.interactive, read_only=opts.read_only,
-                           network=opts.network)
+                rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
+        spec = isolate.ProcessSpec(argv=argv, env=env, cwd=workdir, uid=user.uid, gid=user.gid,
+                                   sgids=user.sgids, hostname=hostname, tty=opts.tty,
+                                   interactive=opts.interactive, read_only=opts.read_only,
+                                   network=opts.network)
         try:
             running = isolate.spawn(isolation, rootfs, spec)
         except (isolate.OverlayFailed, isolate.NamespacesUnavailable) as e:
@@ -253,7 +262,7 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
                 sys.stderr.write(f"{e}; using {isolation} with a private copy\n")
             with db.lock():
                 if rootfs.mode != "copy":
-                    rootfs = RootfsSpec(mode="copy", path=make_copy(snap, cdir))
+                    rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
                 db.update(cid, rootfs_mode="copy", isolation=isolation)
             running = isolate.spawn(isolation, rootfs, spec)
         trace("container process exec'd")
