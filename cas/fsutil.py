@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from .errors import UnsafeDelete
@@ -34,38 +33,63 @@ def publish_dir(tmp: Path, final: Path) -> bool:
     return True
 
 
-def _make_writable(path: str) -> None:
-    try:
-        st = os.lstat(path)
-        import stat
-        if stat.S_ISDIR(st.st_mode) and (st.st_mode & 0o700) != 0o700:
-            os.chmod(path, st.st_mode | 0o700)
-    except OSError:
-        pass
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def remove_tree(path: Path | str) -> None:
-    """rm -rf that copes with read-only dirs (mode 0000 dirs come from layers) and never follows symlinks."""
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """rm -rf that copes with read-only dirs (mode 0000 dirs come from layers) and never follows symlinks.
+
+    Every directory is opened relative to its parent's fd with O_NOFOLLOW (shutil.rmtree's fd walk),
+    iteratively, so a deep tree needs no recursion; and without shutil, whose import (zlib, bz2,
+    lzma) would cost `run --rm` 2 ms."""
     if not os.path.lexists(path):
         return
     if os.path.islink(path) or not os.path.isdir(path):
         os.unlink(path)
         return
+    parent, leaf = os.path.split(os.path.abspath(path))
+    pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack: list[tuple[int, str, int, list[str]]] = []     # (parent fd, name, fd, subdirs left)
+    try:
+        _enter(stack, pfd, leaf)
+        while stack:
+            dfd, name, fd, subdirs = stack[-1]
+            if subdirs:
+                _enter(stack, fd, subdirs.pop())
+                continue
+            stack.pop()
+            os.close(fd)
+            try:
+                os.rmdir(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+    finally:
+        for _, _, fd, _ in stack:
+            os.close(fd)
+        os.close(pfd)
 
-    def onexc(func: object, p: str, exc: object) -> None:
-        parent = os.path.dirname(p)
-        _make_writable(parent)
-        _make_writable(p)
-        try:
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p)
+
+def _enter(stack: list, pfd: int, name: str) -> None:
+    """Open directory `name` under `pfd`, make it writable, unlink its non-directories, and push it
+    with the names of its subdirectories."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+    except FileNotFoundError:
+        return
+    stack.append((pfd, name, fd, []))
+    mode = os.fstat(fd).st_mode
+    if mode & 0o700 != 0o700:
+        os.fchmod(fd, (mode & 0o7777) | 0o700)
+    subdirs = stack[-1][3]
+    with os.scandir(fd) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                subdirs.append(e.name)
             else:
-                os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-    _make_writable(str(path))
-    shutil.rmtree(path, onerror=lambda f, p, e: onexc(f, p, e))
+                try:
+                    os.unlink(e.name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
 
 
 def remove_under(root: Path, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Container commands: run, ps, rm. Registered by register(app).
+"""Container commands: run, ps, rm, and a container's `inspect` JSON. Registered by register(app).
 
 `container run` latency matters (goal <= 60 ms), so this module imports nothing heavy at module
 level, and cli/app.py's main() tries `fast_main()` first: it parses the global options and
@@ -10,6 +10,7 @@ so errors and help text come from one place and the result is the same either wa
 """
 
 import os
+import sys
 
 # run's options: (names, dest, takes a value, repeatable)
 RUN_OPTIONS = [
@@ -32,8 +33,8 @@ RUN_OPTIONS = [
 _BY_NAME = {n: (dest, val, rep) for names, dest, val, rep in RUN_OPTIONS for n in names}
 
 
-class _Fallback(Exception):
-    """The fast parser saw something it does not handle: let typer parse the whole command line."""
+class TyperFallback(Exception):
+    """parse_run() saw something it does not handle: typer parses the whole command line instead."""
 
 
 def parse_run(args: list[str]) -> tuple[dict, dict]:
@@ -46,7 +47,7 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
             break
         if a in ("--root", "--db"):
             if i + 1 >= len(args):
-                raise _Fallback
+                raise TyperFallback
             g[a[2:]] = args[i + 1]
             i += 2
         elif a.startswith(("--root=", "--db=")):
@@ -57,9 +58,9 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
             g["verbose"] = True
             i += 1
         else:
-            raise _Fallback
+            raise TyperFallback
     else:
-        raise _Fallback
+        raise TyperFallback
     i += 1
     kw: dict = {"env": [], "env_files": []}
 
@@ -79,18 +80,18 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
         if a.startswith("--"):
             name, eq, value = a.partition("=")
             if name not in _BY_NAME:
-                raise _Fallback
+                raise TyperFallback
             dest, val, rep = _BY_NAME[name]
             if val:
                 if not eq:
                     if i + 1 >= len(args):
-                        raise _Fallback
+                        raise TyperFallback
                     value = args[i + 1]
                     i += 1
                 put(dest, val, rep, value)
             else:
                 if eq:
-                    raise _Fallback
+                    raise TyperFallback
                 put(dest, val, rep, True)
             i += 1
             continue
@@ -99,7 +100,7 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
         while j < len(a):
             name = "-" + a[j]
             if name not in _BY_NAME:
-                raise _Fallback
+                raise TyperFallback
             dest, val, rep = _BY_NAME[name]
             if not val:
                 put(dest, val, rep, True)
@@ -110,13 +111,13 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
                 put(dest, val, rep, rest)
             else:
                 if i + 1 >= len(args):
-                    raise _Fallback
+                    raise TyperFallback
                 put(dest, val, rep, args[i + 1])
                 i += 1
             break
         i += 1
     if i >= len(args):
-        raise _Fallback                      # no IMAGE: typer prints the usage error
+        raise TyperFallback                      # no IMAGE: typer prints the usage error
     kw["image"] = args[i]
     kw["command"] = list(args[i + 1:])
     return g, kw
@@ -125,12 +126,19 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
 def do_run(kw: dict, *, store=None, root=None, db=None) -> int:
     """docker run's exit status: the command's, or 125 when we fail before it starts (an unknown
     image or a failed pull included), 126 cannot execute, 127 not found."""
-    from container.engine.containers import RunOptions, run_auto
     from container.engine.errors import ContainerError, RunError
+    from container.engine.progress import RunListener
+    from container.engine.runtime.options import RunOptions
+    from container.engine.runtime.run import run
+
+    class Progress(RunListener):
+        def image_missing(self, ref: str) -> None:
+            sys.stderr.write(f"Unable to find image '{ref}' locally\n")
+            sys.stderr.flush()
 
     opts = RunOptions(**{k: v for k, v in kw.items() if v is not None})
     try:
-        return run_auto(opts, store=store, root=root, db_url=db)
+        return run(opts, store=store, root=root, db_url=db, progress=Progress())
     except ContainerError as e:
         if not isinstance(e, RunError):
             e.exit_code = 125
@@ -147,7 +155,7 @@ def fast_main(args: list[str]) -> int | None:
         os.environ["CONTAINER_TRACE_T0"] = repr(time.perf_counter())
     try:
         g, kw = parse_run(args)
-    except _Fallback:
+    except TyperFallback:
         return None
     from container.engine.errors import ContainerError
 
@@ -166,6 +174,62 @@ def fast_main(args: list[str]) -> int | None:
     # The database is not closed: main() leaves with os._exit() right after, and closing the
     # last connection of a WAL database runs a checkpoint (~10-30 ms) that SQLite's
     # auto-checkpoint does anyway on a later commit. Every transaction is committed by then.
+
+
+def _iso(t) -> str:
+    if t is None:
+        return "0001-01-01T00:00:00Z"
+    if hasattr(t, "isoformat"):
+        return t.isoformat() + "Z"
+    return str(t)
+
+
+def inspect_json(c) -> dict:
+    """`container inspect` of a container (an engine ContainerInfo), in docker inspect's shape."""
+    cfg = c.config
+    argv = c.command
+    d = c.path
+    graph = {"Name": c.rootfs_mode, "Data": {}}
+    if c.rootfs_mode == "overlay":
+        graph["Data"] = {"LowerDir": cfg.get("lower", ""), "UpperDir": f"{d}/upper",
+                         "WorkDir": f"{d}/work", "MergedDir": f"{d}/rootfs"}
+    elif c.rootfs_mode == "copy":
+        graph["Data"] = {"RootDir": f"{d}/rootfs"}
+    return {
+        "Id": c.id,
+        "Created": _iso(c.created),
+        "Path": argv[0] if argv else "",
+        "Args": argv[1:],
+        "State": {
+            "Status": c.status,
+            "Running": c.status == "running",
+            "Pid": c.pid or 0,
+            "ExitCode": c.exit_code if c.exit_code is not None else 0,
+            "StartedAt": _iso(c.started),
+            "FinishedAt": _iso(c.finished),
+        },
+        "Image": c.image_id or "",
+        "Name": "/" + c.name,
+        "Config": {
+            "Hostname": cfg.get("hostname", ""),
+            "User": cfg.get("user", ""),
+            "Env": cfg.get("env", []),
+            "Cmd": cfg.get("cmd"),
+            "Entrypoint": cfg.get("entrypoint"),
+            "Image": c.image,
+            "WorkingDir": cfg.get("workdir", "/"),
+            "Tty": bool(cfg.get("tty")),
+            "OpenStdin": bool(cfg.get("interactive")),
+        },
+        "HostConfig": {
+            "AutoRemove": bool(cfg.get("rm")),
+            "ReadonlyRootfs": bool(cfg.get("read_only")),
+            "NetworkMode": cfg.get("network", "host"),
+            "Isolation": c.isolation,
+        },
+        "GraphDriver": graph,
+        "SnapshotChainId": c.chain_id or "",
+    }
 
 
 def _status(c) -> str:

@@ -269,7 +269,9 @@ def inspect_cmd(
         except (ContainerNotFound, ImageNotFound):
             missing.append(name)
             continue
-        out.append(c.to_json())
+        from .containers import inspect_json
+
+        out.append(inspect_json(c))
     if out or not missing:
         print_json(out)
     for m in missing:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-from container.cas import BlobStore, store_lock
 
 from container.engine.errors import StoreError
+
+TYPE_CHECKING = False        # (typing's own costs `run` 3 ms; mypy reads this block as true)
+if TYPE_CHECKING:
+    from typing import Iterator
 
 
 def default_root() -> Path:
@@ -39,6 +40,8 @@ class Store:
         self.root = Path(root) if root else default_root()
         self.root = Path(os.path.abspath(self.root))
         self.db_url = db_url
+        from container.cas.blobs import BlobStore    # (here: default_root() alone, run's fast path, needs no hashlib)
+
         self.blobs = BlobStore(self.root)
         self._db = None
 
@@ -111,6 +114,8 @@ class Store:
     @contextmanager
     def lock(self, *, exclusive: bool, timeout: float | None = None) -> Iterator[None]:
         """Adders (pull, run) shared; sweepers (gc, prune) exclusive (design.md invariant 7)."""
+        from container.cas.lock import store_lock
+
         self.ensure()
         with store_lock(self.root, exclusive=exclusive, timeout=timeout):
             yield

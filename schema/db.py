@@ -14,8 +14,7 @@ from typing import Iterator
 import peewee
 
 from .errors import DatabaseCorrupt, SchemaTooNew
-
-SCHEMA_VERSION = 1
+from .version import SCHEMA_VERSION
 
 database = peewee.DatabaseProxy()
 

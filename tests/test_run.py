@@ -393,18 +393,32 @@ def test_never_writes_through_shared_trees(store, isolation, rootfs):
 
 
 # ---------------------------------------------------------------------------------------- the sqlite3 fast path
-def test_fast_path_constants_match_the_schema(monkeypatch, tmp_path):
-    from container.engine import containers as c
-    from container.engine.store import default_root
-    from container.schema import SCHEMA_VERSION, Container
+def test_fast_path_sql_matches_the_models():
+    """schema/lite.py names every table and column run's fast path uses: they must be the models'
+    (a migration that renames, adds or drops one fails here), and the container row it writes
+    is the whole row (a new column has no SQL default: peewee's defaults live in Python)."""
+    from container.schema import ALL_MODELS, lite
 
-    assert c._LITE_SCHEMA == str(SCHEMA_VERSION)
-    assert c._LITE_COLUMNS == {f.column_name for f in Container._meta.sorted_fields}
-    for env in ({"CONTAINER_ROOT": str(tmp_path / "r")}, {}):
-        monkeypatch.delenv("CONTAINER_ROOT", raising=False)
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        assert c._default_root() == str(default_root())
+    tables = {m._meta.table_name: {f.column_name for f in m._meta.sorted_fields} for m in ALL_MODELS}
+    for table, cols in lite.TABLES.items():
+        assert set(cols) <= tables[table], (table, set(cols) - tables[table])
+    assert set(lite.CONTAINER_COLUMNS) == tables["container"]
+
+
+def test_fast_path_imports_no_orm(store):
+    """The fast path (a tagged image, its snapshot built) runs without peewee, hashlib, dataclasses
+    or shutil: importing them is most of `container run`'s time. With --root, and with the default
+    root ($CONTAINER_ROOT: engine.store.default_root())."""
+    assert run(store, store.bb, "true").returncode == 0      # (the first run builds the snapshot)
+    heavy = ("peewee", "hashlib", "dataclasses", "shutil", "typer")
+    for where, env in (["--root", str(store.root)], {}), ([], {"CONTAINER_ROOT": str(store.root)}):
+        code = ("import sys\n"
+                "from container.cli.containers import fast_main\n"
+                f"rc = fast_main({where + ['run', '--rm', store.bb, 'true']!r})\n"
+                f"print(rc, sorted(m for m in {heavy!r} if m in sys.modules))\n")
+        r = subprocess.run([sys.executable, "-c", code], env={**store.env, **env}, capture_output=True,
+                           text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert r.stdout == "0 []\n", (where, r.stderr)
 
 
 def test_fast_and_orm_paths_write_the_same_rows(store):
@@ -445,7 +459,7 @@ REF_SAMPLES = [
 def test_fast_reference_agrees_with_the_parser():
     from hypothesis import given, settings, strategies as st
 
-    from container.engine.containers import fast_reference
+    from container.engine.runtime.fast import fast_reference
     from container.engine.errors import InvalidReference
     from container.engine.image.reference import parse
 
@@ -530,7 +544,7 @@ def test_fast_parser_matches_typer(argv, monkeypatch):
 
     import container.cli.containers as cc
     from container.cli.app import app
-    from container.engine.containers import RunOptions
+    from container.engine.runtime.options import RunOptions
 
     seen = {}
 
@@ -552,7 +566,7 @@ def test_fast_parser_matches_typer(argv, monkeypatch):
 def test_fast_parser_hands_the_rest_to_typer(argv):
     import container.cli.containers as cc
 
-    with pytest.raises(cc._Fallback):
+    with pytest.raises(cc.TyperFallback):
         cc.parse_run(argv)
 
 
@@ -652,3 +666,19 @@ def test_auto_falls_back_to_chroot_without_namespaces(store):
     r = run_nocap("run", "--rm", "--isolation", "namespaces", store.bb, "true")
     assert r.returncode == 125 and "cannot create namespaces" in r.stderr
     assert leftovers(store) == []
+
+
+def test_env_file_from_stdin_is_read_once_on_the_orm_path(cli, store, pushed):
+    """`run` chooses its path before it reads any input: an --env-file /dev/stdin reaches the
+    container on the paths the sqlite3 fast path does not serve (a pull first; an image id)."""
+    import json
+
+    r = cli("run", "--rm", "--env-file", "/dev/stdin", pushed["busybox"].ref, "env", input="FROM_STDIN=pulled\n")
+    assert r.returncode == 0, r.stderr
+    assert "Unable to find image" in r.stderr
+    assert "FROM_STDIN=pulled" in r.stdout.splitlines()
+    images = json.loads(store("images", "--format", "json").stdout)
+    bb_id = [i for i in images if any("busybox" in t for t in i.get("RepoTags", []))][0]["Id"]
+    r = run(store, "--env-file", "/dev/stdin", bb_id, "env", input="FROM_STDIN=by-id\n")
+    assert r.returncode == 0, r.stderr
+    assert "FROM_STDIN=by-id" in r.stdout.splitlines()

@@ -1,0 +1,305 @@
+"""`container run`: create and run a container in the foreground (the run half of design.md's data flow).
+
+    options checked -> path chosen (fast or ORM) -> --env-file/-e read -> image (pulled if missing)
+          -> snapshot (under the shared store lock) -> Container row (status created) -> rootfs
+          (overlay, or a private copy) -> process spec (runtime/options.py) -> isolation backend
+          (runtime/isolate.py) -> status running (pid) -> exit code -> status exited, or row + dir
+          removed (--rm)
+
+Two ways to the same rows, chosen once before any input is read or anything is written:
+runtime/fast.py's FastStore (the stdlib's sqlite3, for an image found by its tag with its
+snapshot built: `run`'s hot path, ~60% cheaper than importing peewee, cas and dataclasses), and
+OrmStore here (engine.store + peewee: any --db URL, pulls, ids and digests, snapshot builds).
+CONTAINER_TRACE=1 prints where the milliseconds go.
+
+No DB transaction is held while the container runs; the supervisor holds
+flock(ROOT/containers/<id>/lock) instead, so gc/prune/rm can tell a live container from a
+stale row (a supervisor killed with SIGKILL leaves "running" with no lock holder: shown as
+exited, exit code unknown).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from container.engine.errors import RunError
+from container.engine.runtime.options import (
+    RunOptions, check_options, container_env, image_config, process_args, user_env)
+from container.schema.clock import utcnow
+
+_TRACE = bool(os.environ.get("CONTAINER_TRACE"))
+_T0 = float(os.environ.get("CONTAINER_TRACE_T0") or time.perf_counter())
+
+
+def trace(what: str) -> None:
+    """CONTAINER_TRACE=1: where the milliseconds of `run` go (stderr; t=0 is main()'s start)."""
+    if _TRACE:
+        sys.stderr.write(f"trace {(time.perf_counter() - _T0) * 1000:7.2f} ms  "
+                         f"(cpu {time.process_time() * 1000:6.1f})  {what}\n")
+
+
+class OrmStore:
+    """The store through engine.store.Store and the peewee models (any --db URL); the interface
+    runtime/fast.py's FastStore has too."""
+
+    def __init__(self, store):
+        self.store = store
+        self.containers_dir = str(store.containers_dir)
+
+    def lock(self):
+        return self.store.lock(exclusive=False)
+
+    def open_db(self) -> None:
+        self.store.db()
+
+    def image(self, opts: RunOptions, progress):
+        return resolve_or_pull(self.store, opts, progress)
+
+    def snapshot(self, image):
+        """The image's snapshot: the cached tree when its row and dir exist (one query, and
+        engine.layer.snapshot with the unpacker is not even imported), else ensure_snapshot builds it."""
+        from container.schema import Snapshot
+
+        chain = image.chain_id
+        if chain:
+            path = self.store.snapshot_path(chain)
+            if Snapshot.select(Snapshot.chain_id).where(Snapshot.chain_id == chain).exists() and path.is_dir():
+                return chain, path
+        from container.engine.layer.snapshot import ensure_snapshot
+
+        return ensure_snapshot(self.store, list(image.diff_ids))
+
+    def name_taken(self, name: str) -> bool:
+        from container.schema import Container
+
+        return Container.select().where(Container.name == name).exists()
+
+    def insert(self, row: dict) -> None:
+        import peewee
+
+        from container.schema import Container, write_txn
+
+        row = dict(row)
+        row["image"] = row.pop("image_id")
+        row["snapshot"] = row.pop("chain_id")
+        try:
+            with write_txn():
+                Container.insert(**row).execute()
+        except peewee.IntegrityError:
+            raise RunError(f'Conflict. The container name "/{row["name"]}" is already in use') from None
+
+    def update(self, cid: str, **fields) -> None:
+        from container.schema import Container, write_txn
+
+        with write_txn():
+            Container.update(**fields).where(Container.id == cid).execute()
+
+    def delete(self, cid: str) -> None:
+        from container.schema import Container, write_txn
+
+        with write_txn():
+            Container.delete().where(Container.id == cid).execute()
+
+    def remove_dir(self, cdir: str) -> None:
+        from container.engine.runtime.rootfs import remove_container_dir
+
+        remove_container_dir(self.containers_dir, cdir)
+
+
+def resolve_or_pull(store, opts: RunOptions, progress=None):
+    """The image to run, as --pull says: the stored one, else (missing) pulled; always pulled."""
+    from container.engine.errors import ImageNotFound, InvalidReference
+    from container.engine.image.catalog import resolve_image
+    from container.engine.image.reference import looks_like_id, parse
+
+    try:                # parsed once; an id, or what does not parse, is looked up as typed
+        ref = None if opts.pull == "never" or looks_like_id(opts.image) else parse(opts.image)
+    except InvalidReference:
+        ref = None
+    if opts.pull != "always":
+        try:
+            return resolve_image(store, ref or opts.image)
+        except ImageNotFound:
+            if opts.pull == "never":
+                raise
+            ref = ref or parse(opts.image)      # an invalid reference is that error alone, as in docker
+            if progress is not None:
+                progress.image_missing(opts.image)    # the CLI says "Unable to find image ... locally"
+    from container.engine.pull import pull
+
+    return pull(store, ref or parse(opts.image), platform=opts.platform, listener=progress)
+
+
+def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None):
+    """The run's path, chosen once: a FastStore when the fast path serves this run (it only
+    reads), else an OrmStore (opened later: nothing is created here)."""
+    if db_url is None and (store is None or store.db_url is None):
+        from container.engine.runtime.fast import FastStore
+
+        if store is not None:
+            lroot = str(store.root)
+        elif root:
+            lroot = str(root)
+        else:
+            from container.engine.store import default_root
+
+            lroot = str(default_root())
+        fast = FastStore.open(lroot, opts)
+        if fast is not None:
+            return fast
+    if store is None:
+        from container.engine.store import Store
+
+        store = Store(root, db_url)
+    return OrmStore(store)
+
+
+def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> int:
+    """Create and run a container in the foreground; returns docker's exit status.
+
+    store (an engine.store.Store) or root/db_url say where. progress is a RunListener
+    (engine/progress.py): image_missing() and the pull's events when the image is pulled.
+    Raises RunError (125), CommandNotExecutable (126), CommandNotFound (127) or another
+    ContainerError before the command starts; nothing is left behind in that case."""
+    if not sys.platform.startswith("linux"):
+        raise RunError(f"container run needs Linux (namespaces, overlayfs, chroot); this host is "
+                       f"{sys.platform}")
+    from container.engine.runtime import isolate
+
+    isolation = isolate.choose_isolation(opts.isolation)
+    reason = isolate.unavailable_reason(isolation)
+    if reason:
+        raise RunError(reason)
+    check_options(opts)
+    trace("imports done, options checked")
+    db = choose_store(opts, store=store, root=root, db_url=db_url)
+    trace(f"path chosen: {type(db).__name__}")
+    extra_env = user_env(opts)                  # once: an --env-file may be /dev/stdin
+    db.open_db()
+    trace("database open")
+    image = db.image(opts, progress)
+    trace("image resolved")
+    return _create_and_run(db, opts, image, isolation, extra_env)
+
+
+def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list[str]) -> int:
+    import fcntl
+
+    from container.engine.runtime import isolate
+    from container.engine.runtime.names import random_name
+    from container.engine.runtime.users import resolve_user
+
+    cid = os.urandom(32).hex()
+    cdir = os.path.join(db.containers_dir, cid)
+    lock_fd = None
+    row_made = False
+    running = None
+    try:
+        with db.lock():
+            chain_id, snap = db.snapshot(image)
+            trace("snapshot ready")
+            cfg = image_config(image.config)
+            argv, entrypoint, cmd = process_args(cfg, opts)
+            user_spec = opts.user if opts.user is not None else (cfg.get("User") or "")
+            user = resolve_user(snap, user_spec)
+            workdir = opts.workdir or cfg.get("WorkingDir") or "/"
+            if not workdir.startswith("/"):
+                workdir = "/" + workdir
+            hostname = opts.hostname or cid[:12]
+            env = container_env(cfg, extra_env, hostname, opts.tty, user.home)
+            name = opts.name
+            if name is None:
+                for _ in range(20):
+                    name = random_name()
+                    if not db.name_taken(name):
+                        break
+                else:
+                    name = f"{random_name()}_{cid[:6]}"
+            elif db.name_taken(name):
+                raise RunError(f'Conflict. The container name "/{name}" is already in use')
+            os.mkdir(cdir, 0o700)
+            lock_fd = os.open(os.path.join(cdir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            # CONTAINER_ROOTFS=copy forces the private copy (what we fall back to when the
+            # kernel refuses the overlay mount): for tests and for filesystems overlay dislikes.
+            if isolation == "namespaces" and os.environ.get("CONTAINER_ROOTFS") != "copy":
+                mode = "overlay"
+                from container.engine.runtime.rootfs import overlay_dirs
+
+                dirs = overlay_dirs(cdir)
+                rootfs = isolate.RootfsSpec(mode="overlay", path=dirs["path"], lower=str(snap),
+                                    upper=dirs["upper"], work=dirs["work"])
+            else:
+                mode = "copy"
+                rootfs = None
+            config = {"env": env, "workdir": workdir, "user": user_spec, "hostname": hostname,
+                      "entrypoint": entrypoint, "cmd": cmd, "tty": opts.tty,
+                      "interactive": opts.interactive, "read_only": opts.read_only,
+                      "network": opts.network, "rm": opts.rm, "lower": str(snap)}
+            db.insert({"id": cid, "name": name, "image_id": image.id, "image_ref": opts.image,
+                       "chain_id": chain_id, "command": json.dumps(argv), "config": json.dumps(config),
+                       "isolation": isolation, "rootfs_mode": mode, "status": "created"})
+            row_made = True
+            trace("container row created, rootfs prepared")
+            if rootfs is None:
+                from container.engine.runtime.rootfs import make_copy
+
+                rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
+        spec = isolate.ProcessSpec(argv=argv, env=env, cwd=workdir, uid=user.uid, gid=user.gid,
+                                   sgids=user.sgids, hostname=hostname, tty=opts.tty,
+                                   interactive=opts.interactive, read_only=opts.read_only,
+                                   network=opts.network)
+        try:
+            running = isolate.spawn(isolation, rootfs, spec)
+        except (isolate.OverlayFailed, isolate.NamespacesUnavailable) as e:
+            from container.engine.runtime.rootfs import make_copy
+
+            if isinstance(e, isolate.NamespacesUnavailable):
+                if opts.isolation != "auto":
+                    raise
+                isolation = "chroot"            # auto: where namespaces are refused, chroot
+            if os.environ.get("CONTAINER_DEBUG"):
+                sys.stderr.write(f"{e}; using {isolation} with a private copy\n")
+            with db.lock():
+                if rootfs.mode != "copy":
+                    rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
+                db.update(cid, rootfs_mode="copy", isolation=isolation)
+            running = isolate.spawn(isolation, rootfs, spec)
+        trace("container process exec'd")
+        db.update(cid, status="running", pid=running.container_pid, started=utcnow())
+        trace("status running recorded")
+    except BaseException:
+        if running is not None:               # started, but we cannot record it: stop it
+            import signal
+
+            try:
+                os.kill(running.container_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            running.wait()
+        if row_made:
+            try:
+                db.delete(cid)
+            except Exception:
+                pass
+        if lock_fd is not None:
+            db.remove_dir(cdir)
+            os.close(lock_fd)
+        raise
+    code = 125
+    try:
+        code = running.wait()
+        trace("container exited")
+    finally:
+        if opts.rm:
+            db.delete(cid)                      # DB first, files second (design.md invariant 4)
+            trace("row deleted")
+            db.remove_dir(cdir)
+        else:
+            db.update(cid, status="exited", exit_code=code, finished=utcnow())
+        os.close(lock_fd)
+        trace("recorded / removed")
+    return code

@@ -1,0 +1,107 @@
+"""The metadata database through the stdlib's sqlite3 alone: the few queries of `run`'s fast path.
+
+Importing peewee (with uuid, platform, logging, decimal...) is about half of `container run`'s
+CPU time, so the common run (an image found by its tag, its snapshot built) reads and writes
+these rows without it. The tables and columns are the models' (schema/models.py): TABLES lists
+every one used here, and tests/test_run.py checks it against the models, so a migration that
+renames, adds or drops one of them fails there until this file follows. The rows written are the
+ones the models write (same columns, datetimes as the same text).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from .clock import utcnow
+from .version import SCHEMA_VERSION
+
+# table -> the columns this module uses; the container row is written whole (every column).
+CONTAINER_COLUMNS = ("id", "name", "image_id", "image_ref", "chain_id", "command", "config", "isolation",
+                     "rootfs_mode", "status", "exit_code", "pid", "created", "started", "finished")
+TABLES = {
+    "meta": ("key", "value"),
+    "tag": ("repository", "tag", "image_id"),
+    "image": ("id", "config_digest", "chain_id"),
+    "snapshot": ("chain_id",),
+    "container": CONTAINER_COLUMNS,
+}
+
+
+def _text(v):
+    """A datetime as the models store it (str(): 'YYYY-MM-DD HH:MM:SS.ffffff')."""
+    return str(v) if hasattr(v, "isoformat") else v
+
+
+class LiteDB:
+    """One sqlite3 connection to a store's metadata.db, in autocommit mode; writes are one
+    statement each in a BEGIN IMMEDIATE transaction."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: str) -> LiteDB | None:
+        """The database at `path`, or None when this module cannot serve it: missing, unreadable,
+        another schema version, or a container table without the columns written here."""
+        if not os.path.isfile(path):
+            return None
+        try:
+            c = sqlite3.connect(path, timeout=30, isolation_level=None)
+            c.execute("PRAGMA foreign_keys = 1")
+            c.execute("PRAGMA busy_timeout = 30000")
+            c.execute("PRAGMA synchronous = normal")
+            # `run` leaves with os._exit() and never closes (closing the last connection
+            # checkpoints: ~10-30 ms). The next opener then rebuilds the WAL index by reading the
+            # whole WAL (2 MB: ~7 ms), so keep the WAL short: checkpoint after 64 pages (every ~20 runs).
+            c.execute("PRAGMA wal_autocheckpoint = 64")
+            v = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            cols = {r[1] for r in c.execute("PRAGMA table_info(container)")}
+        except sqlite3.Error:
+            return None
+        if not v or v[0] != str(SCHEMA_VERSION) or not set(CONTAINER_COLUMNS) <= cols:
+            return None
+        return cls(c)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- reads -------------------------------------------------------------------------------
+    def images_by_tag(self, repository: str, tag: str) -> list[tuple[str, str, str]]:
+        """(image id, config digest, chain id) of the images tagged repository:tag (at most 2)."""
+        return self.conn.execute(
+            "SELECT i.id, i.config_digest, i.chain_id FROM tag t JOIN image i ON i.id = t.image_id "
+            "WHERE t.repository = ? AND t.tag = ? LIMIT 2", (repository, tag)).fetchall()
+
+    def has_snapshot(self, chain_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM snapshot WHERE chain_id = ?", (chain_id,)).fetchone() is not None
+
+    def name_taken(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM container WHERE name = ?", (name,)).fetchone() is not None
+
+    # -- container rows ----------------------------------------------------------------------
+    def _write(self, sql: str, args) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(sql, args)
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def insert_container(self, row: dict) -> None:
+        """A new container row (status, created... as the model's defaults); sqlite3.IntegrityError
+        when the name is taken."""
+        row = dict(row, exit_code=None, pid=None, created=str(utcnow()), started=None, finished=None)
+        keys = list(row)
+        self._write(f"INSERT INTO container ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                    [row[k] for k in keys])
+
+    def update_container(self, cid: str, **fields) -> None:
+        keys = list(fields)
+        vals = [_text(v) for v in fields.values()]
+        self._write(f"UPDATE container SET {', '.join(k + ' = ?' for k in keys)} WHERE id = ?", vals + [cid])
+
+    def delete_container(self, cid: str) -> None:
+        self._write("DELETE FROM container WHERE id = ?", (cid,))
