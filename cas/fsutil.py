@@ -16,6 +16,24 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def syncfs(path: str | os.PathLike[str]) -> None:
+    """Flush the filesystem that holds `path` (Linux syncfs(2)); elsewhere, or where it fails,
+    sync(2) flushes every filesystem. Used before a DB commit that makes new trees visible."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
 def publish_dir(tmp: Path, final: Path) -> bool:
     """Rename a fully built tree `tmp` to `final` (same filesystem).
 

@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     from .containers import fast_main
     from .errors import report
 
-    try:
-        code = fast_main(sys.argv[1:] if argv is None else list(argv))
-    except Exception as e:
-        code = report(e, exit_code=125)
+    code = fast_main(sys.argv[1:] if argv is None else list(argv))
     if code is not None:
         _exit(code)
     try:

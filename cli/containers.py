@@ -123,26 +123,17 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
     return g, kw
 
 
-def do_run(kw: dict, *, store=None, root=None, db=None) -> int:
+def do_run(kw: dict, engine) -> int:
     """docker run's exit status: the command's, or 125 when we fail before it starts (an unknown
     image or a failed pull included), 126 cannot execute, 127 not found."""
-    from container.engine.errors import ContainerError, RunError
-    from container.engine.progress import RunListener
-    from container.engine.runtime.options import RunOptions
-    from container.engine.runtime.run import run
+    from container.engine.service import RunListener
 
     class Progress(RunListener):
         def image_missing(self, ref: str) -> None:
             sys.stderr.write(f"Unable to find image '{ref}' locally\n")
             sys.stderr.flush()
 
-    opts = RunOptions(**{k: v for k, v in kw.items() if v is not None})
-    try:
-        return run(opts, store=store, root=root, db_url=db, progress=Progress())
-    except ContainerError as e:
-        if not isinstance(e, RunError):
-            e.exit_code = 125
-        raise
+    return engine.run(engine.run_options(**kw), listener=Progress())
 
 
 def fast_main(args: list[str]) -> int | None:
@@ -157,20 +148,14 @@ def fast_main(args: list[str]) -> int | None:
         g, kw = parse_run(args)
     except TyperFallback:
         return None
-    from container.engine.errors import ContainerError
+    from container.engine.service import Engine
+
+    from .errors import report
 
     try:
-        return do_run(kw, root=g["root"], db=g["db"])
-    except ContainerError as e:
-        from .output import err
-
-        err(str(e))
-        return e.exit_code
-    except KeyboardInterrupt:
-        from .output import err
-
-        err("interrupted")
-        return 130
+        return do_run(kw, Engine(g["root"], g["db"]))
+    except (Exception, KeyboardInterrupt) as e:
+        return report(e)
     # The database is not closed: main() leaves with os._exit() right after, and closing the
     # last connection of a WAL database runs a checkpoint (~10-30 ms) that SQLite's
     # auto-checkpoint does anyway on a later commit. Every transaction is committed by then.
@@ -291,7 +276,7 @@ def register(app) -> None:
                   env=list(env or []), env_files=list(env_files or []), workdir=workdir, user=user,
                   entrypoint=entrypoint, interactive=interactive, tty=tty, read_only=read_only, pull=pull,
                   isolation=isolation, network=network, platform=platform)
-        code = do_run(kw, store=state(ctx).store)
+        code = do_run(kw, state(ctx).engine)
         raise typer.Exit(code)
 
     @app.command("ps")
@@ -303,13 +288,11 @@ def register(app) -> None:
         no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs and commands.")] = False,
     ) -> None:
         """List containers."""
-        from container.engine.containers import list_containers
-
         from .output import print_json, print_table
 
         if format is not None and format != "json":
             raise typer.BadParameter("only --format json is supported", param_hint="--format")
-        cs = list_containers(state(ctx).store, all=all)
+        cs = state(ctx).engine.containers(all=all)
         if format == "json":
             print_json([_ps_json(c) for c in cs])
             return
@@ -331,15 +314,14 @@ def register(app) -> None:
         force: Annotated[bool, typer.Option("--force", "-f", help="Kill and remove a running container.")] = False,
     ) -> None:
         """Remove containers (their rootfs and their record)."""
-        from container.engine.containers import remove_container
-        from container.engine.errors import ContainerError
+        from container.engine.service import ContainerError
 
         from .output import err
 
         failed = False
         for c in containers:
             try:
-                remove_container(state(ctx).store, c, force=force)
+                state(ctx).engine.remove_container(c, force=force)
                 typer.echo(c)
             except ContainerError as e:
                 err(str(e))

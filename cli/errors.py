@@ -9,19 +9,15 @@ from __future__ import annotations
 from .output import err
 
 
-def report(e: BaseException, *, exit_code: int | None = None) -> int:
-    """Say `e` in one line and return its exit code; re-raise what is not an engine error.
-
-    exit_code: the code for an error the engine translates here (run: 125)."""
-    from container.engine.errors import ContainerError, translate
+def report(e: BaseException) -> int:
+    """Say `e` in one line and return its exit code; re-raise what is not an engine error (the
+    facade, engine/service.py, has translated everything the store can raise)."""
+    from container.engine.service import ContainerError
 
     if isinstance(e, KeyboardInterrupt):
         err("interrupted")
         return 130
     if not isinstance(e, ContainerError):
-        t = translate(e, exit_code=exit_code)
-        if t is None:
-            raise e
-        e = t
+        raise e
     err(str(e))
     return e.exit_code

@@ -14,7 +14,6 @@ class CliState:
     root: Path | None = None
     db: str | None = None
     verbose: bool = False
-    _store: Any = field(default=None, repr=False)
     _engine: Any = field(default=None, repr=False)
 
     @property
@@ -26,15 +25,6 @@ class CliState:
 
             self._engine = Engine(self.root, self.db)
         return self._engine
-
-    @property
-    def store(self):
-        """The engine Store, opened on first use so that --help never touches the disk."""
-        if self._store is None:
-            from container.engine.store import Store
-
-            self._store = Store(self.root, self.db)
-        return self._store
 
 
 def state(ctx: typer.Context) -> CliState:

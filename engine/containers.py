@@ -11,9 +11,9 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from container.engine.errors import Conflict, ContainerNotFound
-from container.engine.runtime.rootfs import remove_container_dir
 
 
 @dataclass(frozen=True)
@@ -120,5 +120,7 @@ def remove_container(store, name_or_id: str, force: bool = False) -> ContainerIn
             time.sleep(0.02)
     with write_txn():
         Container.delete().where(Container.id == row.id).execute()
-    remove_container_dir(store.containers_dir, cdir)
+    from container.cas.fsutil import remove_under
+
+    remove_under(store.containers_dir, Path(cdir))
     return info

@@ -23,9 +23,7 @@ layer, layer_status, advance (from the worker threads), info, done.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
 import errno
-import os
 import secrets
 import threading
 import time
@@ -33,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from container.cas import Digest, DigestMismatch, SizeMismatch
-from container.cas.fsutil import publish_dir, remove_tree
+from container.cas.fsutil import publish_dir, remove_tree, syncfs
 
 from container.engine.errors import (ContainerError, LayerError, PlatformMismatch, RegistryError, StoreError,
                                      UnsupportedMediaType, VerificationError)
@@ -56,21 +54,6 @@ class _Job:
     ingest: object = None            # an entered Ingest, committed at the end
     stats: object = None
     from_blob: bool = False
-
-
-def _syncfs(path: Path) -> None:
-    """Flush the store's filesystem (sync first, then the DB transaction)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        pass
-    os.sync()
 
 
 class _Puller:
@@ -265,7 +248,7 @@ class _Puller:
                 store.blobs.put_bytes(raw, Digest.parse(dg))
             store.blobs.put_bytes(config_raw, Digest.parse(m.config.digest))
             t2 = time.monotonic()
-            _syncfs(store.root)
+            syncfs(store.root)
             self.info(f"timing: layers {t1 - t0:.2f}s, publish {t2 - t1:.2f}s, sync {time.monotonic() - t2:.2f}s")
 
             with write_txn():

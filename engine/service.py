@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from container.engine.maint.fsck import Report
     from container.engine.maint.gc import Plan
     from container.engine.maint.sql import TableDoc
+    from container.engine.runtime.options import RunOptions
     from container.engine.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,6 +109,27 @@ class Engine:
         return tag_image(self.store, source, target)
 
     # -- containers ------------------------------------------------------------------------------
+    @staticmethod
+    def run_options(**kw: Any) -> RunOptions:
+        """docker run's options (engine/runtime/options.RunOptions); None values take the defaults."""
+        from container.engine.runtime.options import RunOptions
+
+        return RunOptions(**{k: v for k, v in kw.items() if v is not None})
+
+    def run(self, opts: RunOptions, *, listener: RunListener | None = None) -> int:
+        """Create and run a container in the foreground: the command's exit status, or docker's
+        125 (we failed before it started: an unknown image and a failed pull included), 126
+        (cannot execute), 127 (not found) as the raised error's exit_code."""
+        from container.engine.runtime.run import run
+
+        with boundary(exit_code=125):
+            try:
+                return run(opts, store=self._store, root=self.root, db_url=self.db, progress=listener)
+            except ContainerError as e:
+                if not isinstance(e, RunError):
+                    e.exit_code = 125
+                raise
+
     @_entry
     def containers(self, *, all: bool = False) -> list[ContainerInfo]:
         from container.engine.containers import list_containers

@@ -548,7 +548,7 @@ def test_fast_parser_matches_typer(argv, monkeypatch):
 
     seen = {}
 
-    def fake_do_run(kw, **where):
+    def fake_do_run(kw, engine):
         seen["kw"] = kw
         return 0
 

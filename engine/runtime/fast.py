@@ -153,6 +153,10 @@ class FastStore:
         self.db.delete_container(cid)
 
     def remove_dir(self, cdir: str) -> None:
-        from container.engine.runtime.rootfs import remove_container_dir
+        """ROOT/containers/<id>/ through the guarded delete (what is mounted there lives in the
+        container's own mount namespace, gone with it)."""
+        from pathlib import Path
 
-        remove_container_dir(self.containers_dir, cdir)
+        from container.cas.fsutil import remove_under
+
+        remove_under(Path(self.containers_dir), Path(cdir))

@@ -33,17 +33,6 @@ def overlay_dirs(cdir: str) -> dict[str, str]:
     return out
 
 
-def remove_container_dir(containers_dir, cdir) -> None:
-    """Remove ROOT/containers/<id>/ (what is mounted there lives in the container's own mount
-    namespace, gone with it), through the guarded delete: never anything outside containers/."""
-    if os.path.lexists(cdir):
-        from pathlib import Path
-
-        from container.cas.fsutil import remove_under
-
-        remove_under(Path(containers_dir), Path(cdir))
-
-
 def make_copy(snapshot, cdir) -> str:
     """A private copy of `snapshot` at cdir/rootfs; returns its path."""
     dst = os.path.join(cdir, "rootfs")

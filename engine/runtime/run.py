@@ -104,9 +104,13 @@ class OrmStore:
             Container.delete().where(Container.id == cid).execute()
 
     def remove_dir(self, cdir: str) -> None:
-        from container.engine.runtime.rootfs import remove_container_dir
+        """ROOT/containers/<id>/ through the guarded delete (what is mounted there lives in the
+        container's own mount namespace, gone with it)."""
+        from pathlib import Path
 
-        remove_container_dir(self.containers_dir, cdir)
+        from container.cas.fsutil import remove_under
+
+        remove_under(Path(self.containers_dir), Path(cdir))
 
 
 def resolve_or_pull(store, opts: RunOptions, progress=None):
