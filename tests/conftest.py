@@ -1,5 +1,11 @@
 """Shared pytest fixtures (the single place for them). Owner: infra; others add small, named fixtures.
 
+Layout: unit/ (one module in-process: no registry, no CLI process), integration/ (the installed
+`container` against a real registry on loopback, real mounts and namespaces), hostile/ (malicious
+images, layers, archives, registries and stores; fuzzing). Helpers beside this file, importable from
+every test: tarmaker (raw tar/OCI layouts by hand, add_layer into a store), gc_synth (synthetic
+stores without a registry).
+
 Session:
   registry        tools.registry.Registry, a real docker-registry on 127.0.0.1 (open, no auth):
                   .host "127.0.0.1:PORT", .url, .storage_dir, .requests(since=), .blob_gets(digest, since=),
@@ -44,9 +50,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for p in (REPO, HERE):            # tools.* (image builder, registry launcher), and the helpers here
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
 
 from tools import images as test_images  # noqa: E402
 from tools.registry import Registry  # noqa: E402

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip as _gzip
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -166,3 +167,29 @@ def seed_bytes(n: int, seed: int = 0) -> bytes:
     return (hashlib.sha256(b"%d" % seed).digest() * (n // 32 + 1))[:n]
 
 
+# -- into a store ----------------------------------------------------------------------------------
+MT_TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+def add_layer(store, blob: bytes, media_type: str = MT_TAR) -> str:
+    """Unpack a layer blob into an engine Store the way pull does (minus the registry) and record it;
+    returns its diff_id."""
+    import os
+
+    from container.engine.layer.compression import open_layer_stream
+    from container.engine.layer.unpack import unpack_layer
+    from container.schema import models as m
+    from container.schema.db import write_txn
+
+    raw = open_layer_stream(io.BytesIO(blob), media_type)
+    data = raw.read()  # small test layers: hash the whole uncompressed stream
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    dest = store.layer_path(diff_id)
+    if not dest.exists():
+        tmp = store.layers_dir / (".tmp-" + diff_id[7:19])
+        tmp.mkdir(parents=True)
+        stats = unpack_layer(io.BytesIO(data), tmp)
+        os.rename(tmp, dest)
+        with write_txn():
+            m.Layer.insert(diff_id=diff_id, size=stats.size, entries=stats.entries).on_conflict_ignore().execute()
+    return diff_id

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_hostile_images import one_error
-from test_pull import store_state
+from checks import one_error, store_state
 
 FAST = {"CONTAINER_REGISTRY_BACKOFF": "0.01", "CONTAINER_REGISTRY_ATTEMPTS": "2"}
 

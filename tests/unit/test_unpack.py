@@ -6,14 +6,12 @@ import gzip
 import io
 import os
 import stat
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import zstandard
 
-sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 
 from container.engine.layer.compression import open_layer_stream  # noqa: E402

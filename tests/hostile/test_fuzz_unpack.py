@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 
 from container.engine.layer.compression import open_layer_stream  # noqa: E402

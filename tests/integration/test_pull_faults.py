@@ -13,20 +13,7 @@ import time
 
 import pytest
 
-from test_pull import store_state
-
-FAST = {"CONTAINER_REGISTRY_BACKOFF": "0.01"}
-
-
-def one_error(r) -> str:
-    """A failed command: non-zero exit, exactly one "Error:" line, last on stderr, no traceback
-    (progress lines such as "<digest>: Pull complete" may come before it, as with docker)."""
-    assert r.returncode != 0, r.stdout
-    lines = r.stderr.strip().splitlines()
-    errs = [l for l in lines if l.startswith("Error:")]
-    assert len(errs) == 1 and lines[-1] == errs[0] and "Traceback" not in r.stderr, r.stderr
-    return errs[0]
-
+from checks import FAST, one_error, store_state
 
 def ref_via(p, img):
     return f"{p.host}/{img.repo}:{img.tag}"

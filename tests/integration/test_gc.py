@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 
 import gc_synth as S  # noqa: E402
 

@@ -20,16 +20,14 @@ import hashlib
 import json
 import os
 import secrets
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 
-from test_pull import store_state  # noqa: E402
+from checks import no_traceback, one_error, store_state  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="run needs root")
 
@@ -45,17 +43,7 @@ EVIL_PASSWD = "evil:x:4242:4242:evil:/evilhome:/bin/sh\n"
 
 
 # -------------------------------------------------------------------------------------------- helpers
-def one_error(r) -> str:
-    assert r.returncode != 0, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    errs = [x for x in lines if x.startswith("Error:")]
-    assert "Traceback" not in r.stderr, r.stderr
-    assert len(errs) == 1 and lines[-1] == errs[0], r.stderr
-    return errs[0]
 
-
-def no_traceback(r) -> None:
-    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
 
 
 def sha(b: bytes) -> str:

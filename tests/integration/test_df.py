@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
 
 import gc_synth as S  # noqa: E402
 

@@ -18,9 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
-from test_snapshot import tree  # noqa: E402
+from checks import tree  # noqa: E402
 
 from container.engine.layer import snapshot as snap  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from container.engine.registry.challenge import parse_www_authenticate
-from test_pull_faults import FAST, one_error
+from checks import FAST, one_error
 
 
 def test_www_authenticate_rfc7235():

@@ -11,32 +11,9 @@ import os
 import subprocess
 
 import pytest
+from checks import open_store, store_state
 
 from container.engine.image import platform as plat
-
-
-def store_state(root):
-    """Everything a pull may leave behind: blob names, layer dirs, DB rows (counts)."""
-    from container.engine.store import Store
-    from container.schema import Blob, Image, ImageLayer, Layer, Tag
-
-    blobs = sorted(p.name for p in (root / "blobs" / "sha256").glob("*")) if (root / "blobs").exists() else []
-    layers = sorted(p.name for p in (root / "layers").glob("*")) if (root / "layers").exists() else []
-    rows = {}
-    if (root / "metadata.db").exists():
-        s = Store(root)
-        s.db()
-        rows = {m.__name__: m.select().count() for m in (Blob, Layer, Image, ImageLayer, Tag)}
-        s.close()
-    return blobs, layers, rows
-
-
-def db(root):
-    from container.engine.store import Store
-
-    s = Store(root)
-    s.db()
-    return s
 
 
 def test_pull_busybox(cli, root, pushed, registry):
@@ -79,7 +56,7 @@ def test_pull_busybox(cli, root, pushed, registry):
 
     # refcounts: each blob named once by this image
     from container.schema import Blob, Layer
-    s = db(root)
+    s = open_store(root)
     assert Blob.get_by_id(img.manifest_digest).refs == 1
     assert Blob.get_by_id(img.layers[0].digest).refs == 1
     assert Layer.get_by_id(img.diff_ids[0]).refs == 1
@@ -140,7 +117,7 @@ def test_shared_layers_are_fetched_once(cli, root, pushed, registry):
     assert registry.blob_gets(since=mark) == len(own) + 1       # nothing else
     # refcounts: the shared blobs are named by both images
     from container.schema import Blob
-    s = db(root)
+    s = open_store(root)
     for d in shared:
         assert Blob.get_by_id(d).refs == 2
     s.close()
@@ -262,7 +239,7 @@ def test_rmi_and_tag(cli, root, pushed):
     assert r.returncode == 0 and f"Deleted: {img.config_digest}" in r.stdout
     assert cli("images", "-q").stdout.strip() == ""
     from container.schema import Blob, Layer
-    s = db(root)
+    s = open_store(root)
     assert Blob.get_by_id(img.layers[0].digest).refs == 0 and Layer.get_by_id(img.diff_ids[0]).refs == 0
     s.close()
     r = cli("rmi", "nothere")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import stat
@@ -13,37 +12,16 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
+from tarmaker import add_layer  # noqa: E402
+from checks import tree  # noqa: E402
 
-from container.engine.layer.compression import open_layer_stream  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
 from container.engine.image.identity import chain_ids  # noqa: E402
 from container.engine.layer.snapshot import ensure_snapshot  # noqa: E402
 from container.engine.store import Store  # noqa: E402
-from container.engine.layer.unpack import unpack_layer  # noqa: E402
 
 ROOT = os.geteuid() == 0
-MT_TAR = "application/vnd.oci.image.layer.v1.tar"
-
-
-def add_layer(store: Store, blob: bytes, media_type: str = MT_TAR) -> str:
-    """Unpack a layer blob into the store the way pull does (minus the registry) and record it."""
-    from container.schema import models as m
-    from container.schema.db import write_txn
-
-    raw = open_layer_stream(io.BytesIO(blob), media_type)
-    data = raw.read()  # small test layers: hash the whole uncompressed stream
-    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
-    dest = store.layer_path(diff_id)
-    if not dest.exists():
-        tmp = store.layers_dir / (".tmp-" + diff_id[7:19])
-        tmp.mkdir(parents=True)
-        stats = unpack_layer(io.BytesIO(data), tmp)
-        os.rename(tmp, dest)
-        with write_txn():
-            m.Layer.insert(diff_id=diff_id, size=stats.size, entries=stats.entries).on_conflict_ignore().execute()
-    return diff_id
 
 
 @pytest.fixture
@@ -53,26 +31,6 @@ def store(tmp_path):
     s.db()
     yield s
     s.close()
-
-
-def tree(root: Path, *, content=True) -> dict:
-    """path -> (type, mode, uid, gid, size, sha256 | link target) for everything under root."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for n in dirs + files:
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            rel = os.path.relpath(p, root)
-            if stat.S_ISLNK(st.st_mode):
-                what = os.readlink(p)
-            elif stat.S_ISREG(st.st_mode) and content:
-                with open(p, "rb") as f:
-                    what = hashlib.sha256(f.read()).hexdigest()
-            else:
-                what = None
-            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                        st.st_size if stat.S_ISREG(st.st_mode) else 0, what)
-    return out
 
 
 # -- chain ids --------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import zstandard
 
-sys.path.insert(0, str(Path(__file__).parent))
 import tarmaker as tm  # noqa: E402
 
 from container.engine.layer.compression import open_layer_stream  # noqa: E402
@@ -398,8 +397,7 @@ def _store(tmp: Path):
 
 
 def _add(store, data: bytes) -> str:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_snapshot import add_layer
+    from tarmaker import add_layer
 
     return add_layer(store, data)
 
