@@ -72,11 +72,12 @@ def __getattr__(name: str):
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: engine errors become one line on stderr and an exit code."""
     from .containers import fast_main
-    from .errors import report
 
     code = fast_main(sys.argv[1:] if argv is None else list(argv))
     if code is not None:
         _exit(code)
+    from .errors import report
+
     try:
         __getattr__("app")(args=argv, standalone_mode=True)
     except SystemExit as e:

@@ -150,11 +150,11 @@ def fast_main(args: list[str]) -> int | None:
         return None
     from container.engine.service import Engine
 
-    from .errors import report
-
     try:
         return do_run(kw, Engine(g["root"], g["db"]))
     except (Exception, KeyboardInterrupt) as e:
+        from .errors import report       # (only on failure: cli/output's imports cost run 4 ms)
+
         return report(e)
     # The database is not closed: main() leaves with os._exit() right after, and closing the
     # last connection of a WAL database runs a checkpoint (~10-30 ms) that SQLite's
