@@ -87,7 +87,7 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
         os.close(pfd)
 
 
-def _enter(stack: list, pfd: int, name: str) -> None:
+def _enter(stack: list[tuple[int, str, int, list[str]]], pfd: int, name: str) -> None:
     """Open directory `name` under `pfd`, make it writable, unlink its non-directories, and push it
     with the names of its subdirectories."""
     try:

@@ -43,6 +43,12 @@ from container.engine.registry.blobs import CHUNK, BlobSource, Cancelled, Counti
 from container.engine.registry.resolve import Resolver
 from container.engine.tunables import env_number
 
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from container.cas.blobs import Ingest
+    from container.engine.layer.unpack import LayerStats
+    from container.engine.registry.client import RegistryClient
+
 WORKERS = max(1, min(6, env_number("CONTAINER_PULL_WORKERS", 4, int)))
 
 
@@ -51,8 +57,8 @@ class _Job:
     desc: Descriptor
     diff_id: str
     tmp: Path | None = None
-    ingest: object = None            # an entered Ingest, committed at the end
-    stats: object = None
+    ingest: Ingest | None = None     # an entered Ingest, committed at the end
+    stats: LayerStats | None = None
     from_blob: bool = False
 
 
@@ -73,7 +79,7 @@ class _Puller:
         self._active: set = set()
         self._active_lock = threading.Lock()
         self.repo = self.ref.path
-        self.client = None
+        self.client: RegistryClient | None = None
         self.lease_id: str | None = None
         self.foreign_allowed = self.config.foreign_allowed(self.ref.domain)
         self.info = listener.info
@@ -87,7 +93,7 @@ class _Puller:
         dg = Digest.parse(d.digest)
         blobs = self.store.blobs
         final_tree = self.store.layer_path(job.diff_id)
-        src = None
+        src: BlobSource | Counting | None = None
         try:
             if job.ingest is None and final_tree.is_dir():
                 self.listener.layer_status(d.digest, "Already exists")
@@ -271,7 +277,7 @@ class _Puller:
         from container.engine import leases
 
         partial = any((self.store.ingest_dir / Digest.parse(dg).hex / "data").exists() for dg in jobs)
-        if not partial:
+        if not partial and self.lease_id is not None:      # (the caller checked it too)
             try:
                 leases.release_lease(self.store, self.lease_id)
             except Exception:

@@ -1,6 +1,6 @@
 """Layer decompression: one readable stream over a compressed layer blob.
 
-    open_layer_stream(raw, media_type) -> BinaryIO
+    open_layer_stream(raw, media_type) -> io.RawIOBase
     HashingReader(stream)        sha256 of what is read through it: the diff_id of the tar
 
 The media type (from the manifest descriptor) says gzip, zstd or plain tar; the first bytes are
@@ -19,10 +19,16 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
-from typing import BinaryIO
 
 from container.engine.errors import LayerError, UnsupportedMediaType
 
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from _typeshed import SupportsRead
+
+_inflate: ModuleType         # isal_zlib or zlib: the same API
 try:  # ISA-L's inflate is 2-3x faster than zlib's, with zlib's API; zlib where it is not installed
     from isal import isal_zlib as _inflate
 except ImportError:  # pragma: no cover - depends on the platform's wheels
@@ -77,7 +83,7 @@ def sniff(prefix: bytes) -> str | None:
     return None
 
 
-def _read_prefix(raw: BinaryIO, n: int) -> bytes:
+def _read_prefix(raw: SupportsRead[bytes], n: int) -> bytes:
     parts, have = [], 0
     while have < n:
         b = raw.read(n - have)
@@ -91,7 +97,7 @@ def _read_prefix(raw: BinaryIO, n: int) -> bytes:
 class _Reader(io.RawIOBase):
     """Common raw-reader plumbing: subclasses implement _fill() -> bytes (b"" at the end)."""
 
-    def __init__(self, raw: BinaryIO, prefix: bytes):
+    def __init__(self, raw: SupportsRead[bytes], prefix: bytes):
         self._raw = raw
         self._prefix = prefix
         self._buf = b""
@@ -149,7 +155,7 @@ class _Reader(io.RawIOBase):
         return out
 
     def readall(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             b = self.read(1 << 20)
             if not b:
@@ -263,7 +269,7 @@ class _Zstd(_Reader):
                 return out
 
 
-def open_layer_stream(raw: BinaryIO, media_type: str) -> BinaryIO:
+def open_layer_stream(raw: SupportsRead[bytes], media_type: str) -> io.RawIOBase:
     """A readable decompressing stream over `raw` for a layer of `media_type`.
 
     UnsupportedMediaType for an unknown media type; LayerError when the bytes contradict it

@@ -15,9 +15,13 @@ import base64
 import os
 import urllib.parse
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from container.engine.errors import LayerError
+
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
 
 BLOCK = 512
 READ_CHUNK = 1 << 20
@@ -144,7 +148,7 @@ def _parse_pax(data: bytes, where: bytes) -> dict[bytes, bytes]:
 class Source:
     """Big buffered reads over any readable binary stream; exact reads raise on truncation."""
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: SupportsRead[bytes]):
         self._s = stream
         self._buf = memoryview(b"")
         self._pos = 0

@@ -60,7 +60,7 @@ class TopDownMerger(Merger):
         count = self.count_bytes
         if len(lfds) == 1:
             self._single(lfds[0], tfd, runs)
-            lfds = ()
+            lfds = []
         for lfd in lfds:
             with os.scandir(lfd) as it:
                 ents = list(it)

@@ -34,12 +34,15 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from container.engine.errors import LayerError
 from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, OPAQUE,
                                         REGULAR_TYPES, SYMTYPE, WHITEOUT_PREFIX, Entry, Limits, Source,
                                         clean_path, iter_entries, show_name)
+
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
 
 log = logging.getLogger("container.unpack")
 
@@ -248,7 +251,7 @@ class _Extractor:
             return
         except FileExistsError:
             pass
-        st = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
+        st: os.stat_result | None = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
         if st is not None and not stat.S_ISDIR(st.st_mode):
             self._remove_existing(pfd, comps, st)
             st = None
@@ -450,7 +453,7 @@ def _rmtree_at(pfd: int, leaf: bytes) -> None:
         os.close(fd)
     os.rmdir(leaf, dir_fd=pfd)
 
-def unpack_layer(stream: BinaryIO, dest: Path, *, limits: Limits | None = None) -> LayerStats:
+def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | None = None) -> LayerStats:
     """Extract one uncompressed tar stream into the existing empty directory `dest`.
 
     Reads up to the end-of-archive marker (the caller drains the rest for hashing; reads are
@@ -463,12 +466,12 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, limits: Limits | None = None) 
         raise LayerError(f"cannot unpack into {dest}: {e.strerror or e}") from None
     name = b""
     try:
-        for e in iter_entries(src, limits):
-            name = e.name
+        for entry in iter_entries(src, limits):
+            name = entry.name
             ex.stats.entries += 1
             if ex.stats.entries > limits.max_entries:
                 raise LayerError(f"layer has too many entries: more than {limits.max_entries}")
-            ex.apply(e, src)
+            ex.apply(entry, src)
         name = b""
         ex.finish()
         return ex.stats

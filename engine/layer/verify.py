@@ -15,7 +15,6 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
 
 from container.engine.layer.compression import HashingReader
 from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, OPAQUE,
@@ -23,8 +22,12 @@ from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRT
                                         iter_entries)
 from container.engine.layer.unpack import HARDLINK_XATTR
 
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
 
-def replay(stream: BinaryIO) -> tuple[dict, str]:
+
+def replay(stream: SupportsRead[bytes]) -> tuple[dict, str]:
     """Replay the layer tar as engine/layer/unpack.py extracts it, in memory:
     ({path components: record}, the diff_id of the whole stream, read to its end)."""
     model: dict[tuple, dict] = {}
@@ -104,7 +107,7 @@ def compare_tree(model: dict, tree: Path) -> list[str]:
     seen: set[tuple] = set()
     inode_of_group: dict[int, tuple] = {}
     base = os.fsencode(os.fspath(tree))
-    stack = [()]
+    stack: list[tuple[bytes, ...]] = [()]
     while stack:
         d = stack.pop()
         dpath = os.path.join(base, *d) if d else base

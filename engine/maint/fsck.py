@@ -240,6 +240,7 @@ def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, l
 
     # corrupt blobs go first (then they are missing blobs like any other)
     for p in by_kind.get("corrupt-blob", []):
+        assert p.path is not None                   # check() names the file of a corrupt blob
         remove_under(store.root, p.path)
         p.fixed = "deleted the corrupt file"
         if p.key in st.blobs:

@@ -43,6 +43,12 @@ from container.engine.maint.inventory import (Accounting, StoreRows, Unit, list_
                                               recount_refs, tag_name)
 from container.schema.clock import utcnow
 
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from container.schema import Lease
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -101,7 +107,7 @@ class Plan:
                     or self.snapshots or self.leases or self.units or self.drift)
 
 
-def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] = (),
+def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterable[str] = (),
               now: _dt.datetime | None = None, state: StoreRows | None = None) -> Plan:
     """Mark from the roots (minus what prune drops) and list every row and file to delete."""
     from container.engine import leases as L
@@ -117,7 +123,8 @@ def make_plan(store, *, drop_containers: list[str] = (), drop_images: list[str] 
     kept_containers = {cid: c for cid, c in st.containers.items() if cid not in drop_c}
     used_by_container = {c.image_id for c in kept_containers.values() if c.image_id}
     drop_i -= used_by_container              # never drop an image a kept container uses
-    live, dead = [], []
+    live: list[Lease] = []
+    dead: list[Lease] = []
     for ls in st.leases:
         (live if L.is_live(ls, now) else dead).append(ls)
     from container.schema import LeaseItem

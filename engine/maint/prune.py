@@ -19,6 +19,10 @@ from container.engine.errors import ContainerError
 from container.engine.maint.gc import Plan, execute, make_plan, measure
 from container.schema.clock import utcnow
 
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
 # -- "until" filters (docker: unix timestamp, RFC 3339 date/time, or a duration like 24h, 1h30m) ----
 
 _DUR_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|m|s|ms))+$")
@@ -61,7 +65,8 @@ def select_containers(store, *, until: _dt.datetime | None = None) -> tuple[list
     """container prune: (ids to remove, notes on skipped). Stopped = its lock is not held."""
     from container.schema import Container
 
-    ids, skipped = [], []
+    ids: list[str] = []
+    skipped: list[str] = []
     for c in Container.select().order_by(Container.created):
         # The supervisor holds containers/<id>/lock from before the row exists until it has recorded
         # the exit, so a free lock means stopped: created, exited, or "running" whose supervisor died.
@@ -74,7 +79,7 @@ def select_containers(store, *, until: _dt.datetime | None = None) -> tuple[list
 
 
 def select_images(store, *, all: bool, until: _dt.datetime | None = None,
-                  dropping_containers: set[str] = frozenset()) -> list[str]:
+                  dropping_containers: Collection[str] = frozenset()) -> list[str]:
     """image prune: dangling (no named tag, no container) or, with all, every image no container uses."""
     from container.schema import Container, Image, Tag
 

@@ -85,7 +85,7 @@ class Authenticator:
             parts = urlsplit(realm or "")
         except ValueError:          # "http://[::1" from a hostile registry
             raise AuthError(f"registry {ep.host} sent an invalid token realm {realm!r}") from None
-        if parts.scheme not in ("https", "http") or not parts.netloc:
+        if realm is None or parts.scheme not in ("https", "http") or not parts.netloc:
             raise AuthError(f"registry {ep.host} sent an invalid token realm {realm!r}")
         if parts.scheme == "http" and not (ep.insecure or is_loopback_host(parts.netloc)):
             raise AuthError(f"registry {ep.host} sent a plain-http token realm {realm!r}: refused "

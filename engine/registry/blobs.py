@@ -25,6 +25,10 @@ from container.engine.image.manifest import Descriptor
 from container.engine.progress import PullListener
 from container.engine.tunables import env_number
 
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    import requests
+
 CHUNK = 1 << 20
 MAX_RECONNECTS = env_number("CONTAINER_PULL_RECONNECTS", 8, int, minimum=0)
 
@@ -50,7 +54,7 @@ class BlobSource(io.RawIOBase):
         self.pos = 0
         self.disk_end = ing.offset
         self.disk = open(ing.data_path, "rb") if ing.offset else None
-        self.resp = None
+        self.resp: requests.Response | None = None
         self.error: BaseException | None = None
         self.failures = 0
         self.net_bytes = 0
@@ -77,6 +81,7 @@ class BlobSource(io.RawIOBase):
         if self.cancel.is_set():
             raise Cancelled()
         if self.pos < self.disk_end:
+            assert self.disk is not None                # opened in __init__ whenever disk_end > 0
             data = self.disk.read(min(n, self.disk_end - self.pos))
             if not data:
                 raise StoreError(f"partial download of {self.desc.digest} shrank while reading it")
@@ -97,6 +102,7 @@ class BlobSource(io.RawIOBase):
             if self.resp is None:
                 if not self._open():
                     return b""
+                assert self.resp is not None            # _open() set it
             try:
                 data = self.resp.raw.read(min(n, CHUNK, self.total - self.pos), decode_content=False)
             except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as e:
@@ -216,7 +222,7 @@ def is_private_host(host: str) -> bool:
     except OSError:
         return True
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])  # type: ignore[union-attr]  # a host's addresses are inet ones: str
         if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
                 or ip.is_unspecified:
             return True

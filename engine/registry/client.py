@@ -204,7 +204,7 @@ class RegistryClient:
                 stream: bool = False):
         """Send with auth; handles one 401 round (new token / insufficient_scope). Returns the response."""
         self.ping(ep)
-        scope = f"repository:{repo}:pull"
+        scope: str | None = f"repository:{repo}:pull"
         url = ep.base + path
         hdrs = dict(headers or {})
         refreshed = False

@@ -118,6 +118,7 @@ class Resolver:
                 if attempt == 3:
                     raise
                 self.client.backoff(attempt, None, "config download failed")
+        assert raw is not None                      # the loop breaks with it or raises
         got = Digest.of_bytes(raw)
         if got != dg or len(raw) != d.size:
             raise VerificationError(f"image config digest mismatch: expected {d.digest}, got {got} "

@@ -38,6 +38,10 @@ from container.engine.runtime.child import FORWARDED, container_init, namespace_
 from container.engine.runtime.record import REQUIRED, Record
 from container.engine.runtime.syscalls import libc
 
+TYPE_CHECKING = False        # (no typing import on run's path; mypy reads this block as true)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def unavailable_reason(isolation: str) -> str | None:
     if not sys.platform.startswith("linux"):
@@ -62,6 +66,17 @@ class ProcessSpec(Record):
                   tty=False, interactive=False, read_only=False,
                   network="host")         # host | none
     __slots__ = tuple(FIELDS)
+    argv: list[str]
+    env: list[str]
+    cwd: str
+    uid: int
+    gid: int
+    sgids: tuple[int, ...]
+    hostname: str
+    tty: bool
+    interactive: bool
+    read_only: bool
+    network: str
 
 
 class RootfsSpec(Record):
@@ -69,6 +84,11 @@ class RootfsSpec(Record):
     # lower: overlay's read-only lower (the snapshot); upper/work: the container's
     FIELDS = dict(mode=REQUIRED, path=REQUIRED, lower="", upper="", work="")
     __slots__ = tuple(FIELDS)
+    mode: str
+    path: str
+    lower: str
+    upper: str
+    work: str
 
 
 class OverlayFailed(RunError):
@@ -86,6 +106,12 @@ class Running(Record):
     FIELDS = dict(pid=REQUIRED, container_pid=REQUIRED, tty_master=None, interactive=False, _sig=0,
                   _old_handlers=dict)
     __slots__ = tuple(FIELDS)
+    pid: int
+    container_pid: int
+    tty_master: int | None
+    interactive: bool
+    _sig: int
+    _old_handlers: dict[signal.Signals, Any]     # signal -> the handler signal.signal() returned
 
     # -- signals -----------------------------------------------------------
     def _forward(self, signum, frame) -> None:

@@ -45,6 +45,23 @@ class RunOptions(Record):
         platform=None,
     )
     __slots__ = tuple(FIELDS)
+    image: str
+    command: list[str]
+    name: str | None
+    rm: bool
+    hostname: str | None
+    env: list[str]
+    env_files: list[str]
+    workdir: str | None
+    user: str | None
+    entrypoint: str | None
+    interactive: bool
+    tty: bool
+    read_only: bool
+    pull: str
+    isolation: str
+    network: str
+    platform: str | None
 
 
 def valid_name(name: str) -> bool:

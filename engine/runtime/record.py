@@ -30,7 +30,7 @@ class Record:
     def __eq__(self, other) -> bool:
         return type(other) is type(self) and all(getattr(self, k) == getattr(other, k) for k in self.FIELDS)
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable on purpose: mutable, compared by value
 
 
 class _Required:

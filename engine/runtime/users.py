@@ -36,6 +36,11 @@ MAX_FILE = 4 << 20     # a passwd/group file larger than this is not read (a hos
 class ExecUser(Record):
     FIELDS = dict(uid=0, gid=0, sgids=tuple, home="/", name="")
     __slots__ = tuple(FIELDS)
+    uid: int
+    gid: int
+    sgids: tuple[int, ...]
+    home: str
+    name: str
 
 
 def open_in_root(root: str | os.PathLike, unsafe_path: str, flags: int = os.O_RDONLY) -> int:
@@ -145,9 +150,10 @@ def resolve_user(rootfs: str | os.PathLike, spec: str | None) -> ExecUser:
     for f in _rows(passwd, 7):
         # name:pw:uid:gid:gecos:home:shell
         if (want_uid is None and f[0] == user_arg) or (want_uid is not None and _int(f[2]) == want_uid):
-            if _int(f[2]) is None:
+            entry_uid = _int(f[2])
+            if entry_uid is None:
                 continue
-            name, uid, gid, home = f[0], _int(f[2]), _int(f[3]) or 0, f[5] or "/"
+            name, uid, gid, home = f[0], entry_uid, _int(f[3]) or 0, f[5] or "/"
             found = True
             break
     if not found:
@@ -163,8 +169,9 @@ def resolve_user(rootfs: str | os.PathLike, spec: str | None) -> ExecUser:
         else:
             groups = read_in_root(rootfs, "/etc/group")
             for f in _rows(groups, 4):
-                if f[0] == group_arg and _int(f[2]) is not None:
-                    gid = _int(f[2])
+                entry_gid = _int(f[2])
+                if f[0] == group_arg and entry_gid is not None:
+                    gid = entry_gid
                     break
             else:
                 raise RunError(f"unable to find group {group_arg}: no matching entries in group file")
