@@ -6,7 +6,6 @@ first use (PEP 562): `container.cas.lock` alone does not import hashlib.
 
 from __future__ import annotations
 
-import importlib
 
 TYPE_CHECKING = False        # (typing's own costs `run` 3 ms; mypy reads this block as true)
 if TYPE_CHECKING:
@@ -26,6 +25,6 @@ def __getattr__(name: str) -> Any:
     mod = _FROM.get(name)
     if mod is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    value = getattr(__import__(f"{__name__}.{mod}", fromlist=[name]), name)   # (no importlib import)
     globals()[name] = value
     return value

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from .errors import UnsafeDelete
+
+TYPE_CHECKING = False        # (no pathlib at run time: run's fast path would pay ~5 ms for it)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -110,16 +113,15 @@ def _enter(stack: list[tuple[int, str, int, list[str]]], pfd: int, name: str) ->
                     pass
 
 
-def remove_under(root: Path, path: Path) -> None:
+def remove_under(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """The one guarded delete: refuses any path that is not strictly inside `root`.
 
     Every sweep (gc, prune, rm) goes through here (udocker's FileUtil guard)."""
-    root_r = Path(os.path.realpath(root))
+    root_r = os.path.realpath(root)
     # Resolve the parent only: the leaf itself may be a symlink, which we delete, not follow.
     name = os.path.basename(os.path.normpath(str(path)))
-    parent = Path(os.path.realpath(os.path.dirname(os.path.normpath(str(path)))))
-    target = parent / name
-    if (name in ("", ".", "..") or target == root_r or root_r not in target.parents
-            or len(root_r.parts) < 2):
+    parent = os.path.realpath(os.path.dirname(os.path.normpath(str(path))))
+    target = os.path.join(parent, name)
+    if name in ("", ".", "..") or root_r == "/" or not target.startswith(root_r + "/"):
         raise UnsafeDelete(f"refusing to delete {path}: not inside {root}")
     remove_tree(target)

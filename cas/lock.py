@@ -6,18 +6,18 @@ import fcntl
 import os
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 from .errors import StoreLocked
 
 TYPE_CHECKING = False        # (typing's own costs `run` 3 ms; mypy reads this block as true)
 if TYPE_CHECKING:
+    from pathlib import Path          # (annotations only: no pathlib on run's fast path)
     from typing import Iterator
 
 
 @contextmanager
-def store_lock(root: Path, *, exclusive: bool, timeout: float | None = None) -> Iterator[None]:
-    with flock(Path(root) / "lock", exclusive=exclusive, timeout=timeout,
+def store_lock(root: Path | str, *, exclusive: bool, timeout: float | None = None) -> Iterator[None]:
+    with flock(os.path.join(root, "lock"), exclusive=exclusive, timeout=timeout,
                what="the store (a gc or prune is running?)"):
         yield
 
@@ -40,7 +40,7 @@ def is_held(path: Path | str) -> bool:
 
 
 @contextmanager
-def flock(path: Path, *, exclusive: bool, timeout: float | None = None, what: str = "") -> Iterator[int]:
+def flock(path: Path | str, *, exclusive: bool, timeout: float | None = None, what: str = "") -> Iterator[int]:
     """flock(2) on `path` (created if missing). timeout None = wait forever; 0 = try once."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:

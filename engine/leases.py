@@ -35,7 +35,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from container.schema.clock import utcnow
+from container.schema.base import utcnow
 
 KINDS = ("blob", "layer", "snapshot", "ingest")
 

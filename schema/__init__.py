@@ -1,19 +1,18 @@
 """peewee models and database setup. Imports neither `container.cas` nor `container.engine`.
 
-Names are loaded on first use (PEP 562), so `container.schema.clock` and friends cost no peewee
+Names are loaded on first use (PEP 562), so `container.schema.base` and friends cost no peewee
 import: run's fast path uses them.
 """
 
 from __future__ import annotations
 
-import importlib
 
 TYPE_CHECKING = False        # (typing's own costs `run` 3 ms; mypy reads this block as true)
 if TYPE_CHECKING:
     from typing import Any
 
 _FROM = {
-    "SCHEMA_VERSION": "version", "SchemaTooNew": "errors", "SchemaError": "errors", "DatabaseCorrupt": "errors",
+    "SCHEMA_VERSION": "base", "SchemaTooNew": "errors", "SchemaError": "errors", "DatabaseCorrupt": "errors",
     "is_database_error": "errors", "database": "db", "open_database": "db", "write_txn": "db",
     "ALL_MODELS": "models", "Blob": "models", "Container": "models", "Image": "models", "ImageLayer": "models",
     "Layer": "models", "Lease": "models", "LeaseItem": "models", "Meta": "models", "Snapshot": "models",
@@ -27,6 +26,6 @@ def __getattr__(name: str) -> Any:
     mod = _FROM.get(name)
     if mod is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    value = getattr(__import__(f"{__name__}.{mod}", fromlist=[name]), name)   # (no importlib import)
     globals()[name] = value
     return value

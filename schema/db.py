@@ -14,7 +14,7 @@ from typing import Iterator
 import peewee
 
 from .errors import DatabaseCorrupt, SchemaTooNew
-from .version import SCHEMA_VERSION
+from .base import SCHEMA_VERSION
 
 database = peewee.DatabaseProxy()
 

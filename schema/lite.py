@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from .clock import utcnow
-from .version import SCHEMA_VERSION
+from .base import SCHEMA_VERSION, utcnow
 
 # table -> the columns this module uses; the container row is written whole (every column).
 CONTAINER_COLUMNS = ("id", "name", "image_id", "image_ref", "chain_id", "command", "config", "isolation",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import peewee as pw
 
-from .clock import utcnow
+from .base import utcnow
 from .db import database
 
 

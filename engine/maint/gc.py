@@ -41,7 +41,7 @@ from container.cas.lock import is_held
 from container.engine.image.identity import chain_ids
 from container.engine.maint.inventory import (Accounting, StoreRows, Unit, list_dir, load_rows, measure_freed,
                                               recount_refs, tag_name)
-from container.schema.clock import utcnow
+from container.schema.base import utcnow
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import re
 from container.cas.lock import is_held
 from container.engine.errors import ContainerError
 from container.engine.maint.gc import Plan, execute, make_plan, measure
-from container.schema.clock import utcnow
+from container.schema.base import utcnow
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:

@@ -2,15 +2,14 @@
 
     run.py       `run`: the path chosen once (fast or ORM), image, snapshot, row, spawn, record
     fast.py      the fast path: a tagged image with a built snapshot, without peewee (schema/lite.py)
-    options.py   RunOptions, their checks; argv and env as docker computes them
-    names.py     random container names
+    options.py   RunOptions (a Record: the hot path's value class, no dataclasses import), their
+                 checks; argv and env as docker computes them; random container names
     users.py     -u / config.User resolved inside the rootfs
-    rootfs.py    ROOT/containers/<id>/: overlay dirs or a private copy; removal
+    rootfs.py    ROOT/containers/<id>/: overlay dirs or a private copy
     isolate.py   spawn(): the supervisor side (fork, the error pipe, signals, wait); the specs
     child.py     the children's side: namespaces, mounts, pivot_root, /proc, /dev, caps, exec
     syscalls.py  mount/unshare/pivot_root/prctl through ctypes
     tty.py       -t: window size and the pty pump
-    record.py    the value class of the hot path's option bags (no dataclasses import)
 
 This __init__ imports nothing (fcntl, ctypes, termios and pty are imported by the submodules
 that use them), so the rest of the engine imports on any OS.

@@ -155,8 +155,6 @@ class FastStore:
     def remove_dir(self, cdir: str) -> None:
         """ROOT/containers/<id>/ through the guarded delete (what is mounted there lives in the
         container's own mount namespace, gone with it)."""
-        from pathlib import Path
-
         from container.cas.fsutil import remove_under
 
-        remove_under(Path(self.containers_dir), Path(cdir))
+        remove_under(self.containers_dir, cdir)

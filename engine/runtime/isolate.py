@@ -35,7 +35,7 @@ import sys
 
 from container.engine.errors import CommandNotExecutable, CommandNotFound, RunError
 from container.engine.runtime.child import FORWARDED, container_init, namespace_child, report_failure, trace_pid
-from container.engine.runtime.record import REQUIRED, Record
+from container.engine.runtime.options import REQUIRED, Record
 from container.engine.runtime.syscalls import libc
 
 TYPE_CHECKING = False        # (no typing import on run's path; mypy reads this block as true)

@@ -16,11 +16,48 @@ from __future__ import annotations
 import os
 
 from container.engine.errors import RunError
-from container.engine.runtime.record import REQUIRED, Record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_FILE_MAX = 16 << 20
 PULL_POLICIES = ("missing", "always", "never")
+
+
+# -- Record: keyword-initialised value classes for the run hot path --------------------------------
+# `dataclasses` imports `inspect` (with ast, dis, tokenize): about a tenth of `container run`'s CPU
+# time, for a handful of option bags. Subclasses list their fields with defaults in FIELDS; a
+# default that is a type (list, tuple, dict) is called for a fresh value.
+
+class Record:
+    FIELDS: dict = {}
+    __slots__ = ()
+
+    def __init__(self, **kw):
+        for k, v in self.FIELDS.items():
+            if k in kw:
+                v = kw.pop(k)
+            elif v is _REQUIRED:
+                raise TypeError(f"{type(self).__name__}: missing {k}")
+            elif isinstance(v, type):
+                v = v()
+            object.__setattr__(self, k, v)
+        if kw:
+            raise TypeError(f"{type(self).__name__}: unexpected {', '.join(kw)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.FIELDS) + ")"
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and all(getattr(self, k) == getattr(other, k) for k in self.FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable on purpose: mutable, compared by value
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+_REQUIRED = REQUIRED = _Required()
 
 
 class RunOptions(Record):
@@ -181,3 +218,36 @@ def container_env(cfg: dict, extra: list[str], hostname: str, tty: bool, home: s
     if not any(kv.startswith("HOME=") for kv in env):
         env.append(f"HOME={home}")
     return env
+
+
+# -- random container names, docker's style (adjective_scientist; moby pkg/namesgenerator) --------
+
+_ADJ = ("admiring adoring affectionate agitated amazing angry awesome blissful bold boring brave busy "
+        "charming clever cool compassionate competent condescending confident cranky crazy dazzling "
+        "determined distracted dreamy eager ecstatic elastic elated elegant eloquent epic fervent "
+        "festive flamboyant focused friendly frosty gallant gifted goofy gracious happy hardcore "
+        "heuristic hopeful hungry infallible inspiring jolly jovial keen kind laughing loving lucid "
+        "magical modest musing mystifying naughty nervous nice nifty nostalgic objective optimistic "
+        "peaceful pedantic pensive practical priceless quirky quizzical relaxed reverent romantic sad "
+        "serene sharp silly sleepy stoic strange stupefied suspicious sweet tender thirsty trusting "
+        "upbeat vibrant vigilant vigorous wizardly wonderful xenodochial youthful zealous zen").split()
+_NAMES = ("agnesi albattani allen almeida archimedes ardinghelli aryabhata austin babbage banach "
+          "bardeen bartik bassi bell benz bhabha bhaskara blackwell bohr booth borg bose boyd brahmagupta "
+          "brattain brown carson cerf chandrasekhar chatelet chaum clarke colden cori cray curie darwin "
+          "davinci dijkstra dubinsky easley edison einstein elion engelbart euclid euler fermat fermi "
+          "feynman franklin galileo gates goldberg goldstine golick goodall hamilton hawking heisenberg "
+          "hermann hodgkin hoover hopper hugle hypatia jackson jang jennings jepsen johnson joliot "
+          "jones kalam kare keller kepler khorana kilby kirch knuth kowalevski lalande lamarr leakey "
+          "leavitt lederberg lehmann lewin lichterman liskov lovelace lumiere mahavira margulis "
+          "matsumoto maxwell mayer mccarthy mcclintock mclean mcnulty meitner mendel mestorf mirzakhani "
+          "morse moser murdock napier nash neumann newton nightingale nobel noether northcutt noyce "
+          "panini pare pascal pasteur payne perlman pike poincare poitras ptolemy raman ramanujan "
+          "ride ritchie robinson roentgen rosalind rubin saha sammet sanderson shamir shannon shaw "
+          "shirley shockley sinoussi snyder spence stonebraker sutherland swanson swartz swirles "
+          "taussig tesla tharp thompson torvalds turing varahamihira villani visvesvaraya volhard "
+          "wescoff wiles williams wilson wing wozniak wright wu yalow yonath zhukovsky").split()
+
+
+def random_name() -> str:
+    a, b = int.from_bytes(os.urandom(4), "big"), int.from_bytes(os.urandom(4), "big")
+    return f"{_ADJ[a % len(_ADJ)]}_{_NAMES[b % len(_NAMES)]}"

@@ -28,7 +28,7 @@ import time
 from container.engine.errors import RunError
 from container.engine.runtime.options import (
     RunOptions, check_options, container_env, image_config, process_args, user_env)
-from container.schema.clock import utcnow
+from container.schema.base import utcnow
 
 _TRACE = bool(os.environ.get("CONTAINER_TRACE"))
 _T0 = float(os.environ.get("CONTAINER_TRACE_T0") or time.perf_counter())
@@ -106,11 +106,9 @@ class OrmStore:
     def remove_dir(self, cdir: str) -> None:
         """ROOT/containers/<id>/ through the guarded delete (what is mounted there lives in the
         container's own mount namespace, gone with it)."""
-        from pathlib import Path
-
         from container.cas.fsutil import remove_under
 
-        remove_under(Path(self.containers_dir), Path(cdir))
+        remove_under(self.containers_dir, cdir)
 
 
 def resolve_or_pull(store, opts: RunOptions, progress=None):
@@ -193,7 +191,7 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
     import fcntl
 
     from container.engine.runtime import isolate
-    from container.engine.runtime.names import random_name
+    from container.engine.runtime.options import random_name
     from container.engine.runtime.users import resolve_user
 
     cid = os.urandom(32).hex()

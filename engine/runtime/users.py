@@ -27,7 +27,7 @@ import errno
 import os
 import stat
 from container.engine.errors import RunError
-from container.engine.runtime.record import Record
+from container.engine.runtime.options import Record
 
 MAX_SYMLINKS = 40
 MAX_FILE = 4 << 20     # a passwd/group file larger than this is not read (a hostile image)
