@@ -33,8 +33,8 @@ class PlainProgress(PullListener):
         self.image = None                   # the ImageInfo, when done
         self.updated = True
 
-    def _line(self, s: str) -> None:
-        if self.quiet:
+    def _line(self, s: str, *, always: bool = False) -> None:
+        if self.quiet and not always:
             return
         from .output import one_line
 
@@ -50,6 +50,9 @@ class PlainProgress(PullListener):
     def info(self, msg: str) -> None:
         if self.verbose:
             self._line(msg)
+
+    def warning(self, msg: str) -> None:
+        self._line(f"WARNING: {msg}", always=True)       # also with -q: stderr, one line
 
     def resolved(self, ref: str, digest: str) -> None:
         self.digest = digest
@@ -85,7 +88,7 @@ class RichProgress(PlainProgress):
         self.tasks: dict[str, int] = {}
         self.p.start()
 
-    def _line(self, s: str) -> None:
+    def _line(self, s: str, *, always: bool = False) -> None:
         self.console.print(s, highlight=False, markup=False)
 
     def layer(self, digest: str, size: int, status: str) -> None:
@@ -118,8 +121,11 @@ def pull_cmd(
     image: Annotated[str, typer.Argument(metavar="IMAGE", help="Image reference: NAME[:TAG|@DIGEST]")],
     platform: Annotated[Optional[str], typer.Option("--platform", help="os/arch[/variant], e.g. linux/arm64")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image digest.")] = False,
+    no_snapshot: Annotated[bool, typer.Option("--no-snapshot", help="Do not build the image's root filesystem "
+                                              "now (the first run does); config: snapshot_on_pull = false.")]
+    = False,
 ) -> None:
-    """Pull an image from a registry."""
+    """Pull an image from a registry (and build its root filesystem, so it is ready to run)."""
     from container.engine.service import Engine
 
     st = state(ctx)
@@ -129,7 +135,7 @@ def pull_cmd(
         ref.path if ref.domain == "docker.io" else ref.repository)
     prog = RichProgress(st.verbose, head) if tty else PlainProgress(st.verbose, quiet, head)
     try:
-        info = st.engine.pull(ref, platform=platform, listener=prog)
+        info = st.engine.pull(ref, platform=platform, listener=prog, snapshot=False if no_snapshot else None)
     except KeyboardInterrupt:
         if tty:
             prog.stop()

@@ -31,6 +31,9 @@ class PullListener:
     def advance(self, digest: str, n: int) -> None:
         """n more compressed bytes of this layer arrived."""
 
+    def warning(self, msg: str) -> None:
+        """Something the user should know although the pull goes on (one line, untrusted parts escaped)."""
+
     def done(self, info: Any, updated: bool) -> None:
         """The image is recorded (an ImageInfo); updated = a tag moved or the image is new."""
 

@@ -65,7 +65,8 @@ class _Job:
 class _Puller:
     """One pull: its registry client, the layer jobs and worker threads, the lease, the cancel flag."""
 
-    def __init__(self, store, ref: Reference, platform: str | None, listener: PullListener, config):
+    def __init__(self, store, ref: Reference, platform: str | None, listener: PullListener, config,
+                 snapshot: bool | None = None):
         from container.engine.registry import config as _config
         from container.engine.image import platform as _platform
 
@@ -83,6 +84,7 @@ class _Puller:
         self.lease_id: str | None = None
         self.foreign_allowed = self.config.foreign_allowed(self.ref.domain)
         self.info = listener.info
+        self.snapshot = self.config.snapshot_on_pull if snapshot is None else snapshot
 
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
@@ -263,6 +265,8 @@ class _Puller:
                                                len(config_raw), small, stats)
                 leases.release_lease(store, self.lease_id)
                 self.lease_id = None
+            if self.snapshot and cfg.diff_ids:
+                self._build_snapshot(list(cfg.diff_ids))
             info = _images.image_info(store, Image.get(Image.id == manifest_digest))
             if existing is None:
                 updated = True
@@ -272,6 +276,21 @@ class _Puller:
             self._release_ingests(jobs)
             if self.lease_id is not None:
                 self._drop_lease_if_nothing_to_resume(jobs)
+
+    def _build_snapshot(self, diff_ids: list[str]) -> None:
+        """Ready to run: the image's merged tree (snapshots/<chain id>), built as the pull's last
+        step (under the same shared store lock), so its first `run` costs what every later one
+        does. The image is recorded already: a failure here is a warning, and `run` builds it."""
+        from container.engine.layer.snapshot import ensure_snapshot
+
+        t0 = time.monotonic()
+        try:
+            ensure_snapshot(self.store, diff_ids)
+        except (ContainerError, OSError) as e:
+            self.listener.warning(f"the image is pulled, but its root filesystem could not be built "
+                                  f"(the first run will try again): {e}")
+            return
+        self.info(f"timing: snapshot {time.monotonic() - t0:.2f}s")
 
     def _drop_lease_if_nothing_to_resume(self, jobs) -> None:
         from container.engine import leases
@@ -365,10 +384,11 @@ class _Puller:
 
 
 def pull(store, ref: Reference, *, platform: str | None = None, listener: PullListener | None = None,
-         config=None) -> ImageInfo:
+         config=None, snapshot: bool | None = None) -> ImageInfo:
     """Pull `ref` (parsed: engine/image/reference.parse) into `store` (see the module docstring),
-    reporting to `listener`. Takes the store lock shared."""
-    p = _Puller(store, ref, platform, listener if listener is not None else NULL, config)
+    reporting to `listener`. Takes the store lock shared. snapshot: build the image's merged tree
+    at the end (default: the config's snapshot_on_pull, true unless set false)."""
+    p = _Puller(store, ref, platform, listener if listener is not None else NULL, config, snapshot)
     store.ensure()
     store.db()
     try:

@@ -78,11 +78,12 @@ class Engine:
 
     # -- images -------------------------------------------------------------------------------------
     @_entry
-    def pull(self, ref: Reference, *, platform: str | None = None,
-             listener: PullListener | None = None) -> ImageInfo:
+    def pull(self, ref: Reference, *, platform: str | None = None, listener: PullListener | None = None,
+             snapshot: bool | None = None) -> ImageInfo:
+        """snapshot: build the merged rootfs as the last step (None: the config's snapshot_on_pull)."""
         from container.engine.pull import pull
 
-        return pull(self.store, ref, platform=platform, listener=listener)
+        return pull(self.store, ref, platform=platform, listener=listener, snapshot=snapshot)
 
     @_entry
     def images(self) -> list[ImageInfo]:

@@ -38,6 +38,7 @@ class Config:
     registries: dict = field(default_factory=dict)      # host -> RegistryConfig
     allow_foreign_layers: bool = False
     foreign_layers_allow_private: bool = False
+    snapshot_on_pull: bool = True          # pull builds the merged rootfs (ready to run)
     source: tuple[str, ...] = ()
 
     def registry(self, host: str) -> RegistryConfig:
@@ -101,7 +102,7 @@ def load(paths: list[Path] | None = None) -> Config:
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"invalid config file {p}: {e}") from None
         used.append(str(p))
-        for k in ("allow_foreign_layers", "foreign_layers_allow_private"):
+        for k in ("allow_foreign_layers", "foreign_layers_allow_private", "snapshot_on_pull"):
             if k in data:
                 top[k] = _bool(data[k], f"{p}: {k}")
         rs = data.get("registries", {})
@@ -125,5 +126,5 @@ def load(paths: list[Path] | None = None) -> Config:
             h = "docker.io"
         host_map[h] = RegistryConfig(**d)
     return Config(host_map, top.get("allow_foreign_layers", False), top.get("foreign_layers_allow_private", False),
-                  tuple(used))
+                  top.get("snapshot_on_pull", True), tuple(used))
 
