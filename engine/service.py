@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from container.engine.maint.sql import TableDoc
     from container.engine.runtime.options import RunOptions
     from container.engine.store import Store
+    from container.engine.transfer.load import Loaded
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,6 +109,25 @@ class Engine:
         from container.engine.image.catalog import tag_image
 
         return tag_image(self.store, source, target)
+
+    # -- moving images without a registry (engine/transfer) ---------------------------------------
+    @_entry
+    def save(self, names: list[str], *, fmt: str = "docker-archive", output: Any = None,
+             stream: Any = None) -> list[str]:
+        """Images to a docker-archive / oci-archive tar (`output` path or a binary `stream`) or an
+        oci-dir; the image ids written."""
+        from container.engine.transfer.save import save
+
+        return save(self.store, names, fmt=fmt, output=output, stream=stream)
+
+    @_entry
+    def load(self, path: Any, *, stream: Any = None,
+             listener: Callable[[str], None] | None = None) -> list[Loaded]:
+        """Every image of an archive (a tar file or directory at `path`, or a tar read from the
+        binary `stream`): [Loaded(id, names)]."""
+        from container.engine.transfer.load import load
+
+        return load(self.store, path, listener, stream=stream)
 
     # -- containers ------------------------------------------------------------------------------
     @staticmethod

@@ -1,0 +1,77 @@
+"""Moving images without a registry: save, load (and their `image` aliases).
+
+Rendering only; the work is engine/transfer through the facade (engine/service.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from .output import is_tty
+from .state import state
+
+
+def save_cmd(
+    ctx: typer.Context,
+    images: Annotated[List[str], typer.Argument(metavar="IMAGE...", help="Images to save (reference or id).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to a file (or, for oci-dir, "
+                                                   "a directory) instead of stdout.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="docker-archive (default), oci-archive or oci-dir.")]
+    = "docker-archive",
+) -> None:
+    """Save images to a tar archive (docker-archive as docker 25 writes it, streamed to stdout by
+    default) or an OCI layout."""
+    from container.engine.service import ContainerError
+
+    engine = state(ctx).engine
+    if output is None:
+        if fmt == "oci-dir":
+            raise ContainerError("--format oci-dir needs -o DIRECTORY")
+        if is_tty(sys.stdout):
+            raise ContainerError("refusing to write an archive to a terminal: use -o or redirect stdout "
+                                 "(docker: cowardly refusing to save to a terminal)")
+        sys.stdout.flush()
+        engine.save(images, fmt=fmt, stream=sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    engine.save(images, fmt=fmt, output=output)
+
+
+def load_cmd(
+    ctx: typer.Context,
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Read from a tar archive or an "
+                                                  "OCI layout directory instead of stdin.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Suppress the load output.")] = False,
+) -> None:
+    """Load images from a docker-archive (old or docker 25+), an OCI layout (directory or tar) or an
+    oci-archive; every digest is verified."""
+    from container.engine.service import ContainerError
+
+    engine = state(ctx).engine
+    listener = None if quiet or not state(ctx).verbose else (lambda m: sys.stderr.write(m + "\n"))
+    if input is None:
+        if is_tty(sys.stdin):
+            raise ContainerError("requested load from stdin, but stdin is a terminal: use -i FILE or redirect stdin")
+        loaded = engine.load(None, stream=sys.stdin.buffer, listener=listener)
+    else:
+        loaded = engine.load(input, listener=listener)
+    if quiet:
+        return
+    for img in loaded:
+        for n in img.names:
+            typer.echo(f"Loaded image: {n}")
+        if not img.names:
+            typer.echo(f"Loaded image ID: {img.id}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("save")(save_cmd)
+    app.command("load")(load_cmd)
+    from .system import image_app
+
+    image_app.command("save", help="Save images to an archive (alias of save).")(save_cmd)
+    image_app.command("load", help="Load images from an archive (alias of load).")(load_cmd)

@@ -1,0 +1,270 @@
+"""Image archives on disk: writing a tar or a directory (save), reading one safely (load).
+
+Writers (save): TarWriter streams members into a file object (a tar written in stream mode, so
+stdout works); DirWriter writes the same names under a directory. Both take blobs as open files
+with a known size: the bytes are copied as stored, never re-compressed.
+
+Readers (load): open_source(path) -> TarSource | DirSource, one interface: names(), has(name),
+open(name) -> (binary file, size). Every name is checked before use: a member named absolutely or
+with `..`, a symlink that leaves the archive, a member whose header claims more bytes than the file
+holds, a truncated tar: ArchiveError (one line), before anything is stored. Nothing is ever
+extracted to disk from here; callers stream a member into the CAS.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from pathlib import Path
+
+from container.engine.errors import ContainerError
+
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from typing import BinaryIO, Iterable
+
+MAX_SYMLINK_HOPS = 16
+
+
+class ArchiveError(ContainerError):
+    """An image archive that is malformed, truncated or hostile."""
+
+
+# -- writing ---------------------------------------------------------------------------------------
+class TarWriter:
+    """Members appended to a tar stream (`out` is any writable binary file; never seeked)."""
+
+    def __init__(self, out: BinaryIO):
+        self.tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+        self._dirs: set[str] = set()
+
+    def _info(self, name: str, size: int = 0, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(name)
+        ti.size, ti.type, ti.mtime, ti.uid, ti.gid = size, kind, 0, 0, 0
+        ti.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+        return ti
+
+    def mkdirs(self, name: str) -> None:
+        parent = posixpath.dirname(name)
+        if parent and parent not in self._dirs:
+            self.mkdirs(parent)
+            self._dirs.add(parent)
+            self.tf.addfile(self._info(parent + "/", kind=tarfile.DIRTYPE))
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self.mkdirs(name)
+        self.tf.addfile(self._info(name, len(data)), io.BytesIO(data))
+
+    def add_file(self, name: str, f: BinaryIO, size: int) -> None:
+        self.mkdirs(name)
+        self.tf.addfile(self._info(name, size), f)
+
+    def close(self) -> None:
+        self.tf.close()
+
+
+class DirWriter:
+    """The same members as files under `root` (an OCI layout directory)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _path(self, name: str) -> Path:
+        p = self.root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self._path(name).write_bytes(data)
+
+    def add_file(self, name: str, f: BinaryIO, size: int) -> None:
+        import shutil
+
+        with open(self._path(name), "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+
+    def close(self) -> None:
+        pass
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def clean_name(name: str) -> str:
+    """A member name as a relative path inside the archive ('./a//b' -> 'a/b'); ArchiveError when it
+    is absolute or climbs out with `..`."""
+    if name.startswith("/") or "\x00" in name:
+        raise ArchiveError(f"archive member {name!r}: absolute path, refused")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveError(f"archive member {name!r}: path escapes the archive (..), refused")
+    return "/".join(parts)
+
+
+class TarSource:
+    """A tar file, indexed once; members read in place."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.f = open(path, "rb")
+        total = os.fstat(self.f.fileno()).st_size
+        try:
+            self.tf = tarfile.open(fileobj=self.f, mode="r:")
+            members = self.tf.getmembers()
+        except (tarfile.TarError, EOFError) as e:
+            self.f.close()
+            raise ArchiveError(f"{path}: not a tar archive, or truncated ({e})") from None
+        self.members: dict[str, tarfile.TarInfo] = {}
+        try:
+            for m in members:
+                name = clean_name(m.name)
+                if m.isreg() and m.offset_data + m.size > total:
+                    raise ArchiveError(f"archive member {name!r} claims {m.size} bytes but the archive ends "
+                                       f"first: truncated or corrupt")
+                if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
+                    raise ArchiveError(f"archive member {name!r}: unsupported type, refused")
+                if name:
+                    self.members[name] = m
+        except BaseException:
+            self.f.close()
+            raise
+
+    def names(self) -> Iterable[str]:
+        return [n for n, m in self.members.items() if m.isreg()]
+
+    def _resolve(self, name: str) -> tarfile.TarInfo:
+        seen = 0
+        name = clean_name(name)
+        while True:
+            m = self.members.get(name)
+            if m is None:
+                raise ArchiveError(f"archive has no member {name!r}")
+            if m.isreg():
+                return m
+            if not (m.issym() or m.islnk()) or seen >= MAX_SYMLINK_HOPS:
+                raise ArchiveError(f"archive member {name!r} is not a regular file")
+            seen += 1
+            target = m.linkname
+            if m.issym():
+                if target.startswith("/"):
+                    raise ArchiveError(f"archive member {name!r}: symlink to {target!r} leaves the archive")
+                joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+                if joined == ".." or joined.startswith("../"):
+                    raise ArchiveError(f"archive member {name!r}: symlink to {target!r} leaves the archive")
+                target = joined
+            name = clean_name(target)
+
+    def has(self, name: str) -> bool:
+        try:
+            self._resolve(name)
+            return True
+        except ArchiveError:
+            return False
+
+    def open(self, name: str) -> tuple[BinaryIO, int]:
+        m = self._resolve(name)
+        f = self.tf.extractfile(m)
+        assert f is not None
+        return _Checked(f, name), m.size       # type: ignore[arg-type,return-value]
+
+    def close(self) -> None:
+        self.tf.close()
+        self.f.close()
+
+
+class _Checked(io.RawIOBase):
+    """A member's bytes; a short read (truncated archive) becomes an ArchiveError."""
+
+    def __init__(self, f: BinaryIO, name: str):
+        self.f, self.name_ = f, name
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.f.read(n)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise ArchiveError(f"archive member {self.name_!r}: {e} (truncated archive?)") from None
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+class DirSource:
+    """A directory (an OCI layout, or an unpacked docker-archive); nothing outside it is read."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.real = os.path.realpath(path)
+
+    def _resolve(self, name: str) -> str:
+        rel = clean_name(name)
+        p = os.path.realpath(os.path.join(self.real, rel))
+        if p != self.real and not p.startswith(self.real + os.sep):
+            raise ArchiveError(f"{name!r} in {self.path} is a symlink leaving the directory, refused")
+        return p
+
+    def names(self) -> Iterable[str]:
+        out = []
+        for dirpath, _dirs, files in os.walk(self.real):
+            for f in files:
+                out.append(os.path.relpath(os.path.join(dirpath, f), self.real).replace(os.sep, "/"))
+        return out
+
+    def has(self, name: str) -> bool:
+        try:
+            return os.path.isfile(self._resolve(name))
+        except ArchiveError:
+            return False
+
+    def open(self, name: str) -> tuple[BinaryIO, int]:
+        p = self._resolve(name)
+        try:
+            f = open(p, "rb")
+        except FileNotFoundError:
+            raise ArchiveError(f"{self.path} has no {name!r}") from None
+        except OSError as e:
+            raise ArchiveError(f"cannot read {name!r} in {self.path}: {e.strerror}") from None
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            f.close()
+            raise ArchiveError(f"{name!r} in {self.path} is not a regular file")
+        return f, st.st_size
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(path: Path) -> TarSource | DirSource:
+    """The archive at `path`: a directory or a tar (ArchiveError when it is neither)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ArchiveError(f"open {path}: no such file or directory") from None
+    except OSError as e:
+        raise ArchiveError(f"open {path}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        return DirSource(path)
+    return TarSource(path)
+
+
+def read_small(src: TarSource | DirSource, name: str, limit: int) -> bytes:
+    """A whole member that must be small (JSON): ArchiveError beyond `limit` bytes."""
+    f, size = src.open(name)
+    try:
+        if size > limit:
+            raise ArchiveError(f"archive member {name!r} is too large ({size} bytes, limit {limit})")
+        data = f.read(limit + 1)
+    finally:
+        f.close()
+    if len(data) != size:
+        raise ArchiveError(f"archive member {name!r}: truncated")
+    return data
