@@ -117,6 +117,12 @@ class TarSource:
             raise ArchiveError(f"{path}: not a tar archive, or truncated ({e})") from None
         self.members: dict[str, tarfile.TarInfo] = {}
         try:
+            self.f.seek(self.tf.offset)
+            rest = self.f.read(1 << 16)
+            if rest.strip(b"\0") and not rest.startswith(bytes(1024)):
+                # tarfile stops quietly at a cut header: what follows the last member is not the end marker
+                raise ArchiveError(f"{path}: truncated or corrupt tar (a member header is cut or damaged "
+                                   f"at byte {self.tf.offset})")
             for m in members:
                 name = clean_name(m.name)
                 if m.isreg() and m.offset_data + m.size > total:

@@ -282,16 +282,27 @@ def _store_layer(store, src: Source, job: _Layer) -> None:
         if want_tree:
             job.tmp = store.layers_dir / f".tmp-{d.hex[:16]}-{secrets.token_hex(4)}"
             job.tmp.mkdir()
-        job.stats, got = unpack_blob(f, job.media_type, job.tmp)
+        try:
+            job.stats, got = unpack_blob(f, job.media_type, job.tmp)
+        except ContainerError:
+            if job.ingest is not None:      # corrupt data, or the wrong blob? if the digest is wrong, say that
+                while f.read(CHUNK):
+                    pass
+                _check_digest(job)
+            raise
     finally:
         f.close()
-    if job.ingest is not None:
-        have = Digest.from_hasher(job.ingest.hasher)
-        if have != d:
-            raise VerificationError(f"archive layer {job.digest[:19]}...: digest mismatch (got {str(have)[:19]}...)")
+    _check_digest(job)
     if got != job.diff_id:
         raise VerificationError(f"layer {job.digest[:19]} does not match the image config: diff_id "
                                 f"{got[:19]}..., expected {job.diff_id[:19]}...")
+
+
+def _check_digest(job: _Layer) -> None:
+    if job.ingest is not None:
+        have = Digest.from_hasher(job.ingest.hasher)
+        if have != Digest.parse(job.digest):
+            raise VerificationError(f"archive layer {job.digest[:19]}...: digest mismatch (got {str(have)[:19]}...)")
 
 
 def _cleanup(jobs: list[_Layer]) -> None:
