@@ -1,4 +1,4 @@
-"""Moving images without a registry: save, load (and their `image` aliases).
+"""Moving images without a registry: save, load, export, import (and their `image`/`container` aliases).
 
 Rendering only; the work is engine/transfer through the facade (engine/service.py).
 """
@@ -68,10 +68,53 @@ def load_cmd(
             typer.echo(f"Loaded image ID: {img.id}")
 
 
+def export_cmd(
+    ctx: typer.Context,
+    container: Annotated[str, typer.Argument(metavar="CONTAINER", help="Container name or id.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to a file instead of stdout.")]
+    = None,
+) -> None:
+    """Export a container's filesystem (the image's layers with the container's changes) as a tar."""
+    from container.engine.service import ContainerError
+
+    engine = state(ctx).engine
+    if output is not None:
+        engine.export(container, output=output)
+        return
+    if is_tty(sys.stdout):
+        raise ContainerError("refusing to write a tar to a terminal: use -o or redirect stdout "
+                             "(docker: cowardly refusing to save to a terminal)")
+    sys.stdout.flush()
+    engine.export(container, stream=sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
+
+def import_cmd(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="file|-", help="A root filesystem tarball (plain, gzip or "
+                                          "zstd); - reads stdin.")],
+    name: Annotated[Optional[str], typer.Argument(metavar="[REPOSITORY[:TAG]]", help="Name for the image.")] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="Commit message for the history entry.")] = "",
+) -> None:
+    """Import a root filesystem tarball as a one-layer image; prints its id."""
+    engine = state(ctx).engine
+    if source == "-":
+        image_id = engine.import_rootfs(None, name, stream=sys.stdin.buffer, message=message)
+    else:
+        image_id = engine.import_rootfs(Path(source), name, message=message)
+    typer.echo(image_id)
+
+
 def register(app: typer.Typer) -> None:
     app.command("save")(save_cmd)
     app.command("load")(load_cmd)
+    app.command("export")(export_cmd)
+    app.command("import")(import_cmd)
     from .system import image_app
 
     image_app.command("save", help="Save images to an archive (alias of save).")(save_cmd)
     image_app.command("load", help="Load images from an archive (alias of load).")(load_cmd)
+    image_app.command("import", help="Import a root filesystem tarball (alias of import).")(import_cmd)
+    from .system import container_app
+
+    container_app.command("export", help="Export a container's filesystem (alias of export).")(export_cmd)

@@ -129,6 +129,28 @@ class Engine:
 
         return load(self.store, path, listener, stream=stream)
 
+    @_entry
+    def export(self, name: str, *, output: Any = None, stream: Any = None) -> None:
+        """A container's merged filesystem as a tar, to the file `output` or the binary `stream`."""
+        from container.engine.containers import resolve_container
+        from container.engine.transfer.archive import atomic_file
+        from container.engine.transfer.filesystem import export_container
+
+        info = resolve_container(self.store, name)
+        snapshot = self.store.snapshot_path(info.chain_id) if info.chain_id else None
+        if output is None:
+            export_container(info, snapshot, stream)
+            return
+        with atomic_file(output) as f:
+            export_container(info, snapshot, f)
+
+    @_entry
+    def import_rootfs(self, path: Any, name: str | None, *, stream: Any = None, message: str = "") -> str:
+        """A root filesystem tarball (plain, gzip, zstd) as a one-layer image; its id (sha256:...)."""
+        from container.engine.transfer.filesystem import import_rootfs
+
+        return import_rootfs(self.store, path, name, stream=stream, message=message)
+
     # -- containers ------------------------------------------------------------------------------
     @staticmethod
     def run_options(**kw: Any) -> RunOptions:

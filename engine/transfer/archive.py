@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import posixpath
 import stat
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from container.engine.errors import ContainerError
 
+CHUNK = 1 << 20
+
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
-    from typing import BinaryIO, Iterable
+    from typing import Any, BinaryIO, Iterable, Iterator
 
 MAX_SYMLINK_HOPS = 16
 
@@ -88,6 +92,26 @@ class DirWriter:
 
     def close(self) -> None:
         pass
+
+
+@contextmanager
+def atomic_file(output: Path) -> Iterator[BinaryIO]:
+    """A file written beside `output` and renamed onto it when the block succeeds (removed when not):
+    a failed save or export leaves nothing behind."""
+    output = Path(output).absolute()
+    if not output.parent.is_dir():
+        raise ContainerError(f"cannot write {output}: {output.parent} is not a directory")
+    tmp = output.parent / f".{output.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+    except OSError as e:
+        raise ContainerError(f"cannot write {output}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -262,7 +286,7 @@ def open_source(path: Path) -> TarSource | DirSource:
     return TarSource(path)
 
 
-def read_small(src: TarSource | DirSource, name: str, limit: int) -> bytes:
+def read_small(src: TarSource | DirSource | FileSource, name: str, limit: int) -> bytes:
     """A whole member that must be small (JSON): ArchiveError beyond `limit` bytes."""
     f, size = src.open(name)
     try:
@@ -274,3 +298,78 @@ def read_small(src: TarSource | DirSource, name: str, limit: int) -> bytes:
     if len(data) != size:
         raise ArchiveError(f"archive member {name!r}: truncated")
     return data
+
+
+class FileSource:
+    """One file as a source with a single member (import's tarball)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def has(self, name: str) -> bool:
+        return name == self.path.name
+
+    def open(self, name: str) -> tuple[Any, int]:
+        f = open(self.path, "rb")
+        return f, os.fstat(f.fileno()).st_size
+
+    def close(self) -> None:
+        pass
+
+
+def compressed(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except IsADirectoryError:
+        return False
+    except FileNotFoundError:
+        raise ArchiveError(f"open {path}: no such file or directory") from None
+    return head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd"
+
+
+def spool(store, stream: Any, path: Path | None, *, decompress: bool = True) -> Path:
+    """The archive as a file under ingest/: stdin copied, a gzip/zstd stream decompressed (unless
+    not `decompress`). The caller removes it."""
+    from container.engine.layer.compression import open_layer_stream
+
+    tmp = store.ingest_dir / f".load-{secrets.token_hex(6)}.tar"
+    f_in = stream if stream is not None else open(str(path), "rb")
+    try:
+        with open(tmp, "xb") as out:
+            head = f_in.read(4)
+            rest = _Prefixed(head, f_in)
+            if decompress and (head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd"):
+                kind = "gzip" if head[:2] == b"\x1f\x8b" else "zstd"
+                try:
+                    plain: Any = open_layer_stream(rest, f"application/vnd.oci.image.layer.v1.tar+{kind}")
+                    while chunk := plain.read(CHUNK):
+                        out.write(chunk)
+                except ContainerError as e:
+                    raise ArchiveError(f"the archive's {kind} stream is corrupt: {e}") from None
+            else:
+                while chunk := rest.read(CHUNK):
+                    out.write(chunk)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if stream is None:
+            f_in.close()
+    return tmp
+
+
+class _Prefixed:
+    """`head` (already read) then the rest of `f`."""
+
+    def __init__(self, head: bytes, f: Any):
+        self.head, self.f = head, f
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = (self.head, b"") if n < 0 or n >= len(self.head) else (self.head[:n], self.head[n:])
+            return out
+        return self.f.read(n)
+
+    def readable(self) -> bool:
+        return True

@@ -31,7 +31,8 @@ from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.engine.errors import ContainerError, VerificationError
 from container.engine.image.manifest import (DOCKER_CONFIG, DOCKER_MANIFEST, INDEX_TYPES, MAX_CONFIG, MAX_MANIFEST,
                                              Manifest, check_image_manifest, parse_config, parse_manifest)
-from container.engine.transfer.archive import ArchiveError, DirSource, TarSource, open_source, read_small
+from container.engine.transfer.archive import (ArchiveError, DirSource, FileSource, TarSource, compressed, open_source,
+                                               read_small, spool)
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from container.engine.image.manifest import ImageConfig
     from container.engine.image.reference import Reference
 
-    Source = TarSource | DirSource
+    Source = TarSource | DirSource | FileSource
 
 CHUNK = 1 << 20
 LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
@@ -58,7 +59,8 @@ class Loaded:
 
 
 @dataclass
-class _Image:
+class Image:
+    """One image read from an archive (or built by import), verified, not yet stored."""
     manifest_digest: str
     manifest_raw: bytes
     manifest: Manifest
@@ -94,12 +96,12 @@ def _refs_from(names: list[str]) -> list[Reference]:
 
 
 # -- reading the archive's images --------------------------------------------------------------------
-def _oci_images(src: Source) -> list[_Image]:
+def _oci_images(src: Source) -> list[Image]:
     raw = read_small(src, "index.json", MAX_MANIFEST)
     top = parse_manifest(raw, None, what="index.json")
     if isinstance(top, Manifest):
         raise ArchiveError("index.json is a manifest, not an index")
-    out: list[_Image] = []
+    out: list[Image] = []
 
     def walk(descs: Any, depth: int, name: str | None) -> None:
         for d in descs:
@@ -128,7 +130,7 @@ def _oci_images(src: Source) -> list[_Image]:
     return out
 
 
-def _read_image(src: Source, digest: str, media_type: str) -> _Image:
+def _read_image(src: Source, digest: str, media_type: str) -> Image:
     raw = _verified(src, _blob_member(digest), digest, MAX_MANIFEST)
     m = parse_manifest(raw, media_type or None, what=f"manifest {digest[:19]}")
     if not isinstance(m, Manifest):
@@ -139,10 +141,10 @@ def _read_image(src: Source, digest: str, media_type: str) -> _Image:
     if len(cfg.diff_ids) != len(m.layers):
         raise VerificationError(f"image config has {len(cfg.diff_ids)} diff_ids but the manifest has "
                                 f"{len(m.layers)} layers")
-    return _Image(digest, raw, m, config_raw, cfg, {d.digest: _blob_member(d.digest) for d in m.layers})
+    return Image(digest, raw, m, config_raw, cfg, {d.digest: _blob_member(d.digest) for d in m.layers})
 
 
-def _docker_images(src: Source) -> list[_Image]:
+def _docker_images(src: Source) -> list[Image]:
     try:
         items = json.loads(read_small(src, "manifest.json", MAX_MANIFEST))
     except ValueError as e:
@@ -190,7 +192,7 @@ def _docker_images(src: Source) -> list[_Image]:
         tags = item.get("RepoTags") or []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ArchiveError(f"manifest.json entry {n}: RepoTags must be a list of strings")
-        out.append(_Image("sha256:" + hashlib.sha256(raw).hexdigest(), raw, m, config_raw, cfg, files,
+        out.append(Image("sha256:" + hashlib.sha256(raw).hexdigest(), raw, m, config_raw, cfg, files,
                           _refs_from(tags)))
     return out
 
@@ -208,7 +210,7 @@ def _docker_tags(src: Source) -> dict[str, list[str]]:
     return out
 
 
-def read_images(src: Source) -> list[_Image]:
+def read_images(src: Source) -> list[Image]:
     if src.has("index.json"):
         imgs = _oci_images(src)
         if src.has("manifest.json"):
@@ -320,7 +322,7 @@ def _cleanup(jobs: list[_Layer]) -> None:
                 j.ingest = None
 
 
-def store_images(store, src: Source, imgs: list[_Image], listener: Any = None) -> list[Loaded]:
+def store_images(store, src: Source, imgs: list[Image], listener: Any = None) -> list[Loaded]:
     """Verify and store `imgs` read from `src` (see the module docstring); the caller holds the lock."""
     from container.cas.fsutil import publish_dir, syncfs
     from container.schema import write_txn
@@ -380,11 +382,11 @@ def load(store, path: Path | None, listener: Any = None, *, stream: Any = None) 
     directory) or read from the binary `stream`. Takes the store lock shared."""
     store.ensure()
     store.db()
-    spool: Path | None = None
+    tmp: Path | None = None
     try:
-        if stream is not None or (path is not None and _compressed(Path(path))):
-            spool = _spool(store, stream, Path(path) if path is not None else None)
-        src = open_source(spool or Path(str(path)))
+        if stream is not None or (path is not None and compressed(Path(path))):
+            tmp = spool(store, stream, Path(path) if path is not None else None)
+        src = open_source(tmp or Path(str(path)))
         try:
             imgs = read_images(src)
             if not imgs:
@@ -398,62 +400,6 @@ def load(store, path: Path | None, listener: Any = None, *, stream: Any = None) 
     except OSError as e:
         raise ContainerError(f"load {path or 'stdin'}: {e.strerror or e}") from None
     finally:
-        if spool is not None:
-            spool.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
-
-def _compressed(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except IsADirectoryError:
-        return False
-    except FileNotFoundError:
-        raise ArchiveError(f"open {path}: no such file or directory") from None
-    return head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd"
-
-
-def _spool(store, stream: Any, path: Path | None) -> Path:
-    """The archive as a plain tar file under ingest/ (stdin, or a compressed file decompressed)."""
-    from container.engine.layer.compression import open_layer_stream
-
-    tmp = store.ingest_dir / f".load-{secrets.token_hex(6)}.tar"
-    f_in = stream if stream is not None else open(str(path), "rb")
-    try:
-        with open(tmp, "xb") as out:
-            head = f_in.read(4)
-            rest = _Prefixed(head, f_in)
-            if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
-                kind = "gzip" if head[:2] == b"\x1f\x8b" else "zstd"
-                try:
-                    plain: Any = open_layer_stream(rest, f"application/vnd.oci.image.layer.v1.tar+{kind}")
-                    while chunk := plain.read(CHUNK):
-                        out.write(chunk)
-                except ContainerError as e:
-                    raise ArchiveError(f"the archive's {kind} stream is corrupt: {e}") from None
-            else:
-                while chunk := rest.read(CHUNK):
-                    out.write(chunk)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        if stream is None:
-            f_in.close()
-    return tmp
-
-
-class _Prefixed:
-    """`head` (already read) then the rest of `f`."""
-
-    def __init__(self, head: bytes, f: Any):
-        self.head, self.f = head, f
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            out, self.head = (self.head, b"") if n < 0 or n >= len(self.head) else (self.head[:n], self.head[n:])
-            return out
-        return self.f.read(n)
-
-    def readable(self) -> bool:
-        return True

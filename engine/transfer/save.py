@@ -27,7 +27,7 @@ from pathlib import Path
 
 from container.engine.errors import ContainerError
 from container.engine.image.manifest import OCI_INDEX, OCI_MANIFEST
-from container.engine.transfer.archive import DirWriter, TarWriter
+from container.engine.transfer.archive import DirWriter, TarWriter, atomic_file
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
@@ -166,31 +166,26 @@ def _to_path(store, entries: list[_Entry], output: Path, fmt: str) -> list[str]:
     from container.cas.fsutil import remove_tree
 
     output = output.absolute()
-    if fmt == "oci-dir" and output.exists() and (not output.is_dir() or any(output.iterdir())):
+    if fmt != "oci-dir":
+        with atomic_file(output) as f:
+            w = TarWriter(f)
+            _write(store, entries, w, fmt)
+            w.close()
+        return [e.info.config_digest for e in entries]
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ContainerError(f"{output} exists and is not an empty directory")
     if not output.parent.is_dir():
         raise ContainerError(f"cannot write {output}: {output.parent} is not a directory")
     tmp = output.parent / f".{output.name}.tmp-{secrets.token_hex(4)}"
     try:
-        if fmt == "oci-dir":
-            tmp.mkdir()
-            _write(store, entries, DirWriter(tmp), fmt)
-            if output.exists():
-                output.rmdir()
-        else:
-            with open(tmp, "xb") as f:
-                w = TarWriter(f)
-                _write(store, entries, w, fmt)
-                w.close()
-                f.flush()
-                os.fsync(f.fileno())
+        tmp.mkdir()
+        _write(store, entries, DirWriter(tmp), fmt)
+        if output.exists():
+            output.rmdir()
         os.replace(tmp, output)
     except OSError as e:
         raise ContainerError(f"cannot write {output}: {e.strerror or e}") from None
     finally:
         if tmp.is_dir():
             remove_tree(tmp)
-        elif tmp.exists():
-            tmp.unlink()
     return [e.info.config_digest for e in entries]
-

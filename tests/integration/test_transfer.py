@@ -268,3 +268,81 @@ def test_round_trip_runs(cli, root, pushed, tmp_path):
     r = cli("run", "--rm", img.ref, "echo", "hello from a loaded image", root=other)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "hello from a loaded image"
+
+
+# -- export / import -------------------------------------------------------------------------------
+def _tar_names(path):
+    with tarfile.open(path) as tf:
+        return {m.name: m for m in tf.getmembers()}
+
+
+@needs_root
+def test_export_merges_the_container_changes_and_import_runs_it(cli, root, pushed, tmp_path):
+    img = pushed["busybox"]
+    _pull(cli, img.ref)
+    r = cli("run", "--name", "c1", img.ref, "sh", "-c",
+            "echo changed > /etc/new && rm /bin/ls && mkdir -p /data/sub && echo x > /data/sub/f && rm -rf /etc/ssl")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "fs.tar"
+    r = cli("export", "c1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    names = _tar_names(out)
+    assert "etc/new" in names and "data/sub/f" in names
+    assert "bin/ls" not in names and "bin/busybox" in names
+    assert not [n for n in names if n.startswith("etc/ssl")]
+    assert not [n for n in names if ".wh." in n or n.startswith("upper")]
+    with tarfile.open(out) as tf:
+        assert tf.extractfile("etc/new").read() == b"changed\n"
+    # stdout works too, and matches
+    with open(tmp_path / "fs2.tar", "wb") as f:
+        r = subprocess.run([str(cli.exe), "--root", str(root), "export", "c1"], stdout=f, stderr=subprocess.PIPE,
+                           env=cli.env)
+    assert r.returncode == 0, r.stderr
+    assert set(_tar_names(tmp_path / "fs2.tar")) == set(names)
+
+    # import it (gzip-compressed) as an image: one layer, host platform, the id printed as docker does
+    subprocess.run(["gzip", "-k", str(out)], check=True)
+    r = cli("import", str(out) + ".gz", "imported/fs:v1")
+    assert r.returncode == 0, r.stderr
+    image_id = r.stdout.strip()
+    assert image_id.startswith("sha256:") and len(image_id) == 71
+    doc = json.loads(cli("inspect", "imported/fs:v1").stdout)[0]
+    assert doc["Id"] == image_id
+    assert len(doc["RootFS"]["Layers"]) == 1
+    layer = doc["Container"]["Layers"][0]
+    assert layer["MediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert layer["Digest"] == "sha256:" + __import__("hashlib").sha256(open(str(out) + ".gz", "rb").read()).hexdigest()
+    r = cli("run", "--rm", "imported/fs:v1", "cat", "/etc/new", "/data/sub/f")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "changed\nx\n"
+    r = cli("run", "--rm", "imported/fs:v1", "ls")
+    assert r.returncode != 0
+
+
+def test_import_from_stdin_and_bad_input(cli, root, tmp_path):
+    import tarmaker as tm
+    from checks import one_error, store_state
+
+    data = tm.tar(tm.dir("etc/"), tm.file("etc/hello", b"hello\n"))
+    with open(tmp_path / "r.tar", "wb") as f:
+        f.write(data)
+    with open(tmp_path / "r.tar", "rb") as f:
+        r = subprocess.run([str(cli.exe), "--root", str(root), "import", "-", "plain:1"], stdin=f,
+                           capture_output=True, text=True, env=cli.env)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(cli("inspect", "plain:1").stdout)[0]
+    assert doc["RootFS"]["Layers"] == ["sha256:" + __import__("hashlib").sha256(data).hexdigest()]
+    assert doc["Config"] == {} or not doc["Config"].get("Cmd")
+    before = store_state(root)
+    (tmp_path / "cut.tar").write_bytes(data[:700])
+    assert "truncated" in one_error(cli("import", str(tmp_path / "cut.tar"), "bad:2"))
+    assert "no such file" in one_error(cli("import", str(tmp_path / "missing.tar"), "bad:3"))
+    assert "invalid reference format" in one_error(cli("import", str(tmp_path / "r.tar"), "Bad Name"))
+    assert store_state(root) == before
+    # `..` is clamped at the layer's root, as umoci and docker do: nothing lands outside
+    (tmp_path / "up.tar").write_bytes(tm.tar(tm.file("../escape", b"x")))
+    r = cli("import", str(tmp_path / "up.tar"), "up:1")
+    assert r.returncode == 0, r.stderr
+    diff_id = json.loads(cli("inspect", "up:1").stdout)[0]["RootFS"]["Layers"][0]
+    assert (root / "layers" / diff_id[7:] / "escape").is_file()
+    assert not (tmp_path / "escape").exists() and not (root / "layers" / "escape").exists()
