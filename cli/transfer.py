@@ -1,4 +1,4 @@
-"""Moving images without a registry: save, load, export, import (and their `image`/`container` aliases).
+"""Moving images without a registry: save, load, export, import, push (and their `image`/`container` aliases).
 
 Rendering only; the work is engine/transfer through the facade (engine/service.py).
 """
@@ -105,16 +105,38 @@ def import_cmd(
     typer.echo(image_id)
 
 
+def push_cmd(
+    ctx: typer.Context,
+    image: Annotated[str, typer.Argument(metavar="IMAGE", help="The local image (reference or id).")],
+    dest: Annotated[Optional[str], typer.Argument(metavar="[DEST]", help="REGISTRY/REPO[:TAG] to push to "
+                                                  "(default: IMAGE's own name).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final digest line.")] = False,
+) -> None:
+    """Push an image to a registry: blobs it has are skipped, blobs of its other repositories mounted."""
+    st = state(ctx)
+
+    def line(s: str) -> None:
+        if not quiet:
+            sys.stderr.write(s + "\n")
+            sys.stderr.flush()
+
+    res = st.engine.push(image, dest, listener=line,
+                         log=(lambda m: sys.stderr.write(m + "\n")) if st.verbose else None)
+    typer.echo(f"{res.tag or '<none>'}: digest: {res.digest} size: {res.size}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("save")(save_cmd)
     app.command("load")(load_cmd)
     app.command("export")(export_cmd)
     app.command("import")(import_cmd)
+    app.command("push")(push_cmd)
     from .system import image_app
 
     image_app.command("save", help="Save images to an archive (alias of save).")(save_cmd)
     image_app.command("load", help="Load images from an archive (alias of load).")(load_cmd)
     image_app.command("import", help="Import a root filesystem tarball (alias of import).")(import_cmd)
+    image_app.command("push", help="Push an image to a registry (alias of push).")(push_cmd)
     from .system import container_app
 
     container_app.command("export", help="Export a container's filesystem (alias of export).")(export_cmd)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from container.engine.runtime.options import RunOptions
     from container.engine.store import Store
     from container.engine.transfer.load import Loaded
+    from container.engine.transfer.push import Pushed
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -150,6 +151,14 @@ class Engine:
         from container.engine.transfer.filesystem import import_rootfs
 
         return import_rootfs(self.store, path, name, stream=stream, message=message)
+
+    @_entry
+    def push(self, source: str, dest: str | None = None, *, listener: Callable[[str], None] | None = None,
+             log: Callable[[str], None] | None = None) -> Pushed:
+        """An image to a registry (existing blobs skipped, cross-repository mounts); what was done."""
+        from container.engine.transfer.push import push
+
+        return push(self.store, source, dest, listener=listener, log=log)
 
     # -- containers ------------------------------------------------------------------------------
     @staticmethod

@@ -214,22 +214,6 @@ def test_load_what_skopeo_writes(cli, root, pushed, tmp_path):
             assert mdigest == img.manifest_digest
 
 
-@pytest.fixture
-def podman(tmp_path):
-    """podman on its own throwaway storage (its runroot path must stay under 50 characters)."""
-    import shutil
-    import tempfile
-
-    run = tempfile.mkdtemp(prefix="pm-", dir="/tmp")
-
-    def call(*args):
-        return subprocess.run(["podman", "--root", str(tmp_path / "podman"), "--runroot", run,
-                               "--storage-driver", "vfs", *args], capture_output=True, text=True, timeout=300)
-    yield call
-    call("system", "reset", "--force")
-    shutil.rmtree(run, ignore_errors=True)
-
-
 @needs_root
 def test_podman_loads_what_save_writes_and_back(cli, root, pushed, tmp_path, podman):
     img = pushed["busybox"]
