@@ -128,3 +128,16 @@ def test_push_errors(cli, root, pushed, make_registry, tmp_path):
     _pull(cli, img.ref)
     assert "cannot reach registry" in one_error(cli("push", img.ref, "127.0.0.1:1/x/y:1",
                                                     env={"CONTAINER_REGISTRY_ATTEMPTS": "1"}))
+
+
+def test_chunked_upload_resumes_after_a_lost_patch(cli, root, pushed, make_registry, proxy, tmp_path):
+    img = pushed["busybox"]
+    _pull(cli, img.ref)
+    reg = make_registry(storage_dir=tmp_path / "s")
+    p = proxy(reg.host)
+    fault = p.reset(r"/blobs/uploads/", after=0, methods=("PATCH",), count=1)
+    r = cli("push", img.ref, f"{p.host}/resume/bb:1",
+            env={"CONTAINER_PUSH_CHUNK": "65536", "CONTAINER_REGISTRY_BACKOFF": "0.01"})
+    assert r.returncode == 0, r.stderr
+    assert fault.hits == 1
+    assert _remote_digest(f"{reg.host}/resume/bb:1")["Digest"] == img.manifest_digest
