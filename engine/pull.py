@@ -88,8 +88,7 @@ class _Puller:
 
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
-        from container.engine.layer.compression import HashingReader, open_layer_stream
-        from container.engine.layer.unpack import unpack_layer
+        from container.engine.layer.stream import unpack_blob
 
         d = job.desc
         dg = Digest.parse(d.digest)
@@ -113,15 +112,10 @@ class _Puller:
                 src = Counting(blobs.open(dg), d.digest, cancel=self.cancel, listener=self.listener)
                 self.listener.layer_status(d.digest, "Extracting")
             try:
-                stream = HashingReader(open_layer_stream(src, d.media_type))
                 if want_tree:
                     job.tmp = self.store.layers_dir / f".tmp-{dg.hex[:16]}-{secrets.token_hex(4)}"
                     job.tmp.mkdir()
-                    job.stats = unpack_layer(stream, job.tmp)
-                while stream.read(CHUNK):
-                    pass
-                while src.read(CHUNK):          # bytes after the compressed stream count for the blob digest
-                    pass
+                job.stats, got = unpack_blob(src, d.media_type, job.tmp)
             except ContainerError as e:
                 real = getattr(src, "error", None)
                 if real is not None and real is not e:
@@ -136,7 +130,6 @@ class _Puller:
                     self._check_blob(job)
                 raise
             self._check_blob(job)
-            got = stream.diff_id()
             if got != job.diff_id:
                 raise VerificationError(f"layer {d.digest[:19]} does not match the image config: diff_id "
                                         f"{got[:19]}..., expected {job.diff_id[:19]}...")

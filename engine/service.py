@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from container.engine.maint.sql import TableDoc
     from container.engine.runtime.options import RunOptions
     from container.engine.store import Store
+    from container.engine.transfer.load import Loaded
+    from container.engine.transfer.push import Pushed
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,6 +111,55 @@ class Engine:
         from container.engine.image.catalog import tag_image
 
         return tag_image(self.store, source, target)
+
+    # -- moving images without a registry (engine/transfer) ---------------------------------------
+    @_entry
+    def save(self, names: list[str], *, fmt: str = "docker-archive", output: Any = None,
+             stream: Any = None) -> list[str]:
+        """Images to a docker-archive / oci-archive tar (`output` path or a binary `stream`) or an
+        oci-dir; the image ids written."""
+        from container.engine.transfer.save import save
+
+        return save(self.store, names, fmt=fmt, output=output, stream=stream)
+
+    @_entry
+    def load(self, path: Any, *, stream: Any = None,
+             listener: Callable[[str], None] | None = None) -> list[Loaded]:
+        """Every image of an archive (a tar file or directory at `path`, or a tar read from the
+        binary `stream`): [Loaded(id, names)]."""
+        from container.engine.transfer.load import load
+
+        return load(self.store, path, listener, stream=stream)
+
+    @_entry
+    def export(self, name: str, *, output: Any = None, stream: Any = None) -> None:
+        """A container's merged filesystem as a tar, to the file `output` or the binary `stream`."""
+        from container.engine.containers import resolve_container
+        from container.engine.transfer.archive import atomic_file
+        from container.engine.transfer.filesystem import export_container
+
+        info = resolve_container(self.store, name)
+        snapshot = self.store.snapshot_path(info.chain_id) if info.chain_id else None
+        if output is None:
+            export_container(info, snapshot, stream)
+            return
+        with atomic_file(output) as f:
+            export_container(info, snapshot, f)
+
+    @_entry
+    def import_rootfs(self, path: Any, name: str | None, *, stream: Any = None, message: str = "") -> str:
+        """A root filesystem tarball (plain, gzip, zstd) as a one-layer image; its id (sha256:...)."""
+        from container.engine.transfer.filesystem import import_rootfs
+
+        return import_rootfs(self.store, path, name, stream=stream, message=message)
+
+    @_entry
+    def push(self, source: str, dest: str | None = None, *, listener: Callable[[str], None] | None = None,
+             log: Callable[[str], None] | None = None) -> Pushed:
+        """An image to a registry (existing blobs skipped, cross-repository mounts); what was done."""
+        from container.engine.transfer.push import push
+
+        return push(self.store, source, dest, listener=listener, log=log)
 
     # -- containers ------------------------------------------------------------------------------
     @staticmethod

@@ -34,6 +34,7 @@ Function:
   make_token_server(users=None, anonymous_pull=True, grants=None) -> started tools.tokenserver.TokenServer
                   (.realm, .auth() for make_registry(token=...), .requests, .fail_next).
   proxy(target=None, **kw) -> started tools.proxy.FaultProxy in front of `registry` (or target HOST:PORT).
+  podman(*args) -> CompletedProcess: podman (root) on throwaway vfs storage under tmp_path, reset at teardown.
 
 The session registry is shared by every test: never delete or overwrite what `pushed` put there. For
 destructive tests, make_registry(storage_dir=tmp_path / "s") and tools.images.push() into it.
@@ -227,3 +228,19 @@ def proxy(registry):
     yield make
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def podman(tmp_path):
+    """podman on its own throwaway storage (its runroot path must stay under 50 characters)."""
+    import shutil
+    import tempfile
+
+    run = tempfile.mkdtemp(prefix="pm-", dir="/tmp")
+
+    def call(*args):
+        return subprocess.run(["podman", "--root", str(tmp_path / "podman"), "--runroot", run,
+                               "--storage-driver", "vfs", *args], capture_output=True, text=True, timeout=300)
+    yield call
+    call("system", "reset", "--force")
+    shutil.rmtree(run, ignore_errors=True)

@@ -154,13 +154,13 @@ def resolve_image(store, ref_or_id: str | Reference) -> ImageInfo:
 
 
 # -- recording a pull ------------------------------------------------------------------------
-def record_image(ref: Reference, top_digest: str, index_digest: str | None, manifest_digest: str,
+def record_image(ref: Reference | None, top_digest: str, index_digest: str | None, manifest_digest: str,
                  manifest, config, config_size: int, manifests: dict, stats: dict) -> bool:
     """Record a pulled image inside the pull's write_txn(): blob rows (`manifests` {digest: (raw,
     media type)} for the index/manifests, the config, the layers), layer rows (with the unpack
     `stats` {layer digest: LayerStats} of the layers this pull unpacked), the image with its edges
     and refcounts when it is new, and the reference `ref` pointing at `top_digest` (its tag moved,
-    or a digest reference added). Returns True when the image is new or the tag moved."""
+    or a digest reference added; no reference when None). Returns True when the image is new or the tag moved."""
     from container.schema import Blob, Image, ImageLayer, Layer, Tag
 
     m, cfg = manifest, config
@@ -192,6 +192,8 @@ def record_image(ref: Reference, top_digest: str, index_digest: str | None, mani
         if rows:
             ImageLayer.insert_many(rows).execute()
         add_image_refs(img, rows)
+    if ref is None:            # loaded from an archive without a name: docker's <none>:<none>
+        return updated
     if ref.tag:
         old = list(Tag.select().where((Tag.repository == ref.repository) & (Tag.tag == ref.tag)))
         if not (len(old) == 1 and old[0].image_id == img.id and old[0].digest == top_digest):

@@ -201,17 +201,19 @@ class RegistryClient:
 
     # -- requests with auth, per endpoint --------------------------------------------------------
     def request(self, ep: Endpoint, method: str, path: str, *, repo: str, headers: dict | None = None,
-                stream: bool = False):
-        """Send with auth; handles one 401 round (new token / insufficient_scope). Returns the response."""
+                stream: bool = False, scope: str | None = None, **kw):
+        """Send with auth; handles one 401 round (new token / insufficient_scope). Returns the response.
+        `path` is below the endpoint's base, or an absolute URL (an upload's Location); `scope` is the
+        token scope (default: pull on `repo`); other keywords (data, params) go to requests."""
         self.ping(ep)
-        scope: str | None = f"repository:{repo}:pull"
-        url = ep.base + path
+        scope = scope or f"repository:{repo}:pull"
+        url = path if path.startswith(("http://", "https://")) else ep.base + path
         hdrs = dict(headers or {})
         refreshed = False
         while True:
             h = dict(hdrs)
             h.update(self.auth.header(ep, scope, refresh=refreshed))
-            r = self.retrying(ep, method, url, headers=h, stream=stream)
+            r = self.retrying(ep, method, url, headers=h, stream=stream, **kw)
             self._note_headers(r)
             if r.status_code == 401 and not refreshed:
                 chs = parse_www_authenticate(r.headers.get("WWW-Authenticate", ""))
