@@ -2,7 +2,9 @@
 prune (engine/maint/prune.py) chooses containers and images to drop, then runs this same sweep.
 
 Roots (style.md §9.5):
-    - every Tag row (a NULL tag = pulled by digest; still a root),
+    - every Image row (an image goes by rmi or prune, never by gc alone: an untagged one, from
+      `load`/`import` without a name or `rmi -f` while a container used it, stays until
+      `image prune`, as docker's <none> images do),
     - every Container row, whatever its status,
     - every live Lease and its items (a lease is dead only when it has expired AND its
       pid is gone: engine/leases.py).
@@ -136,8 +138,10 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
     alive_since = [x.created for x in live if L.pid_alive(x.pid) and x.pid is not None]
     tmp_cutoff = min(alive_since) if alive_since else None   # keep .tmp-* newer than this
 
-    images = {t.image_id for t in st.tags if t.image_id not in drop_i} | used_by_container
-    images &= set(st.images)
+    # Every image row is a root: an image goes by rmi or prune (which name it in drop_i), never by
+    # gc alone, so an image without a tag (`load` or `import` without a name, docker's <none>) stays
+    # until `image prune` as with docker.
+    images = (set(st.images) - drop_i) | (used_by_container & set(st.images))
 
     # -- mark
     blobs: set[str] = set(lease_keys["blob"])

@@ -330,3 +330,26 @@ def test_import_from_stdin_and_bad_input(cli, root, tmp_path):
     diff_id = json.loads(cli("inspect", "up:1").stdout)[0]["RootFS"]["Layers"][0]
     assert (root / "layers" / diff_id[7:] / "escape").is_file()
     assert not (tmp_path / "escape").exists() and not (root / "layers" / "escape").exists()
+
+
+def test_an_untagged_image_survives_gc_until_image_prune(cli, root, tmp_path):
+    """docker keeps <none> images until `image prune`: gc alone must not delete an image that
+    `import` made without a name."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("hello")
+        data = b"hi\n"
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    src = tmp_path / "rootfs.tar"
+    src.write_bytes(buf.getvalue())
+    r = cli("import", str(src))
+    assert r.returncode == 0, r.stderr
+    iid = r.stdout.strip()
+    assert cli("gc").returncode == 0
+    assert cli("images", "-q", "--no-trunc").stdout.split() == [iid]
+    assert cli("image", "prune", "-f").returncode == 0
+    assert cli("images", "-q").stdout.strip() == ""
