@@ -11,6 +11,20 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+import sys
+
+if "peewee" not in sys.modules:
+    # peewee imports psycopg/psycopg2 when it is itself imported, if installed (~100 ms for psycopg 3):
+    # hide them, schema/pg.py imports psycopg when a postgresql:// URL is opened.
+    _hidden = [m for m in ("psycopg", "psycopg2") if m not in sys.modules]
+    for _m in _hidden:
+        sys.modules[_m] = None       # type: ignore[assignment]   # `import psycopg` raises ImportError
+    try:
+        import peewee
+    finally:
+        for _m in _hidden:
+            if sys.modules.get(_m, 0) is None:
+                del sys.modules[_m]
 import peewee
 
 from .errors import DatabaseCorrupt, SchemaTooNew
@@ -21,6 +35,10 @@ database = peewee.DatabaseProxy()
 
 def _connect(url_or_path: str) -> peewee.Database:
     if "://" in url_or_path:
+        from . import pg
+
+        if pg.is_postgres_url(url_or_path):
+            return pg.connect(url_or_path)
         from playhouse.db_url import connect
 
         return connect(url_or_path)
@@ -63,6 +81,9 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
     from .models import ALL_MODELS, Meta
     from . import migrations
 
+    from .pg import redact
+
+    name = redact(url_or_path)
     db: peewee.Database
     if readonly and "://" not in url_or_path:
         db = peewee.SqliteDatabase(f"file:{url_or_path}?mode=ro", uri=True, timeout=30,
@@ -77,7 +98,7 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
         try:
             version = migrations.current_version(db)
         except ValueError:
-            raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: its schema version "
+            raise DatabaseCorrupt(f"cannot open metadata database {name}: its schema version "
                                   "is not a number") from None
         if version is None:
             # A new store: two processes may create it at once. Check again under the write lock
@@ -86,7 +107,7 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
                 version = migrations.current_version(db)
                 if version is None:
                     if db.get_tables():
-                        raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: it has "
+                        raise DatabaseCorrupt(f"cannot open metadata database {name}: it has "
                                               "tables but no schema version (not written by container?)")
                     db.create_tables(ALL_MODELS)
                     Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).execute()
@@ -101,16 +122,24 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
     except peewee.DatabaseError as e:
         if isinstance(e, peewee.OperationalError) and "locked" in str(e):
             raise
-        raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: {e}") from e
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatabaseCorrupt(f"cannot open metadata database {name}: {msg}") from e
     return db
 
 
 @contextmanager
 def write_txn() -> Iterator[None]:
-    """A write transaction. IMMEDIATE on SQLite, so read-then-write never hits SQLITE_BUSY on upgrade."""
+    """A write transaction, one writer at a time: IMMEDIATE on SQLite (so read-then-write never hits
+    SQLITE_BUSY on upgrade), the writers' advisory lock on PostgreSQL (schema/pg.py)."""
     db = database.obj
     if isinstance(db, peewee.SqliteDatabase) and not db.in_transaction():
         with db.atomic("IMMEDIATE"):
+            yield
+    elif isinstance(db, peewee.PostgresqlDatabase) and not db.in_transaction():
+        from .pg import lock_writers
+
+        with db.atomic():
+            lock_writers(db)
             yield
     else:
         with db.atomic():
