@@ -11,20 +11,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-import sys
-
-if "peewee" not in sys.modules:
-    # peewee imports psycopg/psycopg2 when it is itself imported, if installed (~100 ms for psycopg 3):
-    # hide them, schema/pg.py imports psycopg when a postgresql:// URL is opened.
-    _hidden = [m for m in ("psycopg", "psycopg2") if m not in sys.modules]
-    for _m in _hidden:
-        sys.modules[_m] = None       # type: ignore[assignment]   # `import psycopg` raises ImportError
-    try:
-        import peewee
-    finally:
-        for _m in _hidden:
-            if sys.modules.get(_m, 0) is None:
-                del sys.modules[_m]
 import peewee
 
 from .errors import DatabaseCorrupt, SchemaTooNew

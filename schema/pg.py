@@ -6,7 +6,7 @@ a password absent from the URL is looked up by libpq itself, in PGPASSWORD, then
 (or PGPASSFILE); PGHOST, PGUSER, PGSSLMODE... fill in what the URL leaves out.
 
 peewee looks for psycopg when it is first imported, and importing psycopg costs ~100 ms, so
-schema/db.py hides it from peewee (every command on SQLite would pay that otherwise); the
+schema/__init__.py hides it from peewee (every command on SQLite would pay that otherwise); the
 adapter here imports it when a postgresql:// URL is opened and never reads peewee's global.
 
 Writers: SQLite's BEGIN IMMEDIATE makes every write transaction run alone, and the engine's
@@ -34,7 +34,14 @@ def is_postgres_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in SCHEMES and "://" in url
 
 
-def _psycopg() -> Any:
+def import_psycopg() -> Any:
+    import sys
+
+    from . import HIDDEN
+
+    for m in HIDDEN:
+        if m in sys.modules and sys.modules[m] is None:
+            del sys.modules[m]
     try:
         import psycopg
     except ImportError:
@@ -48,7 +55,7 @@ class Psycopg3(peewee.Psycopg3Adapter):
 
     def __init__(self) -> None:
         super().__init__()
-        pg = _psycopg()
+        pg = import_psycopg()
         from psycopg.types.json import Json, Jsonb
 
         status = pg.pq.TransactionStatus
@@ -107,7 +114,7 @@ def read_only_query(db: peewee.Database, sql: str) -> tuple[list[str], list[tupl
     """`container sql` on PostgreSQL: (column names, rows) of one statement run in a READ ONLY
     transaction that is rolled back. Prepared (the extended protocol), so it is one statement:
     `COMMIT; DELETE ...` cannot end the transaction first. psycopg's errors come out as peewee's."""
-    pg = _psycopg()
+    pg = import_psycopg()
     conn = db.connection()
     try:
         with conn.transaction(force_rollback=True):

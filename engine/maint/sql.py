@@ -169,13 +169,13 @@ def _string_agg(conn: sqlite3.Connection) -> None:
 
 def query(store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one query on a read-only connection: (column names, rows)."""
-    import peewee
-
     url = store.db_url or str(store.db_path)
     is_sqlite = "://" not in url or url.startswith("sqlite")
     if "://" not in url and not store.db_path.exists():
         raise StoreError(f"no metadata database at {store.db_path}: nothing has been stored yet")
     db = store.db(readonly=True)
+    import peewee                  # (after container.schema: see its HIDDEN)
+
     try:
         if isinstance(db, peewee.SqliteDatabase):
             conn = db.connection()
