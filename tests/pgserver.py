@@ -29,9 +29,12 @@ def binaries() -> Path | None:
 def why_unavailable() -> str | None:
     if binaries() is None:
         return "PostgreSQL binaries not installed (/usr/lib/postgresql/*/bin/initdb; tools/setup.sh installs them)"
+    from container.schema.errors import SchemaError
+    from container.schema.pg import import_psycopg     # (container.schema hides psycopg from peewee)
+
     try:
-        import psycopg  # noqa: F401
-    except ImportError:
+        import_psycopg()
+    except SchemaError:
         return "psycopg not installed (pip install -e '.[postgres]'; tools/setup.sh does)"
     if os.geteuid() == 0:
         try:

@@ -254,3 +254,30 @@ def test_pg_without_psycopg_says_how_to_get_it(cli, url, tmp_path):
     r = subprocess.run([str(cli.exe.parent / "python"), "-c", code], capture_output=True, text=True,
                        env=cli.env, timeout=60)
     assert "container[postgres]" in one_error(r)
+
+
+def test_pg_new_database_created_once_by_concurrent_commands(cli, pg_url):
+    """Four commands on an empty database at once: one schema, every command answers."""
+    cli.env["CONTAINER_DB"] = pg_url
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(lambda _: cli("images", "--format", "json"), range(4)))
+    assert all(r.returncode == 0 and json.loads(r.stdout) == [] for r in results), [r.stderr for r in results]
+    assert rows(cli, "SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": "1"}]
+
+
+def test_pg_newer_schema_is_refused_and_left_alone(cli, pg_url):
+    cli.env["CONTAINER_DB"] = pg_url
+    cli("images", check=True)
+    pg_exec(pg_url, "UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    assert "newer" in one_error(cli("images"))
+    assert rows(cli, "SELECT value FROM meta") == [{"value": "999"}]
+
+
+def test_sqlite_commands_never_import_psycopg(cli, root):
+    """psycopg costs ~100 ms to import: a store on SQLite never pays it, the extra installed or not."""
+    code = ("import sys\nfrom container.cli.app import main\n"
+            "try:\n    main(['--root', sys.argv[1], 'images'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('psycopg', 'psycopg2') if sys.modules.get(m) is not None))\n")
+    r = subprocess.run([str(cli.exe.parent / "python"), "-c", code, str(root)], capture_output=True,
+                       text=True, env=cli.env, timeout=60)
+    assert r.stdout.splitlines()[-1] == "[]", r.stdout + r.stderr
