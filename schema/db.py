@@ -1,4 +1,5 @@
-"""Database setup: SQLite (WAL, busy timeout, foreign keys) by default, any peewee URL otherwise.
+"""Database setup: SQLite (WAL, busy timeout, foreign keys) by default, PostgreSQL for a
+postgresql:// URL (schema/pg.py), any other peewee URL through playhouse.db_url.
 
 The models bind to `database`, a proxy, because `--db URL` may pick another
 database class at run time (peewee docs). `open_database` initialises it,
@@ -103,6 +104,11 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
                 f"the store's database has schema version {version}, newer than this container "
                 f"(supports {SCHEMA_VERSION}): upgrade container"
             )
+        elif version < SCHEMA_VERSION and isinstance(db, peewee.PostgresqlDatabase):
+            with write_txn():          # two hosts may open an old store at once: migrate it once
+                version = migrations.current_version(db) or 0
+                if version < SCHEMA_VERSION:
+                    migrations.migrate(db, version, SCHEMA_VERSION)
         elif version < SCHEMA_VERSION:
             migrations.migrate(db, version, SCHEMA_VERSION)
     except peewee.DatabaseError as e:

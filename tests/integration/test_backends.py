@@ -120,18 +120,7 @@ def test_fsck_finds_and_repairs_drift(db_cli, root, pushed):
 
 
 def _synthetic(root, url):
-    from container.engine.store import Store
-
-    s = Store(root, url)
-    s.db()
-    ids = [S.add_image(s, f"docker.io/library/app{i}", "latest", S.layers_for(i), seed=str(i)) for i in range(3)]
-    S.add_container(s, ids[0], "ok1", status="exited")
-    S.add_container(s, ids[1], "ok2", status="exited")
-    c = S.add_container(s, ids[2], "bad", status="exited")
-    from container.schema import Container
-
-    Container.update(exit_code=3).where(Container.id == c).execute()
-    s.close()
+    S.sql_example_store(root, url)
 
 
 def test_readme_queries(db_cli, root):
@@ -281,3 +270,32 @@ def test_sqlite_commands_never_import_psycopg(cli, root):
     r = subprocess.run([str(cli.exe.parent / "python"), "-c", code, str(root)], capture_output=True,
                        text=True, env=cli.env, timeout=60)
     assert r.stdout.splitlines()[-1] == "[]", r.stdout + r.stderr
+
+
+def test_migration_runs_once_on_both(backend, tmp_path, monkeypatch):
+    """A store at schema version 1 opened by a program at version 2: the step runs, the version
+    moves, the rows stay; opened again, nothing runs twice."""
+    import peewee
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from container.engine.store import Store
+    from container.schema import db as schema_db, migrations
+
+    root = tmp_path / "root"
+    S.sql_example_store(root, backend)
+    ran = []
+
+    def up(db):
+        ran.append(1)
+        m = SchemaMigrator.from_database(db)
+        migrate(m.add_column("tag", "note", peewee.TextField(default="")))
+
+    monkeypatch.setitem(migrations.STEPS, 2, up)
+    monkeypatch.setattr(schema_db, "SCHEMA_VERSION", 2)
+    for _ in range(2):
+        s = Store(root, backend)
+        db = s.db()
+        assert migrations.current_version(db) == 2
+        assert sorted(r[0] for r in db.execute_sql("SELECT note FROM tag").fetchall()) == ["", "", ""]
+        s.close()
+    assert ran == [1]
