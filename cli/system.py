@@ -267,10 +267,12 @@ def _schema_markdown(tables, examples) -> str:
     """The documented schema as markdown (docs/schema.md is this text)."""
     out = ["# The metadata database (`container sql`)", "",
            "`container sql \"SELECT …\" [--format table|json|csv]` runs one read-only query against the",
-           "store's metadata database (SQLite in ROOT/metadata.db unless --db names another). The",
-           "connection itself is read-only (SQLite `mode=ro` + `PRAGMA query_only`, an authorizer that",
-           "refuses ATTACH and PRAGMA writes; a READ ONLY transaction elsewhere): writes fail, whatever",
-           "the text. Times are UTC. Digests are `sha256:<64 hex>`. `->` marks a foreign key.", ""]
+           "store's metadata database (SQLite in ROOT/metadata.db unless --db names another, such as",
+           "PostgreSQL: the same tables). The connection itself is read-only (SQLite `mode=ro` +",
+           "`PRAGMA query_only`, an authorizer that refuses ATTACH and PRAGMA writes; on PostgreSQL one",
+           "prepared statement in a READ ONLY transaction): writes fail, whatever the text. Times are",
+           "UTC. Digests are `sha256:<64 hex>`. `->` marks a foreign key. `string_agg(X, SEP)` works on",
+           "both backends, as in the examples below.", ""]
     for t in tables:
         out.append(f"## {t.name}")
         out.append("")

@@ -64,9 +64,10 @@ class Engine:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from container.engine.registry.locate import store_db_url
             from container.engine.store import Store
 
-            self._store = Store(self.root, self.db)
+            self._store = Store(self.root, store_db_url(self.db))
         return self._store
 
     # -- references -------------------------------------------------------------------------------
@@ -173,11 +174,13 @@ class Engine:
         """Create and run a container in the foreground: the command's exit status, or docker's
         125 (we failed before it started: an unknown image and a failed pull included), 126
         (cannot execute), 127 (not found) as the raised error's exit_code."""
+        from container.engine.registry.locate import store_db_url
         from container.engine.runtime.run import run
 
         with boundary(exit_code=125):
             try:
-                return run(opts, store=self._store, root=self.root, db_url=self.db, progress=listener)
+                db_url = store_db_url(self.db) if self._store is None else self._store.db_url
+                return run(opts, store=self._store, root=self.root, db_url=db_url, progress=listener)
             except ContainerError as e:
                 if not isinstance(e, RunError):
                     e.exit_code = 125

@@ -7,6 +7,16 @@ import: run's fast path uses them.
 from __future__ import annotations
 
 
+import sys
+
+# peewee imports psycopg (~100 ms) or psycopg2 when it is itself imported, if installed: a None in
+# sys.modules makes that import fail at once, so a store on SQLite never pays for it. schema/pg.py
+# takes the entries it finds in HIDDEN out again and imports psycopg, for a postgresql:// URL (its
+# adapter never reads peewee's module-level psycopg). Only names not imported yet are hidden.
+HIDDEN = tuple(m for m in ("psycopg", "psycopg2") if m not in sys.modules and "peewee" not in sys.modules)
+for _m in HIDDEN:
+    sys.modules[_m] = None       # type: ignore[assignment]
+
 TYPE_CHECKING = False        # (typing's own costs `run` 3 ms; mypy reads this block as true)
 if TYPE_CHECKING:
     from typing import Any

@@ -1,4 +1,5 @@
-"""Database setup: SQLite (WAL, busy timeout, foreign keys) by default, any peewee URL otherwise.
+"""Database setup: SQLite (WAL, busy timeout, foreign keys) by default, PostgreSQL for a
+postgresql:// URL (schema/pg.py), any other peewee URL through playhouse.db_url.
 
 The models bind to `database`, a proxy, because `--db URL` may pick another
 database class at run time (peewee docs). `open_database` initialises it,
@@ -21,6 +22,10 @@ database = peewee.DatabaseProxy()
 
 def _connect(url_or_path: str) -> peewee.Database:
     if "://" in url_or_path:
+        from . import pg
+
+        if pg.is_postgres_url(url_or_path):
+            return pg.connect(url_or_path)
         from playhouse.db_url import connect
 
         return connect(url_or_path)
@@ -63,6 +68,9 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
     from .models import ALL_MODELS, Meta
     from . import migrations
 
+    from .pg import redact
+
+    name = redact(url_or_path)
     db: peewee.Database
     if readonly and "://" not in url_or_path:
         db = peewee.SqliteDatabase(f"file:{url_or_path}?mode=ro", uri=True, timeout=30,
@@ -77,7 +85,7 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
         try:
             version = migrations.current_version(db)
         except ValueError:
-            raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: its schema version "
+            raise DatabaseCorrupt(f"cannot open metadata database {name}: its schema version "
                                   "is not a number") from None
         if version is None:
             # A new store: two processes may create it at once. Check again under the write lock
@@ -86,7 +94,7 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
                 version = migrations.current_version(db)
                 if version is None:
                     if db.get_tables():
-                        raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: it has "
+                        raise DatabaseCorrupt(f"cannot open metadata database {name}: it has "
                                               "tables but no schema version (not written by container?)")
                     db.create_tables(ALL_MODELS)
                     Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).execute()
@@ -96,21 +104,34 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
                 f"the store's database has schema version {version}, newer than this container "
                 f"(supports {SCHEMA_VERSION}): upgrade container"
             )
+        elif version < SCHEMA_VERSION and isinstance(db, peewee.PostgresqlDatabase):
+            with write_txn():          # two hosts may open an old store at once: migrate it once
+                version = migrations.current_version(db) or 0
+                if version < SCHEMA_VERSION:
+                    migrations.migrate(db, version, SCHEMA_VERSION)
         elif version < SCHEMA_VERSION:
             migrations.migrate(db, version, SCHEMA_VERSION)
     except peewee.DatabaseError as e:
         if isinstance(e, peewee.OperationalError) and "locked" in str(e):
             raise
-        raise DatabaseCorrupt(f"cannot open metadata database {url_or_path}: {e}") from e
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatabaseCorrupt(f"cannot open metadata database {name}: {msg}") from e
     return db
 
 
 @contextmanager
 def write_txn() -> Iterator[None]:
-    """A write transaction. IMMEDIATE on SQLite, so read-then-write never hits SQLITE_BUSY on upgrade."""
+    """A write transaction, one writer at a time: IMMEDIATE on SQLite (so read-then-write never hits
+    SQLITE_BUSY on upgrade), the writers' advisory lock on PostgreSQL (schema/pg.py)."""
     db = database.obj
     if isinstance(db, peewee.SqliteDatabase) and not db.in_transaction():
         with db.atomic("IMMEDIATE"):
+            yield
+    elif isinstance(db, peewee.PostgresqlDatabase) and not db.in_transaction():
+        from .pg import lock_writers
+
+        with db.atomic():
+            lock_writers(db)
             yield
     else:
         with db.atomic():

@@ -29,4 +29,4 @@ def migrate(db: peewee.Database, have: int, want: int) -> None:
         step = STEPS[v]
         with migrator.migration_context() if hasattr(migrator, "migration_context") else db.atomic():
             step(db)
-            db.execute_sql("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(v),))
+            db.execute_sql(f"UPDATE meta SET value = {db.param} WHERE key = 'schema_version'", (str(v),))

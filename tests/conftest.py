@@ -36,6 +36,14 @@ Function:
   proxy(target=None, **kw) -> started tools.proxy.FaultProxy in front of `registry` (or target HOST:PORT).
   podman(*args) -> CompletedProcess: podman (root) on throwaway vfs storage under tmp_path, reset at teardown.
 
+PostgreSQL (tests/pgserver.py; skipped with the reason where the binaries or psycopg are missing):
+  pg              session: a real server (initdb in a temp dir, pg_ctl on 127.0.0.1 + a socket dir, run as
+                  the `postgres` user when root), stopped at the end. .new_database() -> URL with password,
+                  .url(name, password=False), .admin(sql)
+  pg_url          a fresh empty database's URL (postgresql://container:PW@127.0.0.1:PORT/tN)
+  backend         parametrized "sqlite" | "postgres": None or a fresh database's URL
+  db_cli          `cli` on that backend (CONTAINER_DB set for postgres); .db_url is None or the URL
+
 The session registry is shared by every test: never delete or overwrite what `pushed` put there. For
 destructive tests, make_registry(storage_dir=tmp_path / "s") and tools.images.push() into it.
 """
@@ -183,6 +191,37 @@ def cli(root, tmp_path):
 @pytest.fixture
 def run_container_cli(cli):
     return cli.run
+
+
+# -------------------------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def pg():
+    import pgserver
+
+    why = pgserver.why_unavailable()
+    if why:
+        pytest.skip(why)
+    srv = pgserver.PgServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def pg_url(pg):
+    return pg.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    return request.getfixturevalue("pg_url") if request.param == "postgres" else None
+
+
+@pytest.fixture
+def db_cli(cli, backend):
+    cli.db_url = backend
+    if backend:
+        cli.env["CONTAINER_DB"] = backend
+    return cli
 
 
 # -------------------------------------------------------------------------------------------- extra servers

@@ -184,3 +184,20 @@ def layers_for(i: int) -> list[dict]:
 
 def digest_hex(d: str) -> str:
     return Digest.parse(d).hex
+
+
+def sql_example_store(root, db_url: str | None = None) -> list[str]:
+    """The store the `container sql` tests query: 3 images sharing a base layer, containers ok1 and
+    ok2 (exit 0) and bad (exit 3). db_url: None for SQLite in root, or a database URL."""
+    from container.engine.store import Store
+    from container.schema import Container
+
+    s = Store(root, db_url)
+    s.db()
+    ids = [add_image(s, f"docker.io/library/app{i}", "latest", layers_for(i), seed=str(i)) for i in range(3)]
+    add_container(s, ids[0], "ok1", status="exited")
+    add_container(s, ids[1], "ok2", status="exited")
+    c = add_container(s, ids[2], "bad", status="exited")
+    Container.update(exit_code=3).where(Container.id == c).execute()
+    s.close()
+    return ids

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what the demo, the tests and the benchmarks need, idempotently:
-# Debian packages (registry, skopeo, busybox-static, umoci, runc, podman, debootstrap)
-# and a virtualenv in .venv with this project installed (editable) plus test extras.
+# Debian packages (registry, skopeo, busybox-static, umoci, runc, podman, debootstrap, and
+# postgresql: its binaries only, for the tests' own throwaway server; no service is started) and a
+# virtualenv in .venv with this project installed (editable) plus the test and postgres extras.
 # Usage: tools/setup.sh [--bench]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-pkgs=(docker-registry skopeo busybox-static umoci runc podman debootstrap apache2-utils)
+pkgs=(docker-registry skopeo busybox-static umoci runc podman debootstrap apache2-utils postgresql)
 [ "${1:-}" = "--bench" ] && pkgs+=(fuse-overlayfs uidmap hyperfine proot time)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -30,6 +31,6 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-extras="test"
-[ "${1:-}" = "--bench" ] && extras="test,bench"
+extras="test,postgres"
+[ "${1:-}" = "--bench" ] && extras="test,postgres,bench"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"

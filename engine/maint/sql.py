@@ -6,8 +6,13 @@ cli/system.py draws both.
 Read-only is enforced by the database, not by looking at the query text:
 SQLite is opened with a `mode=ro` URI and `PRAGMA query_only=1`
 (schema.open_database(readonly=True)), and an authorizer refuses ATTACH/DETACH and
-any PRAGMA that sets a value (so `PRAGMA query_only=0` cannot undo it). Other
-databases (--db URL) run the query inside a READ ONLY transaction that is rolled back.
+any PRAGMA that sets a value (so `PRAGMA query_only=0` cannot undo it). PostgreSQL runs
+it as one prepared statement (so `COMMIT; DELETE ...` is refused: one statement only) in a READ
+ONLY transaction whose snapshot is already taken (so it cannot be switched back to READ WRITE),
+rolled back after (schema/pg.py). Other databases (--db URL): a READ ONLY transaction, rolled back.
+
+string_agg(X, SEP), PostgreSQL's and SQLite 3.44's, is added to older SQLite connections, so one
+query text serves both backends (the examples below use it).
 """
 
 from __future__ import annotations
@@ -72,21 +77,22 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
         "key": "sha256:<hex> (digest, diff_id, chain id, or ingest digest)"}),
 }
 
-EXAMPLES = [
+EXAMPLES = [      # portable: each runs on SQLite and on PostgreSQL (string_agg: see _string_agg)
     ("Images that share a layer", """\
 SELECT l.diff_id, l.size, COUNT(DISTINCT il.image_id) AS images,
-       GROUP_CONCAT(DISTINCT t.repository || ':' || COALESCE(t.tag, '<none>')) AS tags
+       (SELECT string_agg(n.name, ',') FROM (SELECT DISTINCT t.repository || ':' || COALESCE(t.tag, '<none>')
+          AS name FROM tag t JOIN image_layer x ON x.image_id = t.image_id WHERE x.diff_id = l.diff_id
+          ORDER BY name) n) AS tags
 FROM layer l JOIN image_layer il ON il.diff_id = l.diff_id
-LEFT JOIN tag t ON t.image_id = il.image_id
 GROUP BY l.diff_id HAVING COUNT(DISTINCT il.image_id) > 1
 ORDER BY l.size DESC"""),
     ("Largest layers", """\
-SELECT l.diff_id, l.size AS unpacked, b.size AS compressed, l.entries, l.refs AS images
+SELECT l.diff_id, l.size AS unpacked, MAX(b.size) AS compressed, l.entries, l.refs AS images
 FROM layer l JOIN image_layer il ON il.diff_id = l.diff_id JOIN blob b ON b.digest = il.blob_digest
 GROUP BY l.diff_id ORDER BY l.size DESC LIMIT 10"""),
     ("Containers by exit code", """\
-SELECT COALESCE(exit_code, '-') AS exit_code, status, COUNT(*) AS containers,
-       GROUP_CONCAT(name) AS names
+SELECT COALESCE(CAST(exit_code AS TEXT), '-') AS exit_code, status, COUNT(*) AS containers,
+       string_agg(name, ',') AS names
 FROM container GROUP BY exit_code, status ORDER BY containers DESC"""),
 ]
 
@@ -140,25 +146,51 @@ def _authorizer(action, arg1, arg2, dbname, source):
     return sqlite3.SQLITE_OK
 
 
+class _StringAgg:
+    """string_agg(X, SEP) for SQLite before 3.44: NULLs skipped, NULL when nothing is left."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.sep = ","
+
+    def step(self, value: Any, sep: Any) -> None:
+        if value is not None:
+            self.parts.append(str(value))
+            self.sep = "" if sep is None else str(sep)
+
+    def finalize(self) -> str | None:
+        return self.sep.join(self.parts) if self.parts else None
+
+
+def _string_agg(conn: sqlite3.Connection) -> None:
+    if sqlite3.sqlite_version_info < (3, 44, 0):
+        conn.create_aggregate("string_agg", 2, _StringAgg)   # type: ignore[arg-type]
+
+
 def query(store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one query on a read-only connection: (column names, rows)."""
-    import peewee
-
     url = store.db_url or str(store.db_path)
     is_sqlite = "://" not in url or url.startswith("sqlite")
     if "://" not in url and not store.db_path.exists():
         raise StoreError(f"no metadata database at {store.db_path}: nothing has been stored yet")
-    db = store.db(readonly=True) if "://" not in url else store.db()
+    db = store.db(readonly=True)
+    import peewee                  # (after container.schema: see its HIDDEN)
+
     try:
         if isinstance(db, peewee.SqliteDatabase):
             conn = db.connection()
             conn.execute("PRAGMA query_only=1")
+            _string_agg(conn)
             conn.set_authorizer(_authorizer)
             cur = conn.cursor()
             cur.execute(sql)
             cols = [d[0] for d in cur.description or []]
             rows = cur.fetchall()
             return cols, rows
+        if isinstance(db, peewee.PostgresqlDatabase):
+            from container.schema.pg import read_only_query
+
+            return read_only_query(db, sql)
         with db.atomic():
             db.execute_sql("SET TRANSACTION READ ONLY")
             cur = db.execute_sql(sql)

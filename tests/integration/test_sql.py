@@ -14,18 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _store(root):
-    from container.engine.store import Store
-
-    s = Store(root)
-    s.db()
-    ids = [S.add_image(s, f"docker.io/library/app{i}", "latest", S.layers_for(i), seed=str(i)) for i in range(3)]
-    S.add_container(s, ids[0], "ok1", status="exited")
-    S.add_container(s, ids[1], "ok2", status="exited")
-    c = S.add_container(s, ids[2], "bad", status="exited")
-    from container.schema import Container
-    Container.update(exit_code=3).where(Container.id == c).execute()
-    s.close()
-    return ids
+    return S.sql_example_store(root)
 
 
 def test_formats_and_readme_queries(cli, root):
