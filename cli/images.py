@@ -51,6 +51,13 @@ class PlainProgress(PullListener):
         if self.verbose:
             self._line(msg)
 
+    def warning(self, msg: str) -> None:
+        from .output import one_line
+
+        with self._lock:                      # on stderr even with -q: stdout stays the digest alone
+            sys.stderr.write("WARNING: " + one_line(msg) + "\n")
+            sys.stderr.flush()
+
     def resolved(self, ref: str, digest: str) -> None:
         self.digest = digest
         if self.verbose:
@@ -87,6 +94,11 @@ class RichProgress(PlainProgress):
 
     def _line(self, s: str) -> None:
         self.console.print(s, highlight=False, markup=False)
+
+    def warning(self, msg: str) -> None:
+        from .output import one_line
+
+        self._line("WARNING: " + one_line(msg))
 
     def layer(self, digest: str, size: int, status: str) -> None:
         self._show_header()

@@ -19,6 +19,10 @@ class PullListener:
     def info(self, msg: str) -> None:
         """Verbose detail: retries, a registry's Warning header (untrusted text: escape it)."""
 
+    def warning(self, msg: str) -> None:
+        """Something the user should know though the pull goes on (a platform that is not the host's,
+        a config without os/architecture): one line, shown even when quiet (docker's WARNING:)."""
+
     def resolved(self, ref: str, digest: str) -> None:
         """The reference resolved to this manifest or index digest."""
 
