@@ -18,7 +18,7 @@ Why not tarfile: its stream parser costs ~1.5 CPU-s per 12.7k members, this one 
   then `dir/etc/file`) is resolved inside the tree as umoci and docker do (engine/layer/paths.py:
   absolute targets re-rooted, ".." clamped at the root, a loop an error), and the entry is written
   at the resolved path, again opened without following anything; nothing lands outside `dest`.
-  A parent that is a file is an error.
+  A parent that is a file is an error. The directory fds: engine/layer/walk.py (DirTree).
 * Leaves are created with mkdirat/openat(O_EXCL|O_NOFOLLOW)/symlinkat/linkat/mknodat; attributes
   are set on the opened fd or with AT_SYMLINK_NOFOLLOW. Symlink targets are stored verbatim.
 * Hardlink targets are cleaned the same way and must be an earlier non-directory entry of this
@@ -44,6 +44,7 @@ from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRT
                                         REGULAR_TYPES, SYMTYPE, WHITEOUT_PREFIX, Entry, Limits, Source,
                                         iter_entries, show_name)
 from container.engine.layer.paths import clean_path, resolve_links
+from container.engine.layer.walk import DIR_FLAGS, IMPLICIT_XATTR, DirTree, Missing, set_xattr_fd
 from container.engine.layer.sparse import write_sparse
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("container.unpack")
 
-IMPLICIT_XATTR = "user.container.implicit"   # set on directories the tar did not name (see merge.py)
 # A hardlink whose target is not in this layer (it is in a lower one): an empty placeholder file
 # carrying the cleaned target path; its directory carries HARDLINKS_XATTR. engine/layer/merge.py links it
 # to whatever the snapshot holds at that path when it merges the layer.
@@ -60,7 +60,6 @@ HARDLINK_XATTR = "user.container.hardlink"
 HARDLINKS_XATTR = "user.container.hardlinks"
 RESERVED_XATTRS = frozenset((IMPLICIT_XATTR, HARDLINK_XATTR, HARDLINKS_XATTR))
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -74,22 +73,10 @@ class LayerStats:
     links_to_lower: int = 0   # hardlinks whose target is in a lower layer (resolved by the merge)
     warnings: list[str] = field(default_factory=list)
 
-class _Missing(LayerError):
-    """A path component that does not exist (where creating it is not wanted)."""
-
-
-class _Symlink(LayerError):
-    """A path component that is a symlink (resolve_links makes the path one without)."""
-
-
-class _Extractor:
+class _Extractor(DirTree):
     def __init__(self, dest: Path, limits: Limits):
-        self.limits = limits
-        self.dest = os.fsencode(os.fspath(dest))
-        self.root_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.fds: dict[tuple[bytes, ...], int] = {(): self.root_fd}
+        super().__init__(os.fsencode(os.fspath(dest)), limits)
         self.dirs: dict[tuple[bytes, ...], Entry] = {}       # final attributes, applied at the end
-        self.implicit: set[tuple[bytes, ...]] = set()
         self.unmark: set[tuple[bytes, ...]] = set()       # implicit dirs the tar named later
         self.root = os.geteuid() == 0
         self.euid, self.egid = os.geteuid(), os.getegid()
@@ -100,81 +87,14 @@ class _Extractor:
         self.total = 0
         self.root_seen = False
 
-    # -- secure parent resolution -----------------------------------------------------------
-    def close(self) -> None:
-        for k, fd in self.fds.items():
-            if k != ():
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.fds = {(): self.root_fd}
-        os.close(self.root_fd)
-
+    # -- removal ----------------------------------------------------------------------------
     def _forget(self, prefix: tuple[bytes, ...]) -> None:
         """Drop cached fds and pending dir attributes at or under prefix (after a removal)."""
         n = len(prefix)
-        for k in [k for k in self.fds if k[:n] == prefix and k != ()]:
-            os.close(self.fds.pop(k))
+        self.forget_fds(prefix)
         for k in [k for k in self.dirs if k[:n] == prefix and k != ()]:
             del self.dirs[k]
-        self.implicit = {k for k in self.implicit if k[:n] != prefix}
         self.unmark = {k for k in self.unmark if k[:n] != prefix}
-
-    def parent_fd(self, comps: tuple[bytes, ...], *, create: bool, show: bytes) -> int:
-        """fd of the directory comps (inside dest), opened without following any symlink."""
-        fd = self.fds.get(comps)
-        if fd is not None:
-            return fd
-        if len(self.fds) > 256:
-            for k in list(self.fds)[:128]:
-                if k != ():
-                    os.close(self.fds.pop(k))
-        i = len(comps)
-        while i > 0 and comps[:i] not in self.fds:
-            i -= 1
-        fd = self.fds[comps[:i]]
-        for j in range(i, len(comps)):
-            c = comps[j]
-            try:
-                nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise _Missing(f"layer entry {show_name(show)}: {show_name(b'/'.join(comps[:j + 1]))} "
-                                     f"does not exist") from None
-                os.mkdir(c, 0o755, dir_fd=fd)
-                nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
-                self.implicit.add(comps[:j + 1])
-                _set_xattr_fd(nfd, IMPLICIT_XATTR, b"1")
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-                    kind = _Symlink if _is_link(fd, c) else LayerError
-                    raise kind(f"layer entry {show_name(show)}: parent {show_name(b'/'.join(comps[:j + 1]))} "
-                                     f"is not a directory (a symlink or file); refusing to write "
-                                     f"through it") from None
-                raise
-            self.fds[comps[:j + 1]] = nfd
-            fd = nfd
-        return fd
-
-    def dir_fd(self, comps: tuple[bytes, ...], *, create: bool, show: bytes) -> tuple[int, tuple[bytes, ...]]:
-        """(fd, path) of the directory comps, a symlink among them resolved inside the tree first."""
-        try:
-            return self.parent_fd(comps, create=create, show=show), comps
-        except _Symlink:
-            pass
-        real = resolve_links(comps, self._link_at, show)
-        if len(real) >= self.limits.max_depth:
-            raise LayerError(f"layer entry {show_name(show)}: deeper than {self.limits.max_depth} directories")
-        return self.parent_fd(real, create=create, show=show), real
-
-    def _link_at(self, comps: tuple[bytes, ...]) -> bytes | None:
-        """The target of the symlink at comps (its parents free of symlinks), None if none is there."""
-        try:
-            fd = self.parent_fd(comps[:-1], create=False, show=b"/".join(comps))
-            return os.readlink(comps[-1], dir_fd=fd)
-        except (LayerError, OSError):
-            return None
 
     def _remove_existing(self, pfd: int, comps: tuple[bytes, ...], st: os.stat_result) -> None:
         leaf = comps[-1]
@@ -303,13 +223,13 @@ class _Extractor:
         tcomps = clean_path(e.linkname)
         if not tcomps:
             raise LayerError(f"layer entry {show_name(e.name)}: hardlink to the root directory")
-        tcomps = resolve_links(tcomps[:-1], self._link_at, e.name) + tcomps[-1:]
+        tcomps = resolve_links(tcomps[:-1], self.link_at, e.name) + tcomps[-1:]
         if tcomps == comps:
             raise LayerError(f"layer entry {show_name(e.name)}: hardlink to itself")
         try:
             tpfd = self.parent_fd(tcomps[:-1], create=False, show=e.name)
             tst = os.stat(tcomps[-1], dir_fd=tpfd, follow_symlinks=False)
-        except (_Missing, FileNotFoundError):
+        except (Missing, FileNotFoundError):
             self._placeholder(comps, tcomps, e)
             return
         if stat.S_ISDIR(tst.st_mode):
@@ -409,7 +329,7 @@ class _Extractor:
             if comps:
                 try:
                     pfd = self.parent_fd(comps[:-1], create=False, show=e.name)
-                    fd = os.open(comps[-1], _DIR_FLAGS, dir_fd=pfd)
+                    fd = os.open(comps[-1], DIR_FLAGS, dir_fd=pfd)
                 except (LayerError, FileNotFoundError, NotADirectoryError):
                     continue
                 close = True
@@ -432,7 +352,7 @@ class _Extractor:
         if not self.root_seen:
             # the layer did not describe its root: a plain 0755 directory, marked implicit
             os.fchmod(self.root_fd, 0o755)
-            _set_xattr_fd(self.root_fd, IMPLICIT_XATTR, b"1")
+            set_xattr_fd(self.root_fd, IMPLICIT_XATTR, b"1")
 
 
 def _umask() -> int | None:
@@ -447,20 +367,6 @@ def _umask() -> int | None:
     return None
 
 
-def _is_link(dir_fd: int, name: bytes) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
-
-
-def _set_xattr_fd(fd: int, key: str, value: bytes) -> None:
-    try:
-        os.setxattr(fd, key, value)
-    except OSError:
-        pass
-
-
 def _remove_xattr_fd(fd: int, key: str) -> None:
     try:
         os.removexattr(fd, key)
@@ -469,7 +375,7 @@ def _remove_xattr_fd(fd: int, key: str) -> None:
 
 
 def _chmod_dir_at(pfd: int, leaf: bytes, mode: int) -> None:
-    fd = os.open(leaf, _DIR_FLAGS, dir_fd=pfd)
+    fd = os.open(leaf, DIR_FLAGS, dir_fd=pfd)
     try:
         os.fchmod(fd, mode)
     finally:
@@ -478,7 +384,7 @@ def _chmod_dir_at(pfd: int, leaf: bytes, mode: int) -> None:
 
 def _rmtree_at(pfd: int, leaf: bytes) -> None:
     """Remove the directory leaf (relative to pfd) and everything under it, following no symlink."""
-    fd = os.open(leaf, _DIR_FLAGS, dir_fd=pfd)
+    fd = os.open(leaf, DIR_FLAGS, dir_fd=pfd)
     try:
         st = os.fstat(fd)
         if st.st_mode & 0o700 != 0o700:
