@@ -10,7 +10,7 @@ path alike. Part of the security boundary (docs/security.md): the result is alwa
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from container.engine.errors import LayerError
 from container.engine.layer.tar import show_name
@@ -19,27 +19,19 @@ from container.engine.layer.tar import show_name
 def clean_path(unsafe: bytes) -> tuple[bytes, ...]:
     """umoci CleanPath, as components: a leading "/" dropped, "." and empty components gone, ".."
     never above the root. () is the root itself."""
-    out: list[bytes] = []
-    for c in unsafe.split(b"/"):
-        if not c or c == b".":
-            continue
-        if c == b"..":
-            if out:
-                out.pop()
-            continue
-        out.append(c)
-    return tuple(out)
+    return resolve_links(unsafe.split(b"/"))
 
 
 MAX_LINKS = 40               # symlinks followed in one path, as Linux (then ELOOP)
 
 
-def resolve_links(comps: tuple[bytes, ...], link_at: Callable[[tuple[bytes, ...]], bytes | None],
-                  what: bytes) -> tuple[bytes, ...]:
+def resolve_links(comps: Sequence[bytes], link_at: Callable[[tuple[bytes, ...]], bytes | None] | None = None,
+                  what: bytes = b"") -> tuple[bytes, ...]:
     """The directory path `comps` with every symlink among its components resolved inside the tree,
     as a chroot would (umoci's SecureJoin): absolute targets start again at the root, ".." never
     climbs above it. `link_at(prefix)` is the target of the symlink at prefix (already resolved)
-    or None. More than MAX_LINKS symlinks (a loop) is a LayerError naming `what`."""
+    or None (no link_at: the path is only cleaned). More than MAX_LINKS symlinks (a loop) is a
+    LayerError naming `what`."""
     out: list[bytes] = []
     todo = list(reversed(comps))
     seen = 0
@@ -51,7 +43,7 @@ def resolve_links(comps: tuple[bytes, ...], link_at: Callable[[tuple[bytes, ...]
             if out:
                 out.pop()
             continue
-        target = link_at(tuple(out) + (c,))
+        target = None if link_at is None else link_at(tuple(out) + (c,))
         if target is None:
             out.append(c)
             continue
