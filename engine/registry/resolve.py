@@ -85,10 +85,11 @@ class Resolver:
                             available.append(str(_platform.normalize(have)))
                         continue
                     self.info(f"entry {desc.digest[:19]} has no platform; its config says {have}")
+                else:
+                    self.info(f"platform {desc.platform} chosen for {want}: {desc.digest[:19]}")
                 break
             else:
                 raise _platform.mismatch(want, available)
-            self.info(f"platform {desc.platform} chosen for {want}: {desc.digest[:19]}")
             manifest_digest = digest
             blobs[manifest_digest] = (raw, mt)
             node = child
