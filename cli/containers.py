@@ -133,6 +133,12 @@ def do_run(kw: dict, engine) -> int:
             sys.stderr.write(f"Unable to find image '{ref}' locally\n")
             sys.stderr.flush()
 
+        def warning(self, msg: str) -> None:          # the pull's (a platform not the host's...)
+            from .output import one_line
+
+            sys.stderr.write(f"WARNING: {one_line(msg)}\n")
+            sys.stderr.flush()
+
     return engine.run(engine.run_options(**kw), listener=Progress())
 
 

@@ -91,6 +91,11 @@ class RichProgress(PlainProgress):
     def _line(self, s: str, *, always: bool = False) -> None:
         self.console.print(s, highlight=False, markup=False)
 
+    def warning(self, msg: str) -> None:
+        from .output import one_line
+
+        self._line("WARNING: " + one_line(msg))
+
     def layer(self, digest: str, size: int, status: str) -> None:
         self._show_header()
         done = size if status == "Already exists" else 0

@@ -19,6 +19,10 @@ class PullListener:
     def info(self, msg: str) -> None:
         """Verbose detail: retries, a registry's Warning header (untrusted text: escape it)."""
 
+    def warning(self, msg: str) -> None:
+        """Something the user should know though the pull goes on (a platform that is not the host's,
+        a config without os/architecture): one line, shown even when quiet (docker's WARNING:)."""
+
     def resolved(self, ref: str, digest: str) -> None:
         """The reference resolved to this manifest or index digest."""
 
@@ -30,9 +34,6 @@ class PullListener:
 
     def advance(self, digest: str, n: int) -> None:
         """n more compressed bytes of this layer arrived."""
-
-    def warning(self, msg: str) -> None:
-        """Something the user should know although the pull goes on (one line, untrusted parts escaped)."""
 
     def done(self, info: Any, updated: bool) -> None:
         """The image is recorded (an ImageInfo); updated = a tag moved or the image is new."""

@@ -17,7 +17,7 @@ expires). Layers already present (tree + blob) are neither downloaded nor unpack
 The reference is resolved to its manifest and config by registry/resolve.py; the bytes of a blob
 come through registry/blobs.py (Range resume, reconnects, foreign layers); the image is recorded
 by image/catalog.record_image. Progress goes to a PullListener (engine/progress.py): resolved,
-layer, layer_status, advance (from the worker threads), info, done.
+layer, layer_status, advance (from the worker threads), info, warning, done.
 """
 
 from __future__ import annotations
@@ -128,6 +128,8 @@ class _Puller:
                     except BaseException:
                         raise e from None
                     self._check_blob(job)
+                if isinstance(e, LayerError):
+                    raise LayerError(f"layer {d.digest[:19]}: {e}") from None   # which layer, short form
                 raise
             self._check_blob(job)
             if got != job.diff_id:
@@ -192,12 +194,19 @@ class _Puller:
         if len(cfg.diff_ids) != len(m.layers):
             raise VerificationError(f"image config has {len(cfg.diff_ids)} diff_ids but the manifest has "
                                     f"{len(m.layers)} layers")
-        if _platform.rank(self.want, cfg.platform) is None:
-            msg = (f"image with reference {self.ref.familiar} was found but does not match the specified "
-                   f"platform: wanted {self.want}, actual: {_platform.normalize(cfg.platform)}")
+        if not cfg.os or not cfg.architecture:
+            # docker, skopeo and umoci take it; from an index the entry's platform matched already
+            if index_digest is None:
+                self.listener.warning(f"the image config of {self.ref.familiar} has no os/architecture; "
+                                      f"assuming it is {self.want}")
+        elif _platform.rank(self.want, cfg.platform) is None:
+            have = _platform.normalize(cfg.platform)
             if self.explicit_platform:
-                raise PlatformMismatch(msg)
-            self.info("warning: " + msg)
+                raise PlatformMismatch(f"image with reference {self.ref.familiar} was found but does not match "
+                                       f"the specified platform: wanted {self.want}, actual: {have}")
+            # docker's words: the pull goes on, and a later "exec format error" is no surprise
+            self.listener.warning(f"The requested image's platform ({have}) does not match the detected host "
+                                  f"platform ({self.want}) and no specific platform was requested")
         for d in m.layers:
             if d.media_type in FOREIGN_TYPES and not self.foreign_allowed and d.urls:
                 self.info(f"foreign layer {d.digest[:19]}: urls not allowed by the config, "

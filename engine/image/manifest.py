@@ -167,20 +167,33 @@ def _load_json(raw: bytes, what: str) -> dict:
     return obj
 
 
+def refuse_schema1(raw: bytes, content_type: str | None, what: str = "manifest") -> None:
+    """UnsupportedMediaType for a schema 1 manifest (signed or not), said before anything else is
+    checked: a signed one's digest covers its payload without the signatures, so checking the digest
+    first would report a mismatch instead of what the manifest is."""
+    if base_type(content_type) in SCHEMA1:
+        raise UnsupportedMediaType(
+            f"{what}: Docker Image Format v1 and Docker Image manifest version 2, schema 1 are not supported; "
+            "the image must be pushed again with a newer client")
+    if b'"schemaVersion"' not in raw[:MAX_MANIFEST]:
+        return
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return
+    if isinstance(obj, dict) and obj.get("schemaVersion") == 1:
+        raise UnsupportedMediaType(
+            f"{what}: Docker Image manifest version 2, schema 1 is not supported; "
+            "the image must be pushed again with a newer client")
+
+
 def parse_manifest(raw: bytes, content_type: str | None = None, *, what: str = "manifest") -> Index | Manifest:
     """Parse a manifest or index. content_type: the response's Content-Type (or the descriptor's mediaType)."""
     if len(raw) > MAX_MANIFEST:
         raise ManifestError(f"{what} is too large ({len(raw)} bytes, limit {MAX_MANIFEST})")
     ct = base_type(content_type)
-    if ct in SCHEMA1:
-        raise UnsupportedMediaType(
-            f"{what}: Docker Image Format v1 and Docker Image manifest version 2, schema 1 are not supported; "
-            "the image must be pushed again with a newer client")
+    refuse_schema1(raw, ct, what)
     obj = _load_json(raw, what)
-    if obj.get("schemaVersion") == 1:
-        raise UnsupportedMediaType(
-            f"{what}: Docker Image manifest version 2, schema 1 is not supported; "
-            "the image must be pushed again with a newer client")
     body_mt = obj.get("mediaType")
     if body_mt is not None and not isinstance(body_mt, str):
         raise ManifestError(f"{what}: mediaType is not a string")
@@ -233,9 +246,11 @@ def parse_config(raw: bytes) -> ImageConfig:
     if not isinstance(diff_ids, list):
         raise ManifestError("image config: rootfs.diff_ids missing")
     diff_ids = tuple(_digest(d, "image config diff_id") for d in diff_ids)
-    os_, arch = obj.get("os"), obj.get("architecture")
-    if not isinstance(os_, str) or not isinstance(arch, str) or not os_ or not arch:
-        raise ManifestError("image config: os and architecture are required")
+    # os/architecture may be empty or missing (docker, skopeo and umoci accept it): pull warns and,
+    # from an index, requires the descriptor's platform to match instead
+    os_, arch = obj.get("os") or "", obj.get("architecture") or ""
+    if not isinstance(os_, str) or not isinstance(arch, str):
+        raise ManifestError("image config: os and architecture must be strings")
     cfg = obj.get("config") or {}
     if not isinstance(cfg, dict):
         raise ManifestError("image config: config is not an object")

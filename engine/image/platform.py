@@ -2,6 +2,7 @@
 
     normalize("linux/aarch64/v8") == Platform("linux", "arm64", "")   # arm64 == arm64/v8
     choose(index, want)  -> the best descriptor, first in index order among equals
+    candidates(index, want) -> every acceptable entry, best first (those without a platform last)
 """
 
 from __future__ import annotations
@@ -120,23 +121,42 @@ def _is_attestation(d: Descriptor) -> bool:
             or (d.platform is not None and d.platform.os == "unknown" and d.platform.architecture == "unknown"))
 
 
-def choose(index: Index, want: Platform, *, strict: bool = False) -> Descriptor:
-    """Best manifest for `want`; first in index order among equals. PlatformMismatch lists what exists."""
+def candidates(index: Index, want: Platform, *, strict: bool = False) -> tuple[list[Descriptor], list[str]]:
+    """(the entries that may be `want`, best first; the platforms the index lists). The explicit
+    matches come first (by rank, then index order), then the entries without a `platform`, in index
+    order: their config says what they are (containerd, containers/image); the caller checks it."""
     from container.engine.image.manifest import INDEX_TYPES, MANIFEST_TYPES
 
-    best: tuple[int, int, Descriptor] | None = None
+    ranked: list[tuple[int, int, Descriptor]] = []
+    unlabelled: list[Descriptor] = []
     available: list[str] = []
     for pos, d in enumerate(index.manifests):
-        if d.platform is None or _is_attestation(d):
+        if _is_attestation(d):
             continue
         if d.media_type and d.media_type not in MANIFEST_TYPES + INDEX_TYPES:
             continue  # unknown entries MUST NOT be an error
+        if d.platform is None:
+            unlabelled.append(d)
+            continue
         available.append(str(normalize(d.platform)))
         r = rank(want, d.platform, strict=strict)
-        if r is not None and (best is None or (r, pos) < best[:2]):
-            best = (r, pos, d)
-    if best is None:
-        listing = ", ".join(dict.fromkeys(available)) or "none"
-        raise PlatformMismatch(f"no matching manifest for {want} in the manifest list entries "
-                               f"(available: {listing})")
-    return best[2]
+        if r is not None:
+            ranked.append((r, pos, d))
+    ranked.sort(key=lambda t: t[:2])
+    return [d for _r, _p, d in ranked] + unlabelled, available
+
+
+def mismatch(want: Platform, available: list[str]) -> PlatformMismatch:
+    """The error for an index with nothing for `want`, listing what it has."""
+    listing = ", ".join(dict.fromkeys(available)) or "none"
+    return PlatformMismatch(f"no matching manifest for {want} in the manifest list entries "
+                            f"(available: {listing})")
+
+
+def choose(index: Index, want: Platform, *, strict: bool = False) -> Descriptor:
+    """Best manifest for `want`; first in index order among equals; an entry without a platform
+    after every explicit match. PlatformMismatch lists what exists."""
+    found, available = candidates(index, want, strict=strict)
+    if not found:
+        raise mismatch(want, available)
+    return found[0]

@@ -5,7 +5,8 @@
 
 The media type (from the manifest descriptor) says gzip, zstd or plain tar; the first bytes are
 sniffed as a guard (protocol-notes.md §7: gzip 1f 8b, zstd 28 b5 2f fd, tar "ustar" at 257).
-A declared type that the bytes contradict is an error, not a guess.
+A declared type that the bytes contradict is an error, not a guess; a zero-byte blob is an empty
+layer whatever its declared type (containerd and docker sniff it as an uncompressed empty tar).
 
 The returned object is a raw reader (``read(n)`` / ``readinto(b)`` may return fewer bytes than asked,
 ``b""`` only at the end). It never reads ahead of what it returns by more than one input chunk, and
@@ -277,6 +278,8 @@ def open_layer_stream(raw: SupportsRead[bytes], media_type: str) -> io.RawIOBase
     the stream is truncated or corrupt."""
     kind = compression_of(media_type)
     prefix = _read_prefix(raw, 512)
+    if not prefix:
+        return _Plain(raw, prefix)      # a zero-byte blob is an empty layer, whatever its type (as docker)
     seen = sniff(prefix)
     if kind == TAR:
         if seen in (GZIP, ZSTD):

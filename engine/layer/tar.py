@@ -4,8 +4,8 @@
 
 Used by the extractor (engine/layer/unpack.py) and by fsck --deep's replay
 (engine/layer/verify.py), so both read a layer exactly alike. This module is part of the
-security boundary (docs/security.md): bad checksums, truncation, sparse files, unknown types
-and anything over `Limits` are a LayerError naming the entry; `clean_path` is umoci's CleanPath.
+security boundary (docs/security.md): bad checksums, truncation, bad sparse maps, unknown types
+and anything over `Limits` are a LayerError naming the entry (names: engine/layer/paths.py).
 Also the OCI whiteout names (`.wh.<name>`, `.wh..wh..opq`) a layer tar carries.
 """
 
@@ -88,7 +88,8 @@ def _cstr(b: bytes) -> bytes:
     return b if i < 0 else b[:i]
 
 
-def _num(b: bytes, what: str) -> int:
+def parse_number(b: bytes, what: str) -> int:
+    """A numeric header field: octal (NUL/space terminated) or GNU base-256."""
     if b[:1] >= b"\x80":
         # base-256 (GNU): two's complement big-endian; 0x80 positive, 0xff negative
         v = int.from_bytes(b, "big", signed=False)
@@ -120,6 +121,7 @@ def _checksum_ok(b: bytes) -> bool:
 
 def _parse_pax(data: bytes, where: bytes) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
+    sparse: list[bytes] = []
     pos, n = 0, len(data)
     while pos < n:
         if data[pos] == 0:          # NUL padding after the last record
@@ -140,8 +142,17 @@ def _parse_pax(data: bytes, where: bytes) -> dict[bytes, bytes]:
         eq = rec.find(b"=")
         if eq <= 0:
             raise LayerError(f"corrupt layer: bad PAX record near {show_name(where)}")
-        out[rec[:eq]] = rec[eq + 1:]
+        k, v = rec[:eq], rec[eq + 1:]
+        if k in (b"GNU.sparse.offset", b"GNU.sparse.numbytes"):
+            # PAX 0.0 sparse maps repeat these two keys: joined into GNU.sparse.map, as Go does
+            if (k == b"GNU.sparse.offset") != (len(sparse) % 2 == 0) or b"," in v:
+                raise LayerError(f"corrupt layer: bad GNU sparse records near {show_name(where)}")
+            sparse.append(v)
+        else:
+            out[k] = v
         pos = end
+    if sparse:
+        out[b"GNU.sparse.map"] = b",".join(sparse)
     return out
 
 
@@ -239,7 +250,8 @@ class Source:
 @dataclass(slots=True)
 class Entry:
     """One tar member that creates something (extension headers already applied). `size` is the
-    data that follows it in the Source: 0 for anything but a regular file."""
+    data that follows it in the Source: 0 for anything but a regular file. A GNU sparse member
+    (engine/layer/sparse.py) is a regular file with `sparse` regions and its `real_size`."""
 
     name: bytes
     type: bytes
@@ -252,21 +264,8 @@ class Entry:
     devmajor: int
     devminor: int
     xattrs: dict
-
-
-def clean_path(unsafe: bytes) -> tuple[bytes, ...]:
-    """umoci CleanPath, as components: a leading "/" dropped, "." and empty components gone, ".."
-    never above the root. () is the root itself."""
-    out: list[bytes] = []
-    for c in unsafe.split(b"/"):
-        if not c or c == b".":
-            continue
-        if c == b"..":
-            if out:
-                out.pop()
-            continue
-        out.append(c)
-    return tuple(out)
+    real_size: int = 0         # the file's apparent size: `size` unless sparse
+    sparse: tuple[tuple[int, int], ...] | None = None   # GNU sparse: data regions (offset, length)
 
 
 # -- the header loop --------------------------------------------------------------------------
@@ -280,9 +279,13 @@ def iter_entries(src: Source, limits: Limits) -> Iterator[Entry]:
     long_link: bytes | None = None
     pending_ext = False
     while True:
-        hv = src.block(at_boundary=not pending_ext)
+        hv = src.block(at_boundary=True)
         if hv is None:
-            raise LayerError("corrupt layer: tar stream ends without an end-of-archive marker")
+            # the end of the stream at a header boundary, without the two zero blocks: complete
+            # (Go's archive/tar, GNU tar and umoci read it so; an empty stream is an empty layer)
+            if pending_ext:
+                raise LayerError("corrupt layer: extended header without an entry")
+            return
         h = bytes(hv)
         if h == _ZERO_BLOCK:            # end-of-archive marker: two zero blocks (one at EOF, like GNU tar)
             if pending_ext:
@@ -296,7 +299,7 @@ def iter_entries(src: Source, limits: Limits) -> Iterator[Entry]:
             raise LayerError("corrupt layer: bad tar header checksum"
                              + (f" after {show_name(long_name or b'')}" if long_name else ""))
         typ = h[156:157]
-        size = _num(h[124:136], "size")
+        size = parse_number(h[124:136], "size")
         if size < 0:
             raise LayerError("corrupt layer: negative size in tar header")
         if typ in (b"x", b"g", b"L", b"K"):
@@ -308,7 +311,12 @@ def iter_entries(src: Source, limits: Limits) -> Iterator[Entry]:
             if typ == b"x":
                 pax.update(_parse_pax(data, where))
             elif typ == b"g":
-                global_pax.update(_parse_pax(data, where))
+                # global records apply to every later member; an empty value removes one (POSIX)
+                for k, v in _parse_pax(data, where).items():
+                    if v:
+                        global_pax[k] = v
+                    else:
+                        global_pax.pop(k, None)
             elif typ == b"L":
                 long_name = _cstr(data)
             else:
@@ -324,6 +332,10 @@ def iter_entries(src: Source, limits: Limits) -> Iterator[Entry]:
         linkname = h[157:257].partition(b"\0")[0]
         rec = {**global_pax, **pax} if global_pax else pax
         pax = {}
+        if rec and not all(rec.values()):
+            # POSIX: a record with an empty value removes the field (the header's value is used,
+            # an xattr is not set), a global one included
+            rec = {k: v for k, v in rec.items() if v}
         if long_name is not None:
             name, long_name = long_name, None
         if long_link is not None:
@@ -332,8 +344,23 @@ def iter_entries(src: Source, limits: Limits) -> Iterator[Entry]:
             name = rec[b"path"]
         if b"linkpath" in rec:
             linkname = rec[b"linkpath"]
+        sparse: tuple[tuple[int, int], ...] | None = None
+        real_size = -1
         if typ == b"S" or (rec and any(k.startswith(b"GNU.sparse.") for k in rec)):
-            raise LayerError(f"layer entry {show_name(name)}: sparse files are not supported")
+            from container.engine.layer.sparse import sparse_map
+
+            if b"size" in rec:
+                try:
+                    size = int(rec.pop(b"size"))
+                except ValueError:
+                    raise LayerError(f"layer entry {show_name(name)}: bad numeric PAX value") from None
+            if size > limits.max_bytes:
+                raise LayerError(f"layer too large: more than {limits.max_bytes} bytes of file content "
+                                 f"(at {show_name(name)})")
+            got = sparse_map(h, rec, src, size, name, limits)
+            if got is not None:
+                sparse, real_size, size, name = got
+                typ = REGTYPE
         if typ in (b"V",):          # volume label: not an entry
             src.copy(None, size)
             src.skip_padding(size)
@@ -354,17 +381,17 @@ def iter_entries(src: Source, limits: Limits) -> Iterator[Entry]:
         try:
             if b"size" in rec:
                 size = int(rec[b"size"])
-            uid = int(rec[b"uid"]) if b"uid" in rec else _num(h[108:116], "uid")
-            gid = int(rec[b"gid"]) if b"gid" in rec else _num(h[116:124], "gid")
+            uid = int(rec[b"uid"]) if b"uid" in rec else parse_number(h[108:116], "uid")
+            gid = int(rec[b"gid"]) if b"gid" in rec else parse_number(h[116:124], "gid")
             if b"mtime" in rec:
                 mtime_ns = _pax_time_ns(rec[b"mtime"])
             else:
-                mtime_ns = _num(h[136:148], "mtime") * 1_000_000_000
+                mtime_ns = parse_number(h[136:148], "mtime") * 1_000_000_000
         except ValueError:
             raise LayerError(f"layer entry {show_name(name)}: bad numeric PAX value") from None
         if size < 0 or uid < 0 or gid < 0 or uid > 0xFFFFFFFE or gid > 0xFFFFFFFE:
             raise LayerError(f"layer entry {show_name(name)}: size/uid/gid out of range")
-        mode = _num(h[100:108], "mode")
+        mode = parse_number(h[100:108], "mode")
         xattrs = {}
         for k, v in (rec.items() if rec else ()):
             if k.startswith(b"SCHILY.xattr."):
@@ -380,9 +407,10 @@ def iter_entries(src: Source, limits: Limits) -> Iterator[Entry]:
         else:
             size_data = size
         yield Entry(name=name, type=typ, mode=mode, uid=uid, gid=gid, size=size_data,
+                    real_size=real_size if sparse is not None else size_data, sparse=sparse,
                      mtime_ns=mtime_ns, linkname=linkname,
-                     devmajor=_num(h[329:337], "devmajor") if typ in (CHRTYPE, BLKTYPE) else 0,
-                     devminor=_num(h[337:345], "devminor") if typ in (CHRTYPE, BLKTYPE) else 0,
+                     devmajor=parse_number(h[329:337], "devmajor") if typ in (CHRTYPE, BLKTYPE) else 0,
+                     devminor=parse_number(h[337:345], "devminor") if typ in (CHRTYPE, BLKTYPE) else 0,
                      xattrs=xattrs)
 
 

@@ -6,7 +6,8 @@
 fsck --deep uses it to check layers/<diff_id>/ against its blob: the tar is the index. The
 replay reads with engine/layer/tar.py, as the extractor does, and follows the extractor's rules
 (engine/layer/unpack.py): later entries replace earlier ones, whiteout markers are plain empty
-files, a hardlink to a lower layer is an empty placeholder naming its target (HARDLINK_XATTR).
+files, a hardlink to a lower layer is an empty placeholder naming its target (HARDLINK_XATTR), a
+same-layer symlink in a parent path is resolved inside the tree, sparse files read with their holes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from container.engine.layer.compression import HashingReader
 from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, OPAQUE,
-                                        REGULAR_TYPES, SYMTYPE, WHITEOUT_PREFIX, Limits, Source, clean_path,
-                                        iter_entries)
+                                        REGULAR_TYPES, SYMTYPE, WHITEOUT_PREFIX, Limits, Source, iter_entries)
+from container.engine.layer.paths import clean_path, resolve_links
+from container.engine.layer.sparse import hash_sparse
 from container.engine.layer.unpack import HARDLINK_XATTR
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
@@ -34,6 +36,10 @@ def replay(stream: SupportsRead[bytes]) -> tuple[dict, str]:
     group = 0
     hs = HashingReader(stream)
     src = Source(hs)
+    def link_at(p: tuple[bytes, ...]) -> bytes | None:
+        rec = model.get(p)
+        return rec["target"] if rec is not None and rec["type"] == "sym" else None
+
     for e in iter_entries(src, Limits()):
         comps = clean_path(e.name)
         is_reg = e.type in REGULAR_TYPES
@@ -42,6 +48,7 @@ def replay(stream: SupportsRead[bytes]) -> tuple[dict, str]:
                 src.copy(None, e.size)
                 src.skip_padding(e.size)
             continue
+        comps = resolve_links(comps[:-1], link_at, e.name) + comps[-1:]   # a same-layer symlink parent
         for i in range(1, len(comps)):         # implicit parents
             if comps[:i] not in model or model[comps[:i]]["type"] != "dir":
                 model[comps[:i]] = {"type": "dir", "implicit": True}
@@ -60,16 +67,20 @@ def replay(stream: SupportsRead[bytes]) -> tuple[dict, str]:
                 src.skip_padding(e.size)
             continue
         if is_reg:
-            h = hashlib.sha256()
-            left = e.size
-            while left:
-                chunk = src.read(min(left, 1 << 20))
-                h.update(chunk)
-                left -= len(chunk)
-            src.skip_padding(e.size)
+            if e.sparse is not None:
+                sha = hash_sparse(src, e.sparse, e.real_size, e.size)
+            else:
+                h = hashlib.sha256()
+                left = e.size
+                while left:
+                    chunk = src.read(min(left, 1 << 20))
+                    h.update(chunk)
+                    left -= len(chunk)
+                src.skip_padding(e.size)
+                sha = h.hexdigest()
             drop()
             group += 1
-            model[comps] = {"type": "reg", "size": e.size, "sha": h.hexdigest(), "mode": e.mode & 0o7777,
+            model[comps] = {"type": "reg", "size": e.real_size, "sha": sha, "mode": e.mode & 0o7777,
                             "uid": e.uid, "gid": e.gid, "group": group}
         elif e.type == DIRTYPE:
             old = model.get(comps)
@@ -80,14 +91,16 @@ def replay(stream: SupportsRead[bytes]) -> tuple[dict, str]:
             drop()
             model[comps] = {"type": "sym", "target": e.linkname, "uid": e.uid, "gid": e.gid}
         elif e.type == LNKTYPE:
-            t = model.get(clean_path(e.linkname))
+            target = clean_path(e.linkname)
+            target = resolve_links(target[:-1], link_at, e.name) + target[-1:]
+            t = model.get(target)
             if t is None:
                 # A link to a lower layer: the tree holds a placeholder naming the target,
                 # which the snapshot merge resolves (the extractor's placeholder, engine/layer/unpack.py).
                 drop()
-                model[comps] = {"type": "reg", "size": 0, "placeholder": b"/".join(clean_path(e.linkname))}
+                model[comps] = {"type": "reg", "size": 0, "placeholder": b"/".join(target)}
                 continue
-            if comps != clean_path(e.linkname):
+            if comps != target:
                 drop()
                 model[comps] = dict(t)
         else:

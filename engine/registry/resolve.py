@@ -3,8 +3,9 @@
 HEAD by tag first (free on Docker Hub; a registry that refuses HEAD is asked with GET), then
 manifests by digest, taken from the store when it already has them. Every manifest is checked
 against the digest that named it (and the registry's Docker-Content-Digest), an index is walked
-down to the manifest for the wanted platform (engine/image/platform.choose), and the config blob
-is fetched (a few retries) and checked against its descriptor.
+down to the manifest for the wanted platform (engine/image/platform.candidates: an entry without a
+platform is taken when its config matches), and the config blob is fetched (a few retries) and
+checked against its descriptor. A schema 1 manifest is refused as such before its digest is checked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from container.cas import Digest
 
 from container.engine.errors import (AuthError, ManifestUnknown, RegistryError, RegistryUnavailable,
                                      UnsupportedMediaType, VerificationError)
-from container.engine.image.manifest import MAX_CONFIG, Descriptor, Index, Manifest, parse_manifest
+from container.engine.image.manifest import (CONFIG_TYPES, MAX_CONFIG, Descriptor, Index, Manifest, Platform,
+                                             parse_config, parse_manifest, refuse_schema1)
 from container.engine.image.reference import Reference
 from container.engine.progress import PullListener
 
@@ -38,6 +40,7 @@ class Resolver:
         self.client, self.blobs, self.ref, self.listener = client, blobs, ref, listener
         self.info = listener.info
         self.repo = ref.path
+        self._configs: dict[str, bytes] = {}      # configs read while choosing a platform, by digest
 
     def resolve(self, want) -> Resolved:
         """The reference down to the manifest for platform `want` (listener.resolved once the top
@@ -70,13 +73,35 @@ class Resolver:
                 raise UnsupportedMediaType("image index nesting is too deep")
             if index_digest is None:
                 index_digest = manifest_digest
-            desc = _platform.choose(node, want)
-            self.info(f"platform {desc.platform} chosen for {want}: {desc.digest[:19]}")
-            raw, mt, manifest_digest = self.manifest(desc.digest, None, desc.media_type, desc.size)
+            found, available = _platform.candidates(node, want)
+            for desc in found:
+                raw, mt, digest = self.manifest(desc.digest, None, desc.media_type, desc.size)
+                child = parse_manifest(raw, mt or desc.media_type)
+                if desc.platform is None and isinstance(child, Manifest):
+                    # an entry without a platform: its config says what it is (containerd does so)
+                    have = self._config_platform(child)
+                    if have is None or _platform.rank(want, have) is None:
+                        if have is not None:
+                            available.append(str(_platform.normalize(have)))
+                        continue
+                    self.info(f"entry {desc.digest[:19]} has no platform; its config says {have}")
+                else:
+                    self.info(f"platform {desc.platform} chosen for {want}: {desc.digest[:19]}")
+                break
+            else:
+                raise _platform.mismatch(want, available)
+            manifest_digest = digest
             blobs[manifest_digest] = (raw, mt)
-            node = parse_manifest(raw, mt or desc.media_type)
+            node = child
         assert isinstance(node, Manifest)
         return Resolved(top_digest, index_digest, manifest_digest, node, blobs)
+
+    def _config_platform(self, m: Manifest) -> Platform | None:
+        """The platform an image manifest's config names; None for an artifact or an empty one."""
+        if m.config.media_type not in CONFIG_TYPES:
+            return None
+        cfg = parse_config(self.config(m.config))
+        return cfg.platform if cfg.os and cfg.architecture else None
 
     def manifest(self, digest: str | None, tag: str | None, media_type: str | None,
                   size: int | None = None) -> tuple[bytes, str | None, str]:
@@ -88,6 +113,7 @@ class Resolver:
                 self.info(f"manifest {digest[:19]} already stored: no GET")
                 return blobs.read(Digest.parse(digest)), media_type, digest
         raw, ctype, header = self.client.get_manifest(self.repo, digest or tag)
+        refuse_schema1(raw, ctype or media_type)          # before the digest: a signed one never matches
         got = str(Digest.of_bytes(raw))
         if digest is not None and got != digest:
             raise VerificationError(f"manifest digest mismatch for {self.ref.familiar}: expected {digest}, "
@@ -105,6 +131,8 @@ class Resolver:
         """The config blob `d` names: from the store, else downloaded (3 tries) and verified."""
         blobs = self.blobs
         dg = Digest.parse(d.digest)
+        if d.digest in self._configs:
+            return self._configs[d.digest]
         if blobs.has(dg):
             return blobs.read(dg)
         if d.size > MAX_CONFIG:
@@ -123,4 +151,5 @@ class Resolver:
         if got != dg or len(raw) != d.size:
             raise VerificationError(f"image config digest mismatch: expected {d.digest}, got {got} "
                                     f"({len(raw)} of {d.size} bytes)")
+        self._configs[d.digest] = raw
         return raw
