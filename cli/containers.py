@@ -237,10 +237,28 @@ def _command(argv: list[str]) -> str:
     return f'"{s}"'
 
 
-def _ps_json(c) -> dict:
-    return {"ID": c.id, "Names": c.name, "Image": c.image, "ImageID": c.image_id, "Command": c.command,
-            "CreatedAt": str(c.created), "State": c.status, "Status": _status(c),
-            "ExitCode": c.exit_code, "Pid": c.pid, "Isolation": c.isolation, "RootfsMode": c.rootfs_mode}
+PS_HEADS = {"ID": "CONTAINER ID", "RunningFor": "CREATED"}
+
+
+def ps_rows(cs, *, no_trunc: bool = False) -> list[dict]:
+    """docker ps's --format fields (strings, as docker prints them) and ours: ImageID, ExitCode,
+    Pid, Isolation, RootfsMode, FullID, Argv (the command as a list)."""
+    from .output import go_time, humanize_age
+
+    rows = []
+    for c in cs:
+        labels = dict(c.config.get("labels") or {})
+        rows.append({
+            "ID": c.id if no_trunc else c.short_id, "Image": c.image,
+            "Command": f'"{" ".join(c.command)}"' if no_trunc else _command(c.command),
+            "CreatedAt": go_time(c.created), "RunningFor": humanize_age(c.created), "Status": _status(c),
+            "State": c.status, "Names": c.name, "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            "Label": (lambda k, _l=labels: _l.get(k, "")), "Mounts": "", "Ports": "", "Size": "0B",
+            "Networks": c.config.get("network", "host"), "LocalVolumes": "0",
+            "ImageID": c.image_id, "ExitCode": c.exit_code, "Pid": c.pid, "Isolation": c.isolation,
+            "RootfsMode": c.rootfs_mode, "FullID": c.id, "Argv": list(c.command),
+        })
+    return rows
 
 
 def register(app) -> None:
@@ -284,28 +302,26 @@ def register(app) -> None:
         ctx: typer.Context,
         all: Annotated[bool, typer.Option("--all", "-a", help="Show all containers (default: running).")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show container IDs.")] = False,
-        format: Annotated[Optional[str], typer.Option("--format", help="json for machine-readable output.")] = None,
+        format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")] = None,
         no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs and commands.")] = False,
     ) -> None:
-        """List containers."""
-        from .output import print_json, print_table
+        """List containers (--format: json, table, or a Go template: '{{.ID}} {{.Status}}')."""
+        from .format import parse_format, write
+        from .output import print_table
 
-        if format is not None and format != "json":
-            raise typer.BadParameter("only --format json is supported", param_hint="--format")
+        fmt = parse_format(format, headers=PS_HEADS, default="{{.ID}}\t{{.Image}}\t{{.Command}}\t"
+                           "{{.RunningFor}}\t{{.Status}}\t{{.Names}}") if format is not None else None
         cs = state(ctx).engine.containers(all=all)
-        if format == "json":
-            print_json([_ps_json(c) for c in cs])
-            return
         if quiet:
             for c in cs:
                 typer.echo(c.id if no_trunc else c.short_id)
             return
-        from .output import humanize_age
-
-        rows = [[c.id if no_trunc else c.short_id, c.image,
-                 f'"{" ".join(c.command)}"' if no_trunc else _command(c.command),
-                 humanize_age(c.created), _status(c), c.name] for c in cs]
-        print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows)
+        rows = ps_rows(cs, no_trunc=no_trunc)
+        if fmt is not None:
+            write(fmt, rows)
+            return
+        print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"],
+                    [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Names"]] for r in rows])
 
     @app.command("rm")
     def rm_cmd(
