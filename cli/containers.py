@@ -304,6 +304,9 @@ def register(app) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show container IDs.")] = False,
         format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")] = None,
         no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs and commands.")] = False,
+        filter: Annotated[Optional[List[str]], typer.Option(
+            "--filter", "-f", help="status=, name=, id=, ancestor=IMAGE, label=KEY[=VALUE], exited=CODE "
+                                   "(repeatable)")] = None,
     ) -> None:
         """List containers (--format: json, table, or a Go template: '{{.ID}} {{.Status}}')."""
         from .format import parse_format, write
@@ -311,7 +314,7 @@ def register(app) -> None:
 
         fmt = parse_format(format, headers=PS_HEADS, default="{{.ID}}\t{{.Image}}\t{{.Command}}\t"
                            "{{.RunningFor}}\t{{.Status}}\t{{.Names}}") if format is not None else None
-        cs = state(ctx).engine.containers(all=all)
+        cs = state(ctx).engine.containers(all=all, filters=filter)
         if quiet:
             for c in cs:
                 typer.echo(c.id if no_trunc else c.short_id)

@@ -158,6 +158,9 @@ def images_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show image IDs.")] = False,
     format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")] = None,
     no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs.")] = False,
+    filter: Annotated[Optional[List[str]], typer.Option(
+        "--filter", "-f", help="dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE, "
+                               "label=KEY[=VALUE] (repeatable)")] = None,
 ) -> None:
     """List images (--format: json, table, or a Go template as docker's: '{{.Repository}}:{{.Tag}}')."""
     from .format import parse_format, write
@@ -167,7 +170,7 @@ def images_cmd(
         default = "{{.Repository}}\t{{.Tag}}\t" + ("{{.Digest}}\t" if digests else "") + \
             "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
         fmt = parse_format(format, headers=IMAGE_HEADS, default=default)
-    imgs = state(ctx).engine.images()
+    imgs = state(ctx).engine.images(filters=filter)
     if quiet:
         seen = []
         for i in imgs:

@@ -3,9 +3,9 @@
     engine = Engine(root, db)            # cheap: the store opens on first use
     ref = Engine.parse_reference("busybox")
     info = engine.pull(ref, listener=...) # ImageInfo; progress through engine/progress.PullListener
-    engine.images() / image(name) / remove_image(name) / tag(source, target)
+    engine.images(filters=) / image(name) / remove_image(name) / tag(source, target)
     engine.run(RunOptions(...), listener=...) -> exit status     (docker's 125/126/127 on failure)
-    engine.containers() / container(name) / remove_container(name)
+    engine.containers(all=, filters=) / container(name) / remove_container(name)
     engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
     Engine.login(...) / Engine.logout(...)
 
@@ -85,10 +85,12 @@ class Engine:
         return pull(self.store, ref, platform=platform, listener=listener)
 
     @_entry
-    def images(self) -> list[ImageInfo]:
-        from container.engine.image.catalog import list_images
+    def images(self, *, filters: list[str] | None = None) -> list[ImageInfo]:
+        """docker images [--filter KEY=VALUE...] (engine/filters.py: InvalidFilter for a bad one)."""
+        from container.engine.filters import filter_images
+        from container.engine.image.catalog import list_images, resolve_image
 
-        return list_images(self.store)
+        return filter_images(list_images(self.store), filters, lambda n: resolve_image(self.store, n))
 
     @_entry
     def image(self, name: str) -> ImageInfo:
@@ -132,10 +134,14 @@ class Engine:
                 raise
 
     @_entry
-    def containers(self, *, all: bool = False) -> list[ContainerInfo]:
+    def containers(self, *, all: bool = False, filters: list[str] | None = None) -> list[ContainerInfo]:
+        """docker ps [-a] [--filter KEY=VALUE...]: a status= or exited= filter lists stopped ones too."""
         from container.engine.containers import list_containers
+        from container.engine.filters import filter_containers, wants_all
+        from container.engine.image.catalog import resolve_image
 
-        return list_containers(self.store, all=all)
+        cs = list_containers(self.store, all=all or wants_all(filters))
+        return filter_containers(cs, filters, lambda n: resolve_image(self.store, n))
 
     @_entry
     def container(self, name: str) -> ContainerInfo:

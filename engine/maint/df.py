@@ -160,14 +160,14 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "database": database,
             "size_unit": "disk usage: st_blocks*512, hardlinked inodes counted once",
         }
-        per = _per_image(store, st, units)
+        held = _per_image(store, st, units)
         images_row = {"type": "Images", "total": counts["images"][0], "active": counts["images"][1],
-                      "size": per["images_total"],
+                      "size": held["images_total"],
                       "reclaimable": recl["images"] + recl["layers"] + recl["snapshots"]}
         report["docker"] = [images_row] + [r for r in report["summary"] if r["type"] == "Containers"]
-        report["images_total"] = per["images_total"]
+        report["images_total"] = held["images_total"]
         if verbose:
-            report.update(per)
+            report.update(held)
     return report
 
 

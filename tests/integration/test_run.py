@@ -380,7 +380,6 @@ def test_never_writes_through_shared_trees(store, isolation, rootfs):
     r = store("run", "--name", "writer", "--isolation", isolation, store.bb, "/bin/busybox", "sh", "-c", script,
               env={"CONTAINER_ROOTFS": rootfs})
     assert r.returncode == 0, r.stderr
-    import json
 
     doc = [c for c in json_lines(store("ps", "-a", "--format", "json").stdout) if c["Names"] == "writer"][0]
     assert (doc["Isolation"], doc["RootfsMode"]) == (isolation, rootfs)
@@ -423,7 +422,6 @@ def test_fast_path_imports_no_orm(store):
 
 
 def test_fast_and_orm_paths_write_the_same_rows(store):
-    import json
     import sqlite3
 
     image_id = json_lines(store("images", "--format", "json").stdout)
@@ -646,7 +644,6 @@ def test_same_as_podman(store, podman_images, image, opts, args, norm):
 def test_auto_falls_back_to_chroot_without_namespaces(store):
     """Where unshare() is refused (here: CAP_SYS_ADMIN dropped from the bounding set, as in a
     locked-down container), --isolation auto runs with chroot on a private copy."""
-    import json
     import shutil
 
     if not shutil.which("setpriv"):
@@ -672,7 +669,6 @@ def test_auto_falls_back_to_chroot_without_namespaces(store):
 def test_env_file_from_stdin_is_read_once_on_the_orm_path(cli, store, pushed):
     """`run` chooses its path before it reads any input: an --env-file /dev/stdin reaches the
     container on the paths the sqlite3 fast path does not serve (a pull first; an image id)."""
-    import json
 
     r = cli("run", "--rm", "--env-file", "/dev/stdin", pushed["busybox"].ref, "env", input="FROM_STDIN=pulled\n")
     assert r.returncode == 0, r.stderr
