@@ -123,9 +123,10 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
     return g, kw
 
 
-def do_run(kw: dict, engine) -> int:
+def do_run(kw: dict, engine, create: bool = False):
     """docker run's exit status: the command's, or 125 when we fail before it starts (an unknown
-    image or a failed pull included), 126 cannot execute, 127 not found."""
+    image or a failed pull included), 126 cannot execute, 127 not found. create: docker create,
+    the container made and not started (its id)."""
     from container.engine.service import RunListener
 
     class Progress(RunListener):
@@ -133,6 +134,8 @@ def do_run(kw: dict, engine) -> int:
             sys.stderr.write(f"Unable to find image '{ref}' locally\n")
             sys.stderr.flush()
 
+    if create:
+        return engine.create(engine.run_options(**kw), listener=Progress())
     return engine.run(engine.run_options(**kw), listener=Progress())
 
 
@@ -296,6 +299,18 @@ def register(app) -> None:
                   isolation=isolation, network=network, platform=platform)
         code = do_run(kw, state(ctx).engine)
         raise typer.Exit(code)
+
+    def create_cmd(ctx: typer.Context, image: str, command=None, **opts) -> None:
+        """Create a new container (docker create: made as run makes it, not started); prints its id."""
+        kw = dict(opts, image=image, command=list(command or []), env=list(opts.get("env") or []),
+                  env_files=list(opts.get("env_files") or []))
+        typer.echo(do_run(kw, state(ctx).engine, create=True))
+
+    import inspect
+
+    create_cmd.__signature__ = inspect.signature(run_cmd)       # run's options, one list of them
+    create_cmd.__annotations__ = dict(run_cmd.__annotations__)
+    app.command("create", context_settings={"allow_interspersed_args": False})(create_cmd)
 
     @app.command("ps")
     def ps_cmd(

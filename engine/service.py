@@ -5,6 +5,7 @@
     info = engine.pull(ref, listener=...) # ImageInfo; progress through engine/progress.PullListener
     engine.images(filters=) / image(name) / remove_image(name) / tag(source, target)
     engine.run(RunOptions(...), listener=...) -> exit status     (docker's 125/126/127 on failure)
+    engine.create(RunOptions(...), listener=...) -> container id (made, not started)
     engine.containers(all=, filters=) / container(name) / remove_container(name)
     engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
     Engine.login(...) / Engine.logout(...)
@@ -131,6 +132,18 @@ class Engine:
             except ContainerError as e:
                 if not isinstance(e, RunError):
                     e.exit_code = 125
+                raise
+
+    def create(self, opts: RunOptions, *, listener: RunListener | None = None) -> str:
+        """docker create: a container made as run makes it (image pulled if missing, rootfs
+        prepared, status "created"), not started; its id. Failures exit 125, as run's."""
+        from container.engine.runtime.run import create
+
+        with boundary(exit_code=125):
+            try:
+                return create(opts, store=self._store, root=self.root, db_url=self.db, progress=listener)
+            except ContainerError as e:
+                e.exit_code = 125
                 raise
 
     @_entry
