@@ -316,6 +316,9 @@ def register(app) -> None:
     def ps_cmd(
         ctx: typer.Context,
         all: Annotated[bool, typer.Option("--all", "-a", help="Show all containers (default: running).")] = False,
+        last: Annotated[int, typer.Option("--last", "-n", help="The n last created containers (all states).")]
+        = -1,
+        latest: Annotated[bool, typer.Option("--latest", "-l", help="The latest created container.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show container IDs.")] = False,
         format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")] = None,
         no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs and commands.")] = False,
@@ -329,7 +332,11 @@ def register(app) -> None:
 
         fmt = parse_format(format, headers=PS_HEADS, default="{{.ID}}\t{{.Image}}\t{{.Command}}\t"
                            "{{.RunningFor}}\t{{.Status}}\t{{.Names}}") if format is not None else None
-        cs = state(ctx).engine.containers(all=all, filters=filter)
+        if latest:
+            last = 1
+        cs = state(ctx).engine.containers(all=all or last >= 0, filters=filter)   # newest first
+        if last >= 0:
+            cs = cs[:last]
         if quiet:
             for c in cs:
                 typer.echo(c.id if no_trunc else c.short_id)

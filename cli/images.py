@@ -154,6 +154,8 @@ def pull_cmd(
 # -- list --------------------------------------------------------------------------------------------
 def images_cmd(
     ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show all images (there are no intermediate "
+                                                           "images here: the same list).")] = False,
     digests: Annotated[bool, typer.Option("--digests", help="Show digests.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show image IDs.")] = False,
     format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")] = None,
@@ -270,6 +272,7 @@ def inspect_cmd(
     names: Annotated[List[str], typer.Argument(metavar="NAME...", help="Images (or containers) to inspect.")],
     format: Annotated[Optional[str], typer.Option("--format", "-f", help="A Go template: '{{.Config.Env}}'.")]
     = None,
+    type_: Annotated[Optional[str], typer.Option("--type", help="image or container: look only there.")] = None,
 ) -> None:
     """Show details of images (or containers) as JSON, or each through a Go template (-f)."""
     from container.engine.service import ContainerNotFound, ImageNotFound
@@ -277,14 +280,21 @@ def inspect_cmd(
     from .format import parse_format, write
 
     fmt = parse_format(format, headers={}, default="{{json .}}", strict=False) if format is not None else None
+    if type_ not in (None, "image", "container"):
+        from container.engine.service import ContainerError
+
+        raise ContainerError(f'"{type_}" is not a valid value for --type: use image or container')
     engine = state(ctx).engine
     out, missing = [], []
     for name in names:
-        try:
-            out.append(_inspect_image(engine.image(name)))
-            continue
-        except ImageNotFound:
-            pass
+        if type_ != "container":
+            try:
+                out.append(_inspect_image(engine.image(name)))
+                continue
+            except ImageNotFound:
+                if type_ == "image":
+                    missing.append(name)
+                    continue
         try:
             c = engine.container(name)
         except (ContainerNotFound, ImageNotFound):
@@ -298,7 +308,7 @@ def inspect_cmd(
     elif out or not missing:
         print_json(out)
     for m in missing:
-        err(f"No such object: {m}")
+        err(f"No such {type_ or 'object'}: {m}")
     if missing:
         raise typer.Exit(1)
 

@@ -41,6 +41,7 @@ def test_images_templates(cli, filled, pushed):
     assert b["ID"] == bb.config_digest[7:19] and b["Tag"] == "latest" and b["CreatedAt"].endswith("+0000 UTC")
     assert b["ManifestDigest"] == bb.manifest_digest and b["Platform"].startswith("linux/")
     assert json_lines(cli("images", "--format", "{{json .}}", check=True).stdout) == rows
+    assert cli("images", "-a", "-q", check=True).stdout == cli("images", "-q", check=True).stdout
 
 
 def test_ps_templates(cli, filled):
@@ -59,6 +60,9 @@ def test_ps_templates(cli, filled):
     r = cli("ps", "-a", "--format", '{{if eq .State "exited"}}{{.Names}} stopped{{else}}up{{end}}', check=True)
     assert r.stdout == "first stopped\n"
     assert cli("ps", "--format", "{{.ID}}", check=True).stdout == ""     # running only: none
+    assert cli("run", "--name", "second", filled.ref, "true").returncode == 0
+    assert cli("ps", "-l", "--format", "{{.Names}}", check=True).stdout == "second\n"
+    assert cli("ps", "-n", "2", "--format", "{{.Names}}", check=True).stdout == "second\nfirst\n"
 
 
 def test_inspect_format_prints_go_values(cli, filled):
@@ -72,6 +76,10 @@ def test_inspect_format_prints_go_values(cli, filled):
     assert r.stdout == f"{bb.config_digest} {len(bb.diff_ids)}\n"
     r = cli("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.Name}}", "first", check=True)
     assert r.stdout == "exited 3 /first\n"
+    r = cli("inspect", "--type", "image", "first")
+    assert r.returncode == 1 and "No such image: first" in one_error(r)
+    r = cli("inspect", "--type", "container", "-f", "{{.Name}}", "first", bb.ref)
+    assert r.returncode == 1 and r.stdout == "/first\n" and "No such container: " + bb.ref in one_error(r)
     r = cli("inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", bb.ref, check=True)
     assert r.stdout == "".join(e + "\n" for e in env) + "\n"
     r = cli("inspect", "-f", "{{.Container}}", bb.ref, check=True)
