@@ -123,9 +123,10 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
     return g, kw
 
 
-def do_run(kw: dict, engine) -> int:
+def do_run(kw: dict, engine, create: bool = False):
     """docker run's exit status: the command's, or 125 when we fail before it starts (an unknown
-    image or a failed pull included), 126 cannot execute, 127 not found."""
+    image or a failed pull included), 126 cannot execute, 127 not found. create: docker create,
+    the container made and not started (its id)."""
     from container.engine.service import RunListener
 
     class Progress(RunListener):
@@ -139,6 +140,8 @@ def do_run(kw: dict, engine) -> int:
             sys.stderr.write(f"WARNING: {one_line(msg)}\n")
             sys.stderr.flush()
 
+    if create:
+        return engine.create(engine.run_options(**kw), listener=Progress())
     return engine.run(engine.run_options(**kw), listener=Progress())
 
 
@@ -243,10 +246,28 @@ def _command(argv: list[str]) -> str:
     return f'"{s}"'
 
 
-def _ps_json(c) -> dict:
-    return {"ID": c.id, "Names": c.name, "Image": c.image, "ImageID": c.image_id, "Command": c.command,
-            "CreatedAt": str(c.created), "State": c.status, "Status": _status(c),
-            "ExitCode": c.exit_code, "Pid": c.pid, "Isolation": c.isolation, "RootfsMode": c.rootfs_mode}
+PS_HEADS = {"ID": "CONTAINER ID", "RunningFor": "CREATED"}
+
+
+def ps_rows(cs, *, no_trunc: bool = False) -> list[dict]:
+    """docker ps's --format fields (strings, as docker prints them) and ours: ImageID, ExitCode,
+    Pid, Isolation, RootfsMode, FullID, Argv (the command as a list)."""
+    from .output import go_time, humanize_age
+
+    rows = []
+    for c in cs:
+        labels = dict(c.config.get("labels") or {})
+        rows.append({
+            "ID": c.id if no_trunc else c.short_id, "Image": c.image,
+            "Command": f'"{" ".join(c.command)}"' if no_trunc else _command(c.command),
+            "CreatedAt": go_time(c.created), "RunningFor": humanize_age(c.created), "Status": _status(c),
+            "State": c.status, "Names": c.name, "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            "Label": (lambda k, _l=labels: _l.get(k, "")), "Mounts": "", "Ports": "", "Size": "0B",
+            "Networks": c.config.get("network", "host"), "LocalVolumes": "0",
+            "ImageID": c.image_id, "ExitCode": c.exit_code, "Pid": c.pid, "Isolation": c.isolation,
+            "RootfsMode": c.rootfs_mode, "FullID": c.id, "Argv": list(c.command),
+        })
+    return rows
 
 
 def register(app) -> None:
@@ -285,33 +306,53 @@ def register(app) -> None:
         code = do_run(kw, state(ctx).engine)
         raise typer.Exit(code)
 
+    def create_cmd(ctx: typer.Context, image: str, command=None, **opts) -> None:
+        """Create a new container (docker create: made as run makes it, not started); prints its id."""
+        kw = dict(opts, image=image, command=list(command or []), env=list(opts.get("env") or []),
+                  env_files=list(opts.get("env_files") or []))
+        typer.echo(do_run(kw, state(ctx).engine, create=True))
+
+    import inspect
+
+    create_cmd.__signature__ = inspect.signature(run_cmd)       # run's options, one list of them
+    create_cmd.__annotations__ = dict(run_cmd.__annotations__)
+    app.command("create", context_settings={"allow_interspersed_args": False})(create_cmd)
+
     @app.command("ps")
     def ps_cmd(
         ctx: typer.Context,
         all: Annotated[bool, typer.Option("--all", "-a", help="Show all containers (default: running).")] = False,
+        last: Annotated[int, typer.Option("--last", "-n", help="The n last created containers (all states).")]
+        = -1,
+        latest: Annotated[bool, typer.Option("--latest", "-l", help="The latest created container.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show container IDs.")] = False,
-        format: Annotated[Optional[str], typer.Option("--format", help="json for machine-readable output.")] = None,
+        format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")] = None,
         no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs and commands.")] = False,
+        filter: Annotated[Optional[List[str]], typer.Option(
+            "--filter", "-f", help="status=, name=, id=, ancestor=IMAGE, label=KEY[=VALUE], exited=CODE "
+                                   "(repeatable)")] = None,
     ) -> None:
-        """List containers."""
-        from .output import print_json, print_table
+        """List containers (--format: json, table, or a Go template: '{{.ID}} {{.Status}}')."""
+        from .format import parse_format, write
+        from .output import print_table
 
-        if format is not None and format != "json":
-            raise typer.BadParameter("only --format json is supported", param_hint="--format")
-        cs = state(ctx).engine.containers(all=all)
-        if format == "json":
-            print_json([_ps_json(c) for c in cs])
-            return
+        fmt = parse_format(format, headers=PS_HEADS, default="{{.ID}}\t{{.Image}}\t{{.Command}}\t"
+                           "{{.RunningFor}}\t{{.Status}}\t{{.Names}}") if format is not None else None
+        if latest:
+            last = 1
+        cs = state(ctx).engine.containers(all=all or last >= 0, filters=filter)   # newest first
+        if last >= 0:
+            cs = cs[:last]
         if quiet:
             for c in cs:
                 typer.echo(c.id if no_trunc else c.short_id)
             return
-        from .output import humanize_age
-
-        rows = [[c.id if no_trunc else c.short_id, c.image,
-                 f'"{" ".join(c.command)}"' if no_trunc else _command(c.command),
-                 humanize_age(c.created), _status(c), c.name] for c in cs]
-        print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows)
+        rows = ps_rows(cs, no_trunc=no_trunc)
+        if fmt is not None:
+            write(fmt, rows)
+            return
+        print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"],
+                    [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Names"]] for r in rows])
 
     @app.command("rm")
     def rm_cmd(

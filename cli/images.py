@@ -165,18 +165,25 @@ def pull_cmd(
 # -- list --------------------------------------------------------------------------------------------
 def images_cmd(
     ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show all images (there are no intermediate "
+                                                           "images here: the same list).")] = False,
     digests: Annotated[bool, typer.Option("--digests", help="Show digests.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show image IDs.")] = False,
-    format: Annotated[Optional[str], typer.Option("--format", help="json for machine-readable output.")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")] = None,
     no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate IDs.")] = False,
+    filter: Annotated[Optional[List[str]], typer.Option(
+        "--filter", "-f", help="dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE, "
+                               "label=KEY[=VALUE] (repeatable)")] = None,
 ) -> None:
-    """List images."""
-    imgs = state(ctx).engine.images()
-    if format is not None and format != "json":
-        raise typer.BadParameter("only --format json is supported", param_hint="--format")
-    if format == "json":
-        print_json([_image_json(i) for i in imgs])
-        return
+    """List images (--format: json, table, or a Go template as docker's: '{{.Repository}}:{{.Tag}}')."""
+    from .format import parse_format, write
+
+    fmt = None
+    if format is not None:
+        default = "{{.Repository}}\t{{.Tag}}\t" + ("{{.Digest}}\t" if digests else "") + \
+            "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+        fmt = parse_format(format, headers=IMAGE_HEADS, default=default)
+    imgs = state(ctx).engine.images(filters=filter)
     if quiet:
         seen = []
         for i in imgs:
@@ -186,6 +193,24 @@ def images_cmd(
         for iid in seen:
             typer.echo(iid)
         return
+    rows = image_rows(imgs, no_trunc=no_trunc)
+    if fmt is not None:
+        write(fmt, rows)
+        return
+    headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
+    print_table(headers, [[r["Repository"], r["Tag"]] + ([r["Digest"]] if digests else []) +
+                          [r["ID"], r["CreatedSince"], r["Size"]] for r in rows])
+
+
+IMAGE_HEADS = {"ID": "IMAGE ID", "CreatedSince": "CREATED"}
+
+
+def image_rows(imgs, *, no_trunc: bool = False) -> list[dict]:
+    """docker's image rows (one per repository:tag, <none> for an untagged image), with docker's
+    --format fields (all strings, as docker prints them) and ours: ManifestDigest, IndexDigest,
+    Platform, ImageID (the full config digest), Bytes (SIZE as a number)."""
+    from .output import go_time
+
     rows = []
     for i in imgs:
         iid = i.config_digest if no_trunc else i.short_id
@@ -196,22 +221,15 @@ def images_cmd(
         if not entries:
             entries = [("<none>", "<none>")]
         for repo, tag in entries:
-            row = [repo, tag]
-            if digests:
-                row.append(digest_of.get(repo, "<none>"))
-            row += [iid, humanize_age(i.created), human_size(i.size)]
-            rows.append(row)
-    headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    print_table(headers, rows)
-
-
-def _image_json(i) -> dict:
-    return {
-        "Id": i.config_digest, "ManifestDigest": i.id, "IndexDigest": i.index_digest,
-        "RepoTags": list(i.repo_tags), "RepoDigests": list(i.repo_digests),
-        "Created": _iso(i.created), "Size": i.size, "DownloadSize": i.download_size,
-        "Platform": i.platform,
-    }
+            rows.append({
+                "ID": iid, "Repository": repo, "Tag": tag, "Digest": digest_of.get(repo, "<none>"),
+                "CreatedSince": humanize_age(i.created), "CreatedAt": go_time(i.created),
+                "Size": human_size(i.size), "VirtualSize": human_size(i.size), "SharedSize": "N/A",
+                "UniqueSize": "N/A", "Containers": "N/A",
+                "ManifestDigest": i.id, "IndexDigest": i.index_digest or "", "Platform": i.platform,
+                "ImageID": i.config_digest, "Bytes": i.size,
+            })
+    return rows
 
 
 def _iso(d) -> str | None:
@@ -263,18 +281,31 @@ def _inspect_image(i) -> dict:
 def inspect_cmd(
     ctx: typer.Context,
     names: Annotated[List[str], typer.Argument(metavar="NAME...", help="Images (or containers) to inspect.")],
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="A Go template: '{{.Config.Env}}'.")]
+    = None,
+    type_: Annotated[Optional[str], typer.Option("--type", help="image or container: look only there.")] = None,
 ) -> None:
-    """Show details of images (or containers) as JSON."""
+    """Show details of images (or containers) as JSON, or each through a Go template (-f)."""
     from container.engine.service import ContainerNotFound, ImageNotFound
 
+    from .format import parse_format, write
+
+    fmt = parse_format(format, headers={}, default="{{json .}}", strict=False) if format is not None else None
+    if type_ not in (None, "image", "container"):
+        from container.engine.service import ContainerError
+
+        raise ContainerError(f'"{type_}" is not a valid value for --type: use image or container')
     engine = state(ctx).engine
     out, missing = [], []
     for name in names:
-        try:
-            out.append(_inspect_image(engine.image(name)))
-            continue
-        except ImageNotFound:
-            pass
+        if type_ != "container":
+            try:
+                out.append(_inspect_image(engine.image(name)))
+                continue
+            except ImageNotFound:
+                if type_ == "image":
+                    missing.append(name)
+                    continue
         try:
             c = engine.container(name)
         except (ContainerNotFound, ImageNotFound):
@@ -283,10 +314,12 @@ def inspect_cmd(
         from .containers import inspect_json
 
         out.append(inspect_json(c))
-    if out or not missing:
+    if fmt is not None:
+        write(fmt, out)
+    elif out or not missing:
         print_json(out)
     for m in missing:
-        err(f"No such object: {m}")
+        err(f"No such {type_ or 'object'}: {m}")
     if missing:
         raise typer.Exit(1)
 

@@ -96,3 +96,14 @@ def humanize_age(when: _dt.datetime | None, now: _dt.datetime | None = None) -> 
     if d < 365 * 2:
         return f"{int(d // 30)} months ago"
     return f"{int(d // 365)} years ago"
+
+
+def go_time(when: _dt.datetime | None) -> str:
+    """A time as docker's --format prints one (Go's time.String in UTC): 2024-05-01 10:00:00 +0000 UTC."""
+    import datetime as _dt
+
+    if when is None:
+        return ""
+    if when.tzinfo is not None:
+        when = when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return when.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")

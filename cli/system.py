@@ -5,7 +5,7 @@
     container image prune [-a] [-f] [--filter until=…]
     container container prune [-f] [--filter until=…]
     container system prune [-a] [-f] [--filter until=…]      (containers, then images, then gc)
-    container df [-v] [--format json]                        (alias: system df)
+    container df [-v] [--format json|TEMPLATE|report]        (alias: system df)
     container fsck [--repair] [--deep]
     container sql "SELECT …" [--format table|json|csv] | --schema
 
@@ -154,37 +154,64 @@ def system_prune(ctx: typer.Context, all: Annotated[bool, ALL] = False, force: A
 # -- df --------------------------------------------------------------------------------------------
 
 def df_cmd(ctx: typer.Context,
-           verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per image: shared and unique size.")]
+           verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The store's finer rows, and per "
+                                                                         "image: shared and unique size.")]
            = False,
-           format: Annotated[str, typer.Option("--format", help="table or json.")] = "table") -> None:
-    """Show disk usage: images, layers, snapshots, containers, ingest.
+           format: Annotated[Optional[str], typer.Option(
+               "--format", help="json, table, a Go template, or report (the whole accounting as JSON).")]
+           = None) -> None:
+    """Show disk usage as docker does: Images (the bytes the images hold: their layers, each shared
+    one once, and their snapshots) and Containers; -v adds the store's finer rows (manifests,
+    layers, snapshots, containers, ingest, unreferenced), which add up to the store.
 
     Sizes are disk usage (st_blocks, as du counts), each hardlinked inode once; the rows add up to
-    the store (the database, lock and skeleton dirs are reported apart in --format json as
+    the store (the database, lock and skeleton dirs are reported apart in --format report as
     "metadata"). RECLAIMABLE is what `image prune -a` (then gc) frees, and for containers what
     `container prune` frees."""
-    from container.engine.service import ContainerError
+    from .format import parse_format
 
-    if format not in ("table", "json"):
-        raise ContainerError(f"unknown format {format!r}: use table or json")
+    fmt = None
+    if format is not None and format != "report":
+        fmt = parse_format(format, headers=DF_HEADS,
+                           default="{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}")
     report = state(ctx).engine.disk_usage(verbose=verbose)
-    _render_df(report, verbose=verbose, fmt=format)
+    if format == "report":
+        from .output import print_json
 
-
-def _render_df(report: dict, *, verbose: bool, fmt: str = "table") -> None:
-    from .output import human_size, print_json, print_table
-
-    if fmt == "json":
         print_json(report)
         return
+    _render_df(report, verbose=verbose, fmt=fmt)
 
-    def pct(r, s):
-        return f"{human_size(r)} ({100 * r // s if s else 0}%)"
 
-    print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
-                [[r["type"], r["total"], r["active"], human_size(r["size"]), pct(r["reclaimable"], r["size"])]
-                 for r in report["summary"]])
+DF_HEADS = {"TotalCount": "TOTAL", "Reclaimable": "RECLAIMABLE"}
+
+
+def df_rows(rows: list[dict]) -> list[dict]:
+    """docker's df --format fields (strings, as docker prints them) and ours: Bytes, ReclaimableBytes."""
+    from .output import human_size
+
+    return [{"Type": r["type"], "TotalCount": str(r["total"]), "Active": str(r["active"]),
+             "Size": human_size(r["size"]),
+             "Reclaimable": f"{human_size(r['reclaimable'])} ({100 * r['reclaimable'] // r['size'] if r['size'] else 0}%)",
+             "Bytes": r["size"], "ReclaimableBytes": r["reclaimable"]} for r in rows]
+
+
+def _render_df(report: dict, *, verbose: bool, fmt=None) -> None:
+    from .format import write
+    from .output import human_size, print_table
+
+    if fmt is not None:
+        write(fmt, df_rows(report["docker"] + (report["summary"] if verbose else [])))
+        return
+
+    def table(rows: list[dict]) -> None:
+        print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+                    [[r["Type"], r["TotalCount"], r["Active"], r["Size"], r["Reclaimable"]] for r in df_rows(rows)])
+
+    table(report["docker"])
     if verbose:
+        sys.stdout.write("\nStore space usage (these rows add up to the store):\n\n")
+        table(report["summary"])
         sys.stdout.write("\nImages space usage:\n\n")
         rows = []
         for im in report["images"]:

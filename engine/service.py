@@ -3,9 +3,10 @@
     engine = Engine(root, db)            # cheap: the store opens on first use
     ref = Engine.parse_reference("busybox")
     info = engine.pull(ref, listener=...) # ImageInfo; progress through engine/progress.PullListener
-    engine.images() / image(name) / remove_image(name) / tag(source, target)
+    engine.images(filters=) / image(name) / remove_image(name) / tag(source, target)
     engine.run(RunOptions(...), listener=...) -> exit status     (docker's 125/126/127 on failure)
-    engine.containers() / container(name) / remove_container(name)
+    engine.create(RunOptions(...), listener=...) -> container id (made, not started)
+    engine.containers(all=, filters=) / container(name) / remove_container(name)
     engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
     Engine.login(...) / Engine.logout(...)
 
@@ -89,10 +90,12 @@ class Engine:
         return pull(self.store, ref, platform=platform, listener=listener, snapshot=snapshot)
 
     @_entry
-    def images(self) -> list[ImageInfo]:
-        from container.engine.image.catalog import list_images
+    def images(self, *, filters: list[str] | None = None) -> list[ImageInfo]:
+        """docker images [--filter KEY=VALUE...] (engine/filters.py: InvalidFilter for a bad one)."""
+        from container.engine.filters import filter_images
+        from container.engine.image.catalog import list_images, resolve_image
 
-        return list_images(self.store)
+        return filter_images(list_images(self.store), filters, lambda n: resolve_image(self.store, n))
 
     @_entry
     def image(self, name: str) -> ImageInfo:
@@ -186,11 +189,27 @@ class Engine:
                     e.exit_code = 125
                 raise
 
-    @_entry
-    def containers(self, *, all: bool = False) -> list[ContainerInfo]:
-        from container.engine.containers import list_containers
+    def create(self, opts: RunOptions, *, listener: RunListener | None = None) -> str:
+        """docker create: a container made as run makes it (image pulled if missing, rootfs
+        prepared, status "created"), not started; its id. Failures exit 125, as run's."""
+        from container.engine.runtime.run import create
 
-        return list_containers(self.store, all=all)
+        with boundary(exit_code=125):
+            try:
+                return create(opts, store=self._store, root=self.root, db_url=self.db, progress=listener)
+            except ContainerError as e:
+                e.exit_code = 125
+                raise
+
+    @_entry
+    def containers(self, *, all: bool = False, filters: list[str] | None = None) -> list[ContainerInfo]:
+        """docker ps [-a] [--filter KEY=VALUE...]: a status= or exited= filter lists stopped ones too."""
+        from container.engine.containers import list_containers
+        from container.engine.filters import filter_containers, wants_all
+        from container.engine.image.catalog import resolve_image
+
+        cs = list_containers(self.store, all=all or wants_all(filters))
+        return filter_containers(cs, filters, lambda n: resolve_image(self.store, n))
 
     @_entry
     def container(self, name: str) -> ContainerInfo:

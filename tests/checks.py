@@ -6,6 +6,7 @@
     store_state(root)   what a pull may leave behind: (blob names, layer dirs, DB row counts)
     open_store(root)    an engine Store on root, its database open
     tree(root)          path -> (type, mode, uid, gid, size, sha256 | link target) below root
+    json_lines(text)    `--format json` output as docker prints it: one JSON object a line
     FAST                env for quick registry retries
 """
 
@@ -17,6 +18,12 @@ import stat
 from pathlib import Path
 
 FAST = {"CONTAINER_REGISTRY_BACKOFF": "0.01"}
+
+
+def json_lines(text: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def one_error(r) -> str:

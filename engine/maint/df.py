@@ -5,8 +5,10 @@ container, ingest, orphan); the disk says how big it is, measured as
 engine/maint/inventory.py says (st_blocks, each inode once). What a deletion frees
 is what prune and gc report as "reclaimed space".
 
-The summary rows partition the store, so they add up to the total: each inode is
-attributed to the first row that names it, in the order Images (manifests,
+docker's rows ("docker": Images, Containers) say what docker's do: Images is the bytes the
+images hold (their manifests and configs, their layers' blobs and trees, their snapshots; an
+inode shared by several images once). The finer summary rows partition the store, so they add up to the total: each inode is
+attributed to the first row that names it, in the order Manifests (manifests,
 configs, indexes), Layers (compressed layer blobs + unpacked trees), Snapshots,
 Containers, Ingest, Unreferenced (files no row nor live lease names: gc deletes
 them). The skeleton directories, the lock and the database files are reported
@@ -28,7 +30,7 @@ from container.engine.maint.prune import select_containers, select_images
 # -- container df ----------------------------------------------------------------------------------
 
 CATEGORIES = ("images", "layers", "snapshots", "containers", "ingest", "orphans")
-TITLES = {"images": "Images", "layers": "Layers", "snapshots": "Snapshots", "containers": "Containers",
+TITLES = {"images": "Manifests", "layers": "Layers", "snapshots": "Snapshots", "containers": "Containers",
           "ingest": "Ingest", "orphans": "Unreferenced"}
 
 
@@ -149,7 +151,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "ingest": (len(ingest_units), active_ingest),
             "orphans": (sum(1 for u in units if u.category == "orphans"), 0),
         }
-        report: dict = {
+        report: dict = {                       # summary: the fine rows, in CATEGORIES order
             "summary": [{"type": TITLES[c], "total": counts[c][0], "active": counts[c][1], "size": size[c],
                          "reclaimable": recl[c]} for c in CATEGORIES],
             "total": sum(size.values()),
@@ -158,8 +160,14 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "database": database,
             "size_unit": "disk usage: st_blocks*512, hardlinked inodes counted once",
         }
+        held = _per_image(store, st, units)
+        images_row = {"type": "Images", "total": counts["images"][0], "active": counts["images"][1],
+                      "size": held["images_total"],
+                      "reclaimable": recl["images"] + recl["layers"] + recl["snapshots"]}
+        report["docker"] = [images_row] + [r for r in report["summary"] if r["type"] == "Containers"]
+        report["images_total"] = held["images_total"]
         if verbose:
-            report.update(_per_image(store, st, units))
+            report.update(held)
     return report
 
 

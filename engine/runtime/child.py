@@ -34,11 +34,14 @@ _TRACE = bool(os.environ.get("CONTAINER_TRACE"))
 # mknod the host's disks or load modules. chroot loses SYS_CHROOT too (chroot escapes need it).
 KEEP_CAPS = {0: "CHOWN", 1: "DAC_OVERRIDE", 3: "FOWNER", 4: "FSETID", 5: "KILL", 6: "SETGID", 7: "SETUID",
              8: "SETPCAP", 10: "NET_BIND_SERVICE", 18: "SYS_CHROOT", 31: "SETFCAP"}
-# docker's read-only and masked /proc paths: the kernel's global knobs are not the container's
-PROC_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-PROC_MASKED = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-               "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-               "/sys/devices/virtual/powercap")
+# docker's default read-only and masked paths (moby oci/defaults.go; /proc/interrupts since moby
+# 28): the kernel's global knobs are read-only, what leaks the host's hardware and kernel state
+# reads empty (a dir under an empty read-only tmpfs, a file under /dev/null). Applied once /proc,
+# /dev and /sys are mounted. The chroot backend mounts no /proc nor /sys: nothing to mask there.
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+                "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -223,13 +226,13 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     trace_pid("B proc")
     _setup_dev()
     trace_pid("B dev")
-    _protect_proc(w)
-    trace_pid("B /proc protected")
     _mkdir("/sys")
     try:
         mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError:
         pass
+    _protect_kernel_paths(w)
+    trace_pid("B /proc and /sys protected")
     if spec.hostname:
         sethostname(spec.hostname)
     if spec.network == "none":
@@ -286,10 +289,10 @@ def _mkdir(path: str, mode: int = 0o755) -> None:
         pass
 
 
-def _protect_proc(w: int) -> None:
+def _protect_kernel_paths(w: int) -> None:
     """Read-only binds over the kernel's global knobs, /dev/null or an empty read-only tmpfs over
     what leaks host data. Failing to protect /proc/sys or /proc/sysrq-trigger fails the run."""
-    for p in PROC_READONLY:
+    for p in READONLY_PATHS:
         try:
             mount(p, p, None, MS_BIND | MS_REC)
             mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -298,7 +301,7 @@ def _protect_proc(w: int) -> None:
                 continue
             if p in ("/proc/sys", "/proc/sysrq-trigger"):
                 report_failure(w, 125, f"cannot make {p} read-only: {e}")
-    for p in PROC_MASKED:
+    for p in MASKED_PATHS:
         try:
             if os.path.isdir(p):
                 mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")

@@ -1,4 +1,5 @@
-"""`container run`: create and run a container in the foreground (the run half of design.md's data flow).
+"""`container run`: create and run a container in the foreground (the run half of design.md's data
+flow); `container create` is the same path stopped before the spawn (create()).
 
     options checked -> path chosen (fast or ORM) -> --env-file/-e read -> image (pulled if missing)
           -> snapshot (under the shared store lock) -> Container row (status created) -> rootfs
@@ -159,13 +160,9 @@ def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None):
     return OrmStore(store)
 
 
-def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> int:
-    """Create and run a container in the foreground; returns docker's exit status.
-
-    store (an engine.store.Store) or root/db_url say where. progress is a RunListener
-    (engine/progress.py): image_missing() and the pull's events when the image is pulled.
-    Raises RunError (125), CommandNotExecutable (126), CommandNotFound (127) or another
-    ContainerError before the command starts; nothing is left behind in that case."""
+def _begin(opts: RunOptions, store, root, db_url, progress):
+    """What run and create share before a container exists: the isolation, the path (fast or
+    ORM), the user's env, the image (pulled if missing). Returns (db, image, isolation, extra_env)."""
     if not sys.platform.startswith("linux"):
         raise RunError(f"container run needs Linux (namespaces, overlayfs, chroot); this host is "
                        f"{sys.platform}")
@@ -184,10 +181,45 @@ def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) 
     trace("database open")
     image = db.image(opts, progress)
     trace("image resolved")
+    return db, image, isolation, extra_env
+
+
+def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> int:
+    """Create and run a container in the foreground; returns docker's exit status.
+
+    store (an engine.store.Store) or root/db_url say where. progress is a RunListener
+    (engine/progress.py): image_missing() and the pull's events when the image is pulled.
+    Raises RunError (125), CommandNotExecutable (126), CommandNotFound (127) or another
+    ContainerError before the command starts; nothing is left behind in that case."""
+    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress)
     return _create_and_run(db, opts, image, isolation, extra_env)
 
 
-def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list[str]) -> int:
+def create(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> str:
+    """docker create: the container made as run makes it (row "created", rootfs prepared), not
+    started; returns its id. Nothing is left behind when it fails."""
+    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress)
+    made = _create(db, opts, image, isolation, extra_env)
+    os.close(made[2])
+    return made[0]
+
+
+def _undo(db, cid: str, cdir: str, row_made: bool, lock_fd) -> None:
+    """A failed create or start: the row, then the container's dir (DB first, files second)."""
+    if row_made:
+        try:
+            db.delete(cid)
+        except Exception:
+            pass
+    if lock_fd is not None:
+        db.remove_dir(cdir)
+        os.close(lock_fd)
+
+
+def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
+    """The container made, under the shared store lock: snapshot, process spec, name, dir with its
+    held lock, rootfs dirs, row "created" (a private copy when it is not an overlay). Returns
+    (cid, cdir, lock_fd, snap, rootfs, spec); undone when it fails."""
     import fcntl
 
     from container.engine.runtime import isolate
@@ -198,7 +230,6 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
     cdir = os.path.join(db.containers_dir, cid)
     lock_fd = None
     row_made = False
-    running = None
     try:
         with db.lock():
             chain_id, snap = db.snapshot(image)
@@ -254,6 +285,18 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
                                    sgids=user.sgids, hostname=hostname, tty=opts.tty,
                                    interactive=opts.interactive, read_only=opts.read_only,
                                    network=opts.network)
+    except BaseException:
+        _undo(db, cid, cdir, row_made, lock_fd)
+        raise
+    return cid, cdir, lock_fd, snap, rootfs, spec
+
+
+def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list[str]) -> int:
+    from container.engine.runtime import isolate
+
+    cid, cdir, lock_fd, snap, rootfs, spec = _create(db, opts, image, isolation, extra_env)
+    running = None
+    try:
         try:
             running = isolate.spawn(isolation, rootfs, spec)
         except (isolate.OverlayFailed, isolate.NamespacesUnavailable) as e:
@@ -282,14 +325,7 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
             except ProcessLookupError:
                 pass
             running.wait()
-        if row_made:
-            try:
-                db.delete(cid)
-            except Exception:
-                pass
-        if lock_fd is not None:
-            db.remove_dir(cdir)
-            os.close(lock_fd)
+        _undo(db, cid, cdir, True, lock_fd)
         raise
     code = 125
     try:

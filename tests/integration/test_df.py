@@ -10,7 +10,7 @@ import gc_synth as S  # noqa: E402
 
 
 def df_json(cli, *extra) -> dict:
-    return json.loads(cli("df", "--format", "json", *extra, check=True).stdout)
+    return json.loads(cli("df", "--format", "report", *extra, check=True).stdout)
 
 
 def test_df_matches_du_and_adds_up(cli, root, pushed):
@@ -23,7 +23,7 @@ def test_df_matches_du_and_adds_up(cli, root, pushed):
     assert sum(r["size"] for r in rep["summary"]) == rep["total"]
     assert rep["total"] + rep["metadata"] - rep["database"] == S.du(root, without_db=True)
     by = {r["type"]: r for r in rep["summary"]}
-    assert by["Images"]["total"] == 4 and by["Images"]["active"] == 1
+    assert by["Manifests"]["total"] == 4 and by["Manifests"]["active"] == 1
     assert by["Containers"]["total"] == 1 and by["Containers"]["size"] >= 300 * 1024
     assert all(0 <= r["reclaimable"] <= r["size"] for r in rep["summary"])
     # per image: unique + shared once = all image content; shared-a and shared-b share their base
@@ -32,7 +32,7 @@ def test_df_matches_du_and_adds_up(cli, root, pushed):
     assert all(i["unique"] + i["shared"] == i["size"] for i in rep["images"])
     sa = next(i for t, i in imgs.items() if any("shared-a" in x for x in t))
     assert sa["shared"] > 0
-    assert rep["images_total"] == by["Images"]["size"] + by["Layers"]["size"] + by["Snapshots"]["size"]
+    assert rep["images_total"] == by["Manifests"]["size"] + by["Layers"]["size"] + by["Snapshots"]["size"]
     # table output for humans, same numbers
     r = cli("system", "df", check=True)
     assert r.stdout.splitlines()[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]

@@ -20,7 +20,7 @@ import gc_synth as S  # noqa: E402
 
 
 def df_json(cli) -> dict:
-    r = cli("df", "--format", "json", check=True)
+    r = cli("df", "--format", "report", check=True)
     return json.loads(r.stdout)
 
 
@@ -81,13 +81,13 @@ def test_prune_frees_what_df_promised_and_du_agrees(cli, root, pushed):
     s = _store(root)
     rep = D.disk_usage(s)
     promised = {r["type"]: r["reclaimable"] for r in rep["summary"]}
-    assert promised["Images"] + promised["Layers"] > 0
+    assert promised["Manifests"] + promised["Layers"] > 0
     du0 = S.du(root)
     plan = P.prune(s, images="all")
     s.close()
     du1 = S.du(root)
     got = plan.freed
-    assert got == (promised["Images"] + promised["Layers"] + promised["Snapshots"] + promised["Ingest"]
+    assert got == (promised["Manifests"] + promised["Layers"] + promised["Snapshots"] + promised["Ingest"]
                    + promised["Unreferenced"])
     db = sum(os.path.getsize(root / f) for f in os.listdir(root) if f.startswith("metadata.db"))
     assert abs((du0 - du1) - got) <= db, (du0, du1, got, db)

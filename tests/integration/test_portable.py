@@ -76,7 +76,7 @@ def test_store_commands_work_on_a_non_linux_host_and_run_says_why_not(cli, root,
     cli("pull", img.ref, check=True)                     # a Linux host filled the store
     r = _cli(root, "images", "--format", "json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)[0]["Id"] == img.config_digest
+    assert json.loads(r.stdout.splitlines()[0])["ImageID"] == img.config_digest
     r = _cli(root, "inspect", img.ref)
     assert r.returncode == 0 and json.loads(r.stdout)[0]["RootFS"]["Layers"] == img.diff_ids, r.stderr
     for args in (["ps", "-a"], ["df"], ["gc", "--dry-run"], ["sql", "SELECT count(*) FROM image"], ["fsck"]):

@@ -11,7 +11,7 @@ import os
 import subprocess
 
 import pytest
-from checks import open_store, store_state
+from checks import json_lines, open_store, store_state
 
 from container.engine.image import platform as plat
 
@@ -39,8 +39,8 @@ def test_pull_busybox(cli, root, pushed, registry):
     assert ls.returncode == 0
     line = [l for l in ls.stdout.splitlines() if l.startswith(f"{img.host}/{img.repo}")]
     assert line and "latest" in line[0] and img.config_digest[7:19] in line[0]
-    js = json.loads(cli("images", "--format", "json").stdout)
-    assert js[0]["Id"] == img.config_digest and js[0]["ManifestDigest"] == img.manifest_digest
+    js = json_lines(cli("images", "--format", "json").stdout)
+    assert js[0]["ImageID"] == img.config_digest and js[0]["ID"] == img.config_digest[7:19] and js[0]["ManifestDigest"] == img.manifest_digest
     assert cli("images", "-q").stdout.split() == [img.config_digest[7:19]]
 
     ins = cli("inspect", img.ref)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from checks import json_lines
 from conftest import ContainerCli
 
 pytestmark = [
@@ -270,10 +271,10 @@ def test_ps_rm_inspect(store):
     ps = store("ps", "-a", "--format", "json")
     import json
 
-    rows = [c for c in json.loads(ps.stdout) if c["Names"] == "keeper"]
+    rows = [c for c in json_lines(ps.stdout) if c["Names"] == "keeper"]
     assert len(rows) == 1 and rows[0]["State"] == "exited" and rows[0]["ExitCode"] == 3
     assert rows[0]["RootfsMode"] in ("overlay", "copy") and rows[0]["Isolation"] == "namespaces"
-    cid = rows[0]["ID"]
+    cid = rows[0]["FullID"]
     assert store("ps", "-q").stdout.strip() == ""            # not running
     assert cid[:12] in store("ps", "-a", "-q").stdout.split()
     table = store("ps", "-a").stdout
@@ -379,9 +380,8 @@ def test_never_writes_through_shared_trees(store, isolation, rootfs):
     r = store("run", "--name", "writer", "--isolation", isolation, store.bb, "/bin/busybox", "sh", "-c", script,
               env={"CONTAINER_ROOTFS": rootfs})
     assert r.returncode == 0, r.stderr
-    import json
 
-    doc = [c for c in json.loads(store("ps", "-a", "--format", "json").stdout) if c["Names"] == "writer"][0]
+    doc = [c for c in json_lines(store("ps", "-a", "--format", "json").stdout) if c["Names"] == "writer"][0]
     assert (doc["Isolation"], doc["RootfsMode"]) == (isolation, rootfs)
     assert store("rm", "writer").returncode == 0
     assert r.stdout.strip().endswith("done")
@@ -422,11 +422,10 @@ def test_fast_path_imports_no_orm(store):
 
 
 def test_fast_and_orm_paths_write_the_same_rows(store):
-    import json
     import sqlite3
 
-    image_id = json.loads(store("images", "--format", "json").stdout)
-    bb_id = [i for i in image_id if any("busybox" in t for t in i.get("RepoTags", []))][0]["Id"]
+    image_id = json_lines(store("images", "--format", "json").stdout)
+    bb_id = [i for i in image_id if i["Repository"].endswith("busybox")][0]["ImageID"]
     # by tag: the sqlite3 fast path; by image id: the ORM path (ids are not served by the fast path)
     for name, ref in (("via-fast", store.bb), ("via-orm", bb_id)):
         r = store("run", "--name", name, ref, "echo", name, env={"CONTAINER_TRACE": "1"})
@@ -439,7 +438,7 @@ def test_fast_and_orm_paths_write_the_same_rows(store):
         assert a[k] == b[k], k
     for k in ("created", "started", "finished"):
         assert len(a[k]) == len(b[k]) == 26 and a[k][10] == b[k][10] == " ", (a[k], b[k])
-    ps = {c["Names"]: c for c in json.loads(store("ps", "-a", "--format", "json").stdout)}
+    ps = {c["Names"]: c for c in json_lines(store("ps", "-a", "--format", "json").stdout)}
     assert ps["via-fast"]["State"] == ps["via-orm"]["State"] == "exited"
     assert store("rm", "via-fast", "via-orm").returncode == 0
     assert leftovers(store) == []
@@ -645,7 +644,6 @@ def test_same_as_podman(store, podman_images, image, opts, args, norm):
 def test_auto_falls_back_to_chroot_without_namespaces(store):
     """Where unshare() is refused (here: CAP_SYS_ADMIN dropped from the bounding set, as in a
     locked-down container), --isolation auto runs with chroot on a private copy."""
-    import json
     import shutil
 
     if not shutil.which("setpriv"):
@@ -660,7 +658,7 @@ def test_auto_falls_back_to_chroot_without_namespaces(store):
     r = run_nocap("run", "--name", "fallback", store.bb, "sh", "-c", "echo hi; id -u")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "hi\n0\n"
-    doc = [c for c in json.loads(store("ps", "-a", "--format", "json").stdout) if c["Names"] == "fallback"][0]
+    doc = [c for c in json_lines(store("ps", "-a", "--format", "json").stdout) if c["Names"] == "fallback"][0]
     assert (doc["Isolation"], doc["RootfsMode"]) == ("chroot", "copy")
     assert store("rm", "fallback").returncode == 0
     r = run_nocap("run", "--rm", "--isolation", "namespaces", store.bb, "true")
@@ -671,14 +669,13 @@ def test_auto_falls_back_to_chroot_without_namespaces(store):
 def test_env_file_from_stdin_is_read_once_on_the_orm_path(cli, store, pushed):
     """`run` chooses its path before it reads any input: an --env-file /dev/stdin reaches the
     container on the paths the sqlite3 fast path does not serve (a pull first; an image id)."""
-    import json
 
     r = cli("run", "--rm", "--env-file", "/dev/stdin", pushed["busybox"].ref, "env", input="FROM_STDIN=pulled\n")
     assert r.returncode == 0, r.stderr
     assert "Unable to find image" in r.stderr
     assert "FROM_STDIN=pulled" in r.stdout.splitlines()
-    images = json.loads(store("images", "--format", "json").stdout)
-    bb_id = [i for i in images if any("busybox" in t for t in i.get("RepoTags", []))][0]["Id"]
+    images = json_lines(store("images", "--format", "json").stdout)
+    bb_id = [i for i in images if i["Repository"].endswith("busybox")][0]["ImageID"]
     r = run(store, "--env-file", "/dev/stdin", bb_id, "env", input="FROM_STDIN=by-id\n")
     assert r.returncode == 0, r.stderr
     assert "FROM_STDIN=by-id" in r.stdout.splitlines()
