@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from checks import one_error
+from checks import json_lines, one_error
 
 import gc_synth as S  # noqa: E402
 
@@ -25,11 +25,11 @@ def rows(cli, sql: str) -> list[dict]:
 
 
 def images(cli) -> list[dict]:
-    return json.loads(cli("images", "--format", "json", check=True).stdout)
+    return json_lines(cli("images", "--format", "json", check=True).stdout)
 
 
 def tags_of(cli) -> set[str]:
-    return {t for i in images(cli) for t in i.get("RepoTags", [])}
+    return {f"{i['Repository']}:{i['Tag']}" for i in images(cli) if i["Tag"] != "<none>"}
 
 
 def content(root) -> list[str]:
@@ -74,18 +74,18 @@ def test_run_ps_rm(db_cli, root, pushed):
     assert r.stdout == "hi\n"
     r = db_cli("run", "--name", "fails", bb, "sh", "-c", "exit 3")
     assert r.returncode == 3
-    ps = {c["Names"]: c for c in json.loads(db_cli("ps", "-a", "--format", "json", check=True).stdout)}
+    ps = {c["Names"]: c for c in json_lines(db_cli("ps", "-a", "--format", "json", check=True).stdout)}
     assert set(ps) == {"hello", "fails"} and "Exited (3)" in ps["fails"]["Status"]
     assert one_error(db_cli("run", "--name", "hello", bb, "true"))       # the name is taken
     db_cli("rm", "hello", "fails", check=True)
-    assert json.loads(db_cli("ps", "-a", "--format", "json", check=True).stdout) == []
+    assert json_lines(db_cli("ps", "-a", "--format", "json", check=True).stdout) == []
     assert (root / "metadata.db").exists() == (db_cli.db_url is None)
 
 
 def test_gc_prune_df(db_cli, root, pushed):
     db_cli("pull", pushed["layered"].ref, check=True)
     db_cli("run", "--name", "c1", pushed["busybox"].ref, "true", check=True)
-    df = json.loads(db_cli("df", "--format", "json", check=True).stdout)
+    df = json_lines(db_cli("df", "--format", "json", check=True).stdout)
     assert df and "Images" in json.dumps(df)
     r = db_cli("gc", check=True)                # everything is referenced: nothing goes
     assert content(root) and db_cli("run", "--rm", pushed["layered"].ref, "true").returncode == 0
@@ -93,7 +93,7 @@ def test_gc_prune_df(db_cli, root, pushed):
     db_cli("gc", check=True)
     assert content(root) == [], content(root)
     assert images(db_cli) == [] and rows(db_cli, "SELECT COUNT(*) AS n FROM blob") == [{"n": 0}]
-    r = db_cli("df", "--format", "json", check=True)
+    r = db_cli("df", "--format", "report", check=True)
     assert all(x.get("Size", 0) in (0, "0B", "0 B") for x in json.loads(r.stdout).get("Types", [])), r.stdout
 
 
@@ -183,7 +183,7 @@ def test_pg_password_from_url_env_pgpass_and_config(cli, root, pg, pg_url, tmp_p
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"127.0.0.1:{pg.port}:{dbname}:container:{PASSWORD}\n")
     pgpass.chmod(0o600)
-    assert bb in json.dumps(json.loads(cli("--db", bare, "images", "--format", "json", env={
+    assert bb in json.dumps(json_lines(cli("--db", bare, "images", "--format", "json", env={
         "PGPASSFILE": str(pgpass)}, check=True).stdout))
     cli.write_config(f'[store]\ndb = "{pg_url}"\n')
     assert bb in tags_of(cli)                   # the config file's [store] db
@@ -250,7 +250,7 @@ def test_pg_new_database_created_once_by_concurrent_commands(cli, pg_url):
     cli.env["CONTAINER_DB"] = pg_url
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(lambda _: cli("images", "--format", "json"), range(4)))
-    assert all(r.returncode == 0 and json.loads(r.stdout) == [] for r in results), [r.stderr for r in results]
+    assert all(r.returncode == 0 and json_lines(r.stdout) == [] for r in results), [r.stderr for r in results]
     assert rows(cli, "SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": "1"}]
 
 
