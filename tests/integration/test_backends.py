@@ -183,8 +183,9 @@ def test_pg_password_from_url_env_pgpass_and_config(cli, root, pg, pg_url, tmp_p
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"127.0.0.1:{pg.port}:{dbname}:container:{PASSWORD}\n")
     pgpass.chmod(0o600)
-    assert bb in json.dumps(json_lines(cli("--db", bare, "images", "--format", "json", env={
-        "PGPASSFILE": str(pgpass)}, check=True).stdout))
+    listed = json_lines(cli("--db", bare, "images", "--format", "json", env={"PGPASSFILE": str(pgpass)},
+                            check=True).stdout)
+    assert bb in {f"{i['Repository']}:{i['Tag']}" for i in listed}
     cli.write_config(f'[store]\ndb = "{pg_url}"\n')
     assert bb in tags_of(cli)                   # the config file's [store] db
     assert not (root / "metadata.db").exists()
