@@ -65,7 +65,7 @@ class Engine:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from container.engine.registry.locate import store_db_url
+            from container.engine.locate import store_db_url
             from container.engine.store import Store
 
             self._store = Store(self.root, store_db_url(self.db))
@@ -177,7 +177,7 @@ class Engine:
         """Create and run a container in the foreground: the command's exit status, or docker's
         125 (we failed before it started: an unknown image and a failed pull included), 126
         (cannot execute), 127 (not found) as the raised error's exit_code."""
-        from container.engine.registry.locate import store_db_url
+        from container.engine.locate import store_db_url
         from container.engine.runtime.run import run
 
         with boundary(exit_code=125):

@@ -18,13 +18,10 @@ if TYPE_CHECKING:
 
 
 def default_root() -> Path:
-    env = os.environ.get("CONTAINER_ROOT")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/container")
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "container"
+    """The store root when --root is not given (engine/locate.default_root)."""
+    from container.engine.locate import default_root as where
+
+    return Path(where())
 
 
 def _nearly_full(path: Path) -> bool:

@@ -16,7 +16,7 @@ root also /etc/container/config.toml (the user file wins, key by key per registr
     [store]
     db = "postgresql://user@dbhost/container"   # the metadata database (default: SQLite in ROOT)
 
-The database URL: --db, else $CONTAINER_DB, else [store] db (locate.store_db_url()).
+The database URL: --db, else $CONTAINER_DB, else [store] db (engine/locate.store_db_url()).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class Config:
     foreign_layers_allow_private: bool = False
     snapshot_on_pull: bool = True          # pull builds the merged rootfs (ready to run)
     source: tuple[str, ...] = ()
-    db: str | None = None                               # [store] db
 
     def registry(self, host: str) -> RegistryConfig:
         host = host.lower()
@@ -73,7 +72,7 @@ def _strip_scheme(s: str) -> str:
 
 
 def config_paths() -> list[Path]:
-    from container.engine.registry.locate import config_files
+    from container.engine.locate import config_files
 
     return [Path(p) for p in config_files()]
 
@@ -106,13 +105,6 @@ def load(paths: list[Path] | None = None) -> Config:
         for k in ("allow_foreign_layers", "foreign_layers_allow_private", "snapshot_on_pull"):
             if k in data:
                 top[k] = _bool(data[k], f"{p}: {k}")
-        st = data.get("store", {})
-        if not isinstance(st, dict):
-            raise ConfigError(f"{p}: [store] must be a table")
-        if "db" in st:
-            if not isinstance(st["db"], str) or not st["db"].strip():
-                raise ConfigError(f"{p}: store.db must be a database URL or path (a string)")
-            top["db"] = st["db"].strip()
         rs = data.get("registries", {})
         if not isinstance(rs, dict):
             raise ConfigError(f"{p}: [registries] must be a table")
@@ -134,5 +126,5 @@ def load(paths: list[Path] | None = None) -> Config:
             h = "docker.io"
         host_map[h] = RegistryConfig(**d)
     return Config(host_map, top.get("allow_foreign_layers", False), top.get("foreign_layers_allow_private", False),
-                  top.get("snapshot_on_pull", True), tuple(used), top.get("db"))
+                  top.get("snapshot_on_pull", True), tuple(used))
 

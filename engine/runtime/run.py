@@ -147,9 +147,9 @@ def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None):
         elif root:
             lroot = str(root)
         else:
-            from container.engine.store import default_root
+            from container.engine.locate import default_root
 
-            lroot = str(default_root())
+            lroot = default_root()
         fast = FastStore.open(lroot, opts)
         if fast is not None:
             return fast

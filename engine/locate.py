@@ -1,0 +1,75 @@
+"""Where things are: the store root (--root, $CONTAINER_ROOT, the default), the user's config
+files, and the metadata database URL that --db, $CONTAINER_DB or the config's [store] db names.
+os only (no pathlib, no dataclasses): run's fast path asks, and config.py is parsed only when a
+config file mentions a store.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def default_root() -> str:
+    """$CONTAINER_ROOT, else /var/lib/container for root, else the XDG data dir
+    ($XDG_DATA_HOME/container, by default ~/.local/share/container)."""
+    env = os.environ.get("CONTAINER_ROOT")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/lib/container"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "container")
+
+
+def config_files() -> list[str]:
+    """$CONTAINER_CONFIG, else (for root) /etc/container/config.toml and then the user's
+    $XDG_CONFIG_HOME/container/config.toml, which wins key by key."""
+    env = os.environ.get("CONTAINER_CONFIG")
+    if env:
+        return [env]
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    paths = []
+    if os.geteuid() == 0:
+        paths.append("/etc/container/config.toml")
+    paths.append(os.path.join(base, "container", "config.toml"))
+    return paths
+
+
+def store_db_url(explicit: str | None) -> str | None:
+    """The metadata database: --db, else $CONTAINER_DB, else the config file's [store] db, else None
+    (SQLite in ROOT)."""
+    if explicit:
+        return explicit
+    env = os.environ.get("CONTAINER_DB")
+    if env:
+        return env
+    found = None
+    for p in config_files():                 # later files win, as in registry/config.load
+        try:
+            with open(p, "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if b"store" in raw:
+            found = _store_db(p, raw) or found
+    return found
+
+
+def _store_db(path: str, raw: bytes) -> str | None:
+    """The [store] db of one config file (TOML), checked."""
+    import tomllib
+
+    from container.engine.errors import StoreError
+
+    try:
+        data = tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise StoreError(f"invalid config file {path}: {e}") from None
+    st = data.get("store", {})
+    if not isinstance(st, dict):
+        raise StoreError(f"{path}: [store] must be a table")
+    if "db" not in st:
+        return None
+    if not isinstance(st["db"], str) or not st["db"].strip():
+        raise StoreError(f"{path}: store.db must be a database URL or path (a string)")
+    return st["db"].strip()
