@@ -65,11 +65,18 @@ class Engine:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from container.engine.locate import store_db_url
             from container.engine.store import Store
 
-            self._store = Store(self.root, store_db_url(self.db))
+            self._store = Store(self.root, self._db_url())
         return self._store
+
+    def _db_url(self) -> str | None:
+        """--db, else $CONTAINER_DB, else the config's [store] db (engine/locate); None: SQLite in ROOT."""
+        if self._store is not None:
+            return self._store.db_url
+        from container.engine.locate import store_db_url
+
+        return store_db_url(self.db)
 
     # -- references -------------------------------------------------------------------------------
     @staticmethod
@@ -177,13 +184,11 @@ class Engine:
         """Create and run a container in the foreground: the command's exit status, or docker's
         125 (we failed before it started: an unknown image and a failed pull included), 126
         (cannot execute), 127 (not found) as the raised error's exit_code."""
-        from container.engine.locate import store_db_url
         from container.engine.runtime.run import run
 
         with boundary(exit_code=125):
             try:
-                db_url = store_db_url(self.db) if self._store is None else self._store.db_url
-                return run(opts, store=self._store, root=self.root, db_url=db_url, progress=listener)
+                return run(opts, store=self._store, root=self.root, db_url=self._db_url(), progress=listener)
             except ContainerError as e:
                 if not isinstance(e, RunError):
                     e.exit_code = 125
@@ -196,7 +201,7 @@ class Engine:
 
         with boundary(exit_code=125):
             try:
-                return create(opts, store=self._store, root=self.root, db_url=self.db, progress=listener)
+                return create(opts, store=self._store, root=self.root, db_url=self._db_url(), progress=listener)
             except ContainerError as e:
                 e.exit_code = 125
                 raise

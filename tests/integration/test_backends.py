@@ -208,6 +208,15 @@ def test_pg_run_fast_path_gives_way(cli, root, pg_url, pushed):
     assert rows(cli, "SELECT COUNT(*) AS n FROM container") == [{"n": 0}]     # SQLite untouched
 
 
+def test_pg_create_uses_the_database_the_environment_names(cli, root, pg_url, pushed):
+    """create resolves the database as run does ($CONTAINER_DB here), never the SQLite file."""
+    cli.env["CONTAINER_DB"] = pg_url
+    r = cli("create", "--name", "made", pushed["busybox"].ref, "true")
+    assert r.returncode == 0, r.stderr
+    assert [x["name"] for x in rows(cli, "SELECT name, status FROM container")] == ["made"]
+    assert not (root / "metadata.db").exists()
+
+
 def test_pg_concurrent_pulls_and_runs_stay_consistent(cli, root, pg_url, pushed):
     cli.env["CONTAINER_DB"] = pg_url
     refs = [pushed[k].ref for k in ("busybox", "layered", "shared-a", "shared-b", "zstd", "library/busybox")]
