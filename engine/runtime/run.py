@@ -21,12 +21,12 @@ exited, exit code unknown).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 from container.engine.errors import RunError
+from container.engine.runtime.fastjson import dumps
 from container.engine.runtime.options import (
     RunOptions, check_options, container_env, image_config, process_args, user_env)
 from container.schema.base import utcnow
@@ -273,7 +273,7 @@ def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
                       "interactive": opts.interactive, "read_only": opts.read_only,
                       "network": opts.network, "rm": opts.rm, "lower": str(snap)}
             db.insert({"id": cid, "name": name, "image_id": image.id, "image_ref": opts.image,
-                       "chain_id": chain_id, "command": json.dumps(argv), "config": json.dumps(config),
+                       "chain_id": chain_id, "command": dumps(argv), "config": dumps(config),
                        "isolation": isolation, "rootfs_mode": mode, "status": "created"})
             row_made = True
             trace("container row created, rootfs prepared")
