@@ -11,11 +11,11 @@ delete and the clock are the ones the rest of the store uses (cas.lock, cas.fsut
 from __future__ import annotations
 
 import os
-import sqlite3
 
 from container.engine.errors import RunError
 from container.engine.runtime.fastjson import loads
-from container.schema.lite import LiteDB
+from container.schema.base import utcnow_text
+from container.schema.lite import IntegrityError, LiteDB
 
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _TAG = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -187,10 +187,15 @@ class FastStore:
     def name_taken(self, name: str) -> bool:
         return self.db.name_taken(name)
 
+    @staticmethod
+    def now() -> str:
+        """The clock for started/finished, as the row stores it (text: no datetime import)."""
+        return utcnow_text()
+
     def insert(self, row: dict) -> None:
         try:
             self.db.insert_container(row)
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise RunError(f'Conflict. The container name "/{row["name"]}" is already in use') from None
 
     def update(self, cid: str, **fields) -> None:

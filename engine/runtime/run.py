@@ -29,7 +29,6 @@ from container.engine.errors import RunError
 from container.engine.runtime.fastjson import dumps
 from container.engine.runtime.options import (
     RunOptions, check_options, container_env, image_config, process_args, user_env)
-from container.schema.base import utcnow
 
 _TRACE = bool(os.environ.get("CONTAINER_TRACE"))
 _T0 = float(os.environ.get("CONTAINER_TRACE_T0") or time.perf_counter())
@@ -72,6 +71,12 @@ class OrmStore:
         from container.engine.layer.snapshot import ensure_snapshot
 
         return ensure_snapshot(self.store, list(image.diff_ids))
+
+    @staticmethod
+    def now():
+        from container.schema.base import utcnow
+
+        return utcnow()
 
     def name_taken(self, name: str) -> bool:
         from container.schema import Container
@@ -314,7 +319,7 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
                 db.update(cid, rootfs_mode="copy", isolation=isolation)
             running = isolate.spawn(isolation, rootfs, spec)
         trace("container process exec'd")
-        db.update(cid, status="running", pid=running.container_pid, started=utcnow())
+        db.update(cid, status="running", pid=running.container_pid, started=db.now())
         trace("status running recorded")
     except BaseException:
         if running is not None:               # started, but we cannot record it: stop it
@@ -337,7 +342,7 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
             trace("row deleted")
             db.remove_dir(cdir)
         else:
-            db.update(cid, status="exited", exit_code=code, finished=utcnow())
+            db.update(cid, status="exited", exit_code=code, finished=db.now())
         os.close(lock_fd)
         trace("recorded / removed")
     return code
