@@ -5,6 +5,12 @@
 `src` yields the blob's bytes as stored (compressed or not); everything after the end of the
 compressed stream is read too, so a caller hashing `src` sees the whole blob. Raises LayerError
 (corrupt data), UnsupportedMediaType; the caller compares diff_id with the image config.
+
+Two cores for one layer: a producer thread reads `src` (download, the blob's sha256, the ingest
+write), inflates it and hashes the tar (the diff_id) -- all of it GIL-free in hashlib, zlib/isal
+and zstandard -- and hands 1 MiB chunks through a bounded queue to the caller's thread, which
+parses the tar and makes the files. An error on either side stops both; the producer has ended
+(joined) before unpack_blob returns or raises, so the caller may read `src` again afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +24,71 @@ if TYPE_CHECKING:
     from container.engine.layer.unpack import LayerStats
 
 CHUNK = 1 << 20
+DEPTH = 8                    # chunks in flight between the threads (8 MiB)
+
+
+class _Pipe:
+    """The inflating half on its own thread; read() gives its chunks in order, then b"" (or
+    raises what the producer raised, where the sequential read would have)."""
+
+    def __init__(self, stream: Any, src: Any):
+        import queue
+        import threading
+
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=DEPTH)
+        self._empty = queue.Empty
+        self._stop = False
+        self._end = False
+        self._rest = b""
+        self._t = threading.Thread(target=self._produce, args=(stream, src), name="layer-inflate", daemon=True)
+        self._t.start()
+
+    def _produce(self, stream: Any, src: Any) -> None:
+        try:
+            while not self._stop:
+                b = stream.read(CHUNK)
+                if not b:
+                    break
+                self._q.put(b)
+            while not self._stop and src.read(CHUNK):   # the bytes after the compressed stream
+                pass
+            self._q.put(b"")
+        except BaseException as e:
+            self._q.put(e)
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._rest:
+            if self._end:
+                return b""
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._end = True
+                raise item
+            if not item:
+                self._end = True
+                return b""
+            self._rest = item
+        out = self._rest
+        if 0 <= n < len(out):                # (tar.Source asks for CHUNK: whole chunks, no copies)
+            out, self._rest = out[:n], out[n:]
+        else:
+            self._rest = b""
+        return out
+
+    def drain(self) -> None:
+        """Read to the end (the rest of the tar after its end marker, and the blob's tail)."""
+        while self.read(CHUNK):
+            pass
+
+    def close(self) -> None:
+        """Stop the producer (it may be blocked on a full queue) and wait until it has ended."""
+        self._stop = True
+        while self._t.is_alive():
+            try:
+                self._q.get(timeout=0.05)
+            except self._empty:
+                pass
+        self._t.join()
 
 
 def unpack_blob(src: Any, media_type: str, dest: Path | None) -> tuple[LayerStats | None, str]:
@@ -27,9 +98,16 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None) -> tuple[LayerStat
     from container.engine.layer.unpack import unpack_layer
 
     stream = HashingReader(open_layer_stream(src, media_type))
-    stats = unpack_layer(stream, dest) if dest is not None else None
-    while stream.read(CHUNK):
-        pass
-    while src.read(CHUNK):          # bytes after the compressed stream count for the blob digest
-        pass
+    if dest is None:
+        while stream.read(CHUNK):
+            pass
+        while src.read(CHUNK):          # bytes after the compressed stream count for the blob digest
+            pass
+        return None, stream.diff_id()
+    pipe = _Pipe(stream, src)
+    try:
+        stats = unpack_layer(pipe, dest)
+        pipe.drain()
+    finally:
+        pipe.close()
     return stats, stream.diff_id()

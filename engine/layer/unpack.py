@@ -404,7 +404,8 @@ def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | No
     """Extract one uncompressed tar stream into the existing empty directory `dest`.
 
     Reads up to the end-of-archive marker (the caller drains the rest for hashing; reads are
-    buffered, so the stream may have been read past the marker). Raises LayerError only."""
+    buffered, so the stream may have been read past the marker). Raises LayerError, or the
+    OSError itself for a full disk (ENOSPC, EDQUOT): the store's condition, not the layer's."""
     limits = limits or Limits.from_env()
     src = Source(stream)
     try:
@@ -425,6 +426,8 @@ def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | No
     except LayerError:
         raise
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
         what = f"layer entry {show_name(name)}" if name else "unpacking layer"
         raise LayerError(f"{what}: {e.strerror or e}") from None
     except Exception as e:  # never anything but LayerError out of here
