@@ -64,7 +64,8 @@ def choose_isolation(requested: str) -> str:
 class ProcessSpec(Record):
     FIELDS = dict(argv=REQUIRED, env=REQUIRED, cwd="/", uid=0, gid=0, sgids=tuple, hostname="",
                   tty=False, interactive=False, read_only=False,
-                  network="host")         # host | none
+                  network="host",         # host | none
+                  init=False)             # --init: B stays pid 1 as a reaper, its child execs (child.py)
     __slots__ = tuple(FIELDS)
     argv: list[str]
     env: list[str]
@@ -77,6 +78,7 @@ class ProcessSpec(Record):
     interactive: bool
     read_only: bool
     network: str
+    init: bool
 
 
 class RootfsSpec(Record):
@@ -219,6 +221,12 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     except BaseException:
         _release_signals()
         raise
+
+
+def release_signals() -> None:
+    """A detached supervisor (runtime/supervisor.py) takes the signals back right after spawn():
+    it handles them itself instead of Running.wait()'s forwarding."""
+    _release_signals()
 
 
 def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
