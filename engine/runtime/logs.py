@@ -210,6 +210,26 @@ def read_records(cdir: str, *, tail: int | None = None, since: float | None = No
     return out
 
 
+def _next_file(cdir: str, ino):
+    """After the file with inode `ino` was rotated: the next newer one (several rotations may
+    have happened since), or the oldest there is when ours rotated out of max-file."""
+    files = _files(cdir)
+    inodes = []
+    for p in files:
+        try:
+            inodes.append(os.stat(p).st_ino)
+        except OSError:
+            inodes.append(None)
+    i = inodes.index(ino) + 1 if ino in inodes else 0
+    for p in files[i:]:
+        try:
+            f = open(p, "rb")
+        except OSError:
+            continue
+        return f, os.fstat(f.fileno()).st_ino
+    return None, None
+
+
 def follow_records(cdir: str, running, *, since: float | None = None, interval: float = 0.1):
     """New records as they are written, across rotations, until running() is false and the log
     has been read to its end. Starts at the current end of the newest file."""
@@ -241,8 +261,7 @@ def follow_records(cdir: str, running, *, since: float | None = None, interval: 
                         return
                     if f is not None:
                         f.close()
-                    f = open(path, "rb")       # the new file, from its start
-                    ino = os.fstat(f.fileno()).st_ino
+                    f, ino = _next_file(cdir, ino)      # the one written after ours, from its start
                     buf = b""
                     continue
             buf += chunk

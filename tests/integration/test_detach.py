@@ -71,3 +71,220 @@ def test_run_d_prints_id_logs_and_stop(cli, root, pushed):
     assert cli("wait", "web", check=True).stdout == "137\n"
     assert not _mounts_under(root)
     assert cli("rm", "web", check=True).returncode == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_httpd_serves_the_host(cli, root, pushed):
+    port = _free_port()
+    script = (f"mkdir -p /www && echo 'served from the container' > /www/index.html && "
+              f"echo listening on {port} && exec httpd -f -vv -p 127.0.0.1:{port} -h /www")
+    cid = cli("run", "-d", "--init", "--name", "httpd", pushed["busybox"].ref, "sh", "-c", script, check=True).stdout.strip()
+
+    def get():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None
+    assert _until(get, what="httpd") == "served from the container\n"
+    out = _until(lambda: (lambda r: r if "url:/index.html" in r.stderr else None)(cli("logs", "-t", "httpd")),
+                 what="httpd's request log")
+    first = out.stdout.splitlines()[0]
+    assert first.endswith(f"listening on {port}") and first[:4].isdigit() and "T" in first.split()[0]
+    t0 = time.monotonic()
+    cli("stop", "httpd", check=True)          # --init forwards SIGTERM, httpd dies of it: no 10 s wait
+    assert time.monotonic() - t0 < 5
+    assert _ps(cli, "httpd")["Status"].startswith("Exited (143)")
+    assert get() is None
+    # start again: same container, same rootfs (its /www is still there), the log goes on
+    assert cli("start", "httpd", check=True).stdout == "httpd\n"
+    assert _until(get, what="httpd again") == "served from the container\n"
+    assert cli("logs", "httpd", check=True).stdout.count("listening on") == 2
+    assert cli("rm", "-f", "httpd", check=True).returncode == 0
+    assert get() is None and not (root / "containers" / cid).exists() and not _mounts_under(root)
+
+
+def test_start_failures_exit_like_run(cli, root, pushed):
+    bb = pushed["busybox"]
+    r = cli("run", "-d", bb.ref, "no-such-command")
+    assert r.returncode == 127 and "executable file not found" in one_error(r)
+    r = cli("run", "-d", bb.ref, "/etc/passwd")
+    assert r.returncode == 126 and "permission denied" in one_error(r)
+    r = cli("run", "-d", "--user", "nobody-here", bb.ref, "true")
+    assert r.returncode == 125
+    r = cli("run", "-d", "--restart", "sometimes", bb.ref, "true")
+    assert r.returncode == 125 and "restart policy" in one_error(r)
+    r = cli("run", "-d", "--rm", "--restart", "always", bb.ref, "true")
+    assert r.returncode == 125 and "Conflicting options" in one_error(r)
+    assert cli("ps", "-aq", check=True).stdout == ""           # nothing left behind
+    assert os.listdir(root / "containers") == []
+    r = cli("stop", "nothing-here")
+    assert r.returncode == 1 and "No such container" in one_error(r)
+
+
+def test_exit_codes_wait_and_rm(cli, root, pushed):
+    bb = pushed["busybox"]
+    cid = cli("run", "-d", "--name", "three", bb.ref, "sh", "-c", "exit 3", check=True).stdout.strip()
+    assert cli("wait", "three", check=True).stdout == "3\n"
+    assert _ps(cli, "three")["Status"].startswith("Exited (3)")
+    assert cli("kill", "three").returncode == 1               # not running: docker's error
+    # --rm: removed by its supervisor when it exits
+    cid = cli("run", "-d", "--rm", "--name", "gone", bb.ref, "sh", "-c", "echo bye; sleep 0.3", check=True).stdout.strip()
+    _until(lambda: not (root / "containers" / cid).exists(), what="--rm")
+    assert _ps(cli, "gone") is None
+    # kill -s: the signal reaches the process (a trap), a SIGKILL ends it with 137
+    cli("run", "-d", "--name", "trap", bb.ref, "sh", "-c",
+        "trap 'echo got USR1' USR1; echo ready; while true; do sleep 0.1; done", check=True)
+    _until(lambda: "ready" in cli("logs", "trap").stdout, what="trap ready")
+    assert cli("kill", "-s", "USR1", "trap", check=True).stdout == "trap\n"
+    _until(lambda: "got USR1" in cli("logs", "trap").stdout, what="USR1 delivered")
+    assert cli("kill", "-s", "NOPE", "trap").returncode == 1
+    cli("kill", "trap", check=True)
+    assert cli("wait", "trap", check=True).stdout == "137\n"
+
+
+def test_logs_tail_since_follow(cli, root, pushed):
+    bb = pushed["busybox"]
+    cli("run", "-d", "--name", "talk", bb.ref, "sh", "-c",
+        "for i in 1 2 3 4 5; do echo line $i; done; sleep 4; echo late; sleep 0.5", check=True)
+    _until(lambda: "line 5" in cli("logs", "talk").stdout, what="5 lines")
+    t0 = time.monotonic()
+    r = cli("logs", "-f", "--tail", "1", "talk", check=True, timeout=30)   # ends when the container stops
+    assert r.stdout == "line 5\nlate\n" and time.monotonic() - t0 < 10
+    assert cli("logs", "--tail", "2", "talk", check=True).stdout == "line 5\nlate\n"
+    assert cli("logs", "--since", "1h", "talk", check=True).stdout.startswith("line 1\n")
+    assert cli("logs", "--since", str(time.time() + 60), "talk", check=True).stdout == ""
+    assert cli("logs", "--since", "yesterday-ish", "talk").returncode == 1
+
+
+def test_log_rotation_and_follow_across_it(cli, root, pushed):
+    bb = pushed["busybox"]
+    burst = "sleep 1; i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done; sleep 0.5"
+    cid = cli("run", "-d", "--name", "noisy", "--log-opt", "max-size=4k", "--log-opt", "max-file=12", bb.ref,
+              "sh", "-c", burst, check=True).stdout.strip()
+    r = cli("logs", "-f", "noisy", check=True, timeout=60)
+    lines = r.stdout.splitlines()
+    first = int(lines[0].split()[1])                        # (-f starts at the end: what it saw, all of it)
+    assert lines == [f"line {i}" for i in range(first, 400)] and len(lines) > 200     # across rotations
+    cdir = root / "containers" / cid
+    files = [p for p in cdir.iterdir() if p.name.startswith("container.log")]
+    assert 6 <= len(files) <= 12 and all(p.stat().st_size <= 4096 for p in files)
+    assert cli("logs", "noisy", check=True).stdout.splitlines() == [f"line {i}" for i in range(400)]
+    # max-file caps what is kept: the oldest lines go
+    cid = cli("run", "-d", "--name", "capped", "--log-opt", "max-size=4k,max-file=2", bb.ref, "sh", "-c", burst,
+              check=True).stdout.strip()
+    assert cli("wait", "capped", check=True).stdout == "0\n"
+    kept = cli("logs", "capped", check=True).stdout.splitlines()
+    assert kept[-1] == "line 399" and 50 < len(kept) < 120
+    assert sorted(p.name for p in (root / "containers" / cid).iterdir() if p.name.startswith("container.log")) \
+        == ["container.log", "container.log.1"]
+    r = cli("run", "-d", "--log-opt", "max-size=lots", bb.ref, "true")
+    assert r.returncode == 125 and "invalid size" in one_error(r)
+
+
+def test_restart_on_failure_counts_and_always_until_stop(cli, root, pushed):
+    bb = pushed["busybox"]
+    cli("run", "-d", "--name", "flaky", "--restart", "on-failure:2", bb.ref, "sh", "-c", "echo try; exit 1", check=True)
+    _until(lambda: (_ps(cli, "flaky") or {}).get("State") == "exited" and
+           cli("logs", "flaky").stdout.count("try") == 3, timeout=30, what="3 tries")
+    time.sleep(1)
+    assert cli("logs", "flaky", check=True).stdout.count("try") == 3        # 1 + 2 retries, then no more
+    [doc] = json.loads(cli("inspect", "flaky", check=True).stdout)
+    assert doc["State"]["ExitCode"] == 1
+    # on-failure does not restart a success
+    cli("run", "-d", "--name", "fine", "--restart", "on-failure", bb.ref, "sh", "-c", "echo ok", check=True)
+    assert cli("wait", "fine", check=True).stdout == "0\n"
+    time.sleep(0.5)
+    assert cli("logs", "fine", check=True).stdout == "ok\n"
+    # always: restarts after exits and a kill of the init from outside, stops for good on `stop`
+    cli("run", "-d", "--name", "forever", "--restart", "always", bb.ref, "sh", "-c", "echo up; sleep 0.2", check=True)
+    _until(lambda: cli("logs", "forever").stdout.count("up") >= 3, timeout=30, what="restarts")
+    cli("stop", "-t", "2", "forever", check=True)
+    n = cli("logs", "forever", check=True).stdout.count("up")
+    time.sleep(1)
+    assert cli("logs", "forever", check=True).stdout.count("up") == n
+    assert _ps(cli, "forever")["State"] == "exited"
+    assert cli("ps", "-q", check=True).stdout == ""
+
+
+def test_init_reaps_and_forwards(cli, root, pushed):
+    bb = pushed["busybox"]
+    # without --init, sleep as pid 1 ignores SIGTERM: stop waits for the SIGKILL (137)
+    cli("run", "-d", "--name", "bare", bb.ref, "sleep", "1000", check=True)
+    t0 = time.monotonic()
+    cli("stop", "-t", "1", "bare", check=True)
+    assert time.monotonic() - t0 >= 1 and cli("wait", "bare", check=True).stdout == "137\n"
+    # with --init: pid 1 is the reaper, the command is its child and dies of the forwarded SIGTERM
+    cli("run", "-d", "--init", "--name", "inited", bb.ref, "sh", "-c",
+        "(sleep 0.1 &) ; sleep 0.5; ps -o pid,stat,args; exec sleep 1000", check=True)
+    out = _until(lambda: (lambda s: s if "sleep 1000" in s or "PID" in s else None)(cli("logs", "inited").stdout),
+                 what="ps output")
+    _until(lambda: "PID" in cli("logs", "inited").stdout, what="ps")
+    out = cli("logs", "inited", check=True).stdout
+    assert " Z " not in out                                   # the orphaned sleep was reaped
+    t0 = time.monotonic()
+    cli("stop", "inited", check=True)
+    assert time.monotonic() - t0 < 5
+    assert cli("wait", "inited", check=True).stdout == "143\n"
+
+
+def test_kill_9_supervisor_init_and_rm_f(cli, root, pushed):
+    bb = pushed["busybox"]
+    cid = cli("run", "-d", "--name", "victim", bb.ref, "sleep", "1000", check=True).stdout.strip()
+    cdir = root / "containers" / cid
+    sup = int((cdir / "supervisor.pid").read_text())
+    init = _ps(cli, "victim")["Pid"]
+    os.kill(sup, signal.SIGKILL)
+    _until(lambda: _ps(cli, "victim")["State"] == "exited", what="exited after the supervisor's kill -9")
+    assert _ps(cli, "victim")["Status"].startswith("Exited (unknown)")
+    _until(lambda: not os.path.exists(f"/proc/{init}"), what="the container's processes gone")
+    assert cli("stop", "victim", check=True).returncode == 0                # stop of a dead one: fine
+    cli("start", "victim", check=True)                                      # and it starts again
+    assert _ps(cli, "victim")["State"] == "running"
+    # the container's init killed from outside: the supervisor records 137
+    os.kill(_ps(cli, "victim")["Pid"], signal.SIGKILL)
+    assert cli("wait", "victim", check=True).stdout == "137\n"
+    assert _ps(cli, "victim")["Status"].startswith("Exited (137)")
+    cli("start", "victim", check=True)
+    sup = int((cdir / "supervisor.pid").read_text())
+    assert cli("rm", "-f", "victim", check=True).returncode == 0
+    assert not cdir.exists() and not _mounts_under(root)
+    _until(lambda: not os.path.exists(f"/proc/{sup}"), what="supervisor gone")
+
+
+def test_kill_9_of_the_cli_leaves_a_truthful_state(cli, root, pushed):
+    bb = pushed["busybox"]
+    from conftest import container_entry_point
+
+    exe = str(container_entry_point())
+    for delay in (0.0, 0.05, 0.15, 0.3, 0.6):
+        p = subprocess.Popen([exe, "--root", str(root), "run", "-d", "--name", f"k{int(delay * 100)}", bb.ref,
+                              "sleep", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        p.kill()
+        p.wait()
+    time.sleep(1)
+    for row in json_lines(cli("ps", "-a", "--format", "json", check=True).stdout):
+        assert row["State"] in ("running", "created", "exited")
+        if row["State"] == "running":
+            assert os.path.exists(f"/proc/{row['Pid']}")
+    for row in json_lines(cli("ps", "-a", "--format", "json", check=True).stdout):
+        assert cli("rm", "-f", row["Names"]).returncode == 0
+    assert cli("ps", "-aq", check=True).stdout == ""
+    assert not _mounts_under(root)
+    assert not [p for p in _procs_with(str(root)) if p != os.getpid()]
+
+
+def test_generate_systemd(cli, root, pushed):
+    cli("create", "--name", "svc", pushed["busybox"].ref, "sleep", "1000", check=True)
+    unit = cli("generate", "systemd", "svc", check=True).stdout
+    assert "[Service]" in unit and "Type=forking" in unit and f"--root {root}" in unit
+    assert " start " in unit and " stop -t 10 " in unit and "PIDFile=" in unit
+    assert cli("generate", "systemd", "nope").returncode == 1
