@@ -214,7 +214,7 @@ def _next_file(cdir: str, ino):
     """After the file with inode `ino` was rotated: the next newer one (several rotations may
     have happened since), or the oldest there is when ours rotated out of max-file."""
     files = _files(cdir)
-    inodes = []
+    inodes: list[int | None] = []
     for p in files:
         try:
             inodes.append(os.stat(p).st_ino)

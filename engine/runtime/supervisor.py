@@ -35,6 +35,10 @@ import signal
 import sys
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 STOP_MARKER = "stop-requested"
 PID_FILE = "supervisor.pid"
 START_TIMEOUT = 120.0
@@ -144,7 +148,7 @@ class Supervisor:
         self.stdin_keep: list[int] = []
         self.stop_at: float | None = None      # when SIGKILL follows the stop signal
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.running = None
+        self.running: Any = None               # the Running (runtime/isolate.py) while one runs
 
     # -- reporting to the CLI that launched us -------------------------------------------------
     def report(self, line: str) -> None:
