@@ -106,7 +106,7 @@ class Running(Record):
     # pid: A (namespaces) or B (chroot), what S waits for; container_pid: B in the host's PID ns;
     # _sig: the forwarded signal we emulated with SIGKILL
     FIELDS = dict(pid=REQUIRED, container_pid=REQUIRED, tty_master=None, interactive=False, _sig=0,
-                  _old_handlers=dict)
+                  _old_handlers=dict, log=None)
     __slots__ = tuple(FIELDS)
     pid: int
     container_pid: int
@@ -114,6 +114,7 @@ class Running(Record):
     interactive: bool
     _sig: int
     _old_handlers: dict[signal.Signals, Any]     # signal -> the handler signal.signal() returned
+    log: Any                                     # -t: the LogWriter the pty pump records into (runtime/logs.py)
 
     # -- signals -----------------------------------------------------------
     def _forward(self, signum, frame) -> None:
@@ -143,7 +144,7 @@ class Running(Record):
             if self.tty_master is not None:
                 from container.engine.runtime.tty import pump_tty
 
-                pump_tty(self.tty_master, self.interactive)
+                pump_tty(self.tty_master, self.interactive, self.log)
             while True:
                 try:
                     _, status = os.waitpid(self.pid, 0)

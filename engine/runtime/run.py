@@ -358,17 +358,50 @@ def run_detached(opts: RunOptions, *, store=None, root=None, db_url=None, progre
     return cid
 
 
+def _recorder(opts: RunOptions, cdir: str):
+    """A foreground run's log (not for --rm: it would go with the container): a Tee, or for -t
+    the LogWriter the pty pump writes to."""
+    from container.engine.runtime.logs import LogWriter, config_log_options
+    from container.engine.runtime.options import log_options
+    from container.engine.runtime.tee import Tee
+
+    log = LogWriter(cdir, **log_options(opts.log_opts, config_log_options()))
+    return log if opts.tty else Tee(log)
+
+
+def _close_recorder(rec) -> None:
+    if hasattr(rec, "finish"):
+        rec.finish()
+    else:
+        rec.close()
+
+
 def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list[str]) -> int:
     cid, cdir, lock_fd, snap, rootfs, spec = _create(db, opts, image, isolation, extra_env)
     running = None
+    rec = None
     try:
-        running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation)
+        if not opts.rm:
+            rec = _recorder(opts, cdir)
+        if rec is not None and not opts.tty:
+            rec.redirect()
+            try:
+                running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation)
+            finally:
+                rec.restore()
+            rec.start()
+        else:
+            running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation)
+            if rec is not None:
+                running.log = rec
         trace("container process exec'd")
         db.update(cid, status="running", pid=running.container_pid, started=utcnow())
         trace("status running recorded")
     except BaseException:
         if running is not None:               # started, but we cannot record it: stop it
             kill_unrecorded(running)
+        if rec is not None:
+            _close_recorder(rec)
         _undo(db, cid, cdir, True, lock_fd)
         raise
     code = 125
@@ -376,6 +409,8 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
         code = running.wait()
         trace("container exited")
     finally:
+        if rec is not None:
+            _close_recorder(rec)
         if opts.rm:
             db.delete(cid)                      # DB first, files second (design.md invariant 4)
             trace("row deleted")

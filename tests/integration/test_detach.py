@@ -343,3 +343,18 @@ def test_fifty_in_parallel(cli, root, pushed):
     assert not any(is_held(p / "lock") for p in (root / "containers").iterdir())
     assert cli("container", "prune", "-f", check=True).returncode == 0
     assert os.listdir(root / "containers") == []
+
+
+def test_foreground_output_is_recorded(cli, root, pushed):
+    bb = pushed["busybox"]
+    cli("pull", bb.ref, check=True)
+    r = cli("run", "--name", "fg", bb.ref, "sh", "-c", "echo out; echo err >&2; exit 4")
+    assert (r.returncode, r.stdout, r.stderr) == (4, "out\n", "err\n")        # shown as before ...
+    lg = cli("logs", "fg", check=True)
+    assert (lg.stdout, lg.stderr) == ("out\n", "err\n")                        # ... and recorded
+    r = cli("run", "-t", "--name", "fgt", bb.ref, "sh", "-c", "echo tty-out")
+    assert r.returncode == 0 and "tty-out" in r.stdout
+    assert "tty-out" in cli("logs", "fgt", check=True).stdout
+    # --rm keeps nothing (its log would go with it), and its output is unchanged
+    r = cli("run", "--rm", bb.ref, "sh", "-c", "echo gone")
+    assert r.stdout == "gone\n"
