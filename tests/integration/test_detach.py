@@ -358,3 +358,57 @@ def test_foreground_output_is_recorded(cli, root, pushed):
     # --rm keeps nothing (its log would go with it), and its output is unchanged
     r = cli("run", "--rm", bb.ref, "sh", "-c", "echo gone")
     assert r.stdout == "gone\n"
+
+
+def test_same_as_podman(cli, root, pushed, podman):
+    """run -d / logs / wait / stop / kill / --init: the same exit codes and output as podman's."""
+    import shutil
+
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    bb = pushed["busybox"]
+    p = podman("pull", "-q", "--tls-verify=false", bb.ref)
+    if p.returncode != 0:
+        pytest.skip(f"podman pull failed: {p.stderr.strip()[-200:]}")
+    cli("pull", bb.ref, check=True)
+
+    has_catatonit = any(os.path.exists(p) for p in ("/usr/libexec/podman/catatonit", "/usr/bin/catatonit"))
+
+    def pm(*args):          # (this machine refuses podman's default rlimits)
+        if args[0] == "run":
+            args = ("run", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", *args[1:])
+        return podman(*args)
+
+    def scenario(tool, run):
+        out = {}
+        run("run", "-d", "--name", "a", bb.ref, "sh", "-c", "echo out; echo err >&2; exit 3")
+        out["wait"] = run("wait", "a").stdout.strip()
+        lg = run("logs", "a")
+        out["logs"] = (lg.stdout, lg.stderr)
+        out["tail"] = run("logs", "--tail", "1", "a").stdout + run("logs", "--tail", "1", "a").stderr
+        run("run", "-d", "--name", "b", bb.ref, "sleep", "1000")
+        out["stop"] = run("stop", "-t", "1", "b").returncode
+        out["stop-code"] = run("wait", "b").stdout.strip()
+        if tool != "podman" or has_catatonit:    # (podman's --init is catatonit: not always installed)
+            run("run", "-d", "--init", "--name", "c", bb.ref, "sleep", "1000")
+            run("stop", "c")
+            out["init-code"] = run("wait", "c").stdout.strip()
+        else:
+            out["init-code"] = "143"            # docker's with tini: SIGTERM forwarded, sleep dies of it
+        run("run", "-d", "--name", "d", bb.ref, "sleep", "1000")
+        out["kill"] = run("kill", "-s", "TERM", "d").returncode          # pid 1 ignores TERM: still up
+        time.sleep(0.5)
+        out["kill-state"] = run("inspect", "--format", "{{.State.Status}}", "d").stdout.strip() \
+            if tool == "podman" else _ps(cli, "d")["State"]
+        run("kill", "d")
+        out["kill-code"] = run("wait", "d").stdout.strip()
+        out["kill-stopped"] = run("kill", "d").returncode != 0
+        r = run("run", "-d", bb.ref, "no-such-command")
+        out["enoent"] = r.returncode
+        for n in "abcd":
+            run("rm", "-f", n)
+        return out
+
+    ours = scenario("container", cli)
+    theirs = scenario("podman", pm)
+    assert ours == theirs, (ours, theirs)
