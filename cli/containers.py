@@ -29,6 +29,10 @@ RUN_OPTIONS = [
     (("--isolation",), "isolation", True, False),
     (("--network", "--net"), "network", True, False),
     (("--platform",), "platform", True, False),
+    (("-d", "--detach"), "detach", False, False),
+    (("--restart",), "restart", True, False),
+    (("--init",), "init", False, False),
+    (("--log-opt",), "log_opts", True, True),
 ]
 _BY_NAME = {n: (dest, val, rep) for names, dest, val, rep in RUN_OPTIONS for n in names}
 
@@ -62,7 +66,7 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
     else:
         raise TyperFallback
     i += 1
-    kw: dict = {"env": [], "env_files": []}
+    kw: dict = {"env": [], "env_files": [], "log_opts": []}
 
     def put(dest, val, rep, value):
         if rep:
@@ -142,6 +146,9 @@ def do_run(kw: dict, engine, create: bool = False):
 
     if create:
         return engine.create(engine.run_options(**kw), listener=Progress())
+    if kw.get("detach"):
+        sys.stdout.write(engine.run_detached(engine.run_options(**kw), listener=Progress()) + "\n")
+        return 0
     return engine.run(engine.run_options(**kw), listener=Progress())
 
 
@@ -236,6 +243,8 @@ def _status(c) -> str:
         return "Up " + (age[:-4] if age.endswith(" ago") else age)
     code = "unknown" if c.exit_code is None else str(c.exit_code)
     when = c.finished or c.started or c.created
+    if c.status == "restarting":
+        return f"Restarting ({code}) {humanize_age(when)}"
     return f"Exited ({code}) {humanize_age(when)}"
 
 
@@ -297,19 +306,25 @@ def register(app) -> None:
         isolation: Annotated[str, typer.Option("--isolation", help="auto|namespaces|chroot.")] = "auto",
         network: Annotated[str, typer.Option("--network", "--net", help="host|none.")] = "host",
         platform: Annotated[Optional[str], typer.Option("--platform", help="os/arch[/variant] to pull.")] = None,
+        detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background under its own supervisor; print the ID.")] = False,
+        restart: Annotated[str, typer.Option("--restart", help="no|on-failure[:N]|always|unless-stopped.")] = "no",
+        init: Annotated[bool, typer.Option("--init", help="Run a reaper as pid 1 that forwards signals.")] = False,
+        log_opts: Annotated[Optional[List[str]], typer.Option("--log-opt", help="max-size=SIZE, max-file=N.")] = None,
     ) -> None:
         """Run a command in a new container (docker run semantics; exit status is the command's)."""
         kw = dict(image=image, command=list(command or []), name=name, rm=rm, hostname=hostname,
                   env=list(env or []), env_files=list(env_files or []), workdir=workdir, user=user,
                   entrypoint=entrypoint, interactive=interactive, tty=tty, read_only=read_only, pull=pull,
-                  isolation=isolation, network=network, platform=platform)
+                  isolation=isolation, network=network, platform=platform, detach=detach, restart=restart,
+                  init=init, log_opts=list(log_opts or []))
         code = do_run(kw, state(ctx).engine)
         raise typer.Exit(code)
 
     def create_cmd(ctx: typer.Context, image: str, command=None, **opts) -> None:
         """Create a new container (docker create: made as run makes it, not started); prints its id."""
         kw = dict(opts, image=image, command=list(command or []), env=list(opts.get("env") or []),
-                  env_files=list(opts.get("env_files") or []))
+                  env_files=list(opts.get("env_files") or []), log_opts=list(opts.get("log_opts") or []),
+                  detach=False)
         typer.echo(do_run(kw, state(ctx).engine, create=True))
 
     import inspect

@@ -50,7 +50,7 @@ def _container_lock_free(cdir) -> bool:
 def _info(store, row) -> ContainerInfo:
     cdir = store.containers_dir / row.id
     status, code = row.status, row.exit_code
-    if status == "running" and _container_lock_free(cdir):
+    if status in ("running", "restarting") and _container_lock_free(cdir):
         status = "exited"          # its supervisor died (kill -9, reboot): stale row
     try:
         cfg = json.loads(row.config or "{}")
@@ -73,7 +73,7 @@ def list_containers(store, all: bool = False) -> list[ContainerInfo]:
     store.db()
     rows = Container.select().order_by(Container.created.desc())
     out = [_info(store, r) for r in rows]
-    return out if all else [c for c in out if c.status == "running"]
+    return out if all else [c for c in out if c.status in ("running", "restarting")]
 
 
 def _find_row(store, name_or_id: str):
@@ -106,7 +106,7 @@ def remove_container(store, name_or_id: str, force: bool = False) -> ContainerIn
     row = _find_row(store, name_or_id)
     info = _info(store, row)
     cdir = store.containers_dir / row.id
-    if info.status == "running":
+    if info.status in ("running", "restarting"):
         if not force:
             raise Conflict(f"cannot remove container {name_or_id}: container is running: "
                            f"stop the container before removing or force remove (rm -f)")

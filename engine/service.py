@@ -7,6 +7,7 @@
     engine.run(RunOptions(...), listener=...) -> exit status     (docker's 125/126/127 on failure)
     engine.create(RunOptions(...), listener=...) -> container id (made, not started)
     engine.containers(all=, filters=) / container(name) / remove_container(name)
+    engine.run_detached(opts) / start / stop / kill / wait / logs / systemd_unit (detached containers)
     engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
     Engine.login(...) / Engine.logout(...)
 
@@ -28,7 +29,7 @@ from container.engine.progress import NULL, PullListener, RunListener  # noqa: F
 TYPE_CHECKING = False        # (typing's own import costs `run` 3 ms; mypy reads this block as true)
 if TYPE_CHECKING:
     import datetime as _dt
-    from typing import Any, Callable, TypeVar
+    from typing import Any, Callable, Iterator, TypeVar
 
     from container.engine.containers import ContainerInfo
     from container.engine.image.catalog import ImageInfo, RemoveResult
@@ -229,7 +230,75 @@ class Engine:
     def remove_container(self, name: str, *, force: bool = False) -> None:
         from container.engine.containers import remove_container
 
+        if force:                       # SIGKILL through its supervisor's protocol: no restart
+            import signal
+
+            from container.engine.runtime.control import stop
+
+            stop(self.store, name, timeout=0, sig=signal.SIGKILL)
         remove_container(self.store, name, force=force)
+
+    # -- detached containers (engine/runtime/supervisor.py, control.py, logs.py) ------------------
+    def run_detached(self, opts: RunOptions, *, listener: RunListener | None = None) -> str:
+        """run -d: the container made as run() makes it and started under its own supervisor
+        process; its id once it runs. Failures are run()'s (125/126/127), nothing left behind."""
+        from container.engine.runtime.run import run_detached
+
+        with boundary(exit_code=125):
+            try:
+                return run_detached(opts, store=self._store, root=self.root, db_url=self._db_url(),
+                                    progress=listener)
+            except ContainerError as e:
+                if not isinstance(e, RunError):
+                    e.exit_code = 125
+                raise
+
+    @_entry
+    def start(self, name: str) -> str:
+        """docker start: a created or exited container, under a new supervisor; its id."""
+        from container.engine.runtime.control import start
+
+        return start(self.store, name)
+
+    @_entry
+    def stop(self, name: str, *, timeout: int | None = None) -> str:
+        """docker stop: StopSignal, then SIGKILL after `timeout` seconds (10); its id."""
+        from container.engine.runtime.control import stop
+
+        return stop(self.store, name, timeout)
+
+    @_entry
+    def kill(self, name: str, *, signal: str = "KILL") -> str:
+        """docker kill -s SIGNAL (name or number); Conflict when it is not running."""
+        from container.engine.runtime.control import kill
+
+        return kill(self.store, name, signal)
+
+    @_entry
+    def wait(self, name: str) -> int:
+        """docker wait: blocks until the container stops; its exit code."""
+        from container.engine.runtime.control import wait
+
+        return wait(self.store, name)
+
+    @_entry
+    def logs(self, name: str, *, follow: bool = False, tail: int | None = None,
+             since: str | None = None) -> Iterator[tuple[str, str, str]]:
+        """docker logs: (stream, text, RFC 3339 time) records; `since` a duration (10m, 1h30m,
+        90s), an RFC 3339 time or a Unix timestamp. A generator: iterate it inside this boundary."""
+        from container.engine.runtime.control import logs
+        from container.engine.runtime.logs import parse_since
+
+        it = logs(self.store, name, follow=follow, tail=tail, since=parse_since(since) if since else None)
+        with boundary():
+            yield from it
+
+    @_entry
+    def systemd_unit(self, name: str, *, executable: str, timeout: int = 10) -> str:
+        """`generate systemd`: a unit file that starts the container at boot."""
+        from container.engine.runtime.control import systemd_unit
+
+        return systemd_unit(self.store, name, executable=executable, timeout=timeout)
 
     # -- maintenance ------------------------------------------------------------------------------
     @_entry

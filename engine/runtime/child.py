@@ -152,7 +152,36 @@ def container_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull
     except OSError as e:
         report_failure(w, 125, f"cannot chdir to working directory {spec.cwd}: {e.strerror}")
     trace_pid("B exec")
+    if spec.init:
+        _init(w, spec)
     _exec(w, spec.argv, spec.env)
+
+
+def _init(w: int, spec: ProcessSpec) -> None:
+    """--init: B stays the PID namespace's init (this Python, already loaded: nothing to find in
+    the image), forks the command, forwards it every signal it is sent and reaps every zombie
+    that the namespace reparents to it; exits with the command's status (128+n if killed by n),
+    as tini does. The command's exec reports through `w` as without --init."""
+    child = os.fork()
+    if child == 0:
+        _exec(w, spec.argv, spec.env)
+    os.close(w)
+
+    def forward(signum, frame) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in FORWARDED + (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM, signal.SIGCONT):
+        signal.signal(s, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 
 
 def _exec(w: int, argv: list[str], env: list[str]) -> None:

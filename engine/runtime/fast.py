@@ -166,6 +166,10 @@ class FastStore:
             return None
         return FastImage(image_id, config, chain_id), snap
 
+    def where(self) -> tuple[str, None]:
+        """(ROOT, None: its SQLite DB): what a supervisor process opens the same store with."""
+        return self.root, None
+
     def lock(self):
         from container.cas.lock import store_lock
 

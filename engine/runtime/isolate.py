@@ -69,7 +69,8 @@ def choose_isolation(requested: str) -> str:
 class ProcessSpec(Record):
     FIELDS = dict(argv=REQUIRED, env=REQUIRED, cwd="/", uid=0, gid=0, sgids=tuple, hostname="",
                   tty=False, interactive=False, read_only=False,
-                  network="host")         # host | none
+                  network="host",         # host | none
+                  init=False)             # --init: B stays pid 1 as a reaper, its child execs (child.py)
     __slots__ = tuple(FIELDS)
     argv: list[str]
     env: list[str]
@@ -82,6 +83,7 @@ class ProcessSpec(Record):
     interactive: bool
     read_only: bool
     network: str
+    init: bool
 
 
 class RootfsSpec(Record):
@@ -109,7 +111,7 @@ class Running(Record):
     # pid: A (namespaces) or B (chroot), what S waits for; container_pid: B in the host's PID ns;
     # _sig: the forwarded signal we emulated with SIGKILL
     FIELDS = dict(pid=REQUIRED, container_pid=REQUIRED, tty_master=None, interactive=False, _sig=0,
-                  _old_handlers=dict)
+                  _old_handlers=dict, log=None)
     __slots__ = tuple(FIELDS)
     pid: int
     container_pid: int
@@ -117,6 +119,7 @@ class Running(Record):
     interactive: bool
     _sig: int
     _old_handlers: dict[signal.Signals, Any]     # signal -> the handler signal.signal() returned
+    log: Any                                     # -t: the LogWriter the pty pump records into (runtime/logs.py)
 
     # -- signals -----------------------------------------------------------
     def _forward(self, signum, frame) -> None:
@@ -146,7 +149,7 @@ class Running(Record):
             if self.tty_master is not None:
                 from container.engine.runtime.tty import pump_tty
 
-                pump_tty(self.tty_master, self.interactive)
+                pump_tty(self.tty_master, self.interactive, self.log)
             while True:
                 try:
                     _, status = os.waitpid(self.pid, 0)
@@ -224,6 +227,12 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     except BaseException:
         _release_signals()
         raise
+
+
+def release_signals() -> None:
+    """A detached supervisor (runtime/supervisor.py) takes the signals back right after spawn():
+    it handles them itself instead of Running.wait()'s forwarding."""
+    _release_signals()
 
 
 def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:

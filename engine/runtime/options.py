@@ -80,6 +80,10 @@ class RunOptions(Record):
         isolation="auto",           # auto | namespaces | chroot
         network="host",             # host | none
         platform=None,
+        detach=False,               # -d: a supervisor process holds the container (runtime/supervisor.py)
+        restart="no",               # no | on-failure[:N] | always | unless-stopped
+        init=False,                 # --init: a reaper as the container's pid 1
+        log_opts=list,              # --log-opt max-size=10m / max-file=3
     )
     __slots__ = tuple(FIELDS)
     image: str
@@ -99,6 +103,50 @@ class RunOptions(Record):
     isolation: str
     network: str
     platform: str | None
+    detach: bool
+    restart: str
+    init: bool
+    log_opts: list[str]
+
+
+def restart_policy(spec: str) -> tuple[str, int]:
+    """--restart's (policy, retry limit; 0 = unlimited): no, always, unless-stopped,
+    on-failure[:N] (docker's spellings); RunError for anything else."""
+    name, _, count = spec.partition(":")
+    if name in ("no", "always", "unless-stopped") and not count:
+        return name, 0
+    if name == "on-failure" and (not count or count.isdigit()):
+        return name, int(count or 0)
+    raise RunError(f"invalid restart policy {spec!r}: want no, always, unless-stopped or on-failure[:max-retries]")
+
+
+def parse_size(s: str) -> int:
+    """docker's sizes (--log-opt max-size): 100, 10k, 20m, 1g (1024-based, a trailing b allowed)."""
+    t = s.strip().lower().removesuffix("b")
+    mult = 1
+    if t[-1:] in ("k", "m", "g"):
+        mult = 1 << (10 * ("kmg".index(t[-1]) + 1))
+        t = t[:-1]
+    if not t.isdigit() or int(t) <= 0:
+        raise RunError(f"invalid size {s!r}: want a positive number of bytes, or with k, m or g")
+    return int(t) * mult
+
+
+def log_options(items: list[str], base: dict | None = None) -> dict:
+    """--log-opt max-size=..,max-file=.. over `base` (the config file's [log] table, runtime/logs.py):
+    {"max_size": bytes, "max_file": count}."""
+    out = {"max_size": 20 << 20, "max_file": 5}
+    out.update(base or {})
+    for item in items:
+        for kv in item.split(","):
+            k, eq, v = kv.partition("=")
+            if k == "max-size" and eq:
+                out["max_size"] = parse_size(v)
+            elif k == "max-file" and eq and v.isdigit() and int(v) >= 1:
+                out["max_file"] = int(v)
+            else:
+                raise RunError(f"invalid --log-opt {kv!r}: want max-size=SIZE or max-file=N (N >= 1)")
+    return out
 
 
 def valid_name(name: str) -> bool:
@@ -118,6 +166,12 @@ def check_options(opts: RunOptions) -> None:
         raise RunError(f"the working directory '{opts.workdir}' is invalid, it needs to be an absolute path")
     if opts.pull not in PULL_POLICIES:
         raise RunError(f"invalid --pull {opts.pull!r}: want missing, always or never")
+    if opts.restart != "no":
+        restart_policy(opts.restart)
+        if opts.rm:
+            raise RunError("Conflicting options: --restart and --rm")
+    if opts.log_opts:
+        log_options(opts.log_opts)
 
 
 # -- env -----------------------------------------------------------------------------------

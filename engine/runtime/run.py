@@ -52,6 +52,10 @@ class OrmStore:
     def lock(self):
         return self.store.lock(exclusive=False)
 
+    def where(self) -> tuple[str, str | None]:
+        """(ROOT, the DB URL or None): what a supervisor process opens the same store with."""
+        return str(self.store.root), self.store.db_url
+
     def open_db(self) -> None:
         self.store.db()
 
@@ -277,6 +281,9 @@ def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
                       "entrypoint": entrypoint, "cmd": cmd, "tty": opts.tty,
                       "interactive": opts.interactive, "read_only": opts.read_only,
                       "network": opts.network, "rm": opts.rm, "lower": str(snap)}
+            if opts.detach or opts.restart != "no" or opts.init or opts.log_opts or cfg.get("StopSignal"):
+                config.update(restart=opts.restart, init=opts.init, stop_signal=cfg.get("StopSignal") or "",
+                              log_opts=list(opts.log_opts))
             db.insert({"id": cid, "name": name, "image_id": image.id, "image_ref": opts.image,
                        "chain_id": chain_id, "command": dumps(argv), "config": dumps(config),
                        "isolation": isolation, "rootfs_mode": mode, "status": "created"})
@@ -286,50 +293,120 @@ def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
                 from container.engine.runtime.rootfs import make_copy
 
                 rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
-        spec = isolate.ProcessSpec(argv=argv, env=env, cwd=workdir, uid=user.uid, gid=user.gid,
-                                   sgids=user.sgids, hostname=hostname, tty=opts.tty,
-                                   interactive=opts.interactive, read_only=opts.read_only,
-                                   network=opts.network)
+        spec = process_spec(argv, config, user)
     except BaseException:
         _undo(db, cid, cdir, row_made, lock_fd)
         raise
     return cid, cdir, lock_fd, snap, rootfs, spec
 
 
-def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list[str]) -> int:
+def process_spec(argv: list[str], config: dict, user):
+    """The process a container row describes (its argv, its config JSON, the resolved user)."""
     from container.engine.runtime import isolate
 
+    return isolate.ProcessSpec(argv=argv, env=config["env"], cwd=config["workdir"], uid=user.uid,
+                               gid=user.gid, sgids=user.sgids, hostname=config["hostname"],
+                               tty=bool(config.get("tty")), interactive=bool(config.get("interactive")),
+                               read_only=bool(config.get("read_only")), network=config.get("network", "host"),
+                               init=bool(config.get("init")))
+
+
+def start_process(db, cid: str, cdir: str, snap, rootfs, spec, isolation: str, requested: str):
+    """Spawn the container's process (runtime/isolate.py), falling back to a private copy when
+    the overlay mount is refused and, with --isolation auto, to chroot where namespaces are;
+    the row says which. Returns the Running process; raises RunError (125/126/127)."""
+    from container.engine.runtime import isolate
+
+    try:
+        return isolate.spawn(isolation, rootfs, spec)
+    except (isolate.OverlayFailed, isolate.NamespacesUnavailable) as e:
+        from container.engine.runtime.rootfs import make_copy
+
+        if isinstance(e, isolate.NamespacesUnavailable):
+            if requested != "auto":
+                raise
+            isolation = "chroot"            # auto: where namespaces are refused, chroot
+        if os.environ.get("CONTAINER_DEBUG"):
+            sys.stderr.write(f"{e}; using {isolation} with a private copy\n")
+        with db.lock():
+            if rootfs.mode != "copy":
+                rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
+            db.update(cid, rootfs_mode="copy", isolation=isolation)
+        return isolate.spawn(isolation, rootfs, spec)
+
+
+def kill_unrecorded(running) -> None:
+    """A process that started but whose start could not be recorded: SIGKILL it and reap it."""
+    import signal
+
+    try:
+        os.kill(running.container_pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    running.wait()
+
+
+def run_detached(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> str:
+    """run -d: the container made as run() makes it, then handed to its own supervisor process
+    (runtime/supervisor.py), which starts it; returns its id once it has started. A start
+    failure raises as run() does (125/126/127) and leaves nothing behind."""
+    from container.engine.runtime.supervisor import launch
+
+    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress)
+    cid, cdir, lock_fd, _snap, _rootfs, _spec = _create(db, opts, image, isolation, extra_env)
+    try:
+        launch(db.where(), cid, cdir, lock_fd=lock_fd)
+    except BaseException:
+        _undo(db, cid, cdir, True, lock_fd)
+        raise
+    os.close(lock_fd)
+    return cid
+
+
+def _recorder(opts: RunOptions, cdir: str):
+    """A foreground run's log (not for --rm: it would go with the container): a Tee, or for -t
+    the LogWriter the pty pump writes to."""
+    from container.engine.runtime.logs import LogWriter, config_log_options
+    from container.engine.runtime.options import log_options
+    from container.engine.runtime.tee import Tee
+
+    log = LogWriter(cdir, **log_options(opts.log_opts, config_log_options()))
+    return log if opts.tty else Tee(log)
+
+
+def _close_recorder(rec) -> None:
+    if hasattr(rec, "finish"):
+        rec.finish()
+    else:
+        rec.close()
+
+
+def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list[str]) -> int:
     cid, cdir, lock_fd, snap, rootfs, spec = _create(db, opts, image, isolation, extra_env)
     running = None
+    rec = None
     try:
-        try:
-            running = isolate.spawn(isolation, rootfs, spec)
-        except (isolate.OverlayFailed, isolate.NamespacesUnavailable) as e:
-            from container.engine.runtime.rootfs import make_copy
-
-            if isinstance(e, isolate.NamespacesUnavailable):
-                if opts.isolation != "auto":
-                    raise
-                isolation = "chroot"            # auto: where namespaces are refused, chroot
-            if os.environ.get("CONTAINER_DEBUG"):
-                sys.stderr.write(f"{e}; using {isolation} with a private copy\n")
-            with db.lock():
-                if rootfs.mode != "copy":
-                    rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
-                db.update(cid, rootfs_mode="copy", isolation=isolation)
-            running = isolate.spawn(isolation, rootfs, spec)
+        if not opts.rm:
+            rec = _recorder(opts, cdir)
+        if rec is not None and not opts.tty:
+            rec.redirect()
+            try:
+                running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation)
+            finally:
+                rec.restore()
+            rec.start()
+        else:
+            running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation)
+            if rec is not None:
+                running.log = rec
         trace("container process exec'd")
         db.update(cid, status="running", pid=running.container_pid, started=db.now())
         trace("status running recorded")
     except BaseException:
         if running is not None:               # started, but we cannot record it: stop it
-            import signal
-
-            try:
-                os.kill(running.container_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            running.wait()
+            kill_unrecorded(running)
+        if rec is not None:
+            _close_recorder(rec)
         _undo(db, cid, cdir, True, lock_fd)
         raise
     code = 125
@@ -337,6 +414,8 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
         code = running.wait()
         trace("container exited")
     finally:
+        if rec is not None:
+            _close_recorder(rec)
         if opts.rm:
             db.delete(cid)                      # DB first, files second (design.md invariant 4)
             trace("row deleted")

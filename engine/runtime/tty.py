@@ -16,8 +16,9 @@ def copy_winsize(slave: int) -> None:
         pass
 
 
-def pump_tty(master: int, interactive: bool) -> None:
-    """Copy stdin -> pty and pty -> stdout until the container's side closes (raw mode on a tty)."""
+def pump_tty(master: int, interactive: bool, log=None) -> None:
+    """Copy stdin -> pty and pty -> stdout until the container's side closes (raw mode on a tty);
+    what the pty says is also written to `log` (a runtime/logs.LogWriter) as stdout."""
     import select
     import termios
     import tty as ttymod
@@ -45,6 +46,8 @@ def pump_tty(master: int, interactive: bool) -> None:
                 if not data:
                     break
                 os.write(1, data)
+                if log is not None:
+                    log.write("stdout", data)
             if stdin in ready:
                 try:
                     data = os.read(stdin, 65536)
