@@ -20,7 +20,7 @@ def _build_app():
 
     import typer
 
-    from . import containers, images, system, transfer
+    from . import containers, exec, images, system, transfer
     from .state import CliState
 
     app = typer.Typer(
@@ -55,6 +55,7 @@ def _build_app():
 
     images.register(app)
     containers.register(app)
+    exec.register(app)
     system.register(app)
     transfer.register(app)
     return app
