@@ -258,9 +258,14 @@ def exec_in(store, opts: ExecOptions) -> int:
     try:
         spec = process_spec(info, opts, target)
         quiet = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if opts.detach else -1
+        pty = None
+        if spec.tty:
+            from container.engine.runtime.tty import open_pty_in
+
+            pty = open_pty_in(target.root)
         try:
             running = isolate.start(lambda w, slave, devnull: _enter(w, target, spec, slave, devnull, quiet),
-                                    spec)
+                                    spec, pty)
         except RunError as e:
             if type(e) is RunError:         # what fails before the execve is docker's 126 for exec
                 raise CommandNotExecutable(str(e)) from None

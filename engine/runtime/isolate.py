@@ -217,9 +217,11 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     return start(child, spec)
 
 
-def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec) -> Running:
+def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
+          pty: tuple[int, int] | None = None) -> Running:
     """Fork `child(w, slave, devnull)` (spawn()'s, or runtime/exec.py's) with the protocol above:
-    the report pipe `w`, the pty's slave with -t, /dev/null for stdin without -i; held signals."""
+    the report pipe `w`, the pty's slave with -t (`pty` (master, slave) when given, else a new
+    one), /dev/null for stdin without -i; held signals."""
     libc()                                   # load ctypes before forking (once, in the parent)
     # B runs after pivot_root, where our Python stdlib is out of reach: import what it needs now.
     if spec.tty:
@@ -228,17 +230,18 @@ def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpe
     sys.stderr.flush()
     _hold_signals()
     try:
-        return _spawn(child, spec)
+        return _spawn(child, spec, pty)
     except BaseException:
         _release_signals()
         raise
 
 
-def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec) -> Running:
+def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
+           pty: tuple[int, int] | None) -> Running:
     r, w = os.pipe2(os.O_CLOEXEC)
     master = slave = None
     if spec.tty:
-        master, slave = os.openpty()
+        master, slave = pty or os.openpty()
         os.set_inheritable(master, False)
         from container.engine.runtime.tty import copy_winsize
 
