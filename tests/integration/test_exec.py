@@ -191,6 +191,28 @@ def test_exec_into_a_missing_stopped_or_created_container(store):
     store("rm", "done", "made")
 
 
+def test_a_hostile_etc_passwd_does_not_hang_or_escape(store):
+    """The user is resolved in the running container's /etc/passwd, which its root may replace: a
+    fifo is skipped (no user file: numeric ids only), a symlink resolves inside the container."""
+    cmd = ["sh", "-c", "mv /etc/passwd /etc/p; mkfifo /etc/passwd; touch /tmp/ready; exec sleep 120"]
+    with running(store, "fifo", cmd=cmd):
+        assert settle(lambda: store("exec", "fifo", "ls", "/tmp/ready").returncode == 0)
+        r = store("exec", "-u", "1000", "fifo", "grep", "^Uid:", "/proc/self/status", timeout=20)
+        assert (r.returncode, r.stdout.split()) == (0, ["Uid:"] + ["1000"] * 4), r.stderr
+        r = store("exec", "-u", "app", "fifo", "id", timeout=20)
+        assert r.returncode == 126 and "unable to find user app" in one_error(r)
+        assert store("exec", "fifo", "sh", "-c", "rm /etc/passwd; ln -s /../../../etc/p /etc/passwd").returncode == 0
+        assert store("exec", "-u", "app", "fifo", "id", "-u").stdout == "1000\n"
+
+
+def test_stdin_only_with_i(store):
+    with running(store, "in"):
+        r = store("exec", "-i", "in", "sh", "-c", "cat; echo end", input="piped\n")
+        assert (r.returncode, r.stdout) == (0, "piped\nend\n")
+        r = store("exec", "in", "sh", "-c", "cat; echo end", input="not read\n")
+        assert (r.returncode, r.stdout) == (0, "end\n")
+
+
 # ---------------------------------------------------------------------------------------- tty, signals, processes
 def _pty_run(argv, env, send: bytes, timeout=20):
     """argv on a new pty (as a terminal user runs it): (exit status, everything it printed)."""
@@ -253,6 +275,12 @@ def test_signals_reach_the_process_and_nothing_leaks(store):
         p.kill()
         p.wait()
         assert settle(lambda: in_container(ns) == [c.pid])
+        # the container ends under an exec: the exec'd process goes with it (SIGKILL, 137)
+        p = subprocess.Popen(argv, env=store.env, stdin=subprocess.DEVNULL)
+        assert settle(lambda: len(in_container(ns)) == 2)
+        os.kill(c.pid, signal.SIGKILL)
+        assert p.wait(timeout=10) == 137
+        assert settle(lambda: in_container(ns) == [])
 
 
 def test_detach_runs_in_the_background_until_the_container_ends(store):
