@@ -20,7 +20,7 @@ def _build_app():
 
     import typer
 
-    from . import containers, images, lifecycle, system, transfer
+    from . import containers, exec, images, lifecycle, system, transfer
     from .state import CliState
 
     app = typer.Typer(
@@ -56,6 +56,7 @@ def _build_app():
     images.register(app)
     containers.register(app)
     lifecycle.register(app)
+    exec.register(app)
     system.register(app)
     transfer.register(app)
     return app

@@ -8,6 +8,7 @@
     engine.create(RunOptions(...), listener=...) -> container id (made, not started)
     engine.containers(all=, filters=) / container(name) / remove_container(name)
     engine.run_detached(opts) / start / stop / kill / wait / logs / systemd_unit (detached containers)
+    engine.exec(engine.exec_options(container=, command=, ...)) -> exit status (docker exec's codes)
     engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
     Engine.login(...) / Engine.logout(...)
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from container.engine.maint.fsck import Report
     from container.engine.maint.gc import Plan
     from container.engine.maint.sql import TableDoc
+    from container.engine.runtime.exec import ExecOptions
     from container.engine.runtime.options import RunOptions
     from container.engine.store import Store
     from container.engine.transfer.load import Loaded
@@ -299,6 +301,22 @@ class Engine:
         from container.engine.runtime.control import systemd_unit
 
         return systemd_unit(self.store, name, executable=executable, timeout=timeout)
+
+    # -- exec: a process in a running container (engine/runtime/exec.py) -------------------------
+    @staticmethod
+    def exec_options(**kw: Any) -> ExecOptions:
+        """docker exec's options (engine/runtime/exec.ExecOptions); None values take the defaults."""
+        from container.engine.runtime.exec import ExecOptions
+
+        return ExecOptions(**{k: v for k, v in kw.items() if v is not None})
+
+    @_entry
+    def exec(self, opts: ExecOptions) -> int:
+        """Run a command in a running container: its exit status (0 at once with detach); raised:
+        ContainerNotFound and Conflict (not running) exit 1, 126 cannot start it, 127 not found."""
+        from container.engine.runtime.exec import exec_in
+
+        return exec_in(self.store, opts)
 
     # -- maintenance ------------------------------------------------------------------------------
     @_entry

@@ -125,9 +125,16 @@ def container_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull
     except OSError as e:
         if not spec.read_only or not os.path.isdir(spec.cwd):
             report_failure(w, 125, f"cannot create working directory {spec.cwd}: {e.strerror}")
-    _drop_capabilities(w, chroot)
     if spec.read_only and not chroot:
         mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV)
+    start_process(w, spec, slave, devnull, chroot=chroot, pdeathsig=not chroot)
+
+
+def start_process(w: int, spec: ProcessSpec, slave, devnull, *, chroot: bool, pdeathsig: bool) -> None:
+    """What `run`'s init and `exec`'s process (runtime/exec.py) do once inside the container's
+    root: capabilities out of the bounding set, the pty (setsid, controlling tty) or stdin, the
+    user, SIGKILL at the parent's death, the working directory, execve (126/127 as docker)."""
+    _drop_capabilities(w, chroot)
     if spec.tty:
         os.setsid()
         import termios
@@ -145,7 +152,7 @@ def container_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull
         os.setuid(spec.uid)
     except OSError as e:
         report_failure(w, 125, f"cannot switch to user {spec.uid}:{spec.gid}: {e.strerror}")
-    if not chroot:
+    if pdeathsig:
         set_pdeathsig(signal.SIGKILL)
     try:
         os.chdir(spec.cwd)

@@ -39,7 +39,7 @@ from container.engine.runtime.syscalls import libc
 
 TYPE_CHECKING = False        # (no typing import on run's path; mypy reads this block as true)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
     import signal
 else:
     try:                     # the signal module without its enum wrappers (enum: ~1.5 ms of `run`)
@@ -212,18 +212,33 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     reason = unavailable_reason(isolation)
     if reason:
         raise RunError(reason)
+    if spec.network == "none":
+        import socket  # noqa: F401
+        import struct  # noqa: F401
+
+    def child(w: int, slave: int | None, devnull: int | None) -> None:
+        if isolation == "namespaces":
+            namespace_child(w, rootfs, spec, slave, devnull)
+        else:
+            container_init(w, rootfs, spec, slave, devnull, chroot=True)
+
+    return start(child, spec)
+
+
+def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
+          pty: tuple[int, int] | None = None) -> Running:
+    """Fork `child(w, slave, devnull)` (spawn()'s, or runtime/exec.py's) with the protocol above:
+    the report pipe `w`, the pty's slave with -t (`pty` (master, slave) when given, else a new
+    one), /dev/null for stdin without -i; held signals."""
     libc()                                   # load ctypes before forking (once, in the parent)
     # B runs after pivot_root, where our Python stdlib is out of reach: import what it needs now.
     if spec.tty:
         import termios  # noqa: F401
-    if spec.network == "none":
-        import socket  # noqa: F401
-        import struct  # noqa: F401
     sys.stdout.flush()
     sys.stderr.flush()
     _hold_signals()
     try:
-        return _spawn(isolation, rootfs, spec)
+        return _spawn(child, spec, pty)
     except BaseException:
         _release_signals()
         raise
@@ -235,11 +250,12 @@ def release_signals() -> None:
     _release_signals()
 
 
-def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
+def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
+           pty: tuple[int, int] | None) -> Running:
     r, w = os.pipe2(os.O_CLOEXEC)
     master = slave = None
     if spec.tty:
-        master, slave = os.openpty()
+        master, slave = pty or os.openpty()
         os.set_inheritable(master, False)
         from container.engine.runtime.tty import copy_winsize
 
@@ -254,10 +270,7 @@ def _spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
             os.close(r)
             if master is not None:
                 os.close(master)
-            if isolation == "namespaces":
-                namespace_child(w, rootfs, spec, slave, devnull)
-            else:
-                container_init(w, rootfs, spec, slave, devnull, chroot=True)
+            child(w, slave, devnull)
         except BaseException as e:                     # never return into the supervisor's code
             report_failure(w, 125, str(e))
         os._exit(125)

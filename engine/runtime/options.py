@@ -226,7 +226,7 @@ def user_env(opts: RunOptions) -> list[str]:
     return out
 
 
-def _merge_env(base: list[str], extra: list[str]) -> list[str]:
+def merge_env(base: list[str], extra: list[str]) -> list[str]:
     """Replace-or-append by key, keeping first-seen order (moby ReplaceOrAppendEnvValues)."""
     out = list(base)
     idx = {kv.partition("=")[0]: i for i, kv in enumerate(out)}
@@ -267,8 +267,8 @@ def container_env(cfg: dict, extra: list[str], hostname: str, tty: bool, home: s
     env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
     if tty:
         env.append("TERM=xterm")
-    env = _merge_env(env, list(cfg.get("Env") or []))
-    env = _merge_env(env, extra)
+    env = merge_env(env, list(cfg.get("Env") or []))
+    env = merge_env(env, extra)
     if not any(kv.startswith("HOME=") for kv in env):
         env.append(f"HOME={home}")
     return env

@@ -1,5 +1,5 @@
 """The Linux system calls Python 3.11's os module lacks, through ctypes: mount, umount2, unshare,
-pivot_root, sethostname, and the two prctl()s the container's processes use.
+setns, pivot_root, sethostname, and the two prctl()s the container's processes use.
 
 Each raises OSError with the C errno, like the os module's own calls.
 """
@@ -11,8 +11,10 @@ import errno
 import os
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
@@ -44,6 +46,7 @@ def libc():
                               ctypes.c_char_p)
         lib.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
         lib.unshare.argtypes = (ctypes.c_int,)
+        lib.setns.argtypes = (ctypes.c_int, ctypes.c_int)
         lib.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
         lib.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
         _libc = lib
@@ -71,6 +74,11 @@ def umount(target, flags: int = 0, what: str = "") -> None:
 
 def unshare(flags: int) -> None:
     _check(libc().unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace `fd` (an open /proc/<pid>/ns/<kind>) refers to (0: whatever kind it is)."""
+    _check(libc().setns(fd, nstype), "setns")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

@@ -1,10 +1,40 @@
-"""The supervisor's side of `run -t`: the pty's window size and the stdin/stdout pump."""
+"""The supervisor's side of `run -t` and `exec -t`: the pty (for exec, from the container's own
+devpts), its window size, and the stdin/stdout pump."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import sys
+
+
+TIOCSPTLCK = 0x40045431         # <asm-generic/ioctls.h>: (un)lock the slave
+TIOCGPTPEER = 0x5441            # open the slave through the master, no path lookup (Linux 4.13+)
+
+
+def open_pty_in(root: int) -> tuple[int, int] | None:
+    """A pty pair from the devpts mounted at <root>/dev/pts (a container's, root an fd on its /),
+    so the slave is a /dev/pts/N inside the container, as docker's and podman's exec -t give; None
+    when there is none (a chroot container), then the caller takes one of ours (os.openpty)."""
+    import stat
+    import struct
+
+    try:
+        master = os.open(f"/proc/self/fd/{root}/dev/pts/ptmx",
+                         os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(master)
+        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (5, 2):
+            os.close(master)                # not a devpts ptmx: not what we open for the container
+            return None
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        os.close(master)
+        return None
+    return master, slave
 
 
 def copy_winsize(slave: int) -> None:

@@ -99,7 +99,9 @@ def open_in_root(root: str | os.PathLike, unsafe_path: str, flags: int = os.O_RD
 def read_in_root(root: str | os.PathLike, unsafe_path: str) -> str | None:
     """The text of a regular file inside `root`, or None when missing/not a regular file."""
     try:
-        fd = open_in_root(root, unsafe_path)
+        # O_NONBLOCK: a fifo a running container planted there must not hang `exec` (nor a tty
+        # become ours); what is not a regular file is not read
+        fd = open_in_root(root, unsafe_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return None
     try:
