@@ -64,7 +64,8 @@ def choose_isolation(requested: str) -> str:
 class ProcessSpec(Record):
     FIELDS = dict(argv=REQUIRED, env=REQUIRED, cwd="/", uid=0, gid=0, sgids=tuple, hostname="",
                   tty=False, interactive=False, read_only=False,
-                  network="host")         # host | none
+                  network="host",         # host | none
+                  mounts=list)            # runtime/mounts.child_mounts(): made by init before pivot_root
     __slots__ = tuple(FIELDS)
     argv: list[str]
     env: list[str]
@@ -77,6 +78,7 @@ class ProcessSpec(Record):
     interactive: bool
     read_only: bool
     network: str
+    mounts: list[tuple]
 
 
 class RootfsSpec(Record):
@@ -211,6 +213,10 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
     if spec.network == "none":
         import socket  # noqa: F401
         import struct  # noqa: F401
+    if spec.mounts:
+        from container.engine.runtime.mounts import host_ready
+
+        host_ready(spec.mounts)
     sys.stdout.flush()
     sys.stderr.flush()
     _hold_signals()

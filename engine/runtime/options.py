@@ -80,6 +80,9 @@ class RunOptions(Record):
         isolation="auto",           # auto | namespaces | chroot
         network="host",             # host | none
         platform=None,
+        volumes=list,               # -v SPEC (runtime/mounts.py)
+        mounts=list,                # --mount SPEC
+        tmpfs=list,                 # --tmpfs DST[:OPTS]
     )
     __slots__ = tuple(FIELDS)
     image: str
@@ -99,6 +102,9 @@ class RunOptions(Record):
     isolation: str
     network: str
     platform: str | None
+    volumes: list[str]
+    mounts: list[str]
+    tmpfs: list[str]
 
 
 def valid_name(name: str) -> bool:
@@ -118,6 +124,10 @@ def check_options(opts: RunOptions) -> None:
         raise RunError(f"the working directory '{opts.workdir}' is invalid, it needs to be an absolute path")
     if opts.pull not in PULL_POLICIES:
         raise RunError(f"invalid --pull {opts.pull!r}: want missing, always or never")
+    if opts.volumes or opts.mounts or opts.tmpfs:
+        from container.engine.runtime.mounts import parse_all
+
+        parse_all(opts)
 
 
 # -- env -----------------------------------------------------------------------------------
