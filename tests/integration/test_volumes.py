@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -257,3 +256,27 @@ def test_bind_and_volume_same_as_podman(store, podman, tmp_path):
     ours = run(store, "-v", f"{tmp_path}/missing:/data", store.bb, "true")
     theirs = podman(*PODMAN_RUN, "-v", f"{tmp_path}/missing:/data", img, "true")
     assert ours.returncode == theirs.returncode == 125
+
+
+# --------------------------------------------------------------------------------- migration
+def test_a_version_1_store_gains_the_volume_tables(backend, tmp_path, pushed):
+    """migrations.up_volumes on SQLite and PostgreSQL: a store written before volumes existed (no
+    volume tables, schema_version 1) opened by this version; its rows stay, volumes then work."""
+    import gc_synth as S
+    from container.engine.service import Engine
+    from container.schema import migrations
+
+    root = tmp_path / "root"
+    names = S.sql_example_store(root, backend)
+    e = Engine(root, backend)
+    db = e.store.db()
+    db.execute_sql("DROP TABLE volume_use")
+    db.execute_sql("DROP TABLE volume")
+    db.execute_sql("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    e.store.close()
+    e = Engine(root, backend)
+    assert migrations.current_version(e.store.db()) == 2
+    assert len(e.containers(all=True)) == 3 and names
+    assert e.create_volume("after-migration").name == "after-migration"
+    assert [v.name for v in e.volumes()] == ["after-migration"]
+    e.store.close()
