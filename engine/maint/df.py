@@ -63,8 +63,11 @@ def classify(store, st: StoreRows) -> list[Unit]:
     for e in list_dir(store.containers_dir):
         cat = "containers" if e.name in st.containers else "orphans"
         units.append(Unit(cat, "container", e.name, Path(e.path)))
+    from container.schema import Volume
+
+    volume_names = {v.name for v in Volume.select(Volume.name)}
     for e in list_dir(store.volumes_dir):
-        units.append(Unit("volumes", "volume", e.name, Path(e.path)))
+        units.append(Unit("volumes" if e.name in volume_names else "orphans", "volume", e.name, Path(e.path)))
     for e in list_dir(store.ingest_dir):
         units.append(Unit("ingest", "ingest", e.name, Path(e.path)))
     order = {c: i for i, c in enumerate(CATEGORIES)}

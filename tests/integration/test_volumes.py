@@ -280,3 +280,19 @@ def test_a_version_1_store_gains_the_volume_tables(backend, tmp_path, pushed):
     assert e.create_volume("after-migration").name == "after-migration"
     assert [v.name for v in e.volumes()] == ["after-migration"]
     e.store.close()
+
+
+def test_a_volume_dir_without_a_row_is_unreferenced_and_gc_sweeps_only_it(store):
+    store("volume", "create", "real", check=True)
+    (store.root / "volumes" / "real" / "_data" / "f").write_text("keep\n")
+    left = store.root / "volumes" / "leftover" / "_data"
+    left.mkdir(parents=True)
+    (left / "f").write_bytes(b"x" * 100_000)
+    rep = json.loads(store("df", "-v", "--format", "report", check=True).stdout)
+    by = {r["type"]: r for r in rep["summary"]}
+    assert by["Unreferenced"]["size"] >= 100_000 and by["Local Volumes"]["total"] == 1
+    assert "volumes/leftover" in store("fsck").stdout
+    store("gc", check=True)
+    assert not (store.root / "volumes" / "leftover").exists()
+    assert (store.root / "volumes" / "real" / "_data" / "f").read_text() == "keep\n"
+    store("volume", "rm", "real", check=True)
