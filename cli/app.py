@@ -20,7 +20,7 @@ def _build_app():
 
     import typer
 
-    from . import containers, exec, images, lifecycle, system, transfer
+    from . import containers, exec, images, lifecycle, system, transfer, volumes
     from .state import CliState
 
     app = typer.Typer(
@@ -59,6 +59,7 @@ def _build_app():
     exec.register(app)
     system.register(app)
     transfer.register(app)
+    volumes.register(app)
     return app
 
 

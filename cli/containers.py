@@ -187,6 +187,8 @@ def _iso(t) -> str:
 
 def inspect_json(c) -> dict:
     """`container inspect` of a container (an engine ContainerInfo), in docker inspect's shape."""
+    from .volumes import mounts_json
+
     cfg = c.config
     argv = c.command
     d = c.path
@@ -227,8 +229,13 @@ def inspect_json(c) -> dict:
             "ReadonlyRootfs": bool(cfg.get("read_only")),
             "NetworkMode": cfg.get("network", "host"),
             "Isolation": c.isolation,
+            "Binds": [f"{m['name'] or m['source']}:{m['target']}" + (f":{m['mode']}" if m.get("mode") else "")
+                      for m in cfg.get("mounts") or [] if m["type"] != "tmpfs" and not m["anonymous"]] or None,
+            "Tmpfs": {m["target"]: m.get("data") or "" for m in cfg.get("mounts") or [] if m["type"] == "tmpfs"}
+            or None,
         },
         "GraphDriver": graph,
+        "Mounts": mounts_json(cfg),
         "SnapshotChainId": c.chain_id or "",
     }
 
@@ -262,6 +269,7 @@ def ps_rows(cs, *, no_trunc: bool = False) -> list[dict]:
     """docker ps's --format fields (strings, as docker prints them) and ours: ImageID, ExitCode,
     Pid, Isolation, RootfsMode, FullID, Argv (the command as a list)."""
     from .output import go_time, humanize_age
+    from .volumes import mounts_field
 
     rows = []
     for c in cs:
@@ -271,7 +279,7 @@ def ps_rows(cs, *, no_trunc: bool = False) -> list[dict]:
             "Command": f'"{" ".join(c.command)}"' if no_trunc else _command(c.command),
             "CreatedAt": go_time(c.created), "RunningFor": humanize_age(c.created), "Status": _status(c),
             "State": c.status, "Names": c.name, "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
-            "Label": (lambda k, _l=labels: _l.get(k, "")), "Mounts": "", "Ports": "", "Size": "0B",
+            "Label": (lambda k, _l=labels: _l.get(k, "")), "Mounts": mounts_field(c.config), "Ports": "", "Size": "0B",
             "Networks": c.config.get("network", "host"), "LocalVolumes": "0",
             "ImageID": c.image_id, "ExitCode": c.exit_code, "Pid": c.pid, "Isolation": c.isolation,
             "RootfsMode": c.rootfs_mode, "FullID": c.id, "Argv": list(c.command),
@@ -310,13 +318,22 @@ def register(app) -> None:
         restart: Annotated[str, typer.Option("--restart", help="no|on-failure[:N]|always|unless-stopped.")] = "no",
         init: Annotated[bool, typer.Option("--init", help="Run a reaper as pid 1 that forwards signals.")] = False,
         log_opts: Annotated[Optional[List[str]], typer.Option("--log-opt", help="max-size=SIZE, max-file=N.")] = None,
+        volume: Annotated[Optional[List[str]], typer.Option(
+            "--volume", "-v", help="Bind mount or volume: /host:/ctr[:ro], NAME:/ctr[:ro], or /ctr (anonymous).")]
+        = None,
+        mount: Annotated[Optional[List[str]], typer.Option(
+            "--mount", help="type=bind|volume|tmpfs,src=..,dst=..[,readonly][,tmpfs-size=..,tmpfs-mode=..].")]
+        = None,
+        tmpfs: Annotated[Optional[List[str]], typer.Option("--tmpfs", help="A tmpfs: /ctr[:size=64m,mode=1777].")]
+        = None,
     ) -> None:
         """Run a command in a new container (docker run semantics; exit status is the command's)."""
         kw = dict(image=image, command=list(command or []), name=name, rm=rm, hostname=hostname,
                   env=list(env or []), env_files=list(env_files or []), workdir=workdir, user=user,
                   entrypoint=entrypoint, interactive=interactive, tty=tty, read_only=read_only, pull=pull,
                   isolation=isolation, network=network, platform=platform, detach=detach, restart=restart,
-                  init=init, log_opts=list(log_opts or []))
+                  init=init, log_opts=list(log_opts or []), volumes=list(volume or []),
+                  mounts=list(mount or []), tmpfs=list(tmpfs or []))
         code = do_run(kw, state(ctx).engine)
         raise typer.Exit(code)
 
@@ -325,6 +342,9 @@ def register(app) -> None:
         kw = dict(opts, image=image, command=list(command or []), env=list(opts.get("env") or []),
                   env_files=list(opts.get("env_files") or []), log_opts=list(opts.get("log_opts") or []),
                   detach=False)
+        kw["volumes"] = list(kw.pop("volume", None) or [])
+        kw["mounts"] = list(kw.pop("mount", None) or [])
+        kw["tmpfs"] = list(kw.get("tmpfs") or [])
         typer.echo(do_run(kw, state(ctx).engine, create=True))
 
     import inspect
@@ -374,6 +394,7 @@ def register(app) -> None:
         ctx: typer.Context,
         containers: Annotated[List[str], typer.Argument(metavar="CONTAINER...", help="Containers (name, id or id prefix).")],
         force: Annotated[bool, typer.Option("--force", "-f", help="Kill and remove a running container.")] = False,
+        volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Remove its anonymous volumes too.")] = False,
     ) -> None:
         """Remove containers (their rootfs and their record)."""
         from container.engine.service import ContainerError
@@ -383,7 +404,7 @@ def register(app) -> None:
         failed = False
         for c in containers:
             try:
-                state(ctx).engine.remove_container(c, force=force)
+                state(ctx).engine.remove_container(c, force=force, volumes=volumes)
                 typer.echo(c)
             except ContainerError as e:
                 err(str(e))

@@ -30,7 +30,7 @@ FILTER = typer.Option("--filter", help="Filter (until=<timestamp|duration>).")
 ALL = typer.Option("--all", "-a", help="Remove all unused images, not just dangling ones.")
 
 
-def _confirm(what: str, force: bool) -> None:
+def confirm_prune(what: str, force: bool) -> None:
     from .output import is_tty
 
     if force:
@@ -102,7 +102,7 @@ def _prune(ctx, *, containers: bool, images: Optional[str], force: bool, filters
 
     until = Engine.prune_filters(filters)
     if not dry_run:
-        _confirm(warn_text, force)
+        confirm_prune(warn_text, force)
     st = state(ctx)
     plan = st.engine.prune(containers=containers, images=images, until=until, dry_run=dry_run)
     _print_sweep(plan, dry_run=dry_run, verbose=st.verbose, show_images=bool(images),

@@ -4,6 +4,7 @@
     ├── InvalidReference                       "invalid reference format"
     ├── ImageNotFound                          no such image locally
     ├── ContainerNotFound
+    ├── VolumeNotFound                         no such volume
     ├── RegistryError                          HTTP / protocol failure talking to a registry
     │   ├── AuthError                          401/403: denied, or needs login
     │   ├── ManifestUnknown                    MANIFEST_UNKNOWN / NAME_UNKNOWN / 404
@@ -44,6 +45,10 @@ class ImageNotFound(ContainerError):
 
 
 class ContainerNotFound(ContainerError):
+    pass
+
+
+class VolumeNotFound(ContainerError):
     pass
 
 

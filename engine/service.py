@@ -6,9 +6,10 @@
     engine.images(filters=) / image(name) / remove_image(name) / tag(source, target)
     engine.run(RunOptions(...), listener=...) -> exit status     (docker's 125/126/127 on failure)
     engine.create(RunOptions(...), listener=...) -> container id (made, not started)
-    engine.containers(all=, filters=) / container(name) / remove_container(name)
+    engine.containers(all=, filters=) / container(name) / remove_container(name, volumes=)
     engine.run_detached(opts) / start / stop / kill / wait / logs / systemd_unit (detached containers)
     engine.exec(engine.exec_options(container=, command=, ...)) -> exit status (docker exec's codes)
+    engine.create_volume(name, labels=) / volumes() / volume(name) / remove_volume(name) / prune_volumes()
     engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
     Engine.login(...) / Engine.logout(...)
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from container.engine.errors import (  # noqa: F401  (re-exported for cli/)
     CommandNotExecutable, CommandNotFound, Conflict, ContainerError, ContainerNotFound, ImageNotFound,
-    InvalidReference, RunError, StoreError, boundary, translate)
+    InvalidReference, RunError, StoreError, VolumeNotFound, boundary, translate)
 from container.engine.progress import NULL, PullListener, RunListener  # noqa: F401  (re-exported)
 
 TYPE_CHECKING = False        # (typing's own import costs `run` 3 ms; mypy reads this block as true)
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from container.engine.store import Store
     from container.engine.transfer.load import Loaded
     from container.engine.transfer.push import Pushed
+    from container.engine.volumes import VolumeInfo
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -229,8 +231,10 @@ class Engine:
         return resolve_container(self.store, name)
 
     @_entry
-    def remove_container(self, name: str, *, force: bool = False) -> None:
-        from container.engine.containers import remove_container
+    def remove_container(self, name: str, *, force: bool = False, volumes: bool = False) -> None:
+        """docker rm [-f] [-v]: volumes, its anonymous volumes too (those no other container uses)."""
+        from container.engine.containers import remove_container, resolve_container
+        from container.engine.volumes import release, remove_unused
 
         if force:                       # SIGKILL through its supervisor's protocol: no restart
             import signal
@@ -238,7 +242,44 @@ class Engine:
             from container.engine.runtime.control import stop
 
             stop(self.store, name, timeout=0, sig=signal.SIGKILL)
+        gone = release(self.store, resolve_container(self.store, name).id) if volumes else []
         remove_container(self.store, name, force=force)
+        remove_unused(self.store, gone)
+
+    # -- volumes (engine/volumes.py; mounting them is engine/runtime/mounts.py) -----------------
+    @_entry
+    def create_volume(self, name: str | None = None, *, labels: dict[str, str] | None = None) -> VolumeInfo:
+        """docker volume create [NAME] (an anonymous 64-hex name without one; an existing one as is)."""
+        from container.engine.volumes import create_volume
+
+        return create_volume(self.store, name, labels)
+
+    @_entry
+    def volumes(self) -> list[VolumeInfo]:
+        from container.engine.volumes import list_volumes
+
+        return list_volumes(self.store)
+
+    @_entry
+    def volume(self, name: str) -> VolumeInfo:
+        """VolumeNotFound ("No such volume: NAME")."""
+        from container.engine.volumes import get_volume
+
+        return get_volume(self.store, name)
+
+    @_entry
+    def remove_volume(self, name: str) -> None:
+        """Conflict while a container uses it (docker's "volume is in use - [ids]")."""
+        from container.engine.volumes import remove_volume
+
+        remove_volume(self.store, name)
+
+    @_entry
+    def prune_volumes(self, *, dry_run: bool = False) -> tuple[list[str], int]:
+        """(names removed, bytes freed) of the volumes no container uses."""
+        from container.engine.maint.prune import prune_volumes
+
+        return prune_volumes(self.store, dry_run=dry_run)
 
     # -- detached containers (engine/runtime/supervisor.py, control.py, logs.py) ------------------
     def run_detached(self, opts: RunOptions, *, listener: RunListener | None = None) -> str:

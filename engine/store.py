@@ -1,7 +1,7 @@
 """The store: ROOT's folders, the blob store and the metadata database, opened once per command.
 
     ROOT/metadata.db  blobs/sha256/  ingest/  layers/<diffid hex>/  snapshots/<chainid hex>/
-    containers/<id>/  lock
+    containers/<id>/  volumes/<name>/_data  lock
 """
 
 from __future__ import annotations
@@ -54,6 +54,17 @@ class Store:
     @property
     def containers_dir(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def volumes_dir(self) -> Path:
+        """ROOT/volumes/: one <name>/ per volume, its content in <name>/_data (docker's layout)."""
+        return self.root / "volumes"
+
+    def volume_path(self, name: str) -> Path:
+        """ROOT/volumes/<name>/ of a valid volume name (engine/volumes.valid_volume_name)."""
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            raise StoreError(f"invalid volume name {name!r}")
+        return self.volumes_dir / name
 
     @property
     def ingest_dir(self) -> Path:

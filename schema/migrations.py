@@ -2,7 +2,9 @@
 
 Each step is a function `up(db)` registered in STEPS under the version it
 produces; it runs in a transaction with foreign keys off (SqliteMigrator's
-migration_context). Version 1 is the initial schema: no steps yet.
+migration_context). Version 1 is the initial schema.
+
+    2  up_volumes: the volume and volume_use tables
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ from typing import Callable
 
 import peewee
 
-STEPS: dict[int, Callable[[peewee.Database], None]] = {}
+
+
+def up_volumes(db: peewee.Database) -> None:
+    """Version 2: named volumes and which containers use them (schema/models.py Volume, VolumeUse)."""
+    from .models import Volume, VolumeUse
+
+    with db.bind_ctx([Volume, VolumeUse]):
+        db.create_tables([Volume, VolumeUse], safe=True)
+
+
+STEPS: dict[int, Callable[[peewee.Database], None]] = {2: up_volumes}
 
 
 def current_version(db: peewee.Database) -> int | None:

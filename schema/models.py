@@ -14,6 +14,8 @@
     container   one container: its image, snapshot, rootfs backend, isolation, process, status.
     lease       work in flight (a pull): what it names is a gc root until it expires.
     lease_item  (lease, kind, key): kind in blob|layer|snapshot|ingest.
+    volume      a named (or anonymous) volume: volumes/<name>/_data on disk.
+    volume_use  (volume, container, destination): which containers mount which volumes.
 
 FKs that point at blobs use on_delete RESTRICT: deleting a referenced blob fails loudly.
 """
@@ -138,4 +140,25 @@ class LeaseItem(BaseModel):
         indexes = ((("lease", "kind", "key"), True),)
 
 
-ALL_MODELS = [Meta, Blob, Layer, Image, ImageLayer, Tag, Snapshot, Container, Lease, LeaseItem]
+# -- volumes (schema version 2: migrations.up_volumes) ------------------------------------------------
+
+class Volume(BaseModel):
+    name = pw.CharField(primary_key=True)
+    driver = pw.CharField(default="local")
+    labels = pw.TextField(default="{}")           # JSON object
+    options = pw.TextField(default="{}")          # JSON object (docker's Options; none are used yet)
+    mountpoint = pw.TextField(default="")         # ROOT/volumes/<name>/_data when it was created
+    anonymous = pw.BooleanField(default=False)    # made by `-v /path` (rm -v and run --rm remove it)
+    created = pw.DateTimeField(default=utcnow)
+
+
+class VolumeUse(BaseModel):
+    volume = pw.ForeignKeyField(Volume, column_name="volume_name", on_delete="RESTRICT", backref="uses")
+    container = pw.ForeignKeyField(Container, on_delete="CASCADE", backref="volume_uses")
+    destination = pw.TextField()                  # the mount target inside the container
+
+    class Meta:
+        indexes = ((("volume", "container", "destination"), True),)
+
+
+ALL_MODELS = [Meta, Blob, Layer, Image, ImageLayer, Tag, Snapshot, Container, Lease, LeaseItem, Volume, VolumeUse]

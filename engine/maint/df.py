@@ -10,8 +10,8 @@ images hold (their manifests and configs, their layers' blobs and trees, their s
 inode shared by several images once). The finer summary rows partition the store, so they add up to the total: each inode is
 attributed to the first row that names it, in the order Manifests (manifests,
 configs, indexes), Layers (compressed layer blobs + unpacked trees), Snapshots,
-Containers, Ingest, Unreferenced (files no row nor live lease names: gc deletes
-them). The skeleton directories, the lock and the database files are reported
+Containers, Local Volumes (volumes/<name>/: docker's third row too), Ingest, Unreferenced
+(files no row nor live lease names: gc deletes them). The skeleton directories, the lock and the database files are reported
 apart ("metadata"; "database" is the metadata.db* part of it), so that
 total + metadata = `du -sB1 ROOT`.
 """
@@ -29,9 +29,9 @@ from container.engine.maint.prune import select_containers, select_images
 
 # -- container df ----------------------------------------------------------------------------------
 
-CATEGORIES = ("images", "layers", "snapshots", "containers", "ingest", "orphans")
+CATEGORIES = ("images", "layers", "snapshots", "containers", "volumes", "ingest", "orphans")
 TITLES = {"images": "Manifests", "layers": "Layers", "snapshots": "Snapshots", "containers": "Containers",
-          "ingest": "Ingest", "orphans": "Unreferenced"}
+          "volumes": "Local Volumes", "ingest": "Ingest", "orphans": "Unreferenced"}
 
 
 def classify(store, st: StoreRows) -> list[Unit]:
@@ -63,6 +63,11 @@ def classify(store, st: StoreRows) -> list[Unit]:
     for e in list_dir(store.containers_dir):
         cat = "containers" if e.name in st.containers else "orphans"
         units.append(Unit(cat, "container", e.name, Path(e.path)))
+    from container.schema import Volume
+
+    volume_names = {v.name for v in Volume.select(Volume.name)}
+    for e in list_dir(store.volumes_dir):
+        units.append(Unit("volumes" if e.name in volume_names else "orphans", "volume", e.name, Path(e.path)))
     for e in list_dir(store.ingest_dir):
         units.append(Unit("ingest", "ingest", e.name, Path(e.path)))
     order = {c: i for i, c in enumerate(CATEGORIES)}
@@ -95,7 +100,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
         # metadata: database files, lock, the skeleton dirs, anything else at the top of ROOT
         meta_units = [Unit("metadata", "dir", p.name, p) for p in
                       (store.root, store.root / "blobs", store.blobs.dir, store.layers_dir, store.snapshots_dir,
-                       store.containers_dir, store.ingest_dir)]
+                       store.containers_dir, store.volumes_dir, store.ingest_dir)]
         metadata = 0
         for mu in meta_units:
             st_ = scan(mu.path)[:1]
@@ -103,7 +108,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
                 if key not in owner:
                     owner[key] = "metadata"
                     metadata += sz
-        skeleton = {"blobs", "layers", "snapshots", "containers", "ingest"}
+        skeleton = {"blobs", "layers", "snapshots", "containers", "volumes", "ingest"}
         database = 0
         for e in list_dir(store.root):
             if e.name in skeleton:
@@ -137,6 +142,13 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
         pu = [u for u in plan_units(p_con) if u.category == "containers"]
         _, per = acc.freed(pu)
         recl["containers"] = sum(per[id(u)] for u in pu)
+        # volumes: what `volume prune` frees (the volumes no container uses)
+        from container.engine.volumes import list_volumes
+
+        vols = list_volumes(store)
+        unused = {v.name for v in vols if not v.containers}
+        pu = [u for u in units if u.category == "volumes" and u.key in unused]
+        recl["volumes"] = acc.freed(pu)[0]
 
         used_images = {c.image_id for c in st.containers.values() if c.image_id}
         active_layers = {il.diff_id for il in st.image_layers if il.image_id in used_images}
@@ -148,6 +160,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "layers": (len(st.layers), len(active_layers)),
             "snapshots": (len(st.snapshots), len(active_snaps & set(st.snapshots))),
             "containers": (len(st.containers), sum(1 for c in st.containers.values() if c.status == "running")),
+            "volumes": (len(vols), len(vols) - len(unused)),
             "ingest": (len(ingest_units), active_ingest),
             "orphans": (sum(1 for u in units if u.category == "orphans"), 0),
         }
@@ -164,7 +177,8 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
         images_row = {"type": "Images", "total": counts["images"][0], "active": counts["images"][1],
                       "size": held["images_total"],
                       "reclaimable": recl["images"] + recl["layers"] + recl["snapshots"]}
-        report["docker"] = [images_row] + [r for r in report["summary"] if r["type"] == "Containers"]
+        report["docker"] = [images_row] + [r for r in report["summary"] if r["type"] in ("Containers",
+                                                                                        "Local Volumes")]
         report["images_total"] = held["images_total"]
         if verbose:
             report.update(held)

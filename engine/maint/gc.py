@@ -9,6 +9,9 @@ Roots (style.md §9.5):
     - every live Lease and its items (a lease is dead only when it has expired AND its
       pid is gone: engine/leases.py).
 
+Volumes are never swept (only `volume rm`/`volume prune` remove them); a volumes/<name>/ dir
+without a row is a crash leftover, and goes.
+
 Edges: Image -> manifest/config/index blobs; ImageLayer -> layer blob + Layer row
 (layers/<diffid>/); Image -> the Snapshot rows of its chain ids (the full stack and
 any prefix: we keep the snapshots of every image that is kept, as docker keeps its
@@ -252,6 +255,14 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
             plan.skipped.append(f"containers/{e.name}: no row, but its lock is held; kept")
             continue
         plan.units.append(Unit("containers", "container", e.name, Path(e.path)))
+    # volumes/<name>/ without a volume row: a crash between a volume's row and its directory
+    # (engine/volumes.py writes rows first, files second). A volume with a row is never swept.
+    from container.schema import Volume
+
+    volume_names = {v.name for v in Volume.select(Volume.name)}
+    for e in list_dir(store.volumes_dir):
+        if e.name not in volume_names:
+            plan.units.append(Unit("volumes", "orphan", e.name, Path(e.path)))
     for e in list_dir(store.ingest_dir):
         p = Path(e.path)
         if e.is_dir(follow_symlinks=False) and Digest.is_valid("sha256:" + e.name):

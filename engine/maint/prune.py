@@ -5,6 +5,7 @@
     container prune   containers whose containers/<id>/lock is not held (created, exited, or a
                       "running" row whose supervisor died: engine/containers.py)
     system prune [-a] container prune, then image prune [-a], then gc, in one sweep
+    volume prune      volumes no container uses (prune_volumes)
 
 `--filter until=` keeps what is newer than a timestamp or a duration ago (parse_filters).
 """
@@ -115,3 +116,22 @@ def prune(store, *, containers: bool = False, images: str | None = None, until: 
         plan = make_plan(store, drop_containers=drop_c, drop_images=drop_i)
         plan.skipped = skipped + plan.skipped
         return measure(plan) if dry_run else execute(store, plan)
+
+
+def prune_volumes(store, *, dry_run: bool = False, lock_timeout: float | None = None) -> tuple[list[str], int]:
+    """volume prune: every volume no container uses (podman's rule; docker 23+ keeps named ones
+    unless --all). Returns (names removed, bytes freed as df measures them)."""
+    from pathlib import Path
+
+    from container.engine.maint.inventory import Unit, measure_freed
+    from container.engine.volumes import remove_unused, unused_volumes
+
+    with store.lock(exclusive=True, timeout=lock_timeout):
+        store.db()
+        names = [v.name for v in unused_volumes(store)]
+        units = [Unit("volumes", "volume", n, Path(store.volume_path(n))) for n in names]
+        freed, per = measure_freed(units)
+        if dry_run:
+            return names, freed
+        gone = set(remove_unused(store, names))
+        return [n for n in names if n in gone], sum(per[id(u)] for u in units if u.key in gone)

@@ -75,6 +75,15 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
     "lease_item": ("What a lease protects.", {
         "id": "row id", "lease_id": "-> lease.id", "kind": "blob | layer | snapshot | ingest",
         "key": "sha256:<hex> (digest, diff_id, chain id, or ingest digest)"}),
+    "volume": ("A volume: volumes/<name>/_data, mounted by -v NAME:/path or --mount type=volume.", {
+        "name": "docker's [a-zA-Z0-9][a-zA-Z0-9_.-]+, 64 hex for an anonymous one",
+        "driver": "local", "labels": "JSON object", "options": "JSON object (none are used)",
+        "mountpoint": "ROOT/volumes/<name>/_data when it was created",
+        "anonymous": "made by -v /path: removed by rm -v and at the end of run --rm",
+        "created": "(UTC)"}),
+    "volume_use": ("Which containers use which volumes (a volume in use is never removed).", {
+        "id": "row id", "volume_name": "-> volume.name", "container_id": "-> container.id (deleted with it)",
+        "destination": "the mount target inside the container"}),
 }
 
 EXAMPLES = [      # portable: each runs on SQLite and on PostgreSQL (string_agg: see _string_agg)

@@ -249,6 +249,12 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
         mount(target, target, None, MS_BIND | MS_REC)
         mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NODEV)
     trace_pid("B rootfs mounted")
+    mounted: list[str] = []
+    if spec.mounts:                       # -v/--mount/--tmpfs: targets resolved inside the rootfs
+        from container.engine.runtime.mounts import apply_mounts
+
+        mounted = apply_mounts(target, spec.mounts)
+        trace_pid("B volumes mounted")
     etc_files = _etc_files(spec)          # read from the host before it goes out of reach
     oldroot = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     os.chdir(target)
@@ -261,7 +267,7 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     # Before /proc, /dev and /sys exist in here: the image may ship /etc/hosts (or /etc) as a
     # symlink to /proc/sys/kernel/core_pattern or /proc/sysrq-trigger, and a write that follows
     # it must land in the overlay, not in the host kernel's global settings.
-    _write_etc(etc_files)
+    _write_etc(etc_files, mounted)
     _mkdir("/proc")
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     trace_pid("B proc")
@@ -300,13 +306,19 @@ def _etc_files(spec: ProcessSpec) -> dict[str, bytes]:
     return out
 
 
-def _write_etc(files: dict[str, bytes]) -> None:
+def _write_etc(files: dict[str, bytes], mounted: list[str] | tuple[str, ...] = ()) -> None:
     """Write them after pivot_root and before any special filesystem is mounted: every path (and
     symlink) then resolves inside the container's own rootfs, which holds nothing but the image's
-    files. An image without /etc, or with a read-only or odd one, simply keeps what it has."""
+    files. An image without /etc, or with a read-only or odd one, simply keeps what it has. A file
+    that resolves into a user's mount (-v /host/etc:/etc) is left as the user has it: never
+    written on the host."""
     if not os.path.isdir("/etc"):
         return
     for name, data in files.items():
+        if mounted:
+            real = os.path.realpath(name)
+            if any(real == m or real.startswith(m.rstrip("/") + "/") for m in mounted):
+                continue
         try:
             # O_NONBLOCK: a fifo planted by the image must not hang the run (ENXIO, skipped)
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)

@@ -205,8 +205,8 @@ class FastStore:
     def update(self, cid: str, **fields) -> None:
         self.db.update_container(cid, **fields)
 
-    def delete(self, cid: str) -> None:
-        self.db.delete_container(cid)
+    def delete(self, cid: str, *, failed: bool = False) -> None:
+        self.db.delete_container(cid)            # (no volumes: runs with mounts take the ORM path)
 
     def remove_dir(self, cdir: str) -> None:
         """ROOT/containers/<id>/ through the guarded delete (what is mounted there lives in the

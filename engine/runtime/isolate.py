@@ -70,7 +70,8 @@ class ProcessSpec(Record):
     FIELDS = dict(argv=REQUIRED, env=REQUIRED, cwd="/", uid=0, gid=0, sgids=tuple, hostname="",
                   tty=False, interactive=False, read_only=False,
                   network="host",         # host | none
-                  init=False)             # --init: B stays pid 1 as a reaper, its child execs (child.py)
+                  init=False,             # --init: B stays pid 1 as a reaper, its child execs (child.py)
+                  mounts=list)            # runtime/mounts.child_mounts(): made by init before pivot_root
     __slots__ = tuple(FIELDS)
     argv: list[str]
     env: list[str]
@@ -84,6 +85,7 @@ class ProcessSpec(Record):
     read_only: bool
     network: str
     init: bool
+    mounts: list[tuple]
 
 
 class RootfsSpec(Record):
@@ -234,6 +236,10 @@ def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpe
     # B runs after pivot_root, where our Python stdlib is out of reach: import what it needs now.
     if spec.tty:
         import termios  # noqa: F401
+    if spec.mounts:
+        from container.engine.runtime.mounts import host_ready
+
+        host_ready(spec.mounts)
     sys.stdout.flush()
     sys.stderr.flush()
     _hold_signals()

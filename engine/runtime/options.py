@@ -84,6 +84,9 @@ class RunOptions(Record):
         restart="no",               # no | on-failure[:N] | always | unless-stopped
         init=False,                 # --init: a reaper as the container's pid 1
         log_opts=list,              # --log-opt max-size=10m / max-file=3
+        volumes=list,               # -v SPEC (runtime/mounts.py)
+        mounts=list,                # --mount SPEC
+        tmpfs=list,                 # --tmpfs DST[:OPTS]
     )
     __slots__ = tuple(FIELDS)
     image: str
@@ -107,6 +110,9 @@ class RunOptions(Record):
     restart: str
     init: bool
     log_opts: list[str]
+    volumes: list[str]
+    mounts: list[str]
+    tmpfs: list[str]
 
 
 def restart_policy(spec: str) -> tuple[str, int]:
@@ -172,6 +178,10 @@ def check_options(opts: RunOptions) -> None:
             raise RunError("Conflicting options: --restart and --rm")
     if opts.log_opts:
         log_options(opts.log_opts)
+    if opts.volumes or opts.mounts or opts.tmpfs:
+        from container.engine.runtime.mounts import parse_all
+
+        parse_all(opts)
 
 
 # -- env -----------------------------------------------------------------------------------

@@ -79,14 +79,16 @@ def _copy_file(src: str, dst: str, st: os.stat_result) -> None:
         os.close(fi)
 
 
-def copy_tree(src: str, dst: str) -> None:
+def copy_tree(src: str, dst: str, *, exists: bool = False) -> None:
     """Copy a rootfs: files, dirs, symlinks, devices, fifos; owners, modes, mtimes, xattrs.
+    exists: `dst` is an empty directory already (a volume's copy-up), which takes src's owner and mode.
 
     Every regular file gets its own new inode (hardlinks inside the snapshot are shared with
     layers/, so linking would write through)."""
     root_uid = os.geteuid() == 0
     st = os.lstat(src)
-    os.mkdir(dst, 0o700)
+    if not exists:
+        os.mkdir(dst, 0o700)
     dirs: list[tuple[str, str, os.stat_result]] = [(src, dst, st)]
     todo = [(src, dst)]
     while todo:

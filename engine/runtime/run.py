@@ -107,11 +107,16 @@ class OrmStore:
         with write_txn():
             Container.update(**fields).where(Container.id == cid).execute()
 
-    def delete(self, cid: str) -> None:
+    def delete(self, cid: str, *, failed: bool = False) -> None:
+        """The row; then the volumes that go with it (engine/volumes.release: anonymous ones, and
+        when a failed create is undone, those made for it)."""
+        from container.engine.volumes import release, remove_unused
         from container.schema import Container, write_txn
 
+        gone = release(self.store, cid, failed=failed)
         with write_txn():
             Container.delete().where(Container.id == cid).execute()
+        remove_unused(self.store, gone)
 
     def remove_dir(self, cdir: str) -> None:
         """ROOT/containers/<id>/ through the guarded delete (what is mounted there lives in the
@@ -148,7 +153,8 @@ def resolve_or_pull(store, opts: RunOptions, progress=None):
 def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None):
     """The run's path, chosen once: a FastStore when the fast path serves this run (it only
     reads), else an OrmStore (opened later: nothing is created here)."""
-    if db_url is None and (store is None or store.db_url is None):
+    mounts = opts.volumes or opts.mounts or opts.tmpfs          # (volume rows: the ORM path's)
+    if db_url is None and (store is None or store.db_url is None) and not mounts:
         from container.engine.runtime.fast import FastStore
 
         if store is not None:
@@ -182,6 +188,10 @@ def _begin(opts: RunOptions, store, root, db_url, progress):
     if reason:
         raise RunError(reason)
     check_options(opts)
+    if opts.volumes or opts.mounts or opts.tmpfs:
+        from container.engine.runtime.mounts import check_isolation
+
+        check_isolation(opts, isolation)
     trace("imports done, options checked")
     db = choose_store(opts, store=store, root=root, db_url=db_url)
     trace(f"path chosen: {type(db).__name__}")
@@ -217,7 +227,7 @@ def _undo(db, cid: str, cdir: str, row_made: bool, lock_fd) -> None:
     """A failed create or start: the row, then the container's dir (DB first, files second)."""
     if row_made:
         try:
-            db.delete(cid)
+            db.delete(cid, failed=True)
         except Exception:
             pass
     if lock_fd is not None:
@@ -284,10 +294,18 @@ def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
             if opts.detach or opts.restart != "no" or opts.init or opts.log_opts or cfg.get("StopSignal"):
                 config.update(restart=opts.restart, init=opts.init, stop_signal=cfg.get("StopSignal") or "",
                               log_opts=list(opts.log_opts))
+            mounts: list = []
+            if opts.volumes or opts.mounts or opts.tmpfs:
+                from container.engine.runtime import mounts as m
+
+                mounts = m.plan(db.store, opts)
+                config["mounts"] = mounts
             db.insert({"id": cid, "name": name, "image_id": image.id, "image_ref": opts.image,
                        "chain_id": chain_id, "command": dumps(argv), "config": dumps(config),
                        "isolation": isolation, "rootfs_mode": mode, "status": "created"})
             row_made = True
+            if mounts:
+                m.attach(db.store, cid, mounts, snap)
             trace("container row created, rootfs prepared")
             if rootfs is None:
                 from container.engine.runtime.rootfs import make_copy
@@ -308,7 +326,15 @@ def process_spec(argv: list[str], config: dict, user):
                                gid=user.gid, sgids=user.sgids, hostname=config["hostname"],
                                tty=bool(config.get("tty")), interactive=bool(config.get("interactive")),
                                read_only=bool(config.get("read_only")), network=config.get("network", "host"),
-                               init=bool(config.get("init")))
+                               init=bool(config.get("init")), mounts=_child_mounts(config))
+
+
+def _child_mounts(config: dict) -> list:
+    if not config.get("mounts"):
+        return []
+    from container.engine.runtime.mounts import child_mounts
+
+    return child_mounts(config["mounts"])
 
 
 def start_process(db, cid: str, cdir: str, snap, rootfs, spec, isolation: str, requested: str):
@@ -323,7 +349,7 @@ def start_process(db, cid: str, cdir: str, snap, rootfs, spec, isolation: str, r
         from container.engine.runtime.rootfs import make_copy
 
         if isinstance(e, isolate.NamespacesUnavailable):
-            if requested != "auto":
+            if requested != "auto" or spec.mounts:
                 raise
             isolation = "chroot"            # auto: where namespaces are refused, chroot
         if os.environ.get("CONTAINER_DEBUG"):

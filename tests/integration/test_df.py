@@ -60,6 +60,6 @@ def test_df_hardlinks_counted_once(root):
 
 def test_df_empty_store_and_bad_format(cli, root):
     rep = df_json(cli)
-    assert rep["total"] == 0 and [r["size"] for r in rep["summary"]] == [0] * 6
+    assert rep["total"] == 0 and [r["size"] for r in rep["summary"]] == [0] * 7
     r = cli("df", "--format", "yaml")
     assert r.returncode != 0 and "Traceback" not in r.stderr

@@ -90,7 +90,7 @@ def test_inspect_format_prints_go_values(cli, filled):
 
 def test_df_format_and_images_row(cli, filled):
     rows = json_lines(cli("df", "--format", "json", check=True).stdout)
-    assert [r["Type"] for r in rows] == ["Images", "Containers"]
+    assert [r["Type"] for r in rows] == ["Images", "Containers", "Local Volumes"]
     img = rows[0]
     assert img["TotalCount"] == "2" and img["Active"] == "1"
     rep = json.loads(cli("df", "-v", "--format", "report", check=True).stdout)
@@ -99,9 +99,9 @@ def test_df_format_and_images_row(cli, filled):
     by = {r["type"]: r for r in rep["summary"]}
     assert img["Bytes"] == by["Manifests"]["size"] + by["Layers"]["size"] + by["Snapshots"]["size"]
     table = cli("df", check=True).stdout.splitlines()
-    assert table[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"] and len(table) == 3
+    assert table[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"] and len(table) == 4
     verbose = cli("df", "-v", check=True).stdout
-    for t in ("Manifests", "Layers", "Snapshots", "Ingest", "Unreferenced"):
+    for t in ("Manifests", "Layers", "Snapshots", "Local Volumes", "Ingest", "Unreferenced"):
         assert t in verbose
     r = cli("df", "--format", "{{.Type}}={{.Size}}", check=True)
     assert r.stdout.splitlines()[0].startswith("Images=")
