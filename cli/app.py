@@ -72,6 +72,10 @@ def __getattr__(name: str):
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: engine errors become one line on stderr and an exit code."""
+    if os.geteuid() != 0:               # rootless: every command in the user's own namespace
+        from container.engine.service import Engine
+
+        Engine.enter_user_namespace()
     from .containers import fast_main
 
     code = fast_main(sys.argv[1:] if argv is None else list(argv))
