@@ -20,7 +20,7 @@ def _build_app():
 
     import typer
 
-    from . import containers, images, system, transfer
+    from . import containers, images, info, system, transfer
     from .state import CliState
 
     app = typer.Typer(
@@ -56,6 +56,7 @@ def _build_app():
     images.register(app)
     containers.register(app)
     system.register(app)
+    info.register(app, system.system_app)
     transfer.register(app)
     return app
 

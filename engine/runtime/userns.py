@@ -24,7 +24,7 @@ import pwd
 import shutil
 
 from container.engine.errors import RunError
-from container.engine.layer.owners import initial_namespace
+from container.engine.layer.owners import initial_namespace, read_id_map
 from container.engine.locate import USERNS_ENV
 
 CLONE_NEWUSER = 0x10000000
@@ -52,10 +52,20 @@ def subordinate_range(path: str, name: str, uid: int) -> tuple[int, int] | None:
     return None
 
 
+def host_ids() -> tuple[int, int]:
+    """The user's uid and gid on the host (what 0 maps to, inside its namespace)."""
+    if current_mode() is None:
+        return os.getuid(), os.getgid()
+    ids = []
+    for path in ("/proc/self/uid_map", "/proc/self/gid_map"):
+        ids.append(next((out for inside, out, _ in read_id_map(path) if inside == 0), 0))
+    return ids[0], ids[1]
+
+
 def plan() -> dict:
     """How this user's namespace is (or would be) mapped: {"mode": ranges|single, "reason": why,
     "uid_map": [(inside, outside, count)], "gid_map": [...]}; mode "root" for root."""
-    uid, gid = os.getuid(), os.getgid()
+    uid, gid = host_ids()
     if uid == 0:
         return {"mode": "root", "reason": "running as root", "uid_map": [], "gid_map": []}
     try:
@@ -111,7 +121,7 @@ def _enter() -> str | None:
         return mode
     os.environ.pop(USERNS_ENV, None)
     p = plan()
-    uid = os.getuid()
+    uid, gid = host_ids()          # (read now: both read as unmapped once uid_map is written)
     from container.engine.runtime.syscalls import libc
 
     lib = libc()
@@ -143,7 +153,7 @@ def _enter() -> str | None:
             p = {**p, "mode": "single"}
         _write_map("/proc/self/setgroups", "deny")
         _write_map("/proc/self/uid_map", f"0 {uid} 1")
-        _write_map("/proc/self/gid_map", f"0 {os.getgid()} 1")
+        _write_map("/proc/self/gid_map", f"0 {gid} 1")
     os.environ[USERNS_ENV] = f"{p['mode']} {uid}"
     return str(p["mode"])
 
