@@ -40,12 +40,16 @@ def _nearly_full(path: Path) -> bool:
 def _whose(path: Path) -> str:
     """ " (it belongs to uid N)" when the nearest existing dir of path is not ours, else ""."""
     p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        uid = p.stat().st_uid
-    except OSError:
-        return ""
+    while True:
+        try:
+            uid = p.stat().st_uid
+            break
+        except FileNotFoundError:
+            if p == p.parent:
+                return ""
+            p = p.parent
+        except OSError:
+            return " (it belongs to another user)"
     return "" if uid == os.geteuid() else " (it belongs to another user)"
 
 
