@@ -20,7 +20,7 @@ def _build_app():
 
     import typer
 
-    from . import containers, exec, images, lifecycle, system, transfer, volumes
+    from . import containers, exec, images, info, lifecycle, system, transfer, volumes
     from .state import CliState
 
     app = typer.Typer(
@@ -58,6 +58,7 @@ def _build_app():
     lifecycle.register(app)
     exec.register(app)
     system.register(app)
+    info.register(app, system.system_app)
     transfer.register(app)
     volumes.register(app)
     return app
@@ -75,6 +76,10 @@ def __getattr__(name: str):
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: engine errors become one line on stderr and an exit code."""
+    if os.geteuid() != 0:               # rootless: every command in the user's own namespace
+        from container.engine.service import Engine
+
+        Engine.enter_user_namespace()
     from .containers import fast_main
 
     code = fast_main(sys.argv[1:] if argv is None else list(argv))

@@ -436,3 +436,20 @@ class Engine:
 
         host = normalize_server(server)
         return auth_key(host), erase_credentials(host)
+
+    # -- rootless and `info` (engine/runtime/userns.py, engine/runtime/hostinfo.py) -----------
+    @staticmethod
+    def enter_user_namespace() -> str | None:
+        """An ordinary user's commands run in its user namespace (entered once, first thing, while
+        the process has one thread): the id mode ("ranges" | "single"), or None (root, or refused:
+        `run` then says why)."""
+        from container.engine.runtime.userns import enter
+
+        return enter()
+
+    @_entry
+    def info(self) -> dict[str, dict[str, Any]]:
+        """docker/podman `info`: {section: {key: value}} (store, rootless, runtime, host)."""
+        from container.engine.runtime.hostinfo import gather
+
+        return gather(self.store)

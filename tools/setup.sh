@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Install what the demo, the tests and the benchmarks need, idempotently:
 # Debian packages (registry, skopeo, busybox-static, umoci, runc, podman, debootstrap, and
-# postgresql: its binaries only, for the tests' own throwaway server; no service is started) and a
+# postgresql: its binaries only, for the tests' own throwaway server; no service is started; uidmap
+# and fuse-overlayfs: rootless runs) and a
 # virtualenv in .venv with this project installed (editable) plus the test and postgres extras.
 # Usage: tools/setup.sh [--bench]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-pkgs=(docker-registry skopeo busybox-static umoci runc podman debootstrap apache2-utils postgresql)
-[ "${1:-}" = "--bench" ] && pkgs+=(fuse-overlayfs uidmap hyperfine proot time)
+pkgs=(docker-registry skopeo busybox-static umoci runc podman debootstrap apache2-utils postgresql uidmap fuse-overlayfs)
+[ "${1:-}" = "--bench" ] && pkgs+=(hyperfine proot time)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,7 @@
 """Our own layer extractor: the entries engine/layer/tar.py reads, created with *at() syscalls
 relative to directory fds opened without following symlinks.
 
-    unpack_layer(stream, dest, *, limits=None) -> LayerStats
+    unpack_layer(stream, dest, *, limits=None, policy=None) -> LayerStats
 
 `stream` is an uncompressed tar stream (engine.layer.compression.open_layer_stream); `dest` an existing
 empty directory. The layer is extracted as data: whiteout markers (`.wh.<name>`, `.wh..wh..opq`)
@@ -23,6 +23,9 @@ Why not tarfile: its stream parser costs ~1.5 CPU-s per 12.7k members, this one 
   are set on the opened fd or with AT_SYMLINK_NOFOLLOW. Symlink targets are stored verbatim.
 * Hardlink targets are cleaned the same way and must be an earlier non-directory entry of this
   layer (dest starts empty, so "exists in dest" means exactly that).
+* Owners, setuid/setgid bits and device nodes: as the OwnerPolicy says (engine/layer/owners.py:
+  root, a user namespace with subordinate ranges, or a single id; what cannot be represented is
+  recorded or dropped, never a failure).
 * Directories are created 0700 and get their real mode/owner/xattrs/mtime at the end, deepest
   first (a mode 0000 directory holding files works; tar --delay-directory-restore).
 * GNU sparse files are written region by region (engine/layer/sparse.py): the holes stay holes.
@@ -44,6 +47,7 @@ from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRT
                                         REGULAR_TYPES, SYMTYPE, WHITEOUT_PREFIX, Entry, Limits, Source,
                                         iter_entries, show_name)
 from container.engine.layer.paths import clean_path, resolve_links
+from container.engine.layer.owners import ROOTLESS_XATTR, OwnerPolicy
 from container.engine.layer.walk import DIR_FLAGS, IMPLICIT_XATTR, DirTree, Missing, set_xattr_fd
 from container.engine.layer.sparse import write_sparse
 
@@ -58,7 +62,7 @@ log = logging.getLogger("container.unpack")
 # to whatever the snapshot holds at that path when it merges the layer.
 HARDLINK_XATTR = "user.container.hardlink"
 HARDLINKS_XATTR = "user.container.hardlinks"
-RESERVED_XATTRS = frozenset((IMPLICIT_XATTR, HARDLINK_XATTR, HARDLINKS_XATTR))
+RESERVED_XATTRS = frozenset((IMPLICIT_XATTR, HARDLINK_XATTR, HARDLINKS_XATTR, ROOTLESS_XATTR))
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -74,11 +78,11 @@ class LayerStats:
     warnings: list[str] = field(default_factory=list)
 
 class _Extractor(DirTree):
-    def __init__(self, dest: Path, limits: Limits):
+    def __init__(self, dest: Path, limits: Limits, policy: OwnerPolicy):
         super().__init__(os.fsencode(os.fspath(dest)), limits)
+        self.policy = policy
         self.dirs: dict[tuple[bytes, ...], Entry] = {}       # final attributes, applied at the end
         self.unmark: set[tuple[bytes, ...]] = set()       # implicit dirs the tar named later
-        self.root = os.geteuid() == 0
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.umask = _umask()
         if os.fstat(self.root_fd).st_mode & stat.S_ISGID:
@@ -171,7 +175,7 @@ class _Extractor(DirTree):
         if self.total > self.limits.max_bytes:
             raise LayerError(f"layer too large: more than {self.limits.max_bytes} bytes of file content "
                              f"(at {show_name(e.name)})")
-        mode = e.mode & 0o7777
+        mode = self.policy.file_mode(e.mode & 0o7777, False)
         # the usual 0644/0755 under umask 022: create with the final mode and skip fchmod
         # (O_CREAT gives a writable fd whatever the mode); special bits always go after fchown
         direct = self.umask is not None and not (mode & 0o7000) and not (mode & self.umask)
@@ -186,8 +190,7 @@ class _Extractor(DirTree):
             else:
                 write_sparse(src, fd, e.sparse, e.real_size, e.size)
             self.stats.size += e.real_size
-            if self.root and (e.uid != self.euid or e.gid != self.egid):
-                self._chown(e, fd)
+            self._owner(e, fd)
             if not direct:
                 os.fchmod(fd, mode)
             for k, v in e.xattrs.items():
@@ -271,7 +274,7 @@ class _Extractor(DirTree):
             if e.type == FIFOTYPE:
                 os.mkfifo(leaf, 0o600, dir_fd=pfd)
             else:
-                if not self.root:
+                if not self.policy.devices:
                     raise PermissionError(errno.EPERM, "not permitted")
                 fmt = stat.S_IFCHR if e.type == CHRTYPE else stat.S_IFBLK
                 os.mknod(leaf, fmt | 0o600, os.makedev(e.devmajor, e.devminor), dir_fd=pfd)
@@ -279,30 +282,44 @@ class _Extractor(DirTree):
             self.stats.skipped += 1
             msg = f"skipped {kind} {show_name(e.name)}: not permitted"
             self.stats.warnings.append(msg)
-            log.warning(msg)
+            (log.warning if self.policy.devices else log.info)(msg)    # (expected without root)
             return
         self._attrs_at(pfd, leaf, e, chmod=True)
 
-    def _chown(self, e: Entry, target, pfd: int | None = None) -> None:
-        """chown as root; uid 0 without CAP_CHOWN (some rootless setups) degrades to not chowning."""
+    def _owner(self, e: Entry, target, pfd: int | None = None) -> None:
+        """The owner the policy gives e (target: an fd, or a leaf of pfd), and the record of the
+        layer's owner where it cannot be represented (files and directories: user.* xattrs are
+        refused on symlinks and nodes)."""
+        ids, record = self.policy.owner(e.uid, e.gid)
+        if ids is not None and ids != (self.euid, self.egid):
+            self._chown(e, ids, target, pfd)
+        if record is not None and pfd is None:
+            try:
+                os.setxattr(target, ROOTLESS_XATTR, record)
+            except OSError as ex:
+                log.debug("%s on %s not set: %s", ROOTLESS_XATTR, show_name(e.name), ex)
+
+    def _chown(self, e: Entry, ids: tuple[int, int], target, pfd: int | None = None) -> None:
+        """chown; uid 0 without CAP_CHOWN (some rootless setups) degrades to not chowning."""
         try:
             if pfd is None:
-                os.fchown(target, e.uid, e.gid)
+                os.fchown(target, *ids)
             else:
-                os.chown(target, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
-        except PermissionError:
-            self.root = False
+                os.chown(target, *ids, dir_fd=pfd, follow_symlinks=False)
+        except (PermissionError, OSError) as ex:
+            if not isinstance(ex, PermissionError) and ex.errno != errno.EINVAL:
+                raise
+            self.policy.chown = False
             msg = f"cannot change owners (no CAP_CHOWN?): files keep uid {self.euid}, from {show_name(e.name)} on"
             self.stats.warnings.append(msg)
             log.warning(msg)
 
     def _attrs_at(self, pfd: int, leaf: bytes, e: Entry, *, chmod: bool) -> None:
         """Owner, mode, xattrs, mtime of a leaf we just created that we must not open."""
-        if self.root:
-            self._chown(e, leaf, pfd)
+        self._owner(e, leaf, pfd)
         if chmod:
             # the leaf is a node we created this instant (never a symlink): fchmodat is safe
-            os.chmod(leaf, e.mode & 0o7777, dir_fd=pfd)
+            os.chmod(leaf, self.policy.file_mode(e.mode & 0o7777, False), dir_fd=pfd)
         if e.xattrs:
             p = b"/proc/self/fd/%d/%s" % (pfd, leaf)
             for k, v in e.xattrs.items():
@@ -340,9 +357,8 @@ class _Extractor(DirTree):
                     continue
                 if comps in self.unmark:
                     _remove_xattr_fd(fd, IMPLICIT_XATTR)
-                if self.root:
-                    self._chown(e, fd)
-                os.fchmod(fd, e.mode & 0o7777)
+                self._owner(e, fd)
+                os.fchmod(fd, self.policy.file_mode(e.mode & 0o7777, True))
                 for k, v in e.xattrs.items():
                     self._xattr(fd, k, v, e)
                 os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
@@ -400,8 +416,10 @@ def _rmtree_at(pfd: int, leaf: bytes) -> None:
         os.close(fd)
     os.rmdir(leaf, dir_fd=pfd)
 
-def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | None = None) -> LayerStats:
-    """Extract one uncompressed tar stream into the existing empty directory `dest`.
+def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | None = None,
+                 policy: OwnerPolicy | None = None) -> LayerStats:
+    """Extract one uncompressed tar stream into the existing empty directory `dest`; owners, special
+    bits and device nodes as `policy` says (default: this process's, OwnerPolicy.current()).
 
     Reads up to the end-of-archive marker (the caller drains the rest for hashing; reads are
     buffered, so the stream may have been read past the marker). Raises LayerError, or the
@@ -409,7 +427,7 @@ def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | No
     limits = limits or Limits.from_env()
     src = Source(stream)
     try:
-        ex = _Extractor(Path(dest), limits)
+        ex = _Extractor(Path(dest), limits, policy or OwnerPolicy.current())
     except OSError as e:
         raise LayerError(f"cannot unpack into {dest}: {e.strerror or e}") from None
     name = b""
@@ -422,6 +440,10 @@ def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | No
             ex.apply(entry, src)
         name = b""
         ex.finish()
+        note = ex.policy.summary()
+        if note:
+            ex.stats.warnings.append(note)
+            (log.warning if ex.policy.recorded else log.info)(note)
         return ex.stats
     except LayerError:
         raise

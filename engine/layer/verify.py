@@ -22,6 +22,7 @@ from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRT
                                         REGULAR_TYPES, SYMTYPE, WHITEOUT_PREFIX, Limits, Source, iter_entries)
 from container.engine.layer.paths import clean_path, resolve_links
 from container.engine.layer.sparse import hash_sparse
+from container.engine.layer.owners import OwnerPolicy
 from container.engine.layer.unpack import HARDLINK_XATTR
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
@@ -116,7 +117,7 @@ def replay(stream: SupportsRead[bytes]) -> tuple[dict, str]:
 def compare_tree(model: dict, tree: Path) -> list[str]:
     """Differences between the directory `tree` and a replayed layer ([] = identical)."""
     out: list[str] = []
-    root = os.geteuid() == 0
+    policy = OwnerPolicy.current()           # what the unpacker could do here: compare with that
     seen: set[tuple] = set()
     inode_of_group: dict[int, tuple] = {}
     base = os.fsencode(os.fspath(tree))
@@ -150,9 +151,11 @@ def compare_tree(model: dict, tree: Path) -> list[str]:
                 continue
             if t == "dir":
                 stack.append(comps)
-            if "mode" in rec and not rec.get("implicit") and stat.S_IMODE(st.st_mode) != rec["mode"]:
+            if "mode" in rec and not rec.get("implicit") and \
+                    stat.S_IMODE(st.st_mode) != policy.file_mode(rec["mode"], t == "dir"):
                 out.append(f"{show}: mode {stat.S_IMODE(st.st_mode):o}, the layer says {rec['mode']:o}")
-            if root and "uid" in rec and (st.st_uid, st.st_gid) != (rec["uid"], rec["gid"]):
+            ids = policy.owner(rec["uid"], rec["gid"])[0] if "uid" in rec else None
+            if ids is not None and (st.st_uid, st.st_gid) != ids:
                 out.append(f"{show}: owner {st.st_uid}:{st.st_gid}, the layer says {rec['uid']}:{rec['gid']}")
             if t == "reg" and "placeholder" in rec:
                 try:

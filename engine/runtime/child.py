@@ -147,7 +147,11 @@ def start_process(w: int, spec: ProcessSpec, slave, devnull, *, chroot: bool, pd
         os.dup2(devnull, 0)
         os.close(devnull)
     try:
-        os.setgroups(list(spec.sgids) or [spec.gid])
+        try:
+            os.setgroups(list(spec.sgids) or [spec.gid])
+        except PermissionError:
+            if not in_userns():            # rootless with a single id: setgroups is denied there
+                raise
         os.setgid(spec.gid)
         os.setuid(spec.uid)
     except OSError as e:
@@ -256,6 +260,14 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
         mounted = apply_mounts(target, spec.mounts)
         trace_pid("B volumes mounted")
     etc_files = _etc_files(spec)          # read from the host before it goes out of reach
+    userns = in_userns()
+    if userns:
+        # in a user namespace the kernel mounts a new proc only where one is visible, refuses sysfs
+        # without a network namespace of our own and mknod always: /proc, /dev and /sys are set
+        # up inside the rootfs before the host's tree goes away (runtime/usermounts.py)
+        from container.engine.runtime.usermounts import premount
+
+        premount(target)
     oldroot = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     os.chdir(target)
     pivot_root(".", ".")
@@ -268,16 +280,19 @@ def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
     # symlink to /proc/sys/kernel/core_pattern or /proc/sysrq-trigger, and a write that follows
     # it must land in the overlay, not in the host kernel's global settings.
     _write_etc(etc_files, mounted)
-    _mkdir("/proc")
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    trace_pid("B proc")
-    _setup_dev()
-    trace_pid("B dev")
-    _mkdir("/sys")
-    try:
-        mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    except OSError:
-        pass
+    if not userns:
+        _mkdir("/proc")
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        trace_pid("B proc")
+        _mkdir("/dev")
+        mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+        setup_dev("/dev", None)
+        trace_pid("B dev")
+        _mkdir("/sys")
+        try:
+            mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError:
+            pass
     _protect_kernel_paths(w)
     trace_pid("B /proc and /sys protected")
     if spec.hostname:
@@ -382,31 +397,45 @@ def _drop_capabilities(w: int, chroot: bool) -> None:
                 report_failure(w, 125, f"cannot drop capability {cap}: {os.strerror(e)}")
 
 
-def _setup_dev() -> None:
-    _mkdir("/dev")
-    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+
+
+def in_userns() -> bool:
+    """True in a rootless user's namespace (engine/runtime/userns.enter)."""
+    from container.engine.locate import USERNS_ENV     # (loaded already: no import on run's path)
+
+    return bool(os.environ.get(USERNS_ENV))
+
+
+def setup_dev(dev: str, host: dict[str, int] | None) -> None:
+    """The minimal /dev in the tmpfs mounted at `dev`: nodes made (root), or the host's bound from
+    `host` {name: O_PATH fd} (rootless), the usual symlinks, pts, shm, mqueue."""
     old = os.umask(0)
     try:
-        for name, major, minor in (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-                                   ("urandom", 1, 9), ("tty", 5, 0)):
-            os.mknod(f"/dev/{name}", 0o20666, os.makedev(major, minor))
+        for name, major, minor in DEVICES:
+            if host is not None:
+                os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+                mount(f"/proc/self/fd/{host[name]}", f"{dev}/{name}", None, MS_BIND)
+            else:
+                os.mknod(f"{dev}/{name}", 0o20666, os.makedev(major, minor))
         for src, dst in (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
                          ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"),
                          ("pts/ptmx", "ptmx"), ("/proc/kcore", "core")):
-            os.symlink(src, f"/dev/{dst}")
-        os.mkdir("/dev/pts", 0o755)
-        os.mkdir("/dev/shm", 0o1777)
-        os.mkdir("/dev/mqueue", 0o755)
+            os.symlink(src, f"{dev}/{dst}")
+        os.mkdir(f"{dev}/pts", 0o755)
+        os.mkdir(f"{dev}/shm", 0o1777)
+        os.mkdir(f"{dev}/mqueue", 0o755)
     finally:
         os.umask(old)
+    for opts in ("newinstance,ptmxmode=0666,mode=0620,gid=5", "newinstance,ptmxmode=0666,mode=0620"):
+        try:                              # (gid 5 is not mapped in a single-id user namespace)
+            mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, opts)
+            break
+        except OSError:
+            pass
+    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
     try:
-        mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    except OSError:
-        pass
-    mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
-    try:
-        mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError:
         pass
 

@@ -109,6 +109,15 @@ def looks_like_id(s: str) -> bool:
     return 4 <= len(s) <= 64 and all(c in "0123456789abcdef" for c in s)
 
 
+def _owner_mark(root: str) -> str | None:
+    """ROOT/rootless (engine/store.Store.check_owner), None when absent or unreadable."""
+    try:
+        with open(os.path.join(root, "rootless")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 class FastImage:
     """The image a fast run uses: the fields run() reads of an ImageInfo."""
     __slots__ = ("id", "config", "chain_id", "diff_ids")
@@ -141,6 +150,10 @@ class FastStore:
         root = os.path.abspath(root)
         if not os.path.isdir(os.path.join(root, "containers")):
             return None
+        from container.engine.locate import store_owner     # (loaded already: the facade's db URL)
+
+        if _owner_mark(root) != store_owner():
+            return None                         # root's store as a user or the reverse: the ORM path refuses
         db = LiteDB.open(os.path.join(root, "metadata.db"))
         if db is None:
             return None

@@ -51,8 +51,10 @@ else:
 def unavailable_reason(isolation: str) -> str | None:
     if not sys.platform.startswith("linux"):
         return f"container run needs Linux (namespaces, overlayfs, chroot); this host is {sys.platform}"
-    if os.geteuid() != 0:
-        return "container run needs root (rootless user namespaces are not implemented yet)"
+    if os.geteuid() != 0:                 # a user outside its namespace: userns.enter() failed
+        from container.engine.runtime.userns import entry_error
+
+        return f"container run as a user needs a user namespace: {entry_error() or 'not entered'}"
     if isolation == "namespaces" and not os.path.exists("/proc/self/ns/pid"):
         return "this kernel has no PID/mount namespaces"
     return None

@@ -112,7 +112,10 @@ def copy_tree(src: str, dst: str, *, exists: bool = False) -> None:
                         continue
                     if not stat.S_ISFIFO(m) and (not stat.S_ISCHR(m) or st.st_rdev not in SAFE_DEVICES):
                         continue        # an image's dev/sda would open the host's disk under chroot
-                    os.mknod(d, m, st.st_rdev)
+                    try:
+                        os.mknod(d, m, st.st_rdev)
+                    except PermissionError:     # a user namespace: no device nodes (its /dev has binds)
+                        continue
                 else:
                     continue            # sockets
                 _meta(s, d, st, root_uid)
