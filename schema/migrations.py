@@ -30,3 +30,14 @@ def migrate(db: peewee.Database, have: int, want: int) -> None:
         with migrator.migration_context() if hasattr(migrator, "migration_context") else db.atomic():
             step(db)
             db.execute_sql(f"UPDATE meta SET value = {db.param} WHERE key = 'schema_version'", (str(v),))
+
+
+def up_index(db: peewee.Database) -> None:
+    """The contents index (file, package and their bookkeeping): tables only; a store's existing
+    layers are indexed by `container fsck --repair` or on first use (engine/maint/reindex.py)."""
+    from .models import INDEX_MODELS
+
+    db.create_tables(INDEX_MODELS, safe=True)
+
+
+STEPS[2] = up_index

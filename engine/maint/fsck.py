@@ -34,6 +34,7 @@ from container.cas import Digest
 from container.cas.fsutil import remove_under
 from container.cas.lock import is_held
 
+from container.engine.image import contents
 from container.engine.image.identity import chain_ids
 from container.engine.maint.gc import Plan, make_plan
 from container.engine.maint.inventory import StoreRows, digest_path, load_rows, recount_refs
@@ -313,6 +314,7 @@ def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, l
                            and s.chain_id not in used_snaps and s.chain_id not in drop_snaps]
         for k in drop_snaps:
             Snapshot.delete().where(Snapshot.chain_id == k).execute()
+        contents.drop_layers(drop_layers)
         for k in drop_layers:
             Layer.delete().where(Layer.diff_id == k).execute()
         for k in drop_blobs:
