@@ -20,7 +20,7 @@ def _build_app():
 
     import typer
 
-    from . import containers, images, system, transfer
+    from . import containers, contents, images, system, transfer
     from .state import CliState
 
     app = typer.Typer(
@@ -57,6 +57,7 @@ def _build_app():
     containers.register(app)
     system.register(app)
     transfer.register(app)
+    contents.register(app)
     return app
 
 

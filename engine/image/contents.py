@@ -159,7 +159,8 @@ def merged(image_id: str) -> dict[str, Node]:
             if d == "":
                 all_gone = True
             opaque.add(d)
-    for path in list(seen):        # parents the tars never named: made by the extractor
+    implicit: set[str] = set()
+    for path in list(seen):        # parents the tars never named: made by the extractor (the lowest layer)
         node = seen[path]
         q = path
         while True:
@@ -167,8 +168,10 @@ def merged(image_id: str) -> dict[str, Node]:
             if i <= 0:
                 break
             q = q[:i]
-            if q in seen:
+            have = seen.get(q)
+            if have is not None and (q not in implicit or have.position <= node.position):
                 break
+            implicit.add(q)
             seen[q] = Node(q, "d", 0o755, 0, 0, 0, 0, None, None, None, node.position)
     return seen
 
@@ -249,3 +252,28 @@ def record_image_packages(image_id: str, tree: dict[str, Node] | None = None) ->
         _executemany(f"INSERT INTO package (image_id, manager, name, version, arch, source, diff_id, position) "
                      f"VALUES ({', '.join([p] * 8)})", rows)
     return len(rows)
+
+
+def subtree(image_id: str, path: str | None = None) -> list[Node]:
+    """The merged tree sorted by path, or only `path` and what is under it (a symlink is not
+    followed); ContainerError when the tree has no such path."""
+    from container.engine.errors import ContainerError
+
+    tree = merged(image_id)
+    if path in (None, "", "/"):
+        return [tree[p] for p in sorted(tree)]
+    p = "/" + "/".join(c for c in str(path).split("/") if c and c != ".")
+    if p not in tree:
+        raise ContainerError(f"{path}: no such file or directory in the image")
+    pre = p + "/"
+    return [tree[p]] + [tree[q] for q in sorted(q for q in tree if q.startswith(pre))]
+
+
+def image_packages(image_id: str) -> list[dict]:
+    """The image's package rows as dicts, by manager then name (os-release first)."""
+    from container.schema import Package
+
+    q = (Package.select(Package.manager, Package.name, Package.version, Package.arch, Package.source,
+                        Package.layer, Package.position).where(Package.image == image_id).tuples())
+    rows = [dict(zip(("manager", "name", "version", "arch", "source", "diff_id", "layer"), r)) for r in q]
+    return sorted(rows, key=lambda r: (r["manager"] != "os-release", r["manager"], r["name"], r["arch"]))
