@@ -106,7 +106,8 @@ HISTORY_HEADS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED
 def history_cmd(
     ctx: typer.Context,
     image: Annotated[str, typer.Argument(help="Image reference or ID.")],
-    human: Annotated[bool, typer.Option("--human", "-H", help="Sizes and dates in human readable form.")] = True,
+    human_: Annotated[str, typer.Option("--human", "-H", help="true|false: sizes and dates in human readable "
+                                                              "form (docker's --human=false).")] = "true",
     no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Don't truncate output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only show image IDs.")] = False,
     format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")] = None,
@@ -115,6 +116,11 @@ def history_cmd(
     from .format import parse_format, write
     from .output import go_time
 
+    from container.engine.service import ContainerError
+
+    if human_.lower() not in ("true", "false", "1", "0"):
+        raise ContainerError(f"invalid argument {human_!r} for \"-H, --human\" flag: use true or false")
+    human = human_.lower() in ("true", "1")
     default = "{{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
     fmt = parse_format(format, headers=HISTORY_HEADS, default=default) if format is not None else None
     _info, hist = state(ctx).engine.history(image)
