@@ -38,6 +38,10 @@ def up_index(db: peewee.Database) -> None:
     from .models import INDEX_MODELS
 
     db.create_tables(INDEX_MODELS, safe=True)
+    if isinstance(db, peewee.PostgresqlDatabase):
+        from .pgversion import create_functions
+
+        create_functions(db)
 
 
 STEPS[2] = up_index

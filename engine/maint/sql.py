@@ -13,8 +13,9 @@ rolled back after (schema/pg.py). Other databases (--db URL): a READ ONLY transa
 
 string_agg(X, SEP), PostgreSQL's and SQLite 3.44's, is added to older SQLite connections, so one
 query text serves both backends (the examples below use it). version_cmp(a, b) and version_lt(a, b)
-(dpkg's version ordering, engine/image/packages.py) are added to SQLite connections; PostgreSQL has no
-such function (docs/schema.md: compare there with ORDER BY in the client, or query a SQLite store).
+(dpkg's version ordering, engine/image/packages.py) are added to SQLite connections; on
+PostgreSQL they are SQL functions created with the schema (schema/pgversion.py; version_lt is a
+boolean there, 0/1 on SQLite).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
         "version": "version (os-release: VERSION_ID)", "arch": "architecture",
         "source": "source package (os-release: PRETTY_NAME)"}),
     "package": ("One package per image, from the package databases of its merged tree. version_lt(a, b) and "
-                "version_cmp(a, b) compare versions with dpkg's rules (SQLite).", {
+                "version_cmp(a, b) compare versions with dpkg's rules.", {
         "id": "row id", "image_id": "-> image.id", "manager": "dpkg | apk | rpm | os-release",
         "name": "package (os-release: ID)", "version": "version (os-release: VERSION_ID)",
         "arch": "architecture", "source": "source package (os-release: PRETTY_NAME)",
@@ -119,7 +120,7 @@ ORDER BY l.size DESC"""),
 SELECT l.diff_id, l.size AS unpacked, MAX(b.size) AS compressed, l.entries, l.refs AS images
 FROM layer l JOIN image_layer il ON il.diff_id = l.diff_id JOIN blob b ON b.digest = il.blob_digest
 GROUP BY l.diff_id ORDER BY l.size DESC LIMIT 10"""),
-    ("Images shipping openssl older than 3.0.14 (dpkg's ordering; SQLite)", """\
+    ("Images shipping openssl older than 3.0.14 (dpkg's ordering)", """\
 SELECT t.repository || ':' || COALESCE(t.tag, '<none>') AS image, p.version
 FROM package p JOIN tag t ON t.image_id = p.image_id
 WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14') ORDER BY image"""),

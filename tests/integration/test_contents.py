@@ -110,7 +110,8 @@ def test_diff_history_packages(db_cli, tmp_path):
                      sizes[1]] and int(sizes[1]) > 0
 
 
-def test_version_lt_query(cli, tmp_path):
+def test_version_lt_query(db_cli, tmp_path):
+    cli = db_cli
     versions = {"a": "3.0.11-1~deb12u2", "b": "3.0.14~rc1-1", "c": "3.0.14-1", "d": "1:1.0-1", "e": "3.0.2"}
     for tag, v in versions.items():
         load(cli, tmp_path, f"example.com/ssl:{tag}", two_layers(v))
@@ -120,6 +121,20 @@ def test_version_lt_query(cli, tmp_path):
     assert [r["tag"] for r in got] == ["a", "b", "e"]
     assert sql(cli, "SELECT version_cmp('1:1.0', '2.0') AS x, version_cmp('1.0~a', '1.0') AS y, "
                     "version_cmp('2.0', '2.0') AS z") == [{"x": 1, "y": -1, "z": 0}]
+    # the SQL functions agree with python-debian (dpkg's rules) on both backends
+    from debian.debian_support import version_compare
+
+    vs = ["1.0", "1.0-1", "1.0-0", "1.0~rc1", "1.0~~", "1.0~", "1.0a", "1.0+b1", "1.0.1", "1:0.9", "0:1.0",
+          "2:1", "1.00", "1.0-1ubuntu1", "1.0-1~bpo1", "3.0.14-1~deb12u1", "3.0.14", "3.0.2", "a1", "1.0-1.1",
+          "10", "9", "1.0+dfsg-2", "1.0-2+b1", "7.88.1-10+deb12u5"]
+    pairs = [(a, b) for a in vs for b in vs]
+    got = {}
+    for i in range(0, len(pairs), 200):           # (SQLite: at most 500 terms in a compound SELECT)
+        q = " UNION ALL ".join(f"SELECT '{a}' AS a, '{b}' AS b, version_cmp('{a}', '{b}') AS c"
+                               for a, b in pairs[i:i + 200])
+        got.update({(r["a"], r["b"]): r["c"] for r in sql(cli, q)})
+    want = {(a, b): (version_compare(a, b) > 0) - (version_compare(a, b) < 0) for a, b in pairs}
+    assert got == want
 
 
 def test_rows_go_with_rmi_and_gc(db_cli, tmp_path):
@@ -219,3 +234,34 @@ def test_debian_agrees_with_find_and_dpkg_query(cli, root, debian_image):
     pk = [json.loads(x) for x in cli("packages", "--format", "json", debian_image.ref, check=True).stdout.splitlines()]
     got = sorted((p["name"], p["version"], p["arch"]) for p in pk if p["manager"] == "dpkg")
     assert got == want and len(got) > 50
+
+
+def test_store_at_schema_1_migrates_and_indexes(db_cli, root, tmp_path):
+    """A store written before the index (schema 1: no index tables, no rows): the next command
+    migrates it, `files` indexes the image's layers from their trees, fsck --repair the rest."""
+    cli = db_cli
+    load(cli, tmp_path, "example.com/old:1", two_layers())
+    load(cli, tmp_path, "example.com/old:2", two_layers("3.0.15-1")[1:])
+    drop = ["DROP TABLE package", "DROP TABLE layer_package", "DROP TABLE file", "DROP TABLE layer_index",
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version'"]
+    if cli.db_url:
+        from test_backends import pg_exec
+        for q in drop:
+            pg_exec(cli.db_url, q)
+    else:
+        import sqlite3
+        with sqlite3.connect(root / "metadata.db") as c:
+            for q in drop:
+                c.execute(q)
+    from container.schema import SCHEMA_VERSION
+
+    assert cli("images", check=True).stdout.count("example.com/old") == 2      # migrated, rows kept
+    assert sql(cli, "SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": str(SCHEMA_VERSION)}]
+    assert sql(cli, "SELECT COUNT(*) AS n FROM file")[0]["n"] == 0
+    assert "/opt/new" in cli("files", "example.com/old:1", check=True).stdout.split()      # first use
+    assert sql(cli, "SELECT COUNT(*) AS n FROM layer_index")[0]["n"] == 2
+    r = cli("fsck", "--repair", check=True)
+    assert "indexed 1 layer(s)" in r.stdout + r.stderr
+    got = sql(cli, "SELECT t.tag, p.version FROM package p JOIN tag t ON t.image_id = p.image_id "
+                   "WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14') ORDER BY t.tag")
+    assert got == [{"tag": "1", "version": "3.0.11-1~deb12u2"}]
