@@ -20,7 +20,7 @@ def _build_app():
 
     import typer
 
-    from . import containers, exec, images, info, lifecycle, system, transfer, volumes
+    from . import containers, contents, exec, images, info, lifecycle, system, transfer, volumes
     from .state import CliState
 
     app = typer.Typer(
@@ -61,6 +61,7 @@ def _build_app():
     info.register(app, system.system_app)
     transfer.register(app)
     volumes.register(app)
+    contents.register(app)
     return app
 
 

@@ -10,6 +10,7 @@
     engine.run_detached(opts) / start / stop / kill / wait / logs / systemd_unit (detached containers)
     engine.exec(engine.exec_options(container=, command=, ...)) -> exit status (docker exec's codes)
     engine.create_volume(name, labels=) / volumes() / volume(name) / remove_volume(name) / prune_volumes()
+    engine.files(name, path) / image_diff(a, b) / history(name) / packages(name)   (the contents index)
     engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
     Engine.login(...) / Engine.logout(...)
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
     from container.engine.containers import ContainerInfo
     from container.engine.image.catalog import ImageInfo, RemoveResult
+    from container.engine.image.contents import Changes, Node
+    from container.engine.image.history import HistoryRow
     from container.engine.image.reference import Reference
     from container.engine.maint.fsck import Report
     from container.engine.maint.gc import Plan
@@ -129,6 +132,48 @@ class Engine:
         from container.engine.image.catalog import tag_image
 
         return tag_image(self.store, source, target)
+
+    # -- contents (the index: engine/image/contents.py; layers indexed late by engine/maint/reindex.py)
+    def _indexed_image(self, name: str) -> ImageInfo:
+        from container.engine.image.catalog import resolve_image
+        from container.engine.maint.reindex import ensure_indexed
+
+        info = resolve_image(self.store, name)
+        ensure_indexed(self.store, info.diff_ids)
+        return info
+
+    @_entry
+    def files(self, name: str, path: str | None = None) -> tuple[ImageInfo, list[Node]]:
+        """The image's merged tree (or the subtree at `path`), sorted by path; ImageNotFound, and
+        ContainerError when `path` is not in it."""
+        from container.engine.image.contents import subtree
+
+        info = self._indexed_image(name)
+        return info, subtree(info.id, path)
+
+    @_entry
+    def image_diff(self, a: str, b: str) -> tuple[ImageInfo, ImageInfo, Changes]:
+        """What is added, changed, removed from image a's tree to image b's."""
+        from container.engine.image.contents import diff, merged
+
+        ia, ib = self._indexed_image(a), self._indexed_image(b)
+        return ia, ib, diff(merged(ia.id), merged(ib.id))
+
+    @_entry
+    def history(self, name: str) -> tuple[ImageInfo, list[HistoryRow]]:
+        from container.engine.image.catalog import resolve_image
+        from container.engine.image.history import history
+
+        info = resolve_image(self.store, name)
+        return info, history(info)
+
+    @_entry
+    def packages(self, name: str) -> tuple[ImageInfo, list[dict[str, Any]]]:
+        """The image's packages (and its os-release as a row of manager "os-release")."""
+        from container.engine.image.contents import image_packages
+
+        info = self._indexed_image(name)
+        return info, image_packages(info.id)
 
     # -- moving images without a registry (engine/transfer) ---------------------------------------
     @_entry

@@ -97,6 +97,10 @@ def open_database(url_or_path: str, *, readonly: bool = False) -> peewee.Databas
                         raise DatabaseCorrupt(f"cannot open metadata database {name}: it has "
                                               "tables but no schema version (not written by container?)")
                     db.create_tables(ALL_MODELS)
+                    if isinstance(db, peewee.PostgresqlDatabase):
+                        from .pgversion import create_functions
+
+                        create_functions(db)      # version_cmp / version_lt (SQLite: engine/maint/sql.py)
                     Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).execute()
                     version = SCHEMA_VERSION
         if version > SCHEMA_VERSION:

@@ -5,6 +5,7 @@ produces; it runs in a transaction with foreign keys off (SqliteMigrator's
 migration_context). Version 1 is the initial schema.
 
     2  up_volumes: the volume and volume_use tables
+    3  up_index: the contents index (layer_index, file, layer_package, package)
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from typing import Callable
 
 import peewee
-
 
 
 def up_volumes(db: peewee.Database) -> None:
@@ -42,3 +42,18 @@ def migrate(db: peewee.Database, have: int, want: int) -> None:
         with migrator.migration_context() if hasattr(migrator, "migration_context") else db.atomic():
             step(db)
             db.execute_sql(f"UPDATE meta SET value = {db.param} WHERE key = 'schema_version'", (str(v),))
+
+
+def up_index(db: peewee.Database) -> None:
+    """The contents index (file, package and their bookkeeping): tables only; a store's existing
+    layers are indexed by `container fsck --repair` or on first use (engine/maint/reindex.py)."""
+    from .models import INDEX_MODELS
+
+    db.create_tables(INDEX_MODELS, safe=True)
+    if isinstance(db, peewee.PostgresqlDatabase):
+        from .pgversion import create_functions
+
+        create_functions(db)
+
+
+STEPS[3] = up_index

@@ -16,6 +16,7 @@
     lease_item  (lease, kind, key): kind in blob|layer|snapshot|ingest.
     volume      a named (or anonymous) volume: volumes/<name>/_data on disk.
     volume_use  (volume, container, destination): which containers mount which volumes.
+    layer_index, file, layer_package, package: the contents index (engine/image/contents.py).
 
 FKs that point at blobs use on_delete RESTRICT: deleting a referenced blob fails loudly.
 """
@@ -161,4 +162,64 @@ class VolumeUse(BaseModel):
         indexes = ((("volume", "container", "destination"), True),)
 
 
+# -- contents index (schema version 3: migrations.up_index; docs/schema.md: file, package) ---------
+class LayerIndex(BaseModel):
+    """A layer whose entries are in `file` (and package databases in `layer_package`): indexed at
+    unpack, or later by fsck --repair / first use for a layer unpacked before the index existed."""
+    layer = pw.ForeignKeyField(Layer, column_name="diff_id", primary_key=True, on_delete="CASCADE",
+                               backref="index_row")
+    files = pw.IntegerField(default=0)            # rows in `file`
+    source = pw.CharField(default="unpack")       # unpack | tree (re-walked from layers/<hex>/)
+    created = pw.DateTimeField(default=utcnow)
+
+
+class File(BaseModel):
+    """One entry of one layer as its tar wrote it (markers included); the merged view is computed."""
+    layer = pw.ForeignKeyField(Layer, column_name="diff_id", on_delete="CASCADE", backref="files")
+    path = pw.TextField()                         # absolute, cleaned: /etc/passwd
+    type = pw.CharField(max_length=1)             # f d l h c b p (file dir symlink hardlink char block fifo)
+    mode = pw.IntegerField(default=0)             # permission bits (07777)
+    uid = pw.BigIntegerField(default=0)
+    gid = pw.BigIntegerField(default=0)
+    size = pw.BigIntegerField(default=0)          # bytes of content (regular files, hardlinks to them)
+    mtime = pw.BigIntegerField(default=0)         # seconds since the epoch
+    link = pw.TextField(null=True)                # symlink target (verbatim) or hardlink target path
+    xattrs = pw.TextField(null=True)              # xattr names, comma separated
+    whiteout = pw.SmallIntegerField(default=0)    # 1: .wh.<name> marker, 2: .wh..wh..opq (opaque dir)
+    sha256 = pw.CharField(max_length=64, null=True)   # hex of the content (regular files)
+
+    class Meta:
+        indexes = ((("layer", "path"), True),)
+
+
+class LayerPackage(BaseModel):
+    """A package database as one layer wrote it (whole file: dpkg status, apk installed, one
+    status.d/ file, rpmdb.sqlite) or os-release; the image's `package` rows come from these."""
+    layer = pw.ForeignKeyField(Layer, column_name="diff_id", on_delete="CASCADE", backref="packages")
+    db_path = pw.TextField()                      # /var/lib/dpkg/status, /etc/os-release, ...
+    manager = pw.CharField()                      # dpkg | apk | rpm | os-release
+    name = pw.TextField()
+    version = pw.TextField(default="")
+    arch = pw.CharField(default="")
+    source = pw.TextField(default="")
+
+
+class Package(BaseModel):
+    """One package per image: the merged tree's package databases, with the layer that last changed it."""
+    image = pw.ForeignKeyField(Image, on_delete="CASCADE", backref="packages")
+    manager = pw.CharField()                      # dpkg | apk | rpm | os-release
+    name = pw.TextField()
+    version = pw.TextField(default="")
+    arch = pw.CharField(default="")
+    source = pw.TextField(default="")
+    layer = pw.ForeignKeyField(Layer, column_name="diff_id", null=True, on_delete="SET NULL",
+                               backref="package_of")
+    position = pw.IntegerField(default=0)         # that layer's image_layer.position
+
+    class Meta:
+        indexes = ((("image", "manager", "name", "arch"), False), (("name",), False))
+
+
 ALL_MODELS = [Meta, Blob, Layer, Image, ImageLayer, Tag, Snapshot, Container, Lease, LeaseItem, Volume, VolumeUse]
+INDEX_MODELS = [LayerIndex, File, LayerPackage, Package]
+ALL_MODELS += INDEX_MODELS

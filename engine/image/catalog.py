@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from container.engine.errors import Conflict, ImageNotFound, InvalidReference
+from container.engine.image import contents
 from container.engine.image.identity import chain_id
 from container.engine.image.reference import Reference, familiar
 
@@ -179,6 +180,8 @@ def record_image(ref: Reference | None, top_digest: str, index_digest: str | Non
         if st is not None:
             Layer.update(size=st.size, entries=st.entries).where(
                 (Layer.diff_id == diff_id) & (Layer.entries == 0)).execute()
+            if getattr(st, "index", None) is not None:
+                contents.store_layer(diff_id, st.index.rows, st.index.packages)
     img = Image.get_or_none(Image.id == manifest_digest)
     if img is None:
         updated = True
@@ -192,6 +195,8 @@ def record_image(ref: Reference | None, top_digest: str, index_digest: str | Non
         if rows:
             ImageLayer.insert_many(rows).execute()
         add_image_refs(img, rows)
+        if not contents.unindexed(cfg.diff_ids):
+            contents.record_image_packages(img.id)
     if ref is None:            # loaded from an archive without a name: docker's <none>:<none>
         return updated
     if ref.tag:
@@ -245,6 +250,7 @@ def delete_image_row(img) -> None:
     from container.schema import Image, ImageLayer
 
     drop_image_refs(img)
+    contents.drop_image([img.id])
     ImageLayer.delete().where(ImageLayer.image == img.id).execute()
     Image.delete().where(Image.id == img.id).execute()
 

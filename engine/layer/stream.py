@@ -2,6 +2,7 @@
 
     stats, diff_id = unpack_blob(src, media_type, dest)    # dest None: only hash (the tree exists)
 
+The tree's entries are recorded for the contents index (engine/layer/index.py: stats.index).
 `src` yields the blob's bytes as stored (compressed or not); everything after the end of the
 compressed stream is read too, so a caller hashing `src` sees the whole blob. Raises LayerError
 (corrupt data), UnsupportedMediaType; the caller compares diff_id with the image config.
@@ -94,6 +95,7 @@ class _Pipe:
 def unpack_blob(src: Any, media_type: str, dest: Path | None) -> tuple[LayerStats | None, str]:
     """Decompress `src` per `media_type`, unpack into the existing empty `dest` (unless None),
     read to the end; (the unpack stats or None, the uncompressed stream's sha256:<hex>)."""
+    from container.engine.layer import index
     from container.engine.layer.compression import HashingReader, open_layer_stream
     from container.engine.layer.unpack import unpack_layer
 
@@ -104,10 +106,14 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None) -> tuple[LayerStat
         while src.read(CHUNK):          # bytes after the compressed stream count for the blob digest
             pass
         return None, stream.diff_id()
+    rec = index.EntryRecorder() if index.enabled() else None
     pipe = _Pipe(stream, src)
     try:
-        stats = unpack_layer(pipe, dest)
+        stats = unpack_layer(pipe, dest, recorder=rec)
         pipe.drain()
     finally:
         pipe.close()
+    if rec is not None:
+        rec.finish()
+        stats.index = rec
     return stats, stream.diff_id()

@@ -211,8 +211,8 @@ class Source:
             left -= take
         return b"".join(parts)
 
-    def copy(self, fd: int | None, n: int) -> None:
-        """Write the next n bytes to fd (or drop them when fd is None)."""
+    def copy(self, fd: int | None, n: int, hasher=None) -> None:
+        """Write the next n bytes to fd (or drop them when fd is None); hasher.update() sees them too."""
         left = n
         while left:
             avail = len(self._buf) - self._pos
@@ -221,6 +221,8 @@ class Source:
                     raise LayerError("corrupt layer: tar stream is truncated")
                 continue
             take = min(left, avail)
+            if hasher is not None:
+                hasher.update(self._buf[self._pos:self._pos + take])
             if fd is not None:
                 mv = self._buf[self._pos:self._pos + take]
                 while len(mv):
@@ -229,9 +231,9 @@ class Source:
             self._pos += take
             left -= take
 
-    def copy_padded(self, fd: int | None, n: int) -> None:
-        """copy(fd, n), then skip the padding to the next 512-byte block."""
-        self.copy(fd, n)
+    def copy_padded(self, fd: int | None, n: int, hasher=None) -> None:
+        """copy(fd, n, hasher), then skip the padding to the next 512-byte block."""
+        self.copy(fd, n, hasher)
         pad = (-n) % BLOCK
         if pad:
             avail = len(self._buf) - self._pos

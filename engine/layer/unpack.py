@@ -55,6 +55,8 @@ TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
     from _typeshed import SupportsRead
 
+    from container.engine.layer.index import EntryRecorder
+
 log = logging.getLogger("container.unpack")
 
 # A hardlink whose target is not in this layer (it is in a lower one): an empty placeholder file
@@ -76,11 +78,13 @@ class LayerStats:
     skipped: int = 0          # entries skipped (device nodes / fifos we were not permitted to create)
     links_to_lower: int = 0   # hardlinks whose target is in a lower layer (resolved by the merge)
     warnings: list[str] = field(default_factory=list)
+    index: EntryRecorder | None = None     # the entries recorded for the contents index, if any
 
 class _Extractor(DirTree):
-    def __init__(self, dest: Path, limits: Limits, policy: OwnerPolicy):
+    def __init__(self, dest: Path, limits: Limits, policy: OwnerPolicy, recorder: EntryRecorder | None = None):
         super().__init__(os.fsencode(os.fspath(dest)), limits)
         self.policy = policy
+        self.recorder = recorder       # the contents index (engine/layer/index.py), fed every entry
         self.dirs: dict[tuple[bytes, ...], Entry] = {}       # final attributes, applied at the end
         self.unmark: set[tuple[bytes, ...]] = set()       # implicit dirs the tar named later
         self.euid, self.egid = os.geteuid(), os.getegid()
@@ -135,6 +139,8 @@ class _Extractor(DirTree):
                 if is_reg:
                     src.copy(None, e.size)
                     src.skip_padding(e.size)
+                if self.recorder is not None:
+                    self.recorder.entry(comps, e)
                 return
         if is_reg:
             self._regular(pfd, comps, e, src)
@@ -153,6 +159,8 @@ class _Extractor(DirTree):
             self._node(pfd, comps, e)
         else:  # pragma: no cover - filtered by the reader
             raise LayerError(f"layer entry {show_name(e.name)}: unsupported type {e.type!r}")
+        if self.recorder is not None:
+            self.recorder.entry(comps, e)
 
     def _apply_root(self, e: Entry, src: Source) -> None:
         if e.type != DIRTYPE:
@@ -186,7 +194,7 @@ class _Extractor(DirTree):
             fd = os.open(leaf, _FILE_FLAGS, mode if direct else 0o600, dir_fd=pfd)
         try:
             if e.sparse is None:
-                src.copy_padded(fd, e.size)
+                src.copy_padded(fd, e.size, self.recorder.content(comps) if self.recorder is not None else None)
             else:
                 write_sparse(src, fd, e.sparse, e.real_size, e.size)
             self.stats.size += e.real_size
@@ -417,9 +425,11 @@ def _rmtree_at(pfd: int, leaf: bytes) -> None:
     os.rmdir(leaf, dir_fd=pfd)
 
 def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | None = None,
-                 policy: OwnerPolicy | None = None) -> LayerStats:
+                 policy: OwnerPolicy | None = None, recorder: EntryRecorder | None = None) -> LayerStats:
     """Extract one uncompressed tar stream into the existing empty directory `dest`; owners, special
-    bits and device nodes as `policy` says (default: this process's, OwnerPolicy.current()).
+    bits and device nodes as `policy` says (default: this process's, OwnerPolicy.current());
+    `recorder` (engine/layer/index.py) is told every entry and sees regular files' bytes as they
+    are written.
 
     Reads up to the end-of-archive marker (the caller drains the rest for hashing; reads are
     buffered, so the stream may have been read past the marker). Raises LayerError, or the
@@ -427,7 +437,7 @@ def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | No
     limits = limits or Limits.from_env()
     src = Source(stream)
     try:
-        ex = _Extractor(Path(dest), limits, policy or OwnerPolicy.current())
+        ex = _Extractor(Path(dest), limits, policy or OwnerPolicy.current(), recorder)
     except OSError as e:
         raise LayerError(f"cannot unpack into {dest}: {e.strerror or e}") from None
     name = b""

@@ -14,14 +14,16 @@ Checks (each finding is a Problem; exit 1 when any remains):
                       through engine.layer.compression.open_layer_stream and replayed with the
                       extractor's own tar reader (engine/layer/verify.py); every entry's type, mode, size, content sha256, symlink target and
                       hardlink identity (and owner when root) is compared with the tree, and any
-                      path the tar does not explain is reported. The tar is the index.
+                      path the tar does not explain is reported. A layer in the contents index
+                      (engine/maint/reindex.py) is checked against its `file` rows instead: no blob read.
 Notes (not problems): dead leases, images no root reaches (gc removes both).
 
 --repair (under the exclusive store lock, except the re-pull which takes its own shared lock):
     drops Blob/Layer/Snapshot rows that point at nothing and nothing needs; deletes orphans and
     half-built trees (cas.remove_under); deletes corrupt blobs; fixes refcounts; re-unpacks a
     missing or wrong layer tree from its blob; rebuilds a missing snapshot a container needs;
-    re-downloads missing or corrupt blobs of images that are still tagged (engine.pull by digest).
+    re-downloads missing or corrupt blobs of images that are still tagged (engine.pull by digest);
+    indexes layers unpacked before the contents index existed, from their trees.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from container.cas import Digest
 from container.cas.fsutil import remove_under
 from container.cas.lock import is_held
 
+from container.engine.image import contents
 from container.engine.image.identity import chain_ids
+from container.engine.maint import reindex
 from container.engine.maint.gc import Plan, make_plan
 from container.engine.maint.inventory import StoreRows, digest_path, load_rows, recount_refs
 
@@ -137,6 +141,10 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
     if plan.leases:
         rep.notes.append(f"{len(plan.leases)} expired lease(s) of dead processes (gc removes them)")
 
+    unindexed = [d for d in contents.unindexed(st.layers) if d not in plan.layers]
+    if unindexed:
+        rep.notes.append(f"{len(unindexed)} layer(s) not in the contents index (fsck --repair indexes them "
+                         "from their trees)")
     for kind, key, stored, actual in plan.drift:
         rep.add("refcount", f"{kind} {key}", f"{kind} {key}: refs is {stored}, {actual} edge(s) name it")
 
@@ -148,7 +156,9 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
                     or not store.blobs.has(Digest.parse(il.blob_digest)):
                 continue
             n += 1
-            diffs = verify_tree(store, il.blob_digest, il.media_type, il.diff_id, tree)
+            diffs = reindex.check_tree(il.diff_id, tree)      # against the index rows, where they exist
+            if diffs is None:
+                diffs = verify_tree(store, il.blob_digest, il.media_type, il.diff_id, tree)
             if diffs:
                 shown = "; ".join(diffs[:5]) + (f"; … {len(diffs) - 5} more" if len(diffs) > 5 else "")
                 rep.add("deep", il.diff_id, f"layer {il.diff_id} differs from its blob: {shown}", tree)
@@ -223,6 +233,9 @@ def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
     with store.lock(exclusive=True):
         rep, plan, st = check(store, deep=deep)
         repull = _repair_locked(store, rep, plan, st)
+        n = reindex.index_layers(store, list(st.layers))
+        if n:
+            rep.notes.append(f"indexed {n} layer(s) from their trees")
     if repull:
         _repull(store, rep, repull)
     return rep
@@ -313,6 +326,7 @@ def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, l
                            and s.chain_id not in used_snaps and s.chain_id not in drop_snaps]
         for k in drop_snaps:
             Snapshot.delete().where(Snapshot.chain_id == k).execute()
+        contents.drop_layers(drop_layers)
         for k in drop_layers:
             Layer.delete().where(Layer.diff_id == k).execute()
         for k in drop_blobs:

@@ -287,6 +287,8 @@ def execute(store, plan: Plan) -> Plan:
     from container.schema import (Blob, Container, Image, ImageLayer, Layer, Lease, LeaseItem, Snapshot, Tag,
                                   write_txn)
 
+    from container.engine.image import contents
+
     acc = Accounting(plan.units)   # measure before anything goes
 
     def chunks(xs, n=500):
@@ -300,11 +302,13 @@ def execute(store, plan: Plan) -> Plan:
         for ch in chunks(plan.tags):
             Tag.delete().where(Tag.id.in_(ch)).execute()
         for ch in chunks(i for i, _, _ in plan.images):
+            contents.drop_image(ch)
             ImageLayer.delete().where(ImageLayer.image.in_(ch)).execute()
             Image.delete().where(Image.id.in_(ch)).execute()
         for ch in chunks(plan.snapshots):
             Snapshot.delete().where(Snapshot.chain_id.in_(ch)).execute()
         for ch in chunks(plan.layers):
+            contents.drop_layers(ch)
             Layer.delete().where(Layer.diff_id.in_(ch)).execute()
         for ch in chunks(plan.blobs):
             Blob.delete().where(Blob.digest.in_(ch)).execute()

@@ -12,7 +12,10 @@ ONLY transaction whose snapshot is already taken (so it cannot be switched back 
 rolled back after (schema/pg.py). Other databases (--db URL): a READ ONLY transaction, rolled back.
 
 string_agg(X, SEP), PostgreSQL's and SQLite 3.44's, is added to older SQLite connections, so one
-query text serves both backends (the examples below use it).
+query text serves both backends (the examples below use it). version_cmp(a, b) and version_lt(a, b)
+(dpkg's version ordering, engine/image/packages.py) are added to SQLite connections; on
+PostgreSQL they are SQL functions created with the schema (schema/pgversion.py; version_lt is a
+boolean there, 0/1 on SQLite).
 """
 
 from __future__ import annotations
@@ -84,6 +87,33 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
     "volume_use": ("Which containers use which volumes (a volume in use is never removed).", {
         "id": "row id", "volume_name": "-> volume.name", "container_id": "-> container.id (deleted with it)",
         "destination": "the mount target inside the container"}),
+    "layer_index": ("A layer whose entries are in `file` (indexed at unpack; a layer unpacked before the index "
+                    "by `fsck --repair` or on first use).", {
+        "diff_id": "-> layer.diff_id", "files": "rows in file",
+        "source": "unpack (recorded while unpacking) | tree (walked from layers/<hex>/ later)",
+        "created": "when it was indexed (UTC)"}),
+    "file": ("Every entry of every layer, as its tar wrote it (whiteout markers included). An image's "
+             "tree is these rows merged over its layers: `container files`.", {
+        "id": "row id", "diff_id": "-> layer.diff_id", "path": "absolute, cleaned: /etc/passwd",
+        "type": "f file, d directory, l symlink, h hardlink, c/b char/block device, p fifo",
+        "mode": "permission bits (07777)", "uid": "owner", "gid": "group",
+        "size": "bytes of content (regular files and hardlinks to them)", "mtime": "seconds since the epoch",
+        "link": "symlink target (verbatim), or the path a hardlink names", "xattrs": "xattr names, comma separated",
+        "whiteout": "0, 1 = a .wh.<name> marker (hides <name> below), 2 = .wh..wh..opq (opaque directory)",
+        "sha256": "hex sha256 of the content (regular files)"}),
+    "layer_package": ("A package database as one layer wrote it (dpkg status, status.d/, apk installed, "
+                      "rpmdb.sqlite) and os-release: the source of `package`.", {
+        "id": "row id", "diff_id": "-> layer.diff_id", "db_path": "/var/lib/dpkg/status, /etc/os-release, ...",
+        "manager": "dpkg | apk | rpm | os-release", "name": "package (os-release: ID)",
+        "version": "version (os-release: VERSION_ID)", "arch": "architecture",
+        "source": "source package (os-release: PRETTY_NAME)"}),
+    "package": ("One package per image, from the package databases of its merged tree. version_lt(a, b) and "
+                "version_cmp(a, b) compare versions with dpkg's rules.", {
+        "id": "row id", "image_id": "-> image.id", "manager": "dpkg | apk | rpm | os-release",
+        "name": "package (os-release: ID)", "version": "version (os-release: VERSION_ID)",
+        "arch": "architecture", "source": "source package (os-release: PRETTY_NAME)",
+        "diff_id": "-> layer.diff_id: the layer that last changed it",
+        "position": "that layer's image_layer.position (0 = base)"}),
 }
 
 EXAMPLES = [      # portable: each runs on SQLite and on PostgreSQL (string_agg: see _string_agg)
@@ -99,6 +129,13 @@ ORDER BY l.size DESC"""),
 SELECT l.diff_id, l.size AS unpacked, MAX(b.size) AS compressed, l.entries, l.refs AS images
 FROM layer l JOIN image_layer il ON il.diff_id = l.diff_id JOIN blob b ON b.digest = il.blob_digest
 GROUP BY l.diff_id ORDER BY l.size DESC LIMIT 10"""),
+    ("Images shipping openssl older than 3.0.14 (dpkg's ordering)", """\
+SELECT t.repository || ':' || COALESCE(t.tag, '<none>') AS image, p.version
+FROM package p JOIN tag t ON t.image_id = p.image_id
+WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14') ORDER BY image"""),
+    ("Which layer of an image added a file", """\
+SELECT il.image_id, il.position, f.path, f.size FROM file f JOIN image_layer il ON il.diff_id = f.diff_id
+WHERE f.path = '/etc/passwd' ORDER BY il.image_id, il.position"""),
     ("Containers by exit code", """\
 SELECT COALESCE(CAST(exit_code AS TEXT), '-') AS exit_code, status, COUNT(*) AS containers,
        string_agg(name, ',') AS names
@@ -176,6 +213,15 @@ def _string_agg(conn: sqlite3.Connection) -> None:
         conn.create_aggregate("string_agg", 2, _StringAgg)   # type: ignore[arg-type]
 
 
+def _version_functions(conn: sqlite3.Connection) -> None:
+    """version_cmp(a, b) -> -1|0|1 and version_lt(a, b) -> 0|1 with dpkg's ordering (epochs, tildes):
+    engine/image/packages.py (python-debian, imported at the first call)."""
+    from container.engine.image import packages
+
+    conn.create_function("version_cmp", 2, packages.version_cmp, deterministic=True)
+    conn.create_function("version_lt", 2, packages.version_lt, deterministic=True)
+
+
 def query(store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one query on a read-only connection: (column names, rows)."""
     url = store.db_url or str(store.db_path)
@@ -190,6 +236,7 @@ def query(store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
             conn = db.connection()
             conn.execute("PRAGMA query_only=1")
             _string_agg(conn)
+            _version_functions(conn)
             conn.set_authorizer(_authorizer)
             cur = conn.cursor()
             cur.execute(sql)

@@ -1,0 +1,279 @@
+"""The contents index in the DB: per-layer `file` rows, per-image `package` rows, the merged view.
+
+    store_layer(diff_id, rows, packages, source)   one bulk insert per table, inside the caller's write_txn()
+    unindexed(diff_ids) -> [diff_id, ...]          layers with no index yet (a store older than the index)
+    merged(image_id) -> {path: Node}               the image's tree: whiteouts and opaque dirs applied
+    diff(a, b) -> Changes                          added / changed / removed between two merged trees
+    record_image_packages(image_id)                the image's package rows, from its layers' databases
+    drop_layers(diff_ids) / drop_image(image_id)   with the layer (gc) / the image (rmi, gc)
+
+Rows come from engine/layer/index.py (at unpack, or from a tree walk). The merged view is one
+top-down pass over the rows of every layer of the image: an entry is shown from the highest layer
+that has it, unless a higher layer whited it (or an ancestor) out, made an ancestor opaque, or
+put a non-directory at an ancestor; directories the tars never named are added as the extractor
+makes them (0755 root). Paths are absolute ("/etc/passwd").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OPAQUE_LEAF = "/.wh..wh..opq"
+FILE_COLUMNS = ("diff_id", "path", "type", "mode", "uid", "gid", "size", "mtime", "link", "xattrs", "whiteout",
+                "sha256")
+CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One entry of a merged tree; `position` is the layer (image_layer.position) that set it."""
+
+    path: str
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    link: str | None
+    xattrs: str | None
+    sha256: str | None
+    position: int
+
+
+@dataclass
+class Changes:
+    added: list[Node] = field(default_factory=list)
+    changed: list[tuple[Node, Node]] = field(default_factory=list)     # (in a, in b)
+    removed: list[Node] = field(default_factory=list)
+
+
+def _db():
+    from container.schema import database
+
+    return database.obj
+
+
+def _executemany(sql: str, rows: list[tuple]) -> None:
+    db = _db()
+    cur = db.cursor()
+    for i in range(0, len(rows), CHUNK):
+        cur.executemany(sql, rows[i:i + CHUNK])
+
+
+def store_layer(diff_id: str, rows: list[tuple], packages: list[tuple], source: str = "unpack") -> bool:
+    """Record a layer's entries and package databases (rows as engine/layer/index.py makes them) in
+    bulk, inside the caller's write_txn(); False when the layer was indexed already."""
+    from container.schema import LayerIndex
+
+    if LayerIndex.select().where(LayerIndex.layer == diff_id).exists():
+        return False
+    p = _db().param
+    LayerIndex.insert(layer=diff_id, files=len(rows), source=source).execute()
+    if rows:
+        _executemany(f"INSERT INTO file ({', '.join(FILE_COLUMNS)}) VALUES ({', '.join([p] * len(FILE_COLUMNS))})",
+                     [(diff_id,) + tuple(r) for r in rows])
+    if packages:
+        _executemany(f"INSERT INTO layer_package (diff_id, db_path, manager, name, version, arch, source) "
+                     f"VALUES ({', '.join([p] * 7)})", [(diff_id,) + tuple(r) for r in packages])
+    return True
+
+
+def unindexed(diff_ids) -> list[str]:
+    from container.schema import LayerIndex
+
+    want = list(dict.fromkeys(diff_ids))
+    have = {r[0] for r in LayerIndex.select(LayerIndex.layer).where(LayerIndex.layer.in_(want)).tuples()} if want else set()
+    return [d for d in want if d not in have]
+
+
+def drop_layers(diff_ids) -> None:
+    """The index rows of layers being deleted (inside the caller's write_txn())."""
+    from container.schema import File, LayerIndex, LayerPackage, Package
+
+    ids = list(diff_ids)
+    if not ids:
+        return
+    File.delete().where(File.layer.in_(ids)).execute()
+    LayerPackage.delete().where(LayerPackage.layer.in_(ids)).execute()
+    Package.update(layer=None).where(Package.layer.in_(ids)).execute()
+    LayerIndex.delete().where(LayerIndex.layer.in_(ids)).execute()
+
+
+def drop_image(image_ids) -> None:
+    from container.schema import Package
+
+    ids = list(image_ids)
+    if ids:
+        Package.delete().where(Package.image.in_(ids)).execute()
+
+
+# -- the merged view -------------------------------------------------------------------------------
+def _image_rows(image_id: str):
+    p = _db().param
+    sql = ("SELECT il.position, f.path, f.type, f.mode, f.uid, f.gid, f.size, f.mtime, f.link, f.xattrs, "
+           f"f.whiteout, f.sha256 FROM file f JOIN image_layer il ON il.diff_id = f.diff_id WHERE il.image_id = {p}")
+    return _db().execute_sql(sql, (image_id,)).fetchall()
+
+
+def merged(image_id: str) -> dict[str, Node]:
+    """The image's merged tree from its layers' rows (see the module docstring)."""
+    by_pos: dict[int, list] = {}
+    for r in _image_rows(image_id):
+        by_pos.setdefault(r[0], []).append(r)
+    seen: dict[str, Node] = {}
+    blocked: set[str] = set()      # whited out, or a non-directory, in a higher layer
+    opaque: set[str] = set()       # directories a higher layer made opaque
+    all_gone = False               # an opaque root in a higher layer
+
+    def hidden(path: str) -> bool:
+        if all_gone or path in blocked:
+            return True
+        q = path
+        while True:
+            i = q.rfind("/")
+            if i <= 0:
+                return False
+            q = q[:i]
+            if q in blocked or q in opaque:
+                return True
+
+    for pos in sorted(by_pos, reverse=True):
+        new_blocked: list[str] = []
+        new_opaque: list[str] = []
+        for (_pos, path, typ, mode, uid, gid, size, mtime, link, xattrs, wh, sha) in by_pos[pos]:
+            if wh:
+                d, _, leaf = path.rpartition("/")
+                if wh == 2:
+                    new_opaque.append(d)
+                else:
+                    new_blocked.append(d + "/" + leaf[4:])
+                continue
+            if typ != "d":
+                new_blocked.append(path)
+            if path in seen or hidden(path):
+                continue
+            seen[path] = Node(path, typ, mode, uid, gid, size, mtime, link, xattrs, sha, pos)
+        blocked.update(new_blocked)
+        for d in new_opaque:
+            if d == "":
+                all_gone = True
+            opaque.add(d)
+    implicit: set[str] = set()
+    for path in list(seen):        # parents the tars never named: made by the extractor (the lowest layer)
+        node = seen[path]
+        q = path
+        while True:
+            i = q.rfind("/")
+            if i <= 0:
+                break
+            q = q[:i]
+            have = seen.get(q)
+            if have is not None and (q not in implicit or have.position <= node.position):
+                break
+            implicit.add(q)
+            seen[q] = Node(q, "d", 0o755, 0, 0, 0, 0, None, None, None, node.position)
+    return seen
+
+
+def _same(a: Node, b: Node) -> bool:
+    return (a.type == b.type and a.mode == b.mode and a.uid == b.uid and a.gid == b.gid and a.size == b.size
+            and a.sha256 == b.sha256 and a.link == b.link and a.xattrs == b.xattrs
+            and (a.type == "d" or a.mtime == b.mtime or (a.sha256 is not None and a.sha256 == b.sha256)))
+
+
+def diff(a: dict[str, Node], b: dict[str, Node]) -> Changes:
+    """What changes from tree a to tree b, sorted by path (mtime-only changes are not changes)."""
+    out = Changes()
+    for path in sorted(a.keys() | b.keys()):
+        x, y = a.get(path), b.get(path)
+        if x is None and y is not None:
+            out.added.append(y)
+        elif y is None and x is not None:
+            out.removed.append(x)
+        elif x is not None and y is not None and not _same(x, y):
+            out.changed.append((x, y))
+    return out
+
+
+# -- packages --------------------------------------------------------------------------------------
+def _os_release_path(tree: dict[str, Node]) -> str | None:
+    for p in ("/etc/os-release", "/usr/lib/os-release"):
+        n = tree.get(p)
+        if n is not None and n.type == "f":
+            return p
+    return None
+
+
+def record_image_packages(image_id: str, tree: dict[str, Node] | None = None) -> int:
+    """(Re)write the image's package rows from the databases its merged tree holds; each with the
+    lowest layer of the run of layers, ending at the top one, that wrote the database with the
+    package at the same version (the layer that last changed it). Inside the caller's write_txn()."""
+    from container.engine.image.packages import is_package_db
+    from container.schema import ImageLayer, Package
+
+    tree = merged(image_id) if tree is None else tree
+    dbs = [p for p, n in tree.items() if n.type == "f" and is_package_db(p) and "os-release" not in p]
+    osr = _os_release_path(tree)
+    if osr:
+        dbs.append(osr)
+    Package.delete().where(Package.image == image_id).execute()
+    if not dbs:
+        return 0
+    diff_of = {r.position: r.diff_id for r in ImageLayer.select(ImageLayer.position, ImageLayer.layer)
+               .where(ImageLayer.image == image_id)}
+    p = _db().param
+    writers: dict[str, list[int]] = {}
+    content: dict[tuple[int, str], dict[tuple[str, str, str], tuple[str, str]]] = {}
+    marks = ", ".join([p] * len(dbs))
+    for pos, path in _db().execute_sql(
+            f"SELECT il.position, f.path FROM file f JOIN image_layer il ON il.diff_id = f.diff_id "
+            f"WHERE il.image_id = {p} AND f.type = 'f' AND f.whiteout = 0 AND f.path IN ({marks})",
+            (image_id, *dbs)).fetchall():
+        writers.setdefault(path, []).append(pos)
+    for pos, path, manager, name, version, arch, source in _db().execute_sql(
+            f"SELECT il.position, lp.db_path, lp.manager, lp.name, lp.version, lp.arch, lp.source FROM layer_package "
+            f"lp JOIN image_layer il ON il.diff_id = lp.diff_id WHERE il.image_id = {p} AND lp.db_path IN ({marks})",
+            (image_id, *dbs)).fetchall():
+        content.setdefault((pos, path), {})[(manager, name, arch)] = (version, source)
+    rows = []
+    for path in dbs:
+        top = tree[path].position
+        below = sorted((w for w in writers.get(path, ()) if w <= top), reverse=True)
+        for key, (version, source) in content.get((top, path), {}).items():
+            last = top
+            for w in below[1:]:
+                v = content.get((w, path), {}).get(key)
+                if v is None or v[0] != version:
+                    break
+                last = w
+            rows.append((image_id, key[0], key[1], version, key[2], source, diff_of.get(last), last))
+    if rows:
+        _executemany(f"INSERT INTO package (image_id, manager, name, version, arch, source, diff_id, position) "
+                     f"VALUES ({', '.join([p] * 8)})", rows)
+    return len(rows)
+
+
+def subtree(image_id: str, path: str | None = None) -> list[Node]:
+    """The merged tree sorted by path, or only `path` and what is under it (a symlink is not
+    followed); ContainerError when the tree has no such path."""
+    from container.engine.errors import ContainerError
+
+    tree = merged(image_id)
+    if path in (None, "", "/"):
+        return [tree[p] for p in sorted(tree)]
+    p = "/" + "/".join(c for c in str(path).split("/") if c and c != ".")
+    if p not in tree:
+        raise ContainerError(f"{path}: no such file or directory in the image")
+    pre = p + "/"
+    return [tree[p]] + [tree[q] for q in sorted(q for q in tree if q.startswith(pre))]
+
+
+def image_packages(image_id: str) -> list[dict]:
+    """The image's package rows as dicts, by manager then name (os-release first)."""
+    from container.schema import Package
+
+    q = (Package.select(Package.manager, Package.name, Package.version, Package.arch, Package.source,
+                        Package.layer, Package.position).where(Package.image == image_id).tuples())
+    rows = [dict(zip(("manager", "name", "version", "arch", "source", "diff_id", "layer"), r)) for r in q]
+    return sorted(rows, key=lambda r: (r["manager"] != "os-release", r["manager"], r["name"], r["arch"]))
