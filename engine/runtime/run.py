@@ -44,10 +44,12 @@ def trace(what: str) -> None:
 
 class OrmStore:
     """The store through engine.store.Store and the peewee models (any --db URL); the interface
-    runtime/fast.py's FastStore has too."""
+    runtime/fast.py's FastStore has too. `readonly`: engine/rostores.ReadOnlyStores, where an
+    image the store lacks is looked for (and run from in place) before it is pulled."""
 
-    def __init__(self, store):
+    def __init__(self, store, readonly=None):
         self.store = store
+        self.readonly = readonly
         self.containers_dir = str(store.containers_dir)
 
     def lock(self):
@@ -57,13 +59,16 @@ class OrmStore:
         self.store.db()
 
     def image(self, opts: RunOptions, progress):
-        return resolve_or_pull(self.store, opts, progress)
+        return resolve_or_pull(self.store, opts, progress, self.readonly)
 
     def snapshot(self, image):
         """The image's snapshot: the cached tree when its row and dir exist (one query, and
-        engine.layer.snapshot with the unpacker is not even imported), else ensure_snapshot builds it."""
+        engine.layer.snapshot with the unpacker is not even imported), else ensure_snapshot builds it.
+        A read-only store's image: that store's snapshot, in place."""
         from container.schema import Snapshot
 
+        if getattr(image, "readonly_store", ""):
+            return self.readonly.snapshot(image)
         chain = image.chain_id
         if chain:
             path = self.store.snapshot_path(chain)
@@ -112,8 +117,9 @@ class OrmStore:
         remove_under(self.containers_dir, cdir)
 
 
-def resolve_or_pull(store, opts: RunOptions, progress=None):
-    """The image to run, as --pull says: the stored one, else (missing) pulled; always pulled."""
+def resolve_or_pull(store, opts: RunOptions, progress=None, readonly=None):
+    """The image to run, as --pull says: the stored one (the user's store, else a read-only
+    store's), else (missing) pulled; always pulled."""
     from container.engine.errors import ImageNotFound, InvalidReference
     from container.engine.image.catalog import resolve_image
     from container.engine.image.reference import looks_like_id, parse
@@ -126,6 +132,11 @@ def resolve_or_pull(store, opts: RunOptions, progress=None):
         try:
             return resolve_image(store, ref or opts.image)
         except ImageNotFound:
+            if readonly:
+                try:
+                    return readonly.find(ref or opts.image)
+                except ImageNotFound:
+                    pass
             if opts.pull == "never":
                 raise
             ref = ref or parse(opts.image)      # an invalid reference is that error alone, as in docker
@@ -136,9 +147,10 @@ def resolve_or_pull(store, opts: RunOptions, progress=None):
     return pull(store, ref or parse(opts.image), platform=opts.platform, listener=progress)
 
 
-def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None):
+def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None, readonly=None):
     """The run's path, chosen once: a FastStore when the fast path serves this run (it only
-    reads), else an OrmStore (opened later: nothing is created here)."""
+    reads; an image in the user's own store), else an OrmStore (opened later: nothing is created
+    here) that also looks in the read-only stores."""
     if db_url is None and (store is None or store.db_url is None):
         from container.engine.runtime.fast import FastStore
 
@@ -157,10 +169,10 @@ def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None):
         from container.engine.store import Store
 
         store = Store(root, db_url)
-    return OrmStore(store)
+    return OrmStore(store, readonly)
 
 
-def _begin(opts: RunOptions, store, root, db_url, progress):
+def _begin(opts: RunOptions, store, root, db_url, progress, readonly=None):
     """What run and create share before a container exists: the isolation, the path (fast or
     ORM), the user's env, the image (pulled if missing). Returns (db, image, isolation, extra_env)."""
     if not sys.platform.startswith("linux"):
@@ -174,7 +186,7 @@ def _begin(opts: RunOptions, store, root, db_url, progress):
         raise RunError(reason)
     check_options(opts)
     trace("imports done, options checked")
-    db = choose_store(opts, store=store, root=root, db_url=db_url)
+    db = choose_store(opts, store=store, root=root, db_url=db_url, readonly=readonly)
     trace(f"path chosen: {type(db).__name__}")
     extra_env = user_env(opts)                  # once: an --env-file may be /dev/stdin
     db.open_db()
@@ -184,21 +196,22 @@ def _begin(opts: RunOptions, store, root, db_url, progress):
     return db, image, isolation, extra_env
 
 
-def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> int:
+def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None, readonly=None) -> int:
     """Create and run a container in the foreground; returns docker's exit status.
 
-    store (an engine.store.Store) or root/db_url say where. progress is a RunListener
+    store (an engine.store.Store) or root/db_url say where; readonly (engine/rostores) where else
+    an image may be found. progress is a RunListener
     (engine/progress.py): image_missing() and the pull's events when the image is pulled.
     Raises RunError (125), CommandNotExecutable (126), CommandNotFound (127) or another
     ContainerError before the command starts; nothing is left behind in that case."""
-    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress)
+    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress, readonly)
     return _create_and_run(db, opts, image, isolation, extra_env)
 
 
-def create(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> str:
+def create(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None, readonly=None) -> str:
     """docker create: the container made as run makes it (row "created", rootfs prepared), not
     started; returns its id. Nothing is left behind when it fails."""
-    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress)
+    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress, readonly)
     made = _create(db, opts, image, isolation, extra_env)
     os.close(made[2])
     return made[0]
@@ -272,7 +285,11 @@ def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
                       "entrypoint": entrypoint, "cmd": cmd, "tty": opts.tty,
                       "interactive": opts.interactive, "read_only": opts.read_only,
                       "network": opts.network, "rm": opts.rm, "lower": str(snap)}
-            db.insert({"id": cid, "name": name, "image_id": image.id, "image_ref": opts.image,
+            image_id = image.id
+            if getattr(image, "readonly_store", ""):   # rows of another store: named in the config only
+                config.update(image_store=image.readonly_store, image_id=image.id, chain_id=chain_id)
+                image_id = chain_id = None
+            db.insert({"id": cid, "name": name, "image_id": image_id, "image_ref": opts.image,
                        "chain_id": chain_id, "command": json.dumps(argv), "config": json.dumps(config),
                        "isolation": isolation, "rootfs_mode": mode, "status": "created"})
             row_made = True
