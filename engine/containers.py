@@ -48,14 +48,16 @@ def _container_lock_free(cdir) -> bool:
 
 
 def _info(store, row) -> ContainerInfo:
-    cdir = store.containers_dir / row.id
-    status, code = row.status, row.exit_code
-    if status == "running" and _container_lock_free(cdir):
-        status = "exited"          # its supervisor died (kill -9, reboot): stale row
     try:
         cfg = json.loads(row.config or "{}")
     except ValueError:
         cfg = {}
+    host = cfg.get("host") if isinstance(cfg, dict) else None
+    cdir = store.host_containers_dir(host if isinstance(host, str) else None) / row.id
+    status, code = row.status, row.exit_code
+    mine = not store.shared or host in (None, store.host_id)   # another host's lock is not ours to test
+    if status == "running" and mine and _container_lock_free(cdir):
+        status = "exited"          # its supervisor died (kill -9, reboot): stale row
     try:
         cmd = json.loads(row.command or "[]")
     except ValueError:
@@ -105,7 +107,7 @@ def remove_container(store, name_or_id: str, force: bool = False) -> ContainerIn
 
     row = _find_row(store, name_or_id)
     info = _info(store, row)
-    cdir = store.containers_dir / row.id
+    cdir = Path(info.path)                  # (on a shared store: under its host's dir)
     if info.status == "running":
         if not force:
             raise Conflict(f"cannot remove container {name_or_id}: container is running: "
@@ -122,5 +124,5 @@ def remove_container(store, name_or_id: str, force: bool = False) -> ContainerIn
         Container.delete().where(Container.id == row.id).execute()
     from container.cas.fsutil import remove_under
 
-    remove_under(store.containers_dir, Path(cdir))
+    remove_under(cdir.parent, cdir)
     return info

@@ -101,6 +101,32 @@ def readonly_stores(explicit: list[str] | None) -> list[str]:
     return found
 
 
+DEFAULT_LEASE_EXPIRY = 900.0
+
+
+def lease_expiry() -> float:
+    """Seconds after its last heartbeat that another host's leases and containers expire (a shared
+    store): $CONTAINER_LEASE_EXPIRY, else the config's [storage] lease_expiry, else 900."""
+    from container.engine.errors import StoreError
+
+    raw: object = os.environ.get("CONTAINER_LEASE_EXPIRY", "").strip() or None
+    where = "CONTAINER_LEASE_EXPIRY"
+    if raw is None:
+        for p, text in _configs(b"lease_expiry"):
+            st = _toml(p, text).get("storage", {})
+            if isinstance(st, dict) and "lease_expiry" in st:
+                raw, where = st["lease_expiry"], f"{p}: storage.lease_expiry"
+    if raw is None:
+        return DEFAULT_LEASE_EXPIRY
+    try:
+        v = float(raw)       # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        v = -1.0
+    if isinstance(raw, bool) or not 0 < v < 1e9:
+        raise StoreError(f"{where}: lease expiry must be a positive number of seconds, got {raw!r}")
+    return v
+
+
 def host_id() -> str:
     """This machine's id: $CONTAINER_HOST_ID, else /etc/machine-id (systemd's, stable across
     reboots), else /var/lib/dbus/machine-id, else the hostname. Letters, digits, '-', '_', '.'."""

@@ -200,7 +200,7 @@ def storage_section(store: Any, readonly: ReadOnlyStores | None) -> dict[str, An
     from container.engine import leases
     from container.engine.locate import host_id
 
-    shared = bool(store.db_url) and "://" in store.db_url and not store.db_url.startswith("sqlite")
+    shared = store.shared
     return {
         "host_id": host_id(),
         "shared": shared,

@@ -26,7 +26,7 @@ _FROM = {
     "is_database_error": "errors", "database": "db", "open_database": "db", "write_txn": "db",
     "ALL_MODELS": "models", "Blob": "models", "Container": "models", "Image": "models", "ImageLayer": "models",
     "Layer": "models", "Lease": "models", "LeaseItem": "models", "Meta": "models", "Snapshot": "models",
-    "Tag": "models",
+    "Tag": "models", "Host": "models",
 }
 
 __all__ = list(_FROM)

@@ -2,7 +2,7 @@
 
 Each step is a function `up(db)` registered in STEPS under the version it
 produces; it runs in a transaction with foreign keys off (SqliteMigrator's
-migration_context). Version 1 is the initial schema: no steps yet.
+migration_context). Version 1 is the initial schema.
 """
 
 from __future__ import annotations
@@ -30,3 +30,17 @@ def migrate(db: peewee.Database, have: int, want: int) -> None:
         with migrator.migration_context() if hasattr(migrator, "migration_context") else db.atomic():
             step(db)
             db.execute_sql(f"UPDATE meta SET value = {db.param} WHERE key = 'schema_version'", (str(v),))
+
+
+def up_shared_store(db: peewee.Database) -> None:
+    """2: the host table (heartbeats) and lease.host (docs/shared-store.md)."""
+    from playhouse.migrate import SchemaMigrator, migrate as run_ops
+
+    from .models import Host, Lease
+
+    db.create_tables([Host])
+    if "host" not in {c.name for c in db.get_columns("lease")}:
+        run_ops(SchemaMigrator.from_database(db).add_column("lease", "host", Lease.host))
+
+
+STEPS[2] = up_shared_store

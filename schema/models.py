@@ -14,6 +14,8 @@
     container   one container: its image, snapshot, rootfs backend, isolation, process, status.
     lease       work in flight (a pull): what it names is a gc root until it expires.
     lease_item  (lease, kind, key): kind in blob|layer|snapshot|ingest.
+    host        a host sharing the store (docs/shared-store.md): id, heartbeat; lease.host names
+                a lease's host (NULL: a single-host store's, judged by its pid alone).
 
 FKs that point at blobs use on_delete RESTRICT: deleting a referenced blob fails loudly.
 """
@@ -127,6 +129,7 @@ class Lease(BaseModel):
     pid = pw.IntegerField(null=True)
     created = pw.DateTimeField(default=utcnow)
     expires = pw.DateTimeField()
+    host = pw.CharField(null=True)                # the host that took it (shared store); NULL: this one
 
 
 class LeaseItem(BaseModel):
@@ -138,4 +141,11 @@ class LeaseItem(BaseModel):
         indexes = ((("lease", "kind", "key"), True),)
 
 
-ALL_MODELS = [Meta, Blob, Layer, Image, ImageLayer, Tag, Snapshot, Container, Lease, LeaseItem]
+# -- shared store (docs/shared-store.md) ----------------------------------------------------------
+class Host(BaseModel):
+    id = pw.CharField(primary_key=True)           # engine/locate.host_id()
+    heartbeat = pw.DateTimeField(default=utcnow)  # refreshed by its commands and running containers
+    pid = pw.IntegerField(null=True)              # the process that last beat (diagnostics)
+
+
+ALL_MODELS = [Meta, Blob, Layer, Image, ImageLayer, Tag, Snapshot, Container, Lease, LeaseItem, Host]

@@ -51,6 +51,28 @@ class OrmStore:
         self.store = store
         self.readonly = readonly
         self.containers_dir = str(store.containers_dir)
+        self.host = store.host_id if store.shared else None     # a shared store: rows name their host
+
+    def keep_alive(self):
+        """A shared store: beat this host's heartbeat while the container runs (a daemon thread;
+        stop() ends it), so other hosts' gc keeps its container and snapshot. None otherwise."""
+        if self.host is None:
+            return None
+        import threading
+
+        from container.engine.leases import expiry_seconds
+
+        stop = threading.Event()
+        every = max(0.2, expiry_seconds() / 3)
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    self.store.heartbeat()
+                except Exception:           # a lost database: the next beat retries
+                    pass
+        threading.Thread(target=beat, daemon=True, name="heartbeat").start()
+        return stop
 
     def lock(self):
         return self.store.lock(exclusive=False)
@@ -285,6 +307,8 @@ def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
                       "entrypoint": entrypoint, "cmd": cmd, "tty": opts.tty,
                       "interactive": opts.interactive, "read_only": opts.read_only,
                       "network": opts.network, "rm": opts.rm, "lower": str(snap)}
+            if getattr(db, "host", None):
+                config["host"] = db.host
             image_id = image.id
             if getattr(image, "readonly_store", ""):   # rows of another store: named in the config only
                 config.update(image_store=image.readonly_store, image_id=image.id, chain_id=chain_id)
@@ -345,10 +369,13 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
         _undo(db, cid, cdir, True, lock_fd)
         raise
     code = 125
+    beating = getattr(db, "keep_alive", lambda: None)()
     try:
         code = running.wait()
         trace("container exited")
     finally:
+        if beating is not None:
+            beating.set()
         if opts.rm:
             db.delete(cid)                      # DB first, files second (design.md invariant 4)
             trace("row deleted")
