@@ -52,7 +52,9 @@ def _info(store, row) -> ContainerInfo:
         cfg = json.loads(row.config or "{}")
     except ValueError:
         cfg = {}
-    host = cfg.get("host") if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict):
+        cfg = {}
+    host = cfg.get("host")
     cdir = store.host_containers_dir(host if isinstance(host, str) else None) / row.id
     status, code = row.status, row.exit_code
     mine = not store.shared or host in (None, store.host_id)   # another host's lock is not ours to test
@@ -63,7 +65,9 @@ def _info(store, row) -> ContainerInfo:
     except ValueError:
         cmd = []
     return ContainerInfo(
-        id=row.id, name=row.name, image=row.image_ref, image_id=row.__data__.get("image"), command=cmd, config=cfg,
+        id=row.id, name=row.name, image=row.image_ref,
+        image_id=row.__data__.get("image") or cfg.get("image_id"),     # (a read-only store's image: in config)
+        command=cmd, config=cfg,
         isolation=row.isolation, rootfs_mode=row.rootfs_mode, status=status, exit_code=code,
         pid=row.pid, created=row.created, started=row.started, finished=row.finished,
         chain_id=row.__data__.get("snapshot"), path=str(cdir))

@@ -205,6 +205,7 @@ def storage_section(store: Any, readonly: ReadOnlyStores | None) -> dict[str, An
         "host_id": host_id(),
         "shared": shared,
         "host_dir": str(store.host_dir) if shared else "",
+        "locks": "postgresql advisory locks" if shared else f"flock {store.root / 'lock'}",
         "lease_expiry_seconds": leases.expiry_seconds(),
         "readonly_stores": [{"path": s.path, "status": s.status, "images": s.images}
                             for s in (readonly.status() if readonly is not None else [])],

@@ -142,3 +142,31 @@ def test_bad_storage_spec_is_one_line(cli):
     r = cli("--storage", "rw:/x", "images")
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "ro:DIR" in r.stderr
+
+
+def test_unmerged_wal_is_still_read(cli, pushed, tmp_path):
+    """A store whose last writer never closed its database (metadata.db-wal left behind): immutable
+    would not see the log, so it is opened plain read-only and the log's rows are listed."""
+    src = tmp_path / "admin"
+    src.mkdir()
+    admin = ContainerCli(src, tmp_path)
+    admin("pull", "-q", pushed["busybox"].ref, check=True)
+    script = ("import os, sqlite3, sys\n"
+              "c = sqlite3.connect(sys.argv[1])\n"
+              "c.execute(\"INSERT INTO tag (repository, tag, digest, image_id, created) SELECT repository, 'walonly',"
+              " digest, image_id, created FROM tag LIMIT 1\")\n"
+              "c.commit()\n"
+              "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", script, str(src / "metadata.db")], check=True)
+    assert (src / "metadata.db-wal").stat().st_size > 0
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        before = checksums(ro)
+        rows = json_lines(cli("--storage", f"ro:{ro}", "images", "--format", "json", check=True).stdout)
+        assert "walonly" in {r["Tag"] for r in rows}
+        assert checksums(ro) == before
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
