@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,18 @@ def checksums(top: Path) -> dict:
     return out
 
 
+@contextmanager
+def ro_bind(src: Path, dst: Path):
+    """`src` seen read-only at `dst` (mount --bind, then remount ro), unmounted on exit."""
+    dst.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True)
+        yield dst
+    finally:
+        subprocess.run(["umount", "-l", str(dst)], check=False)
+
+
 @pytest.fixture(scope="module")
 def ro_store(tmp_path_factory, pushed):
     """A store populated by a pull, then seen through a read-only bind mount (RO)."""
@@ -49,14 +62,8 @@ def ro_store(tmp_path_factory, pushed):
     admin = ContainerCli(src, base)
     admin("pull", "-q", pushed["busybox"].ref, check=True)
     admin("pull", "-q", pushed["layered"].ref, check=True)
-    ro = base / "ro"
-    ro.mkdir()
-    subprocess.run(["mount", "--bind", str(src), str(ro)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+    with ro_bind(src, base / "ro") as ro:
         yield ro
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
 def user_files(root: Path) -> list[str]:
@@ -159,14 +166,8 @@ def test_unmerged_wal_is_still_read(cli, pushed, tmp_path):
               "os._exit(0)\n")
     subprocess.run([sys.executable, "-c", script, str(src / "metadata.db")], check=True)
     assert (src / "metadata.db-wal").stat().st_size > 0
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    subprocess.run(["mount", "--bind", str(src), str(ro)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+    with ro_bind(src, tmp_path / "ro") as ro:
         before = checksums(ro)
         rows = json_lines(cli("--storage", f"ro:{ro}", "images", "--format", "json", check=True).stdout)
         assert "walonly" in {r["Tag"] for r in rows}
         assert checksums(ro) == before
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
