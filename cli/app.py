@@ -47,11 +47,14 @@ def _build_app():
                                                       help="Store root (default /var/lib/container as root, "
                                                            "else the XDG data dir).")] = None,
         db: Annotated[Optional[str], typer.Option("--db", help="Database URL (default: SQLite in ROOT).")] = None,
+        storage: Annotated[Optional[list[str]], typer.Option(
+            "--storage", metavar="ro:DIR", help="A read-only store to use images from (repeatable; default: "
+                                                "the config's [storage] readonly).")] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more.")] = False,
         version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                               help="Print the version.")] = False,
     ) -> None:
-        ctx.obj = CliState(root=root, db=db, verbose=verbose)
+        ctx.obj = CliState(root=root, db=db, verbose=verbose, storage=storage or None)
 
     images.register(app)
     containers.register(app)

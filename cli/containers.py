@@ -152,6 +152,13 @@ def do_run(kw: dict, engine, create: bool = False):
     return engine.run(engine.run_options(**kw), listener=Progress())
 
 
+def _warn(msg: str) -> None:
+    """The engine's warnings (a read-only store of the config skipped), as cli/state.warn says them."""
+    from .output import one_line
+
+    sys.stderr.write(f"WARNING: {one_line(msg)}\n")
+
+
 def fast_main(args: list[str]) -> int | None:
     """`container run` without typer; None when the command line is not one we take."""
     if "run" not in args:
@@ -167,7 +174,7 @@ def fast_main(args: list[str]) -> int | None:
     from container.engine.service import Engine
 
     try:
-        return do_run(kw, Engine(g["root"], g["db"]))
+        return do_run(kw, Engine(g["root"], g["db"], warn=_warn))
     except (Exception, KeyboardInterrupt) as e:
         from .errors import report       # (only on failure: cli/output's imports cost run 4 ms)
 

@@ -198,8 +198,15 @@ def images_cmd(
         write(fmt, rows)
         return
     headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    print_table(headers, [[r["Repository"], r["Tag"]] + ([r["Digest"]] if digests else []) +
-                          [r["ID"], r["CreatedSince"], r["Size"]] for r in rows])
+    ro = any(r["ReadOnly"] for r in rows)      # images of read-only stores: a column saying which
+    print_table(headers + (["R/O"] if ro else []),
+                [[r["Repository"], r["Tag"]] + ([r["Digest"]] if digests else []) +
+                 [r["ID"], r["CreatedSince"], r["Size"]] + (["ro" if r["ReadOnly"] else ""] if ro else [])
+                 for r in rows])
+    if ro:
+        stores = sorted({r["Store"] for r in rows if r["ReadOnly"]})
+        typer.echo(f"(R/O: from the read-only store{'s' if len(stores) > 1 else ''} {', '.join(stores)}; "
+                   "rmi, gc and prune never touch them)", err=True)
 
 
 IMAGE_HEADS = {"ID": "IMAGE ID", "CreatedSince": "CREATED"}
@@ -208,7 +215,8 @@ IMAGE_HEADS = {"ID": "IMAGE ID", "CreatedSince": "CREATED"}
 def image_rows(imgs, *, no_trunc: bool = False) -> list[dict]:
     """docker's image rows (one per repository:tag, <none> for an untagged image), with docker's
     --format fields (all strings, as docker prints them) and ours: ManifestDigest, IndexDigest,
-    Platform, ImageID (the full config digest), Bytes (SIZE as a number)."""
+    Platform, ImageID (the full config digest), Bytes (SIZE as a number), ReadOnly (podman's: in a
+    read-only store) and Store (that store's directory, "" for the user's own)."""
     from .output import go_time
 
     rows = []
@@ -228,6 +236,7 @@ def image_rows(imgs, *, no_trunc: bool = False) -> list[dict]:
                 "UniqueSize": "N/A", "Containers": "N/A",
                 "ManifestDigest": i.id, "IndexDigest": i.index_digest or "", "Platform": i.platform,
                 "ImageID": i.config_digest, "Bytes": i.size,
+                "ReadOnly": bool(i.readonly_store), "Store": i.readonly_store,
             })
     return rows
 

@@ -14,6 +14,7 @@ class CliState:
     root: Path | None = None
     db: str | None = None
     verbose: bool = False
+    storage: list[str] | None = None
     _engine: Any = field(default=None, repr=False)
 
     @property
@@ -23,8 +24,15 @@ class CliState:
         if self._engine is None:
             from container.engine.service import Engine
 
-            self._engine = Engine(self.root, self.db)
+            self._engine = Engine(self.root, self.db, storage=self.storage, warn=warn)
         return self._engine
+
+
+def warn(msg: str) -> None:
+    """The engine's warnings (a read-only store skipped): one line on stderr, as docker's."""
+    from .output import one_line
+
+    typer.echo(f"WARNING: {one_line(msg)}", err=True)
 
 
 def state(ctx: typer.Context) -> CliState:

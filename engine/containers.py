@@ -48,20 +48,26 @@ def _container_lock_free(cdir) -> bool:
 
 
 def _info(store, row) -> ContainerInfo:
-    cdir = store.containers_dir / row.id
-    status, code = row.status, row.exit_code
-    if status in ("running", "restarting") and _container_lock_free(cdir):
-        status = "exited"          # its supervisor died (kill -9, reboot): stale row
     try:
         cfg = json.loads(row.config or "{}")
     except ValueError:
         cfg = {}
+    if not isinstance(cfg, dict):
+        cfg = {}
+    host = cfg.get("host")
+    cdir = store.host_containers_dir(host if isinstance(host, str) else None) / row.id
+    status, code = row.status, row.exit_code
+    mine = not store.shared or host in (None, store.host_id)   # another host's lock is not ours to test
+    if status in ("running", "restarting") and mine and _container_lock_free(cdir):
+        status = "exited"          # its supervisor died (kill -9, reboot): stale row
     try:
         cmd = json.loads(row.command or "[]")
     except ValueError:
         cmd = []
     return ContainerInfo(
-        id=row.id, name=row.name, image=row.image_ref, image_id=row.__data__.get("image"), command=cmd, config=cfg,
+        id=row.id, name=row.name, image=row.image_ref,
+        image_id=row.__data__.get("image") or cfg.get("image_id"),     # (a read-only store's image: in config)
+        command=cmd, config=cfg,
         isolation=row.isolation, rootfs_mode=row.rootfs_mode, status=status, exit_code=code,
         pid=row.pid, created=row.created, started=row.started, finished=row.finished,
         chain_id=row.__data__.get("snapshot"), path=str(cdir))
@@ -105,7 +111,7 @@ def remove_container(store, name_or_id: str, force: bool = False) -> ContainerIn
 
     row = _find_row(store, name_or_id)
     info = _info(store, row)
-    cdir = store.containers_dir / row.id
+    cdir = Path(info.path)                  # (on a shared store: under its host's dir)
     if info.status in ("running", "restarting"):
         if not force:
             raise Conflict(f"cannot remove container {name_or_id}: container is running: "
@@ -122,5 +128,5 @@ def remove_container(store, name_or_id: str, force: bool = False) -> ContainerIn
         Container.delete().where(Container.id == row.id).execute()
     from container.cas.fsutil import remove_under
 
-    remove_under(store.containers_dir, Path(cdir))
+    remove_under(cdir.parent, cdir)
     return info

@@ -25,6 +25,12 @@ or, equivalently, `with leases.lease(store) as lid:` (released on exit either wa
 call release_lease inside your final transaction when you want it atomic with it).
 
 gc (engine/maint/gc.py) reads leases with `live_leases()`; `is_live()` is the rule.
+
+A shared store (docs/shared-store.md): a lease names the host that took it (lease.host), and every
+host beats its heartbeat (the host table) from its commands and its running containers. Another
+host's pid means nothing here, so another host's lease is live while that host's heartbeat is
+younger than the lease expiry (engine/locate.lease_expiry, $CONTAINER_LEASE_EXPIRY); after that
+the host counts as gone and gc reclaims its leases, containers and ROOT/hosts/<id>/.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ def create_lease(store, ttl: float = DEFAULT_TTL, *, pid: int | None = None) -> 
     now = utcnow()
     with write_txn():
         Lease.create(id=lid, pid=os.getpid() if pid is None else pid, created=now,
-                     expires=now + _dt.timedelta(seconds=ttl))
+                     expires=now + _dt.timedelta(seconds=ttl), host=store.host_id if store.shared else None)
     return lid
 
 
@@ -135,11 +141,14 @@ def process_started(pid: int) -> _dt.datetime | None:
         return None
 
 
-def is_live(lease_row, now: _dt.datetime | None = None) -> bool:
-    """A lease is a gc root unless it has expired AND its process is gone.
+def is_live(lease_row, now: _dt.datetime | None = None, hosts: HostView | None = None) -> bool:
+    """A lease is a gc root unless it has expired AND its process is gone; another host's (a shared
+    store, `hosts`) while that host's heartbeat is fresh.
 
     A pid reused by a process that started after the lease was taken does not count as its owner."""
     now = now or utcnow()
+    if hosts is not None and not hosts.mine(getattr(lease_row, "host", None)):
+        return hosts.alive(lease_row.host)
     if lease_row.expires > now:
         return True
     if not pid_alive(lease_row.pid):
@@ -151,25 +160,72 @@ def is_live(lease_row, now: _dt.datetime | None = None) -> bool:
     return True
 
 
-def live_leases(now: _dt.datetime | None = None) -> tuple[list[Any], list[Any]]:
+def live_leases(now: _dt.datetime | None = None, hosts: HostView | None = None) -> tuple[list[Any], list[Any]]:
     """(live lease rows, dead lease rows). Needs the database open."""
     from container.schema import Lease
 
     live: list[Any] = []
     dead: list[Any] = []
     for row in Lease.select():
-        (live if is_live(row, now) else dead).append(row)
+        (live if is_live(row, now, hosts) else dead).append(row)
     return live, dead
 
 
-def protected(now: _dt.datetime | None = None) -> dict[str, set[str]]:
+def protected(now: _dt.datetime | None = None, hosts: HostView | None = None) -> dict[str, set[str]]:
     """kind -> set of keys named by live leases."""
     from container.schema import LeaseItem
 
-    live, _ = live_leases(now)
+    live, _ = live_leases(now, hosts)
     out: dict[str, set[str]] = {k: set() for k in KINDS}
     ids = [r.id for r in live]
     if ids:
         for it in LeaseItem.select().where(LeaseItem.lease.in_(ids)):
             out.setdefault(it.kind, set()).add(it.key)
     return out
+
+
+# -- hosts of a shared store ------------------------------------------------------------------------
+def expiry_seconds() -> float:
+    """How long after its last heartbeat another host's leases and containers expire."""
+    from container.engine.locate import lease_expiry
+
+    return lease_expiry()
+
+
+class HostView:
+    """Which hosts of a shared store are alive at `now` (heartbeat younger than the expiry)."""
+
+    def __init__(self, store, now: _dt.datetime | None = None, expiry: float | None = None):
+        from container.schema import Host
+
+        self.me = store.host_id
+        now = now or utcnow()
+        cut = now - _dt.timedelta(seconds=expiry_seconds() if expiry is None else expiry)
+        self.beats = {h.id: h.heartbeat for h in Host.select()}
+        self.live = {h for h, t in self.beats.items() if t >= cut} | {self.me}
+
+    def mine(self, host: str | None) -> bool:
+        return host is None or host == self.me
+
+    def alive(self, host: str | None) -> bool:
+        return self.mine(host) or host in self.live
+
+    def gone(self) -> set[str]:
+        """Hosts that beat once and stopped: their state is reclaimable."""
+        return set(self.beats) - self.live
+
+
+def hosts_view(store, now: _dt.datetime | None = None) -> HostView | None:
+    """The HostView of a shared store, None for a single-host one."""
+    return HostView(store, now) if store.shared else None
+
+
+def container_host(config_json: str | None) -> str | None:
+    """The host a container row belongs to (its config's "host"; None: this store's only host)."""
+    import json
+
+    try:
+        host = json.loads(config_json or "{}").get("host")
+    except (ValueError, AttributeError):
+        return None
+    return host if isinstance(host, str) and host else None

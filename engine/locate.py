@@ -1,5 +1,7 @@
 """Where things are: the store root (--root, $CONTAINER_ROOT, the default), the runtime dir, the
-user's config files, and the metadata database URL that --db, $CONTAINER_DB or the config's [store] db names.
+user's config files, the metadata database URL that --db, $CONTAINER_DB or the config's [store] db
+names, the read-only stores (--storage ro:DIR, the config's [storage] readonly) and this machine's
+host id.
 os only (no pathlib, no dataclasses): run's fast path asks, and config.py is parsed only when a
 config file mentions a store.
 """
@@ -79,27 +81,116 @@ def store_db_url(explicit: str | None) -> str | None:
     if env:
         return env
     found = None
-    for p in config_files():                 # later files win, as in registry/config.load
+    for p, raw in _configs(b"store"):        # later files win, as in registry/config.load
+        found = _store_db(p, raw) or found
+    return found
+
+
+def _configs(word: bytes) -> list[tuple[str, bytes]]:
+    """(path, bytes) of the config files that mention `word` (the others are not parsed)."""
+    out = []
+    for p in config_files():
         try:
             with open(p, "rb") as f:
                 raw = f.read()
         except OSError:
             continue
-        if b"store" in raw:
-            found = _store_db(p, raw) or found
-    return found
+        if word in raw:
+            out.append((p, raw))
+    return out
 
 
-def _store_db(path: str, raw: bytes) -> str | None:
-    """The [store] db of one config file (TOML), checked."""
+def _toml(path: str, raw: bytes) -> dict:
     import tomllib
 
     from container.engine.errors import StoreError
 
     try:
-        data = tomllib.loads(raw.decode())
+        return tomllib.loads(raw.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise StoreError(f"invalid config file {path}: {e}") from None
+
+
+def readonly_stores(explicit: list[str] | None) -> list[str]:
+    """The read-only stores' directories: every --storage ro:DIR, else the config's
+    [storage] readonly = ["DIR", ...] (the last file that sets it wins). Bad specs: StoreError."""
+    from container.engine.errors import StoreError
+
+    if explicit:
+        out = []
+        for spec in explicit:
+            kind, sep, path = spec.partition(":")
+            if not sep or kind != "ro" or not path.strip():
+                raise StoreError(f"--storage expects ro:DIR (a read-only store), got {spec!r}")
+            out.append(os.path.abspath(path.strip()))
+        return out
+    found: list[str] = []
+    for p, raw in _configs(b"storage"):
+        st = _toml(p, raw).get("storage", {})
+        if not isinstance(st, dict):
+            raise StoreError(f"{p}: [storage] must be a table")
+        if "readonly" in st:
+            ro = st["readonly"]
+            if not isinstance(ro, list) or not all(isinstance(x, str) and x.strip() for x in ro):
+                raise StoreError(f"{p}: storage.readonly must be a list of directories (strings)")
+            found = [os.path.abspath(os.path.expanduser(x.strip())) for x in ro]
+    return found
+
+
+DEFAULT_LEASE_EXPIRY = 900.0
+
+
+def lease_expiry() -> float:
+    """Seconds after its last heartbeat that another host's leases and containers expire (a shared
+    store): $CONTAINER_LEASE_EXPIRY, else the config's [storage] lease_expiry, else 900."""
+    from container.engine.errors import StoreError
+
+    raw: object = os.environ.get("CONTAINER_LEASE_EXPIRY", "").strip() or None
+    where = "CONTAINER_LEASE_EXPIRY"
+    if raw is None:
+        for p, text in _configs(b"lease_expiry"):
+            st = _toml(p, text).get("storage", {})
+            if isinstance(st, dict) and "lease_expiry" in st:
+                raw, where = st["lease_expiry"], f"{p}: storage.lease_expiry"
+    if raw is None:
+        return DEFAULT_LEASE_EXPIRY
+    try:
+        v = float(raw)       # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        v = -1.0
+    if isinstance(raw, bool) or not 0 < v < 1e9:
+        raise StoreError(f"{where}: lease expiry must be a positive number of seconds, got {raw!r}")
+    return v
+
+
+def host_id() -> str:
+    """This machine's id: $CONTAINER_HOST_ID, else /etc/machine-id (systemd's, stable across
+    reboots), else /var/lib/dbus/machine-id, else the hostname. Letters, digits, '-', '_', '.'."""
+    hid = os.environ.get("CONTAINER_HOST_ID", "").strip()
+    if not hid:
+        for p in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+            try:
+                with open(p) as f:
+                    hid = f.read().strip()
+            except OSError:
+                continue
+            if hid:
+                break
+    if not hid:
+        hid = os.uname().nodename
+    if not hid or hid in (".", "..") or not all(c.isalnum() or c in "-_." for c in hid) or len(hid) > 64:
+        from container.engine.errors import StoreError
+
+        raise StoreError(f"invalid host id {hid!r} (CONTAINER_HOST_ID): letters, digits, '-', '_', '.'; "
+                         "at most 64")
+    return hid
+
+
+def _store_db(path: str, raw: bytes) -> str | None:
+    """The [store] db of one config file (TOML), checked."""
+    from container.engine.errors import StoreError
+
+    data = _toml(path, raw)
     st = data.get("store", {})
     if not isinstance(st, dict):
         raise StoreError(f"{path}: [store] must be a table")

@@ -45,6 +45,7 @@ from container.engine.tunables import env_number
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
+    from typing import Any
     from container.cas.blobs import Ingest
     from container.engine.layer.unpack import LayerStats
     from container.engine.registry.client import RegistryClient
@@ -58,6 +59,7 @@ class _Job:
     diff_id: str
     tmp: Path | None = None
     ingest: Ingest | None = None     # an entered Ingest, committed at the end
+    host_lock: Any = None            # (a shared store: the entered cross-host lock on the blob)
     stats: LayerStats | None = None
     from_blob: bool = False
 
@@ -189,7 +191,12 @@ class _Puller:
         top_digest, index_digest, manifest_digest, m, small = (r.top_digest, r.index_digest, r.manifest_digest,
                                                                r.manifest, r.manifests)
         check_image_manifest(m)
-        config_raw = resolver.config(m.config)
+        if store.shared:          # one host downloads the config, the others wait and read it
+            with store.host_lock(f"blob {m.config.digest}"):
+                config_raw = resolver.config(m.config)
+                store.blobs.put_bytes(config_raw, Digest.parse(m.config.digest))   # (again at the end)
+        else:
+            config_raw = resolver.config(m.config)
         cfg = parse_config(config_raw)
         if len(cfg.diff_ids) != len(m.layers):
             raise VerificationError(f"image config has {len(cfg.diff_ids)} diff_ids but the manifest has "
@@ -309,7 +316,9 @@ class _Puller:
 
         They are held until the end of the pull (blobs are committed only when every layer verified),
         so taking them in one global order is what keeps two pulls sharing blobs from deadlocking.
-        A second puller of the same blob waits here, then finds it published (ing.done)."""
+        A second puller of the same blob waits here, then finds it published (ing.done). On a shared
+        store another host's puller waits too, on the blob's cross-host lock (store.host_lock): a
+        flock on a shared filesystem may not reach the other host."""
         blobs = self.store.blobs
         try:
             for dg in sorted(jobs):
@@ -317,10 +326,17 @@ class _Puller:
                 d = Digest.parse(dg)
                 if blobs.has(d):
                     continue
+                if self.store.shared:
+                    job.host_lock = self.store.host_lock(f"blob {dg}")
+                    job.host_lock.__enter__()
+                    if blobs.has(d):        # the other host published it while we waited
+                        self._release_ingests({dg: job})
+                        continue
                 ing = blobs.ingest(d, size=job.desc.size)
                 ing.__enter__()
                 if ing.done:            # another process published it while we waited for its lock
                     ing.__exit__(None, None, None)
+                    self._release_ingests({dg: job})
                 else:
                     job.ingest = ing
         except BaseException:
@@ -330,11 +346,16 @@ class _Puller:
     @staticmethod
     def _release_ingests(jobs) -> None:
         for j in jobs.values():
-            if j.ingest is not None:
-                try:
-                    j.ingest.__exit__(None, None, None)
-                finally:
-                    j.ingest = None
+            try:
+                if j.ingest is not None:
+                    try:
+                        j.ingest.__exit__(None, None, None)
+                    finally:
+                        j.ingest = None
+            finally:
+                if j.host_lock is not None:
+                    lock, j.host_lock = j.host_lock, None
+                    lock.__exit__(None, None, None)
 
     def _abort_all(self) -> None:
         self.cancel.set()

@@ -1,6 +1,6 @@
 """The engine's facade: everything cli/ calls, and the only engine module cli/ imports.
 
-    engine = Engine(root, db)            # cheap: the store opens on first use
+    engine = Engine(root, db, storage=["ro:DIR"], warn=print)  # cheap: the store opens on first use
     ref = Engine.parse_reference("busybox")
     info = engine.pull(ref, listener=...) # ImageInfo; progress through engine/progress.PullListener
     engine.images(filters=) / image(name) / remove_image(name) / tag(source, target)
@@ -11,7 +11,7 @@
     engine.exec(engine.exec_options(container=, command=, ...)) -> exit status (docker exec's codes)
     engine.create_volume(name, labels=) / volumes() / volume(name) / remove_volume(name) / prune_volumes()
     engine.files(name, path) / image_diff(a, b) / history(name) / packages(name)   (the contents index)
-    engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema()
+    engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema() / storage_info()
     Engine.login(...) / Engine.logout(...)
 
 What it returns is data: frozen *Info dataclasses and plain reports, never peewee models.
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from container.engine.maint.gc import Plan
     from container.engine.maint.sql import TableDoc
     from container.engine.runtime.exec import ExecOptions
+    from container.engine.rostores import ReadOnlyStores
     from container.engine.runtime.options import RunOptions
     from container.engine.store import Store
     from container.engine.transfer.load import Loaded
@@ -68,9 +69,14 @@ def _entry(fn: F) -> F:
 class Engine:
     """One store (ROOT and its metadata database) and the operations on it."""
 
-    def __init__(self, root: Any = None, db: str | None = None):
+    def __init__(self, root: Any = None, db: str | None = None, *, storage: list[str] | None = None,
+                 warn: Callable[[str], None] | None = None):
+        """storage: --storage specs (ro:DIR), else the config's [storage] readonly; warn hears about
+        a read-only store that is skipped (missing, unreadable)."""
         self.root, self.db = root, db
+        self.storage, self.warn = storage, warn
         self._store: Store | None = None
+        self._readonly: ReadOnlyStores | None | bool = False      # False: not looked up yet
 
     @property
     def store(self) -> Store:
@@ -87,6 +93,21 @@ class Engine:
         from container.engine.locate import store_db_url
 
         return store_db_url(self.db)
+
+    @property
+    def readonly(self) -> ReadOnlyStores | None:
+        """The read-only stores (engine/rostores; opened on first use), None when there are none
+        (then engine/rostores is not even imported: run's fast path)."""
+        if self._readonly is False:
+            from container.engine.locate import readonly_stores
+
+            paths = readonly_stores(self.storage)
+            self._readonly = None
+            if paths:
+                from container.engine.rostores import ReadOnlyStores
+
+                self._readonly = ReadOnlyStores(paths, self.warn)
+        return self._readonly  # type: ignore[return-value]
 
     # -- references -------------------------------------------------------------------------------
     @staticmethod
@@ -110,22 +131,44 @@ class Engine:
     def images(self, *, filters: list[str] | None = None) -> list[ImageInfo]:
         """docker images [--filter KEY=VALUE...] (engine/filters.py: InvalidFilter for a bad one)."""
         from container.engine.filters import filter_images
-        from container.engine.image.catalog import list_images, resolve_image
+        from container.engine.image.catalog import list_images
 
-        return filter_images(list_images(self.store), filters, lambda n: resolve_image(self.store, n))
+        imgs = list_images(self.store)
+        ro = self.readonly
+        if ro is not None:                  # then the read-only stores' (readonly_store set), not shadowed
+            mine = {i.id for i in imgs}
+            imgs += [i for i in ro.images() if i.id not in mine]
+        return filter_images(imgs, filters, self._resolve)
+
+    def _resolve(self, name: str) -> ImageInfo:
+        from container.engine.image.catalog import resolve_image
+
+        try:
+            return resolve_image(self.store, name)
+        except ImageNotFound:
+            ro = self.readonly
+            if ro is None:
+                raise
+            return ro.find(name)
 
     @_entry
     def image(self, name: str) -> ImageInfo:
-        """By reference or (short) image id; ImageNotFound."""
-        from container.engine.image.catalog import resolve_image
-
-        return resolve_image(self.store, name)
+        """By reference or (short) image id, in the user's store, else a read-only store's; ImageNotFound."""
+        return self._resolve(name)
 
     @_entry
     def remove_image(self, name: str, *, force: bool = False) -> RemoveResult:
+        """rmi in the user's store; a read-only store's image is a Conflict, never removed."""
         from container.engine.image.catalog import remove_image
+        from container.engine.rostores import refuse_removal
 
-        return remove_image(self.store, name, force=force)
+        try:
+            return remove_image(self.store, name, force=force)
+        except ImageNotFound:
+            ro = self.readonly
+            if ro is not None:
+                refuse_removal(ro, name)
+            raise
 
     @_entry
     def tag(self, source: str, target: str) -> str:
@@ -240,7 +283,8 @@ class Engine:
 
         with boundary(exit_code=125):
             try:
-                return run(opts, store=self._store, root=self.root, db_url=self._db_url(), progress=listener)
+                return run(opts, store=self._store, root=self.root, db_url=self._db_url(), progress=listener,
+                           readonly=self.readonly)
             except ContainerError as e:
                 if not isinstance(e, RunError):
                     e.exit_code = 125
@@ -253,7 +297,8 @@ class Engine:
 
         with boundary(exit_code=125):
             try:
-                return create(opts, store=self._store, root=self.root, db_url=self._db_url(), progress=listener)
+                return create(opts, store=self._store, root=self.root, db_url=self._db_url(), progress=listener,
+                              readonly=self.readonly)
             except ContainerError as e:
                 e.exit_code = 125
                 raise
@@ -444,6 +489,14 @@ class Engine:
         from container.engine.maint.sql import query as run_query
 
         return run_query(self.store, query)
+
+    @_entry
+    def storage_info(self) -> dict[str, Any]:
+        """`container info`'s storage section (engine/rostores.storage_section): host id, shared or
+        not, lease expiry, the read-only stores and their status."""
+        from container.engine.rostores import storage_section
+
+        return storage_section(self.store, self.readonly)
 
     @staticmethod
     def sql_schema() -> tuple[list[TableDoc], list[tuple[str, str]]]:

@@ -7,6 +7,11 @@ ROOT/rootless marks a user's store ("<id mode> <host uid>", engine/locate.store_
 uses one, a user never uses root's or another user's, and a store made with subordinate ranges is
 not used with a single id or the reverse (its files' owners would not match); check_owner() says
 so in one line before anything is read or written.
+
+A shared store (its metadata in a server database: PostgreSQL) keeps what belongs to one host
+under ROOT/hosts/<host id>/ (containers/<id>/), and its store lock is a PostgreSQL advisory
+lock instead of flock(ROOT/lock), which a shared filesystem may not honour across hosts
+(docs/shared-store.md). A single-host SQLite store is laid out as above, unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from container.engine.errors import StoreError
+
+# The shared store lock's PostgreSQL advisory lock key ('cntr' 'stor' as a 64-bit int)
+STORE_LOCK = 0x636E747273746F72
 
 TYPE_CHECKING = False        # (typing's own costs `run` 3 ms; mypy reads this block as true)
 if TYPE_CHECKING:
@@ -62,6 +70,32 @@ class Store:
 
         self.blobs = BlobStore(self.root)
         self._db = None
+        self._host: str | None = None
+
+    # -- hosts (a shared store) ---------------------------------------------------------------
+    @property
+    def shared(self) -> bool:
+        """Metadata in a server database (PostgreSQL): other hosts may use this ROOT too."""
+        url = (self.db_url or "").lower()
+        return url.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def host_id(self) -> str:
+        """This machine's id (engine/locate.host_id: $CONTAINER_HOST_ID, /etc/machine-id)."""
+        if self._host is None:
+            from container.engine.locate import host_id
+
+            self._host = host_id()
+        return self._host
+
+    @property
+    def hosts_dir(self) -> Path:
+        return self.root / "hosts"
+
+    @property
+    def host_dir(self) -> Path:
+        """This host's own state: ROOT/hosts/<host id>/ on a shared store, ROOT itself otherwise."""
+        return self.hosts_dir / self.host_id if self.shared else self.root
 
     # -- paths -------------------------------------------------------------
     @property
@@ -74,7 +108,14 @@ class Store:
 
     @property
     def containers_dir(self) -> Path:
-        return self.root / "containers"
+        """This host's containers (ROOT/hosts/<host id>/containers on a shared store)."""
+        return self.host_dir / "containers"
+
+    def host_containers_dir(self, host: str | None) -> Path:
+        """Another host's containers dir (None: this host's)."""
+        if host is None or not self.shared or host == self.host_id:
+            return self.containers_dir
+        return self.hosts_dir / host / "containers"
 
     @property
     def volumes_dir(self) -> Path:
@@ -149,7 +190,7 @@ class Store:
         self.check_owner()
         try:
             for d in (self.root, self.blobs.dir, self.ingest_dir, self.layers_dir, self.snapshots_dir,
-                      self.containers_dir):
+                      self.host_dir, self.containers_dir):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot use store root {self.root}: {e.strerror or e}{_whose(self.root)}") from None
@@ -176,6 +217,8 @@ class Store:
                     raise StoreError(f"no space left on device under {self.root}: cannot open the metadata "
                                      f"database ({e.__cause__ or e})") from None
                 raise StoreError(str(e)) from None
+            if self.shared and not readonly:
+                self.heartbeat()
         return self._db
 
     def close(self) -> None:
@@ -189,5 +232,61 @@ class Store:
         from container.cas.lock import store_lock
 
         self.ensure()
+        if self.shared:
+            with self._advisory_lock(exclusive=exclusive, timeout=timeout):
+                yield
+            return
         with store_lock(self.root, exclusive=exclusive, timeout=timeout):
             yield
+
+    @contextmanager
+    def _advisory_lock(self, *, exclusive: bool, timeout: float | None) -> Iterator[None]:
+        """The store lock of a shared store: a session-level PostgreSQL advisory lock (shared for
+        adders, exclusive for sweepers), released when this process's connection ends, a crash too."""
+        import time
+
+        db = self.db()
+        kind = "" if exclusive else "_shared"
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while not db.execute_sql(f"SELECT pg_try_advisory_lock{kind}(%s)", (STORE_LOCK,)).fetchone()[0]:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StoreError(f"the store {self.root} is busy (another host's "
+                                 f"{'pull or run' if exclusive else 'gc or prune'} holds its lock)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        try:
+            yield
+        finally:
+            db.execute_sql(f"SELECT pg_advisory_unlock{kind}(%s)", (STORE_LOCK,))
+
+    @contextmanager
+    def host_lock(self, name: str) -> Iterator[None]:
+        """A lock that holds across the hosts of a shared store (a session-level PostgreSQL advisory
+        lock keyed by `name`'s hash; released by a crash too); a no-op on a single-host store, where
+        the flocks under ROOT are enough."""
+        if not self.shared:
+            yield
+            return
+        import hashlib
+
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        db = self.db()
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def heartbeat(self) -> None:
+        """A shared store: record that this host is alive now (its host row; engine/leases.HostView reads it)."""
+        if not self.shared:
+            return
+        from container.schema import Host, write_txn
+        from container.schema.base import utcnow
+
+        self.db()
+        now = utcnow()
+        with write_txn():
+            Host.insert(id=self.host_id, heartbeat=now, pid=os.getpid()).on_conflict(
+                conflict_target=[Host.id], update={Host.heartbeat: now, Host.pid: os.getpid()}).execute()

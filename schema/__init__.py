@@ -27,7 +27,7 @@ _FROM = {
     "ALL_MODELS": "models", "Blob": "models", "Container": "models", "Image": "models", "ImageLayer": "models",
     "Layer": "models", "Lease": "models", "LeaseItem": "models", "Meta": "models", "Snapshot": "models",
     "Tag": "models", "Volume": "models", "VolumeUse": "models",
-    "LayerIndex": "models", "File": "models", "LayerPackage": "models", "Package": "models",
+    "LayerIndex": "models", "File": "models", "LayerPackage": "models", "Package": "models", "Host": "models",
 }
 
 __all__ = list(_FROM)

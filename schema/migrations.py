@@ -6,6 +6,7 @@ migration_context). Version 1 is the initial schema.
 
     2  up_volumes: the volume and volume_use tables
     3  up_index: the contents index (layer_index, file, layer_package, package)
+    4  up_shared_store: the host table and lease.host
 """
 
 from __future__ import annotations
@@ -57,3 +58,17 @@ def up_index(db: peewee.Database) -> None:
 
 
 STEPS[3] = up_index
+
+
+def up_shared_store(db: peewee.Database) -> None:
+    """4: the host table (heartbeats) and lease.host (docs/shared-store.md)."""
+    from playhouse.migrate import SchemaMigrator, migrate as run_ops
+
+    from .models import Host, Lease
+
+    db.create_tables([Host])
+    if "host" not in {c.name for c in db.get_columns("lease")}:
+        run_ops(SchemaMigrator.from_database(db).add_column("lease", "host", Lease.host))
+
+
+STEPS[4] = up_shared_store

@@ -17,6 +17,8 @@
     volume      a named (or anonymous) volume: volumes/<name>/_data on disk.
     volume_use  (volume, container, destination): which containers mount which volumes.
     layer_index, file, layer_package, package: the contents index (engine/image/contents.py).
+    host        a host sharing the store (docs/shared-store.md): id, heartbeat; lease.host names
+                a lease's host (NULL: a single-host store's, judged by its pid alone).
 
 FKs that point at blobs use on_delete RESTRICT: deleting a referenced blob fails loudly.
 """
@@ -130,6 +132,7 @@ class Lease(BaseModel):
     pid = pw.IntegerField(null=True)
     created = pw.DateTimeField(default=utcnow)
     expires = pw.DateTimeField()
+    host = pw.CharField(null=True)                # the host that took it (shared store); NULL: this one
 
 
 class LeaseItem(BaseModel):
@@ -220,6 +223,14 @@ class Package(BaseModel):
         indexes = ((("image", "manager", "name", "arch"), False), (("name",), False))
 
 
-ALL_MODELS = [Meta, Blob, Layer, Image, ImageLayer, Tag, Snapshot, Container, Lease, LeaseItem, Volume, VolumeUse]
+
+# -- shared store (docs/shared-store.md) ----------------------------------------------------------
+class Host(BaseModel):
+    id = pw.CharField(primary_key=True)           # engine/locate.host_id()
+    heartbeat = pw.DateTimeField(default=utcnow)  # refreshed by its commands and running containers
+    pid = pw.IntegerField(null=True)              # the process that last beat (diagnostics)
+
+
+ALL_MODELS = [Meta, Blob, Layer, Image, ImageLayer, Tag, Snapshot, Container, Lease, LeaseItem, Volume, VolumeUse, Host]
 INDEX_MODELS = [LayerIndex, File, LayerPackage, Package]
 ALL_MODELS += INDEX_MODELS

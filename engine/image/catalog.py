@@ -46,6 +46,7 @@ class ImageInfo:
     index_digest: str | None = None
     download_size: int = 0         # sum of compressed layer sizes
     pulled: _dt.datetime | None = None
+    readonly_store: str = ""       # the read-only store it is in (engine/rostores), "" = the user's own
 
     @property
     def short_id(self) -> str:

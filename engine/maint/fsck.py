@@ -98,8 +98,14 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
         if p is None or not p.is_dir():
             rep.add("missing-snapshot", d, f"snapshot {d} is recorded but snapshots/{_short(d)}… is missing",
                     p)
+    host_of: dict[str, str | None] = {}
+    if store.shared:                        # each host's containers under ROOT/hosts/<id>/
+        from container.engine.leases import container_host
+        from container.schema import Container
+
+        host_of = {r.id: container_host(r.config) for r in Container.select(Container.id, Container.config)}
     for cid, c in st.containers.items():
-        p = store.containers_dir / cid
+        p = store.host_containers_dir(host_of.get(cid)) / cid
         if not p.is_dir():
             rep.add("missing-container", cid, f"container {cid[:12]} ({c.name}) has no directory "
                                               f"containers/{cid[:12]}…", p)

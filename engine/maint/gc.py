@@ -121,6 +121,13 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
     now = now or utcnow()
     st = state if state is not None else load_rows()
     drop_c = set(drop_containers)
+    hosts = L.hosts_view(store, now)          # a shared store: other hosts' leases and containers
+    gone = hosts.gone() if hosts is not None else set()
+    if gone:                                  # a host that stopped beating: its containers go
+        from container.schema import Container
+
+        drop_c |= {c.id for c in Container.select(Container.id, Container.config)
+                   if L.container_host(c.config) in gone}
     drop_i = set(drop_images)
     plan = Plan()
 
@@ -131,14 +138,15 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
     live: list[Lease] = []
     dead: list[Lease] = []
     for ls in st.leases:
-        (live if L.is_live(ls, now) else dead).append(ls)
+        (live if L.is_live(ls, now, hosts) else dead).append(ls)
     from container.schema import LeaseItem
 
     lease_keys: dict[str, set[str]] = {k: set() for k in L.KINDS}
     if live:
         for it in LeaseItem.select().where(LeaseItem.lease.in_([x.id for x in live])):
             lease_keys.setdefault(it.kind, set()).add(it.key)
-    alive_since = [x.created for x in live if L.pid_alive(x.pid) and x.pid is not None]
+    alive_since = [x.created for x in live if (x.pid is not None and L.pid_alive(x.pid))
+                   or (hosts is not None and not hosts.mine(x.host))]
     tmp_cutoff = min(alive_since) if alive_since else None   # keep .tmp-* newer than this
 
     # Every image row is a root: an image goes by rmi or prune (which name it in drop_i), never by
@@ -255,6 +263,9 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
             plan.skipped.append(f"containers/{e.name}: no row, but its lock is held; kept")
             continue
         plan.units.append(Unit("containers", "container", e.name, Path(e.path)))
+    for host in sorted(gone):                 # the whole state dir of a host that is gone
+        for e in list_dir(store.host_containers_dir(host)):
+            plan.units.append(Unit("containers", "container", e.name, Path(e.path)))
     # volumes/<name>/ without a volume row: a crash between a volume's row and its directory
     # (engine/volumes.py writes rows first, files second). A volume with a row is never swept.
     from container.schema import Volume

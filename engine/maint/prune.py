@@ -68,7 +68,17 @@ def select_containers(store, *, until: _dt.datetime | None = None) -> tuple[list
 
     ids: list[str] = []
     skipped: list[str] = []
+    from container.engine.leases import container_host, hosts_view
+
+    hosts = hosts_view(store)
     for c in Container.select().order_by(Container.created):
+        host = container_host(c.config)
+        if hosts is not None and not hosts.mine(host):
+            if hosts.alive(host):
+                continue                # another host's: it says whether it runs, by its heartbeat
+            if until is None or (c.created and c.created < until):
+                ids.append(c.id)        # its host stopped beating: stopped too
+            continue
         # The supervisor holds containers/<id>/lock from before the row exists until it has recorded
         # the exit, so a free lock means stopped: created, exited, or "running" whose supervisor died.
         if until is not None and c.created and c.created >= until:

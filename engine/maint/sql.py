@@ -74,7 +74,8 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
         "pid": "pid while running", "created": "(UTC)", "started": "(UTC)", "finished": "(UTC)"}),
     "lease": ("Work in flight (a pull): what its items name is a gc root until it expires and its pid is "
               "gone.", {
-        "id": "lease id", "pid": "owner process", "created": "(UTC)", "expires": "(UTC)"}),
+        "id": "lease id", "pid": "owner process", "created": "(UTC)", "expires": "(UTC)",
+        "host": "host id that took it (a shared store; NULL on a single-host one)"}),
     "lease_item": ("What a lease protects.", {
         "id": "row id", "lease_id": "-> lease.id", "kind": "blob | layer | snapshot | ingest",
         "key": "sha256:<hex> (digest, diff_id, chain id, or ingest digest)"}),
@@ -114,6 +115,10 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
         "arch": "architecture", "source": "source package (os-release: PRETTY_NAME)",
         "diff_id": "-> layer.diff_id: the layer that last changed it",
         "position": "that layer's image_layer.position (0 = base)"}),
+    "host": ("A host using a shared store (docs/shared-store.md): gone, and its state reclaimable, once "
+             "its heartbeat is older than the lease expiry.", {
+        "id": "host id (/etc/machine-id or CONTAINER_HOST_ID)", "heartbeat": "last sign of life (UTC)",
+        "pid": "the process that last beat"}),
 }
 
 EXAMPLES = [      # portable: each runs on SQLite and on PostgreSQL (string_agg: see _string_agg)

@@ -43,11 +43,35 @@ def trace(what: str) -> None:
 
 class OrmStore:
     """The store through engine.store.Store and the peewee models (any --db URL); the interface
-    runtime/fast.py's FastStore has too."""
+    runtime/fast.py's FastStore has too. `readonly`: engine/rostores.ReadOnlyStores, where an
+    image the store lacks is looked for (and run from in place) before it is pulled."""
 
-    def __init__(self, store):
+    def __init__(self, store, readonly=None):
         self.store = store
+        self.readonly = readonly
         self.containers_dir = str(store.containers_dir)
+        self.host = store.host_id if store.shared else None     # a shared store: rows name their host
+
+    def keep_alive(self):
+        """A shared store: beat this host's heartbeat while the container runs (a daemon thread;
+        stop() ends it), so other hosts' gc keeps its container and snapshot. None otherwise."""
+        if self.host is None:
+            return None
+        import threading
+
+        from container.engine.leases import expiry_seconds
+
+        stop = threading.Event()
+        every = max(0.2, expiry_seconds() / 3)
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    self.store.heartbeat()
+                except Exception:           # a lost database: the next beat retries
+                    pass
+        threading.Thread(target=beat, daemon=True, name="heartbeat").start()
+        return stop
 
     def lock(self):
         return self.store.lock(exclusive=False)
@@ -60,13 +84,16 @@ class OrmStore:
         self.store.db()
 
     def image(self, opts: RunOptions, progress):
-        return resolve_or_pull(self.store, opts, progress)
+        return resolve_or_pull(self.store, opts, progress, self.readonly)
 
     def snapshot(self, image):
         """The image's snapshot: the cached tree when its row and dir exist (one query, and
-        engine.layer.snapshot with the unpacker is not even imported), else ensure_snapshot builds it."""
+        engine.layer.snapshot with the unpacker is not even imported), else ensure_snapshot builds it.
+        A read-only store's image: that store's snapshot, in place."""
         from container.schema import Snapshot
 
+        if getattr(image, "readonly_store", ""):
+            return self.readonly.snapshot(image)
         chain = image.chain_id
         if chain:
             path = self.store.snapshot_path(chain)
@@ -126,8 +153,9 @@ class OrmStore:
         remove_under(self.containers_dir, cdir)
 
 
-def resolve_or_pull(store, opts: RunOptions, progress=None):
-    """The image to run, as --pull says: the stored one, else (missing) pulled; always pulled."""
+def resolve_or_pull(store, opts: RunOptions, progress=None, readonly=None):
+    """The image to run, as --pull says: the stored one (the user's store, else a read-only
+    store's), else (missing) pulled; always pulled."""
     from container.engine.errors import ImageNotFound, InvalidReference
     from container.engine.image.catalog import resolve_image
     from container.engine.image.reference import looks_like_id, parse
@@ -140,6 +168,11 @@ def resolve_or_pull(store, opts: RunOptions, progress=None):
         try:
             return resolve_image(store, ref or opts.image)
         except ImageNotFound:
+            if readonly:
+                try:
+                    return readonly.find(ref or opts.image)
+                except ImageNotFound:
+                    pass
             if opts.pull == "never":
                 raise
             ref = ref or parse(opts.image)      # an invalid reference is that error alone, as in docker
@@ -150,9 +183,10 @@ def resolve_or_pull(store, opts: RunOptions, progress=None):
     return pull(store, ref or parse(opts.image), platform=opts.platform, listener=progress)
 
 
-def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None):
+def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None, readonly=None):
     """The run's path, chosen once: a FastStore when the fast path serves this run (it only
-    reads), else an OrmStore (opened later: nothing is created here)."""
+    reads; an image in the user's own store), else an OrmStore (opened later: nothing is created
+    here) that also looks in the read-only stores."""
     mounts = opts.volumes or opts.mounts or opts.tmpfs          # (volume rows: the ORM path's)
     if db_url is None and (store is None or store.db_url is None) and not mounts:
         from container.engine.runtime.fast import FastStore
@@ -172,10 +206,10 @@ def choose_store(opts: RunOptions, *, store=None, root=None, db_url=None):
         from container.engine.store import Store
 
         store = Store(root, db_url)
-    return OrmStore(store)
+    return OrmStore(store, readonly)
 
 
-def _begin(opts: RunOptions, store, root, db_url, progress):
+def _begin(opts: RunOptions, store, root, db_url, progress, readonly=None):
     """What run and create share before a container exists: the isolation, the path (fast or
     ORM), the user's env, the image (pulled if missing). Returns (db, image, isolation, extra_env)."""
     if not sys.platform.startswith("linux"):
@@ -193,7 +227,7 @@ def _begin(opts: RunOptions, store, root, db_url, progress):
 
         check_isolation(opts, isolation)
     trace("imports done, options checked")
-    db = choose_store(opts, store=store, root=root, db_url=db_url)
+    db = choose_store(opts, store=store, root=root, db_url=db_url, readonly=readonly)
     trace(f"path chosen: {type(db).__name__}")
     extra_env = user_env(opts)                  # once: an --env-file may be /dev/stdin
     db.open_db()
@@ -203,21 +237,22 @@ def _begin(opts: RunOptions, store, root, db_url, progress):
     return db, image, isolation, extra_env
 
 
-def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> int:
+def run(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None, readonly=None) -> int:
     """Create and run a container in the foreground; returns docker's exit status.
 
-    store (an engine.store.Store) or root/db_url say where. progress is a RunListener
+    store (an engine.store.Store) or root/db_url say where; readonly (engine/rostores) where else
+    an image may be found. progress is a RunListener
     (engine/progress.py): image_missing() and the pull's events when the image is pulled.
     Raises RunError (125), CommandNotExecutable (126), CommandNotFound (127) or another
     ContainerError before the command starts; nothing is left behind in that case."""
-    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress)
+    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress, readonly)
     return _create_and_run(db, opts, image, isolation, extra_env)
 
 
-def create(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None) -> str:
+def create(opts: RunOptions, *, store=None, root=None, db_url=None, progress=None, readonly=None) -> str:
     """docker create: the container made as run makes it (row "created", rootfs prepared), not
     started; returns its id. Nothing is left behind when it fails."""
-    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress)
+    db, image, isolation, extra_env = _begin(opts, store, root, db_url, progress, readonly)
     made = _create(db, opts, image, isolation, extra_env)
     os.close(made[2])
     return made[0]
@@ -300,7 +335,13 @@ def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
 
                 mounts = m.plan(db.store, opts)
                 config["mounts"] = mounts
-            db.insert({"id": cid, "name": name, "image_id": image.id, "image_ref": opts.image,
+            if getattr(db, "host", None):
+                config["host"] = db.host
+            image_id = image.id
+            if getattr(image, "readonly_store", ""):   # rows of another store: named in the config only
+                config.update(image_store=image.readonly_store, image_id=image.id, chain_id=chain_id)
+                image_id = chain_id = None
+            db.insert({"id": cid, "name": name, "image_id": image_id, "image_ref": opts.image,
                        "chain_id": chain_id, "command": dumps(argv), "config": dumps(config),
                        "isolation": isolation, "rootfs_mode": mode, "status": "created"})
             row_made = True
@@ -436,10 +477,13 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
         _undo(db, cid, cdir, True, lock_fd)
         raise
     code = 125
+    beating = getattr(db, "keep_alive", lambda: None)()
     try:
         code = running.wait()
         trace("container exited")
     finally:
+        if beating is not None:
+            beating.set()
         if rec is not None:
             _close_recorder(rec)
         if opts.rm:
