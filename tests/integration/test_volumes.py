@@ -213,6 +213,9 @@ def test_prune_frees_unused_volumes_and_df_shows_them(store):
     assert vol["Bytes"] >= 500_000 and 200_000 <= vol["ReclaimableBytes"] < 300_000
     rep = json.loads(store("df", "-v", "--format", "report", check=True).stdout)
     assert sum(r["size"] for r in rep["summary"]) == rep["total"]
+    held = [v for v in rep["volumes"] if v["name"] == "held"][0]
+    assert held["links"] == 1 and held["size"] >= 300_000
+    assert "Local Volumes space usage:" in store("df", "-v", check=True).stdout
     import gc_synth as S
 
     assert rep["total"] + rep["metadata"] - rep["database"] == S.du(store.root, without_db=True)
