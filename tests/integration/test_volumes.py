@@ -181,6 +181,13 @@ def test_volume_verbs(store):
     assert store("volume", "rm", "-f", "nope").returncode == 0
     r = store("volume", "create", "a/b")
     assert r.returncode == 1 and "invalid characters" in one_error(r)
+    store("volume", "create", "vv2", check=True)
+    assert store("volume", "ls", "-q", "--filter", "label=team=db", check=True).stdout == "vv1\n"
+    assert store("volume", "ls", "-q", "-f", "name=^vv", "-f", "dangling=true", check=True).stdout == "vv1\nvv2\n"
+    assert store("volume", "ls", "-q", "-f", "dangling=false", check=True).stdout == ""
+    r = store("volume", "ls", "-f", "colour=red")
+    assert r.returncode == 1 and "invalid filter 'colour'" in one_error(r)
+    store("volume", "rm", "vv2", check=True)
     anon = store("volume", "create", check=True).stdout.strip()
     assert len(anon) == 64
     assert store("volume", "rm", "vv1", anon, check=True).stdout.split() == ["vv1", anon]
