@@ -229,6 +229,9 @@ def _render_df(report: dict, *, verbose: bool, fmt=None) -> None:
         print_table(["CONTAINER ID", "IMAGE", "SIZE", "STATUS", "NAMES"],
                     [[c["id"][:12], c["image"], human_size(c["size"]), c["status"], c["name"]]
                      for c in report["containers"]])
+        sys.stdout.write("\nLocal Volumes space usage:\n\n")
+        print_table(["VOLUME NAME", "LINKS", "SIZE"],
+                    [[v["name"], v["links"], human_size(v["size"])] for v in report.get("volumes", [])])
 
 
 # -- fsck -----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`container volume create|ls|inspect|rm|prune`, docker's shapes (engine/volumes.py through the facade).
 
     container volume create [NAME] [--label K=V]...     prints the name
-    container volume ls [-q] [--format json|table|TEMPLATE]
+    container volume ls [-q] [--format json|table|TEMPLATE] [--filter dangling=|label=|name=|driver=]
     container volume inspect NAME...                     docker's JSON array
     container volume rm [-f] NAME...                     refused while a container uses it
     container volume prune [-f]                          the volumes no container uses; the space freed
@@ -100,13 +100,16 @@ def create_cmd(ctx: typer.Context,
 def ls_cmd(ctx: typer.Context,
            quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only volume names.")] = False,
            format: Annotated[Optional[str], typer.Option("--format", help="json, table or a Go template.")]
+           = None,
+           filter: Annotated[Optional[List[str]], typer.Option(
+               "--filter", "-f", help="dangling=true|false, driver=, label=KEY[=VALUE], name=REGEX (repeatable).")]
            = None) -> None:
     """List volumes."""
     from .format import parse_format, write
     from .output import print_table
 
     fmt = parse_format(format, headers=LS_HEADS, default="{{.Driver}}\t{{.Name}}") if format is not None else None
-    vs = state(ctx).engine.volumes()
+    vs = state(ctx).engine.volumes(filters=filter)
     if quiet:
         for v in vs:
             typer.echo(v.name)

@@ -3,6 +3,7 @@
     images: dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE, label=KEY[=VALUE]
     ps:     status=created|running|exited|..., name=REGEX, id=PREFIX, ancestor=IMAGE,
             label=KEY[=VALUE], exited=CODE
+    volume ls: dangling=true|false, driver=local, label=KEY[=VALUE], name=REGEX
 
 docker's semantics: values of one key OR, different keys AND. reference= is Go's path.Match on
 the familiar name (`busybox:latest`, and `busybox` alone), `*` never crossing a '/'; a matching
@@ -186,4 +187,32 @@ def filter_containers(cs: list[Any], filters: list[str] | None,
         if f.get("label") and not _label_ok(dict(c.config.get("labels") or {}), f["label"]):
             continue
         out.append(c)
+    return out
+
+
+VOLUME_KEYS = ("dangling", "driver", "label", "name")
+
+
+def filter_volumes(volumes: list, filters: list[str] | None) -> list:
+    """`docker volume ls --filter`: dangling=true|false (no container uses it), driver=, label=KEY[=VALUE],
+    name=REGEX (a match anywhere in the name); volumes are engine/volumes.VolumeInfo."""
+    f = parse(filters, VOLUME_KEYS)
+    if not f:
+        return list(volumes)
+    try:
+        names = [re.compile(p) for p in f.get("name", [])]
+    except re.error as e:
+        raise InvalidFilter(f"invalid filter 'name': {e}") from None
+    dangling = [_bool("dangling", v) for v in f.get("dangling", [])]
+    out = []
+    for v in volumes:
+        if dangling and (not v.containers) not in dangling:
+            continue
+        if f.get("driver") and v.driver not in f["driver"]:
+            continue
+        if names and not any(rx.search(v.name) for rx in names):
+            continue
+        if f.get("label") and not _label_ok(v.labels, f["label"]):
+            continue
+        out.append(v)
     return out

@@ -345,10 +345,12 @@ class Engine:
         return create_volume(self.store, name, labels)
 
     @_entry
-    def volumes(self) -> list[VolumeInfo]:
+    def volumes(self, *, filters: list[str] | None = None) -> list[VolumeInfo]:
+        """docker volume ls [--filter dangling=|driver=|label=|name=] (engine/filters.py)."""
+        from container.engine.filters import filter_volumes
         from container.engine.volumes import list_volumes
 
-        return list_volumes(self.store)
+        return filter_volumes(list_volumes(self.store), filters)
 
     @_entry
     def volume(self, name: str) -> VolumeInfo:

@@ -10,8 +10,8 @@ images hold (their manifests and configs, their layers' blobs and trees, their s
 inode shared by several images once). The finer summary rows partition the store, so they add up to the total: each inode is
 attributed to the first row that names it, in the order Manifests (manifests,
 configs, indexes), Layers (compressed layer blobs + unpacked trees), Snapshots,
-Containers, Local Volumes (volumes/<name>/: docker's third row too), Ingest, Unreferenced
-(files no row nor live lease names: gc deletes them). The skeleton directories, the lock and the database files are reported
+Containers, Ingest, Unreferenced (files no row nor live lease names: gc deletes them), Local
+Volumes (volumes/<name>/ with a row: docker's third row too). The skeleton directories, the lock and the database files are reported
 apart ("metadata"; "database" is the metadata.db* part of it), so that
 total + metadata = `du -sB1 ROOT`.
 """
@@ -29,7 +29,7 @@ from container.engine.maint.prune import select_containers, select_images
 
 # -- container df ----------------------------------------------------------------------------------
 
-CATEGORIES = ("images", "layers", "snapshots", "containers", "volumes", "ingest", "orphans")
+CATEGORIES = ("images", "layers", "snapshots", "containers", "ingest", "orphans", "volumes")
 TITLES = {"images": "Manifests", "layers": "Layers", "snapshots": "Snapshots", "containers": "Containers",
           "volumes": "Local Volumes", "ingest": "Ingest", "orphans": "Unreferenced"}
 
@@ -182,6 +182,9 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
         report["images_total"] = held["images_total"]
         if verbose:
             report.update(held)
+            by_key = {u.key: u for u in units if u.category == "volumes"}
+            report["volumes"] = [{"name": v.name, "links": len(v.containers),
+                                  "size": acc.size([by_key[v.name]]) if v.name in by_key else 0} for v in vols]
     return report
 
 

@@ -181,6 +181,13 @@ def test_volume_verbs(store):
     assert store("volume", "rm", "-f", "nope").returncode == 0
     r = store("volume", "create", "a/b")
     assert r.returncode == 1 and "invalid characters" in one_error(r)
+    store("volume", "create", "vv2", check=True)
+    assert store("volume", "ls", "-q", "--filter", "label=team=db", check=True).stdout == "vv1\n"
+    assert store("volume", "ls", "-q", "-f", "name=^vv", "-f", "dangling=true", check=True).stdout == "vv1\nvv2\n"
+    assert store("volume", "ls", "-q", "-f", "dangling=false", check=True).stdout == ""
+    r = store("volume", "ls", "-f", "colour=red")
+    assert r.returncode == 1 and "invalid filter 'colour'" in one_error(r)
+    store("volume", "rm", "vv2", check=True)
     anon = store("volume", "create", check=True).stdout.strip()
     assert len(anon) == 64
     assert store("volume", "rm", "vv1", anon, check=True).stdout.split() == ["vv1", anon]
@@ -213,6 +220,9 @@ def test_prune_frees_unused_volumes_and_df_shows_them(store):
     assert vol["Bytes"] >= 500_000 and 200_000 <= vol["ReclaimableBytes"] < 300_000
     rep = json.loads(store("df", "-v", "--format", "report", check=True).stdout)
     assert sum(r["size"] for r in rep["summary"]) == rep["total"]
+    held = [v for v in rep["volumes"] if v["name"] == "held"][0]
+    assert held["links"] == 1 and held["size"] >= 300_000
+    assert "Local Volumes space usage:" in store("df", "-v", check=True).stdout
     import gc_synth as S
 
     assert rep["total"] + rep["metadata"] - rep["database"] == S.du(store.root, without_db=True)
