@@ -47,6 +47,14 @@ def _container_lock_free(cdir) -> bool:
     return not is_held(os.path.join(cdir, "lock"))
 
 
+def _host_gone(store, host) -> bool:
+    """Another host of a shared store stopped beating (engine/leases.HostView): its containers are not running."""
+    from container.engine.leases import hosts_view
+
+    view = hosts_view(store)
+    return view is not None and not view.alive(host)
+
+
 def _info(store, row) -> ContainerInfo:
     try:
         cfg = json.loads(row.config or "{}")
@@ -58,8 +66,8 @@ def _info(store, row) -> ContainerInfo:
     cdir = store.host_containers_dir(host if isinstance(host, str) else None) / row.id
     status, code = row.status, row.exit_code
     mine = not store.shared or host in (None, store.host_id)   # another host's lock is not ours to test
-    if status in ("running", "restarting") and mine and _container_lock_free(cdir):
-        status = "exited"          # its supervisor died (kill -9, reboot): stale row
+    if status in ("running", "restarting") and (_host_gone(store, host) if not mine else _container_lock_free(cdir)):
+        status = "exited"          # its supervisor died (kill -9, reboot), or its host did: stale row
     try:
         cmd = json.loads(row.command or "[]")
     except ValueError:

@@ -53,8 +53,8 @@ class OrmStore:
         self.host = store.host_id if store.shared else None     # a shared store: rows name their host
 
     def keep_alive(self):
-        """A shared store: beat this host's heartbeat while the container runs (a daemon thread;
-        stop() ends it), so other hosts' gc keeps its container and snapshot. None otherwise."""
+        """A shared store: beat this host's heartbeat while the container runs (a daemon thread; the
+        Event returned stops it when set), so other hosts' gc keeps its container and snapshot. None otherwise."""
         if self.host is None:
             return None
         import threading

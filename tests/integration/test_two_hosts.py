@@ -140,6 +140,8 @@ def test_two_hosts_share_one_store(hosts, pushed, registry):
     a("system", "prune", "-a", "-f", check=True)
     assert bdir.is_dir()                                            # not yet expired: kept
     time.sleep(EXPIRY + 1)
+    gone = json_lines(a("ps", "-a", "--format", "json", check=True).stdout)
+    assert [(c["Names"], c["State"]) for c in gone] == [("long-b", "exited")]     # its host is gone
     a("system", "prune", "-a", "-f", check=True)
     assert not bdir.exists()
     assert json_lines(a("ps", "-a", "--format", "json", check=True).stdout) == []
