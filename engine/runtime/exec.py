@@ -27,7 +27,7 @@ import os
 import signal
 
 from container.engine.errors import CommandNotExecutable, Conflict, RunError
-from container.engine.runtime.child import FORWARDED, report_failure, start_process
+from container.engine.runtime.child import FORWARDED, exit_with, hand_over, report_failure, start_process
 from container.engine.runtime.options import DEFAULT_PATH, REQUIRED, Record, RunOptions, merge_env, user_env
 from container.engine.runtime.syscalls import (
     CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS,
@@ -302,26 +302,10 @@ def _enter(w: int, target: Target, spec: ProcessSpec, slave: int | None, devnull
         except BaseException as e:
             report_failure(w, 126, str(e))
         os._exit(126)
-    try:
-        os.write(w, b"P%d\n" % pid)
-    except OSError:
-        pass
-    os.close(w)
-    if slave is not None:
-        os.close(slave)
-    if devnull is not None:
-        os.close(devnull)
+    hand_over(w, pid, slave, devnull)
     if detach:
         os._exit(0)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
-    os._exit(os.WEXITSTATUS(status))
+    exit_with(pid, "X1: X2 exited")
 
 
 def _process(w: int, target: Target, spec: ProcessSpec, slave: int | None, devnull: int | None,
