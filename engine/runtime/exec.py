@@ -185,17 +185,13 @@ def open_target(info: ContainerInfo) -> Target:
             fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag, name))
         root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         signal.pidfd_send_signal(pidfd, 0)     # still alive: what we opened was that process's
-    except (ProcessLookupError, FileNotFoundError):
+    except BaseException as e:
         for fd, _, _ in fds:
             os.close(fd)
         if root >= 0:
             os.close(root)
-        raise Conflict(f"container {info.name} is not running") from None
-    except BaseException:
-        for fd, _, _ in fds:
-            os.close(fd)
-        if root >= 0:
-            os.close(root)
+        if isinstance(e, (ProcessLookupError, FileNotFoundError)):      # it exited meanwhile
+            raise Conflict(f"container {info.name} is not running") from None
         raise
     finally:
         os.close(pidfd)
@@ -212,7 +208,7 @@ def process_spec(info: ContainerInfo, opts: ExecOptions, target: Target) -> Proc
     from container.engine.runtime.isolate import ProcessSpec
     from container.engine.runtime.users import resolve_user
 
-    if not opts.command or not opts.command[0]:
+    if not opts.command:
         raise RunError("exec needs a command to run in the container", exit_code=1)
     cfg = info.config
     workdir = opts.workdir if opts.workdir is not None else (cfg.get("workdir") or "/")
@@ -222,11 +218,11 @@ def process_spec(info: ContainerInfo, opts: ExecOptions, target: Target) -> Proc
     root = f"/proc/self/fd/{target.root}"
     run_user = cfg.get("user") or ""
     try:
-        user = resolve_user(root, opts.user if opts.user is not None else run_user)
+        user = resolve_user(root, opts.user or run_user)        # (-u "": the container's, as docker)
     except RunError as e:
         raise CommandNotExecutable(str(e)) from None
     env = list(cfg.get("env") or [f"PATH={DEFAULT_PATH}"])
-    if opts.user is not None:
+    if opts.user:
         try:
             run_home = resolve_user(root, run_user).home
         except RunError:
