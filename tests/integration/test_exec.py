@@ -364,3 +364,13 @@ def test_same_as_podman(store, podman):
             assert podman("exec", "nope", "true").returncode != 0 and store("exec", "nope", "true").returncode == 1
     finally:
         podman("rm", "-f", "-t", "0", "pm")
+
+
+def test_exec_on_both_backends(db_cli, pushed):
+    """The row exec reads (pid, started, config) as SQLite and PostgreSQL return it."""
+    db_cli("pull", "-q", pushed["busybox"].ref, check=True)
+    db_cli.bb = pushed["busybox"].ref
+    with running(db_cli, "both", "-e", "WHERE=db"):
+        r = db_cli("exec", "both", "sh", "-c", "echo $WHERE; cat /proc/1/cmdline")
+        assert (r.returncode, r.stdout) == (0, "db\nsleep\x00120\x00"), r.stderr
+    assert one_error(db_cli("exec", "both", "true")) == "Error: No such container: both"
