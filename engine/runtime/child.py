@@ -91,6 +91,13 @@ def namespace_child(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnul
         except BaseException as e:
             report_failure(w, 125, str(e))
         os._exit(125)
+    hand_over(w, pid, slave, devnull)
+    exit_with(pid, "A: B exited")
+
+
+def hand_over(w: int, pid: int, slave, devnull) -> None:
+    """The middle process (A, exec's X1) once the container's process is forked: its host pid to
+    the supervisor ("P<pid>"), our copies of the pipe, the pty's slave and /dev/null closed."""
     try:
         os.write(w, b"P%d\n" % pid)
     except OSError:
@@ -100,13 +107,17 @@ def namespace_child(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnul
         os.close(slave)
     if devnull is not None:
         os.close(devnull)
+
+
+def exit_with(pid: int, what: str) -> None:
+    """Wait for `pid` and _exit with its status (128+n when signal n killed it)."""
     while True:
         try:
             _, status = os.waitpid(pid, 0)
             break
         except InterruptedError:
             continue
-    trace_pid("A: B exited")
+    trace_pid(what)
     if os.WIFSIGNALED(status):
         os._exit(128 + os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status))

@@ -27,7 +27,7 @@ import os
 import signal
 
 from container.engine.errors import CommandNotExecutable, Conflict, RunError
-from container.engine.runtime.child import FORWARDED, report_failure, start_process
+from container.engine.runtime.child import FORWARDED, exit_with, hand_over, report_failure, start_process
 from container.engine.runtime.options import DEFAULT_PATH, REQUIRED, Record, RunOptions, merge_env, user_env
 from container.engine.runtime.syscalls import (
     CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS,
@@ -185,17 +185,13 @@ def open_target(info: ContainerInfo) -> Target:
             fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag, name))
         root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         signal.pidfd_send_signal(pidfd, 0)     # still alive: what we opened was that process's
-    except (ProcessLookupError, FileNotFoundError):
+    except BaseException as e:
         for fd, _, _ in fds:
             os.close(fd)
         if root >= 0:
             os.close(root)
-        raise Conflict(f"container {info.name} is not running") from None
-    except BaseException:
-        for fd, _, _ in fds:
-            os.close(fd)
-        if root >= 0:
-            os.close(root)
+        if isinstance(e, (ProcessLookupError, FileNotFoundError)):      # it exited meanwhile
+            raise Conflict(f"container {info.name} is not running") from None
         raise
     finally:
         os.close(pidfd)
@@ -212,7 +208,7 @@ def process_spec(info: ContainerInfo, opts: ExecOptions, target: Target) -> Proc
     from container.engine.runtime.isolate import ProcessSpec
     from container.engine.runtime.users import resolve_user
 
-    if not opts.command or not opts.command[0]:
+    if not opts.command:
         raise RunError("exec needs a command to run in the container", exit_code=1)
     cfg = info.config
     workdir = opts.workdir if opts.workdir is not None else (cfg.get("workdir") or "/")
@@ -222,11 +218,11 @@ def process_spec(info: ContainerInfo, opts: ExecOptions, target: Target) -> Proc
     root = f"/proc/self/fd/{target.root}"
     run_user = cfg.get("user") or ""
     try:
-        user = resolve_user(root, opts.user if opts.user is not None else run_user)
+        user = resolve_user(root, opts.user or run_user)        # (-u "": the container's, as docker)
     except RunError as e:
         raise CommandNotExecutable(str(e)) from None
     env = list(cfg.get("env") or [f"PATH={DEFAULT_PATH}"])
-    if opts.user is not None:
+    if opts.user:
         try:
             run_home = resolve_user(root, run_user).home
         except RunError:
@@ -275,6 +271,15 @@ def exec_in(store, opts: ExecOptions) -> int:
                 os.close(quiet)
     finally:
         target.close()
+    if running.tty_master is not None:
+        from container.engine.runtime.tty import copy_winsize
+
+        master = running.tty_master       # our terminal resized: the container's pty follows
+        old = signal.signal(signal.SIGWINCH, lambda signum, frame: copy_winsize(master))
+        try:
+            return running.wait()
+        finally:
+            signal.signal(signal.SIGWINCH, old)
     return running.wait()
 
 
@@ -302,26 +307,10 @@ def _enter(w: int, target: Target, spec: ProcessSpec, slave: int | None, devnull
         except BaseException as e:
             report_failure(w, 126, str(e))
         os._exit(126)
-    try:
-        os.write(w, b"P%d\n" % pid)
-    except OSError:
-        pass
-    os.close(w)
-    if slave is not None:
-        os.close(slave)
-    if devnull is not None:
-        os.close(devnull)
+    hand_over(w, pid, slave, devnull)
     if detach:
         os._exit(0)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
-    os._exit(os.WEXITSTATUS(status))
+    exit_with(pid, "X1: X2 exited")
 
 
 def _process(w: int, target: Target, spec: ProcessSpec, slave: int | None, devnull: int | None,

@@ -19,7 +19,8 @@ CLOEXEC pipe reports either B's host pid ("P") or an error ("E<code> <message>",
 overlay mount failed) and reaches EOF at B's successful execve.
 
 The children's side (namespaces, mounts, exec) is runtime/child.py, over the ctypes calls of
-runtime/syscalls.py; the -t pump is runtime/tty.py (imported for -t only).
+runtime/syscalls.py; the -t pump is runtime/tty.py (imported for -t only). start() is the fork and
+this protocol with any child: `container exec` (runtime/exec.py) uses it with its own.
 
 Signals: S forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to B. B is PID 1 of its namespace, and the
 kernel drops signals that PID 1 does not handle; docker users get the same trap. We emulate the

@@ -214,22 +214,34 @@ def test_stdin_only_with_i(store):
 
 
 # ---------------------------------------------------------------------------------------- tty, signals, processes
-def _pty_run(argv, env, send: bytes, timeout=20):
-    """argv on a new pty (as a terminal user runs it): (exit status, everything it printed)."""
+def _winsize(fd, rows, cols):
     import fcntl
-    import pty
     import struct
     import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _pty_run(argv, env, steps, timeout=30):
+    """argv on a new pty (as a terminal user runs it), fed `steps`: (bytes to wait for, then
+    bytes to type, or a (rows, cols) resize). (exit status, everything it printed)."""
+    import pty
+    import select
 
     pid, master = pty.fork()
     if pid == 0:
         os.execve(argv[0], argv, env)
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    _winsize(master, 33, 101)
     out = b""
+    steps = list(steps)
     deadline = time.monotonic() + timeout
-    sent = False
-    import select
     while time.monotonic() < deadline:
+        while steps and steps[0][0] in out:
+            _, action = steps.pop(0)
+            if isinstance(action, tuple):
+                _winsize(master, *action)       # the kernel sends SIGWINCH to the pty's foreground
+            else:
+                os.write(master, action)
         ready, _, _ = select.select([master], [], [], 0.2)
         if ready:
             try:
@@ -239,9 +251,6 @@ def _pty_run(argv, env, send: bytes, timeout=20):
             if not data:
                 break
             out += data
-        if not sent and (b"# " in out or time.monotonic() > deadline - timeout + 3):
-            os.write(master, send)
-            sent = True
     _, status = os.waitpid(pid, 0)
     os.close(master)
     return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
@@ -254,9 +263,11 @@ def test_exec_t_gets_a_tty(store):
         r = store("exec", "tty", "tty")
         assert (r.returncode, r.stdout) == (1, "not a tty\n")
         argv = [str(store.exe), "--root", str(store.root), "exec", "-it", "tty", "sh"]
-        code, out = _pty_run(argv, store.env, b"stty size; tty; echo $((6*7)); exit 3\n")
+        code, out = _pty_run(argv, store.env, [(b"# ", b"stty size; tty; echo $((6*7))\n"),
+                                               (b"42", (40, 120)), (b"42", b"stty size; exit 3\n")])
         assert code == 3, out
         assert "33 101" in out and "/dev/pts/" in out and "42" in out, out
+        assert "40 120" in out, out                       # a resize reaches the container's pty
         assert in_container(_ns(c.pid)) == [c.pid]
 
 
@@ -364,3 +375,13 @@ def test_same_as_podman(store, podman):
             assert podman("exec", "nope", "true").returncode != 0 and store("exec", "nope", "true").returncode == 1
     finally:
         podman("rm", "-f", "-t", "0", "pm")
+
+
+def test_exec_on_both_backends(db_cli, pushed):
+    """The row exec reads (pid, started, config) as SQLite and PostgreSQL return it."""
+    db_cli("pull", "-q", pushed["busybox"].ref, check=True)
+    db_cli.bb = pushed["busybox"].ref
+    with running(db_cli, "both", "-e", "WHERE=db"):
+        r = db_cli("exec", "both", "sh", "-c", "echo $WHERE; cat /proc/1/cmdline")
+        assert (r.returncode, r.stdout) == (0, "db\nsleep\x00120\x00"), r.stderr
+    assert one_error(db_cli("exec", "both", "true")) == "Error: No such container: both"

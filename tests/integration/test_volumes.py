@@ -274,7 +274,7 @@ def test_a_version_1_store_gains_the_volume_tables(backend, tmp_path, pushed):
     volume tables, schema_version 1) opened by this version; its rows stay, volumes then work."""
     import gc_synth as S
     from container.engine.service import Engine
-    from container.schema import migrations
+    from container.schema import SCHEMA_VERSION, migrations
 
     root = tmp_path / "root"
     names = S.sql_example_store(root, backend)
@@ -285,7 +285,7 @@ def test_a_version_1_store_gains_the_volume_tables(backend, tmp_path, pushed):
     db.execute_sql("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     e.store.close()
     e = Engine(root, backend)
-    assert migrations.current_version(e.store.db()) == 2
+    assert migrations.current_version(e.store.db()) == SCHEMA_VERSION
     assert len(e.containers(all=True)) == 3 and names
     assert e.create_volume("after-migration").name == "after-migration"
     assert [v.name for v in e.volumes()] == ["after-migration"]
