@@ -212,9 +212,14 @@ def fast_pull(args: list[str]) -> int | None:
     g, kw = parsed
     from container.engine.service import Engine
 
+    engine = Engine(g["root"], g["db"])
     try:
-        return pull_image(Engine(g["root"], g["db"]), kw.pop("image"), verbose=g["verbose"], **kw)
+        return pull_image(engine, kw.pop("image"), verbose=g["verbose"], **kw)
     except (Exception, KeyboardInterrupt) as e:
         from .errors import report
 
         return report(e)
+    finally:
+        # main() leaves with os._exit(): close the database here, as the typer path's interpreter
+        # exit does (SQLite checkpoints the WAL into the database file on the last close)
+        engine.close()

@@ -64,6 +64,14 @@ class Engine:
         self.root, self.db = root, db
         self._store: Store | None = None
 
+    def close(self) -> None:
+        """Close the metadata database if it was opened (its WAL checkpointed); never raises."""
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:
+                pass
+
     @property
     def store(self) -> Store:
         if self._store is None:

@@ -139,8 +139,8 @@ class FastStore:
         if ref is None:
             return None
         root = os.path.abspath(root)
-        if not os.path.isdir(os.path.join(root, "containers")):
-            return None
+        if not os.path.isdir(os.path.join(root, "containers")) or not os.access(root, os.W_OK):
+            return None                         # (a read-only store: the ORM path says so)
         db = LiteDB.open(os.path.join(root, "metadata.db"))
         if db is None:
             return None
