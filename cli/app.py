@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> None:
         Engine.enter_user_namespace()
     from .containers import fast_main
 
-    code = fast_main(sys.argv[1:] if argv is None else list(argv))
+    args = sys.argv[1:] if argv is None else list(argv)
+    code = fast_main(args)
+    if code is None and "pull" in args:
+        from .pulling import fast_pull
+
+        code = fast_pull(args)
     if code is not None:
         _exit(code)
     from .errors import report

@@ -41,13 +41,13 @@ class TyperFallback(Exception):
     """parse_run() saw something it does not handle: typer parses the whole command line instead."""
 
 
-def parse_run(args: list[str]) -> tuple[dict, dict]:
-    """(globals, run kwargs) for `[--root R] [--db D] [-v] run [OPTIONS] IMAGE [COMMAND...]`."""
+def parse_globals(args: list[str], command: str) -> tuple[dict, int]:
+    """The global options before `command` ({"root", "db", "verbose"}) and the command's index."""
     g: dict = {"root": None, "db": None, "verbose": False}
     i = 0
     while i < len(args):
         a = args[i]
-        if a == "run":
+        if a == command:
             break
         if a in ("--root", "--db"):
             if i + 1 >= len(args):
@@ -65,6 +65,12 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
             raise TyperFallback
     else:
         raise TyperFallback
+    return g, i
+
+
+def parse_run(args: list[str]) -> tuple[dict, dict]:
+    """(globals, run kwargs) for `[--root R] [--db D] [-v] run [OPTIONS] IMAGE [COMMAND...]`."""
+    g, i = parse_globals(args, "run")
     i += 1
     kw: dict = {"env": [], "env_files": [], "log_opts": []}
 

@@ -1,4 +1,5 @@
-"""Image commands: pull, images (list), rmi, inspect, tag, login, logout.
+"""Image commands: pull (its display and typer-free entry: cli/pulling.py), images (list), rmi, inspect,
+tag, login, logout.
 
 Nothing heavy at import time: the engine, requests and rich are imported inside the commands.
 """
@@ -6,119 +7,12 @@ Nothing heavy at import time: the engine, requests and rich are imported inside 
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Annotated, List, Optional
 
 import typer
 
-from container.engine.service import PullListener
-
-from .output import err, human_size, humanize_age, is_tty, print_json, print_table
+from .output import err, human_size, humanize_age, print_json, print_table
 from .state import state
-
-
-# -- pull progress ---------------------------------------------------------------------------------
-class PlainProgress(PullListener):
-    """Off a terminal: one line per layer when it settles, like `docker pull` piped. The `header`
-    ("latest: Pulling from library/busybox") comes once, when the image has resolved to layers (so
-    an early failure stays a one-line error); the resolved digest, the ImageInfo and whether
-    anything was new are kept for the summary lines."""
-
-    def __init__(self, verbose: bool, quiet: bool, header: str = ""):
-        self.verbose, self.quiet = verbose, quiet
-        self._lock = threading.Lock()
-        self.header = header
-        self._header_shown = False
-        self.digest: str | None = None
-        self.image = None                   # the ImageInfo, when done
-        self.updated = True
-
-    def _line(self, s: str, *, always: bool = False) -> None:
-        if self.quiet and not always:
-            return
-        from .output import one_line
-
-        with self._lock:
-            sys.stderr.write(one_line(s) + "\n")      # -v relays registry text (Warning headers...)
-            sys.stderr.flush()
-
-    def _show_header(self) -> None:
-        if not self.quiet and not self._header_shown:
-            self._header_shown = True
-            self._line(self.header)
-
-    def info(self, msg: str) -> None:
-        if self.verbose:
-            self._line(msg)
-
-    def warning(self, msg: str) -> None:
-        self._line(f"WARNING: {msg}", always=True)       # also with -q: stderr, one line
-
-    def resolved(self, ref: str, digest: str) -> None:
-        self.digest = digest
-        if self.verbose:
-            self._line(f"{ref}: resolved to {digest}")
-
-    def layer(self, digest: str, size: int, status: str) -> None:
-        self._show_header()
-        if status == "Already exists":
-            self._line(f"{digest[7:19]}: Already exists")
-
-    def layer_status(self, digest: str, status: str) -> None:
-        if status in ("Pull complete", "Already exists"):
-            self._line(f"{digest[7:19]}: {status}")
-
-    def done(self, info, updated: bool) -> None:
-        self._show_header()
-        self.image, self.updated = info, updated
-
-
-class RichProgress(PlainProgress):
-    """On a terminal: one bar per layer (bytes, speed), statuses like docker's."""
-
-    def __init__(self, verbose: bool, header: str = ""):
-        super().__init__(verbose, False, header)
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-        self.console = Console(stderr=True)
-        self.p = Progress(TextColumn("{task.fields[short]}: {task.fields[status]:<16}"), BarColumn(bar_width=40),
-                          DownloadColumn(), TransferSpeedColumn(), console=self.console, transient=False,
-                          refresh_per_second=8)
-        self.tasks: dict[str, int] = {}
-        self.p.start()
-
-    def _line(self, s: str, *, always: bool = False) -> None:
-        self.console.print(s, highlight=False, markup=False)
-
-    def warning(self, msg: str) -> None:
-        from .output import one_line
-
-        self._line("WARNING: " + one_line(msg))
-
-    def layer(self, digest: str, size: int, status: str) -> None:
-        self._show_header()
-        done = size if status == "Already exists" else 0
-        self.tasks[digest] = self.p.add_task("", total=size or None, completed=done, short=digest[7:19],
-                                             status=status)
-
-    def layer_status(self, digest: str, status: str) -> None:
-        t = self.tasks.get(digest)
-        if t is None:
-            return
-        if status in ("Pull complete", "Already exists"):
-            total = self.p.tasks[t].total if t < len(self.p.tasks) else None
-            self.p.update(t, status=status, completed=total or 0)
-        else:
-            self.p.update(t, status=status)
-
-    def advance(self, digest: str, n: int) -> None:
-        t = self.tasks.get(digest)
-        if t is not None:
-            self.p.advance(t, n)
-
-    def stop(self) -> None:
-        self.p.stop()
 
 
 def pull_cmd(
@@ -131,35 +25,13 @@ def pull_cmd(
     = False,
 ) -> None:
     """Pull an image from a registry (and build its root filesystem, so it is ready to run)."""
-    from container.engine.service import Engine
+    from .pulling import pull_image
 
     st = state(ctx)
-    ref = Engine.parse_reference(image)
-    tty = is_tty(sys.stderr) and not quiet
-    head = f"{ref.tag if ref.tag and not ref.digest else ref.digest[7:19]}: Pulling from " + (
-        ref.path if ref.domain == "docker.io" else ref.repository)
-    prog = RichProgress(st.verbose, head) if tty else PlainProgress(st.verbose, quiet, head)
-    try:
-        info = st.engine.pull(ref, platform=platform, listener=prog, snapshot=False if no_snapshot else None)
-    except KeyboardInterrupt:
-        if tty:
-            prog.stop()
-            tty = False
-        err("interrupted (partial downloads are kept for the next pull)")
-        raise typer.Exit(130) from None
-    finally:
-        if tty:
-            prog.stop()
-    digest = prog.digest or info.id
-    if quiet:
-        typer.echo(digest)
-        return
-    name = str(ref) if ref.domain != "docker.io" else (
-        f"{ref.familiar}:{ref.tag}" if ref.tag and not ref.digest else f"{ref.familiar}@{ref.digest}")
-    typer.echo(f"Digest: {digest}")
-    status = "Downloaded newer image for" if prog.updated else "Image is up to date for"
-    typer.echo(f"Status: {status} {name}")
-    typer.echo(str(ref) if not (ref.tag and ref.digest) else f"{ref.repository}@{ref.digest}")
+    code = pull_image(st.engine, image, platform=platform, quiet=quiet, no_snapshot=no_snapshot,
+                      verbose=st.verbose)
+    if code:
+        raise typer.Exit(code)
 
 
 # -- list --------------------------------------------------------------------------------------------

@@ -78,6 +78,14 @@ class Engine:
         self._store: Store | None = None
         self._readonly: ReadOnlyStores | None | bool = False      # False: not looked up yet
 
+    def close(self) -> None:
+        """Close the metadata database if it was opened (its WAL checkpointed); never raises."""
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:
+                pass
+
     @property
     def store(self) -> Store:
         if self._store is None:

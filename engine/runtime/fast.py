@@ -148,8 +148,8 @@ class FastStore:
         if ref is None:
             return None
         root = os.path.abspath(root)
-        if not os.path.isdir(os.path.join(root, "containers")):
-            return None
+        if not os.path.isdir(os.path.join(root, "containers")) or not os.access(root, os.W_OK):
+            return None                         # (a read-only store: the ORM path says so)
         from container.engine.locate import store_owner     # (loaded already: the facade's db URL)
 
         if _owner_mark(root) != store_owner():

@@ -433,3 +433,30 @@ def test_memory_stays_bounded_for_a_big_layer(cli, root, registry, tmp_path):
     assert any((root / "layers").glob("*/big.bin"))
     print(f"peak RSS: idle command {idle} kB, pulling a {size >> 20} MB layer {pulling} kB")
     assert pulling - idle < 48 * 1024, (idle, pulling)
+
+
+def test_pull_without_typer_says_what_the_typer_command_says(tmp_path, pushed):
+    """`pull` is parsed by hand (cli/pulling.py) unless typer must: the same output, exit codes and
+    store either way, for the spellings click takes; help and bad options still come from typer."""
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "container")
+    typer_way = [sys.executable, "-c", "import sys\nfrom container.cli.app import app\nfrom container.cli.errors import "
+                 "report\ntry:\n    app(args=sys.argv[1:])\nexcept SystemExit:\n    raise\nexcept BaseException as e:\n"
+                 "    sys.exit(report(e))"]   # what main() does when no fast path takes the line
+    img = pushed["busybox"]
+    lines = [["pull", img.ref], ["pull", "-q", img.ref], ["pull", img.ref, "--no-snapshot", "--platform=linux/amd64"],
+             ["-v", "pull", "--quiet", "--platform", "linux/amd64", "--", img.ref],
+             ["pull", img.ref.replace(img.repo, img.repo + "-missing")], ["pull", "BAD::ref"]]
+    for n, args in enumerate(lines):
+        got = []
+        for way in ([exe], typer_way):
+            root = tmp_path / f"{n}-{len(got)}"
+            r = subprocess.run(way + ["--root", str(root)] + args, capture_output=True, text=True, timeout=120)
+            state = store_state(root) if root.exists() else None
+            got.append((r.returncode, r.stdout, r.stderr.replace(str(root), "ROOT"), state))
+        assert got[0] == got[1], args
+    assert lines and got[0][0] == 1 and got[0][2].startswith("Error: invalid reference format")
+    for args in (["pull", "--help"], ["pull"], ["pull", "-x", img.ref], ["pull", img.ref, img.ref]):
+        r = subprocess.run([exe, "--root", str(tmp_path / "h")] + args, capture_output=True, text=True)
+        assert ("Usage: container pull" in r.stdout + r.stderr) and "Traceback" not in r.stderr, args
