@@ -157,6 +157,10 @@ def fast_main(args: list[str]) -> int | None:
         g, kw = parse_run(args)
     except TyperFallback:
         return None
+    if g["verbose"]:
+        from .app import verbose_notes
+
+        verbose_notes()
     from container.engine.service import Engine
 
     try:

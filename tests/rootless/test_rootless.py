@@ -84,7 +84,7 @@ def test_info_says_the_id_mode_and_why(users, kind):
         assert f"no subordinate range for {u.name}" in rl["reason"]
         assert rl["uid_map"] == [[0, u.uid, 1]]
     assert info["runtime"]["isolation"] == "namespaces"
-    assert info["runtime"]["rootfs"] in ("kernel overlay", "fuse-overlayfs", "copy")
+    assert info["runtime"]["rootfs"] in ("kernel overlay", "copy")
     assert info["runtime"]["rootfs_reason"]
     assert info["host"]["kernel"] == os.uname().release
     text = u.container("info", check=True).stdout
