@@ -224,6 +224,7 @@ def inspect_json(c) -> dict:
             "ReadonlyRootfs": bool(cfg.get("read_only")),
             "NetworkMode": cfg.get("network", "host"),
             "Isolation": c.isolation,
+            "UsernsMode": cfg.get("userns", ""),       # rootless: ranges | single
         },
         "GraphDriver": graph,
         "SnapshotChainId": c.chain_id or "",
