@@ -55,6 +55,8 @@ def _build_app():
                                               help="Print the version.")] = False,
     ) -> None:
         ctx.obj = CliState(root=root, db=db, verbose=verbose, storage=storage or None)
+        if verbose:
+            verbose_notes()
 
     images.register(app)
     containers.register(app)
@@ -66,6 +68,18 @@ def _build_app():
     volumes.register(app)
     contents.register(app)
     return app
+
+
+def verbose_notes() -> None:
+    """-v: the engine's notes (logging INFO of the "container" loggers: a rootless unpack's dropped
+    setuid bits and skipped device nodes...) on stderr."""
+    import logging
+
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("note: %(message)s"))
+    lg = logging.getLogger("container")
+    lg.addHandler(h)
+    lg.setLevel(logging.INFO)
 
 
 def __getattr__(name: str):

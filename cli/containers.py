@@ -177,6 +177,10 @@ def fast_main(args: list[str]) -> int | None:
         g, kw = parse_run(args)
     except TyperFallback:
         return None
+    if g["verbose"]:
+        from .app import verbose_notes
+
+        verbose_notes()
     from container.engine.service import Engine
 
     try:
@@ -246,6 +250,7 @@ def inspect_json(c) -> dict:
                       for m in cfg.get("mounts") or [] if m["type"] != "tmpfs" and not m["anonymous"]] or None,
             "Tmpfs": {m["target"]: m.get("data") or "" for m in cfg.get("mounts") or [] if m["type"] == "tmpfs"}
             or None,
+            "UsernsMode": cfg.get("userns", ""),       # rootless: ranges | single
         },
         "GraphDriver": graph,
         "Mounts": mounts_json(cfg),

@@ -35,9 +35,10 @@ def _has_fs(name: str) -> bool:
 
 
 def overlay_backend() -> tuple[str, str]:
-    """(kernel overlay | fuse-overlayfs | copy, why) for a container's rootfs, as run chooses it."""
+    """(kernel overlay | copy, why) for a container's rootfs, as run chooses it (a failed overlay
+    mount falls back to the copy too)."""
     forced = os.environ.get("CONTAINER_ROOTFS")
-    if forced in ("copy", "fuse-overlayfs"):
+    if forced == "copy":
         return forced, f"CONTAINER_ROOTFS={forced}"
     kv = kernel_version()
     has_overlay = _has_fs("overlay") or os.path.isdir("/sys/module/overlay")
@@ -45,11 +46,9 @@ def overlay_backend() -> tuple[str, str]:
         why = "as root" if not rootless() else (f"kernel {kv[0]}.{kv[1]} >= 5.11 mounts overlayfs in a "
                                                  f"user namespace")
         return "kernel overlay", why
-    fuse = shutil.which("fuse-overlayfs")
     what = "no overlayfs in this kernel" if not has_overlay else f"kernel {kv[0]}.{kv[1]} < 5.11"
-    if fuse and os.path.exists("/dev/fuse"):
-        return "fuse-overlayfs", f"{what}; {fuse} and /dev/fuse are there"
-    return "copy", f"{what}, and no fuse-overlayfs: each container gets a private copy of its image"
+    fuse = " (fuse-overlayfs is not used yet)" if shutil.which("fuse-overlayfs") else ""
+    return "copy", f"{what}: each container gets a private copy of its image{fuse}"
 
 
 def _isolation() -> tuple[str, str]:

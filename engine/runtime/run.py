@@ -258,6 +258,13 @@ def create(opts: RunOptions, *, store=None, root=None, db_url=None, progress=Non
     return made[0]
 
 
+def _userns_mode() -> str:
+    """"" for root, else the rootless id mode (ranges | single) the container runs in."""
+    from container.engine.locate import USERNS_ENV      # (loaded already: the facade's db URL)
+
+    return (os.environ.get(USERNS_ENV) or "").partition(" ")[0]
+
+
 def _undo(db, cid: str, cdir: str, row_made: bool, lock_fd) -> None:
     """A failed create or start: the row, then the container's dir (DB first, files second)."""
     if row_made:
@@ -325,7 +332,8 @@ def _create(db, opts: RunOptions, image, isolation: str, extra_env: list[str]):
             config = {"env": env, "workdir": workdir, "user": user_spec, "hostname": hostname,
                       "entrypoint": entrypoint, "cmd": cmd, "tty": opts.tty,
                       "interactive": opts.interactive, "read_only": opts.read_only,
-                      "network": opts.network, "rm": opts.rm, "lower": str(snap)}
+                      "network": opts.network, "rm": opts.rm, "lower": str(snap),
+                      "userns": _userns_mode()}
             if opts.detach or opts.restart != "no" or opts.init or opts.log_opts or cfg.get("StopSignal"):
                 config.update(restart=opts.restart, init=opts.init, stop_signal=cfg.get("StopSignal") or "",
                               log_opts=list(opts.log_opts))

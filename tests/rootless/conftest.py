@@ -152,6 +152,7 @@ def users(rootless_venv):
         yield out
     finally:
         for name in made:
+            shutil.rmtree(f"/tmp/pytest-of-{name}", ignore_errors=True)
             subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
             for f in ("/etc/subuid", "/etc/subgid"):
                 _remove_lines(f, name)
