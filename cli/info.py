@@ -18,9 +18,11 @@ def _label(key: str) -> str:
 def _value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, list) and v and all(isinstance(item, dict) for item in v):
+        return "; ".join(" ".join(f"{k}={x}" for k, x in item.items()) for item in v)
     if isinstance(v, list):
         return ", ".join(" ".join(str(x) for x in item) if isinstance(item, list) else str(item) for item in v) or "-"
-    return "-" if v is None else str(v)
+    return "-" if v is None or v == "" else str(v)
 
 
 def info_cmd(ctx: typer.Context,

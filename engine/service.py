@@ -557,7 +557,14 @@ class Engine:
 
     @_entry
     def info(self) -> dict[str, dict[str, Any]]:
-        """docker/podman `info`: {section: {key: value}} (store, rootless, runtime, host)."""
+        """docker/podman `info`: {section: {key: value}} (store, storage, rootless, runtime, host)."""
+        from container.engine.rostores import storage_section
         from container.engine.runtime.hostinfo import gather
 
-        return gather(self.store)
+        sections = gather(self.store)
+        out: dict[str, dict[str, Any]] = {}
+        for name, values in sections.items():
+            out[name] = values
+            if name == "store":       # the host id, shared or not, the read-only stores
+                out["storage"] = storage_section(self.store, self.readonly)
+        return out
