@@ -75,7 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: engine errors become one line on stderr and an exit code."""
     from .containers import fast_main
 
-    code = fast_main(sys.argv[1:] if argv is None else list(argv))
+    args = sys.argv[1:] if argv is None else list(argv)
+    code = fast_main(args)
+    if code is None and "files" in args:
+        from .files_fast import fast_files
+
+        code = fast_files(args)
     if code is not None:
         _exit(code)
     from .errors import report

@@ -32,10 +32,14 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None) -> tuple[LayerStat
     stats = None
     if dest is not None:
         rec = index.EntryRecorder() if index.enabled() else None
-        stats = unpack_layer(stream, dest, recorder=rec)
-        if rec is not None:
-            rec.finish()
-            stats.index = rec
+        try:
+            stats = unpack_layer(stream, dest, recorder=rec)
+            if rec is not None:
+                rec.finish()
+                stats.index = rec
+        finally:
+            if rec is not None:
+                rec.close()
     while stream.read(CHUNK):
         pass
     while src.read(CHUNK):          # bytes after the compressed stream count for the blob digest

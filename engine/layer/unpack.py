@@ -190,7 +190,7 @@ class _Extractor(DirTree):
             fd = os.open(leaf, _FILE_FLAGS, mode if direct else 0o600, dir_fd=pfd)
         try:
             if e.sparse is None:
-                src.copy_padded(fd, e.size, self.recorder.content(comps) if self.recorder is not None else None)
+                src.copy_padded(fd, e.size, self.recorder.content(comps, e.size) if self.recorder is not None else None)
             else:
                 write_sparse(src, fd, e.sparse, e.real_size, e.size)
             self.stats.size += e.real_size

@@ -265,3 +265,30 @@ def test_store_at_schema_1_migrates_and_indexes(db_cli, root, tmp_path):
     got = sql(cli, "SELECT t.tag, p.version FROM package p JOIN tag t ON t.image_id = p.image_id "
                    "WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14') ORDER BY t.tag")
     assert got == [{"tag": "1", "version": "3.0.11-1~deb12u2"}]
+
+
+def test_distroless_status_d_and_apk(cli, tmp_path):
+    """dpkg's status.d/ (one file a package, as distroless writes it): a whited-out file's package is
+    gone, a rewritten one comes from the layer that rewrote it; apk's database in another image."""
+    st = lambda n, v: STANZA.format(name=n, version=v, src="").encode()    # noqa: E731
+    base = tm.tar(tm.file("var/lib/dpkg/status.d/base-files", st("base-files", "12.4")),
+                  tm.file("var/lib/dpkg/status.d/tzdata", st("tzdata", "2024a-0")),
+                  tm.file("var/lib/dpkg/status.d/tzdata.md5sums", b"x  /usr/share/zoneinfo/UTC\n"),
+                  tm.file("var/lib/dpkg/status.d/libssl3", st("libssl3", "3.0.11-1~deb12u2")))
+    top = tm.tar(tm.file("var/lib/dpkg/status.d/.wh.tzdata"),
+                 tm.file("var/lib/dpkg/status.d/libssl3", st("libssl3", "3.0.15-1~deb12u1")))
+    load(cli, tmp_path, "example.com/distroless:1", [base, top])
+    pk = {p["name"]: p for p in map(json.loads, cli("packages", "--format", "json", "example.com/distroless:1",
+                                                     check=True).stdout.splitlines())}
+    assert set(pk) == {"base-files", "libssl3"}
+    assert pk["libssl3"]["version"] == "3.0.15-1~deb12u1" and pk["libssl3"]["layer"] == 1
+    assert pk["base-files"]["layer"] == 0
+    apk = tm.tar(tm.file("lib/apk/db/installed", b"P:musl\nV:1.2.4-r2\nA:x86_64\no:musl\n\n"
+                                                 b"P:libcrypto3\nV:3.1.4-r5\nA:x86_64\no:openssl\n\n"),
+                 tm.file("etc/os-release", b"ID=alpine\nVERSION_ID=3.19.1\nPRETTY_NAME=\"Alpine Linux v3.19\"\n"))
+    load(cli, tmp_path, "example.com/alpine:1", [apk])
+    rows = sql(cli, "SELECT p.name, p.version, p.source, p.manager FROM package p JOIN tag t ON t.image_id = "
+                    "p.image_id WHERE t.repository = 'example.com/alpine' ORDER BY p.manager, p.name")
+    assert rows == [{"name": "libcrypto3", "version": "3.1.4-r5", "source": "openssl", "manager": "apk"},
+                    {"name": "musl", "version": "1.2.4-r2", "source": "musl", "manager": "apk"},
+                    {"name": "alpine", "version": "3.19.1", "source": "Alpine Linux v3.19", "manager": "os-release"}]
