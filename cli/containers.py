@@ -37,13 +37,14 @@ class TyperFallback(Exception):
     """parse_run() saw something it does not handle: typer parses the whole command line instead."""
 
 
-def parse_run(args: list[str]) -> tuple[dict, dict]:
-    """(globals, run kwargs) for `[--root R] [--db D] [-v] run [OPTIONS] IMAGE [COMMAND...]`."""
+def parse_globals(args: list[str], verb: str) -> tuple[dict, int]:
+    """The global options before `verb` ({root, db, verbose}, the verb's index); TyperFallback for
+    anything else (cli/files_fast.py uses it too)."""
     g: dict = {"root": None, "db": None, "verbose": False}
     i = 0
     while i < len(args):
         a = args[i]
-        if a == "run":
+        if a == verb:
             break
         if a in ("--root", "--db"):
             if i + 1 >= len(args):
@@ -61,6 +62,12 @@ def parse_run(args: list[str]) -> tuple[dict, dict]:
             raise TyperFallback
     else:
         raise TyperFallback
+    return g, i
+
+
+def parse_run(args: list[str]) -> tuple[dict, dict]:
+    """(globals, run kwargs) for `[--root R] [--db D] [-v] run [OPTIONS] IMAGE [COMMAND...]`."""
+    g, i = parse_globals(args, "run")
     i += 1
     kw: dict = {"env": [], "env_files": []}
 

@@ -56,22 +56,11 @@ def render_files(diff_ids: tuple[str, ...], nodes, *, long: bool, layers: bool, 
 
 
 def _parse(args: list[str]) -> tuple[dict, dict] | None:
-    g: dict = {"root": None, "db": None}
-    i = 0
-    while i < len(args) and args[i] != "files":
-        a = args[i]
-        if a in ("--root", "--db") and i + 1 < len(args):
-            g[a[2:]] = args[i + 1]
-            i += 2
-        elif a.startswith(("--root=", "--db=")):
-            k, _, v = a[2:].partition("=")
-            g[k] = v
-            i += 1
-        elif a in ("-v", "--verbose"):
-            i += 1
-        else:
-            return None
-    if i >= len(args):
+    from .containers import TyperFallback, parse_globals
+
+    try:
+        g, i = parse_globals(args, "files")
+    except TyperFallback:
         return None
     kw: dict = {"long": False, "layers": False, "fmt": None, "pos": []}
     rest = args[i + 1:]

@@ -20,14 +20,14 @@ def dpkg_status(pkgs: dict[str, str]) -> bytes:
                    for n, v in pkgs.items()).encode()
 
 
-def load(cli, tmp_path, name: str, layers: list[bytes]) -> None:
+def load(cli, tmp_path, name: str, layers: list[bytes], env: dict | None = None) -> None:
     d = tmp_path / name.replace("/", "_").replace(":", "_")
     shutil.rmtree(d, ignore_errors=True)
     tm.oci_layout(d, layers)
     idx = json.loads((d / "index.json").read_text())
     idx["manifests"][0]["annotations"] = {"io.containerd.image.name": name}
     (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), check=True)
+    cli("load", "-i", str(d), env=env, check=True)
 
 
 def sql(cli, q: str) -> list[dict]:
@@ -67,6 +67,14 @@ def test_files_merged_tree_and_layers(db_cli, tmp_path):
     assert j == [dict(j[0], path="/etc/os-release", type="symlink", link="../usr/lib/os-release", layer=0)]
     r = cli("files", "example.com/t:1", "/nope")
     assert r.returncode != 0 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    # the typer command prints what the fast path prints
+    for extra in ([], ["-l", "--layers"], ["--format", "json"]):
+        code = ("import sys\nfrom container.cli.app import app\n"
+                "app(args=sys.argv[1:], standalone_mode=False)\n")
+        argv = ["--root", str(cli.root), "files", *extra, "example.com/t:1"]
+        typed = subprocess.run([str(cli.exe.parent / "python"), "-c", code, *argv], capture_output=True, text=True,
+                               env=cli.env, check=True).stdout
+        assert typed == cli(*argv[2:], check=True).stdout
     # every entry of every layer is a row, markers included, with the content hash
     rows = sql(cli, "SELECT path, type, whiteout, sha256, size FROM file ORDER BY path")
     by = {r["path"]: r for r in rows}
@@ -151,12 +159,7 @@ def test_rows_go_with_rmi_and_gc(db_cli, tmp_path):
 def test_old_store_indexed_by_fsck_repair(db_cli, root, tmp_path):
     cli = db_cli
     env = {"CONTAINER_INDEX": "0"}                  # as a store pulled before the index existed
-    d = tmp_path / "lay"
-    tm.oci_layout(d, two_layers())
-    idx = json.loads((d / "index.json").read_text())
-    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": "example.com/old:1"}
-    (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), env=env, check=True)
+    load(cli, tmp_path, "example.com/old:1", two_layers(), env=env)
     assert sql(cli, "SELECT COUNT(*) AS n FROM file")[0]["n"] == 0
     r = cli("fsck", check=True)
     assert "not in the contents index" in r.stdout + r.stderr
@@ -184,13 +187,7 @@ def test_old_store_indexed_by_fsck_repair(db_cli, root, tmp_path):
 
 
 def test_first_use_indexes(cli, tmp_path):
-    load_env = {"CONTAINER_INDEX": "0"}
-    d = tmp_path / "lay"
-    tm.oci_layout(d, two_layers())
-    idx = json.loads((d / "index.json").read_text())
-    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": "example.com/old:1"}
-    (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), env=load_env, check=True)
+    load(cli, tmp_path, "example.com/old:1", two_layers(), env={"CONTAINER_INDEX": "0"})
     assert "/opt/new" in cli("files", "example.com/old:1", check=True).stdout.split()
 
 

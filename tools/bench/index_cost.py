@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -29,7 +30,8 @@ from tools.bench import bench  # noqa: E402
 CONTAINER = REPO / ".venv" / "bin" / "container"
 
 
-def pull(root: Path, ref: str, index: bool) -> float:
+def pull(root: Path, ref: str, index: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the pull process and its children)"""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     subprocess.run(["sync"], check=True)
@@ -37,10 +39,22 @@ def pull(root: Path, ref: str, index: bool) -> float:
     cfg = root.parent / "config.toml"
     cfg.write_text(f'[registries."{ref.split("/")[0]}"]\ninsecure = true\n')
     env["CONTAINER_CONFIG"] = str(cfg)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([str(CONTAINER), "--root", str(root), "pull", "-q", ref], check=True, env=env,
                    stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+
+
+def timed(argv: list[str]) -> tuple[float, float]:
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
 
 
 def db_facts(root: Path) -> dict:
@@ -72,29 +86,24 @@ def main() -> int:
         ref = f"{reg.host}/{names[a.image]}"
         base = Path(a.base)
         times: dict[bool, list[float]] = {True: [], False: []}
+        cpus: dict[bool, list[float]] = {True: [], False: []}
         for r in range(a.warmup + a.rounds):
             order = (True, False) if r % 2 == 0 else (False, True)
             for mode in order:
-                t = pull(base / "root", ref, mode)
+                t, c = pull(base / "root", ref, mode)
                 if r >= a.warmup:
                     times[mode].append(t)
-                print(f"round {r} index={int(mode)} {t:.2f}s", file=sys.stderr, flush=True)
+                    cpus[mode].append(c)
+                print(f"round {r} index={int(mode)} {t:.2f}s cpu {c:.2f}s", file=sys.stderr, flush=True)
         facts = {}
         for mode in (False, True):
             pull(base / "root", ref, mode)
             facts[mode] = db_facts(base / "root")
-        ft = []
-        for _ in range(10):
-            t0 = time.perf_counter()
-            subprocess.run([str(CONTAINER), "--root", str(base / "root"), "files", ref], check=True,
-                           stdout=subprocess.DEVNULL)
-            ft.append(time.perf_counter() - t0)
-        images = []
-        for _ in range(10):
-            t0 = time.perf_counter()
-            subprocess.run([str(CONTAINER), "--root", str(base / "root"), "images"], check=True,
-                           stdout=subprocess.DEVNULL)
-            images.append(time.perf_counter() - t0)
+        ft = [timed([str(CONTAINER), "--root", str(base / "root"), "files", ref]) for _ in range(10)]
+        images = [timed([str(CONTAINER), "--root", str(base / "root"), "images"]) for _ in range(10)]
+        nop = [timed([sys.executable, "-c", "pass"]) for _ in range(10)]
+        listed = len(subprocess.run([str(CONTAINER), "--root", str(base / "root"), "files", ref],
+                                    capture_output=True, text=True, check=True).stdout.splitlines())
         shutil.rmtree(base, ignore_errors=True)
     finally:
         reg.stop()
@@ -105,12 +114,17 @@ def main() -> int:
         "pull_with_index": {"median": on, "min": min(times[True]), "max": max(times[True])},
         "pull_without_index": {"median": off, "min": min(times[False]), "max": max(times[False])},
         "overhead": on / off - 1,
+        "cpu_with_index": statistics.median(cpus[True]), "cpu_without_index": statistics.median(cpus[False]),
+        "cpu_overhead": statistics.median(cpus[True]) / statistics.median(cpus[False]) - 1,
         "db_bytes_without": facts[False]["bytes"], "db_bytes_with": facts[True]["bytes"],
         "file_rows": facts[True]["file_rows"], "package_rows": facts[True]["package_rows"],
         "bytes_per_10k_entries": grow * 10_000 / max(1, facts[True]["file_rows"]),
         "tables": facts[True]["tables"],
-        "files_cmd": {"median": statistics.median(ft), "min": min(ft)},
-        "images_cmd": {"median": statistics.median(images), "min": min(images)},
+        "files_cmd": {"wall": statistics.median(t for t, _ in ft), "cpu": statistics.median(c for _, c in ft)},
+        "images_cmd": {"wall": statistics.median(t for t, _ in images),
+                       "cpu": statistics.median(c for _, c in images)},
+        "python_pass": {"wall": statistics.median(t for t, _ in nop), "cpu": statistics.median(c for _, c in nop)},
+        "entries_listed": listed,
         "load": os.getloadavg(),
     }
     print(json.dumps(out, indent=1))
