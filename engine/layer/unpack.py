@@ -1,7 +1,7 @@
 """Our own layer extractor: the entries engine/layer/tar.py reads, created with *at() syscalls
 relative to directory fds opened without following symlinks.
 
-    unpack_layer(stream, dest, *, limits=None) -> LayerStats
+    unpack_layer(stream, dest, *, limits=None, recorder=None) -> LayerStats   (recorder: engine/layer/index.py)
 
 `stream` is an uncompressed tar stream (engine.layer.compression.open_layer_stream); `dest` an existing
 empty directory. The layer is extracted as data: whiteout markers (`.wh.<name>`, `.wh..wh..opq`)
