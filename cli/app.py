@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
         from .pulling import fast_pull
 
         code = fast_pull(args)
+    if code is None and "files" in args:
+        from .files_fast import fast_files
+
+        code = fast_files(args)
     if code is not None:
         _exit(code)
     from .errors import report

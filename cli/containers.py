@@ -41,13 +41,14 @@ class TyperFallback(Exception):
     """parse_run() saw something it does not handle: typer parses the whole command line instead."""
 
 
-def parse_globals(args: list[str], command: str) -> tuple[dict, int]:
-    """The global options before `command` ({"root", "db", "verbose"}) and the command's index."""
+def parse_globals(args: list[str], verb: str) -> tuple[dict, int]:
+    """The global options before `verb` ({root, db, verbose}, the verb's index); TyperFallback for
+    anything else (cli/files_fast.py uses it too)."""
     g: dict = {"root": None, "db": None, "verbose": False}
     i = 0
     while i < len(args):
         a = args[i]
-        if a == command:
+        if a == verb:
             break
         if a in ("--root", "--db"):
             if i + 1 >= len(args):

@@ -3,34 +3,14 @@ through engine/service.py's files/image_diff/history/packages)."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import stat
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from .output import human_size, humanize_age, print_json, print_table
 from .state import state
 
-_TYPE_CHAR = {"f": "-", "h": "-", "d": "d", "l": "l", "c": "c", "b": "b", "p": "p"}
-_TYPE_NAME = {"f": "file", "h": "hardlink", "d": "directory", "l": "symlink", "c": "char", "b": "block",
-              "p": "fifo"}
-
-
-def _mode(n) -> str:
-    """ls -l's mode column ("drwxr-xr-x")."""
-    return _TYPE_CHAR.get(n.type, "?") + stat.filemode(n.mode)[1:]
-
-
-def _mtime(sec: int) -> str:
-    return _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-
-
-def _node_json(n, layer_ids: tuple[str, ...]) -> dict[str, Any]:
-    return {"path": n.path, "type": _TYPE_NAME.get(n.type, n.type), "mode": f"{n.mode:04o}", "uid": n.uid,
-            "gid": n.gid, "size": n.size, "mtime": n.mtime, "link": n.link,
-            "xattrs": n.xattrs.split(",") if n.xattrs else [], "sha256": n.sha256, "layer": n.position,
-            "diff_id": layer_ids[n.position] if n.position < len(layer_ids) else None}
+from .files_fast import TYPE_NAME as _TYPE_NAME, render_files
 
 
 def files_cmd(
@@ -42,31 +22,16 @@ def files_cmd(
                                                           "(0 = base).")] = False,
     format: Annotated[Optional[str], typer.Option("--format", help="json: one object a line.")] = None,
 ) -> None:
-    """List an image's merged filesystem without running it (like find; whiteouts applied)."""
+    """List an image's merged filesystem without running it (like find; whiteouts applied).
+    (The usual command lines take cli/files_fast.py's path, without typer.)"""
     from container.engine.service import ContainerError
 
     if format not in (None, "json"):
         raise ContainerError(f"unknown format {format!r}: use json")
-    info, nodes = state(ctx).engine.files(image, path)
-    out: list[str] = []
-    if format == "json":
-        import json
-
-        for n in nodes:
-            out.append(json.dumps(_node_json(n, info.diff_ids), separators=(",", ":")))
-    elif not long:
-        for n in nodes:
-            out.append(f"{n.position}\t{n.path}" if layers else n.path)
-    else:
-        w_own = max((len(f"{n.uid}/{n.gid}") for n in nodes), default=3)
-        w_size = max((len(str(n.size)) for n in nodes), default=1)
-        for n in nodes:
-            tail = f" -> {n.link}" if n.type == "l" else f" link to {n.link}" if n.type == "h" else ""
-            line = (f"{_mode(n)} {f'{n.uid}/{n.gid}':<{w_own}} {n.size:>{w_size}} {_mtime(n.mtime)} "
-                    f"{n.path}{tail}")
-            out.append(f"{n.position}\t{line}" if layers else line)
-    if out:
-        typer.echo("\n".join(out))
+    info, nodes = state(ctx).engine.files(image, path, detail=long or format == "json")
+    text = render_files(info.diff_ids, nodes, long=long, layers=layers, fmt=format)
+    if text:
+        typer.echo(text)
 
 
 def diff_cmd(

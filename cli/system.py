@@ -302,7 +302,9 @@ def _schema_markdown(tables, examples) -> str:
            "`PRAGMA query_only`, an authorizer that refuses ATTACH and PRAGMA writes; on PostgreSQL one",
            "prepared statement in a READ ONLY transaction): writes fail, whatever the text. Times are",
            "UTC. Digests are `sha256:<64 hex>`. `->` marks a foreign key. `string_agg(X, SEP)` works on",
-           "both backends, as in the examples below.", ""]
+           "both backends, as in the examples below, and so do `version_cmp(a, b)` (-1, 0, 1) and",
+           "`version_lt(a, b)`: dpkg's version ordering (epochs, `~` before anything) for the package table.",
+           ""]
     for t in tables:
         out.append(f"## {t.name}")
         out.append("")

@@ -187,20 +187,23 @@ class Engine:
     # -- contents (the index: engine/image/contents.py; layers indexed late by engine/maint/reindex.py)
     def _indexed_image(self, name: str) -> ImageInfo:
         from container.engine.image.catalog import resolve_image
-        from container.engine.maint.reindex import ensure_indexed
+        from container.engine.image.contents import unindexed
 
         info = resolve_image(self.store, name)
-        ensure_indexed(self.store, info.diff_ids)
+        if unindexed(info.diff_ids):            # a layer unpacked before the index: walk its tree
+            from container.engine.maint.reindex import ensure_indexed
+
+            ensure_indexed(self.store, info.diff_ids)
         return info
 
     @_entry
-    def files(self, name: str, path: str | None = None) -> tuple[ImageInfo, list[Node]]:
+    def files(self, name: str, path: str | None = None, *, detail: bool = True) -> tuple[ImageInfo, list[Node]]:
         """The image's merged tree (or the subtree at `path`), sorted by path; ImageNotFound, and
-        ContainerError when `path` is not in it."""
+        ContainerError when `path` is not in it. detail=False: only path, type, link, layer."""
         from container.engine.image.contents import subtree
 
         info = self._indexed_image(name)
-        return info, subtree(info.id, path)
+        return info, subtree(info.id, path, detail=detail)
 
     @_entry
     def image_diff(self, a: str, b: str) -> tuple[ImageInfo, ImageInfo, Changes]:

@@ -178,7 +178,8 @@ class LayerIndex(BaseModel):
 
 class File(BaseModel):
     """One entry of one layer as its tar wrote it (markers included); the merged view is computed."""
-    layer = pw.ForeignKeyField(Layer, column_name="diff_id", on_delete="CASCADE", backref="files")
+    layer = pw.ForeignKeyField(Layer, column_name="diff_id", on_delete="CASCADE", backref="files",
+                               index=False)       # (the unique (diff_id, path) index serves diff_id lookups)
     path = pw.TextField()                         # absolute, cleaned: /etc/passwd
     type = pw.CharField(max_length=1)             # f d l h c b p (file dir symlink hardlink char block fifo)
     mode = pw.IntegerField(default=0)             # permission bits (07777)

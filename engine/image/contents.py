@@ -17,6 +17,7 @@ makes them (0755 root). Paths are absolute ("/etc/passwd").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 OPAQUE_LEAF = "/.wh..wh..opq"
 FILE_COLUMNS = ("diff_id", "path", "type", "mode", "uid", "gid", "size", "mtime", "link", "xattrs", "whiteout",
@@ -24,9 +25,9 @@ FILE_COLUMNS = ("diff_id", "path", "type", "mode", "uid", "gid", "size", "mtime"
 CHUNK = 5000
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One entry of a merged tree; `position` is the layer (image_layer.position) that set it."""
+class Node(NamedTuple):
+    """One entry of a merged tree; `position` is the layer (image_layer.position) that set it.
+    (A tuple: the merge makes ~10k of them per `files`, and a tuple is the cheapest to make.)"""
 
     path: str
     type: str
@@ -69,6 +70,7 @@ def store_layer(diff_id: str, rows: list[tuple], packages: list[tuple], source: 
     if LayerIndex.select().where(LayerIndex.layer == diff_id).exists():
         return False
     p = _db().param
+    rows = list({r[0]: r for r in rows}.values())   # (two byte names may escape to one text)
     LayerIndex.insert(layer=diff_id, files=len(rows), source=source).execute()
     if rows:
         _executemany(f"INSERT INTO file ({', '.join(FILE_COLUMNS)}) VALUES ({', '.join([p] * len(FILE_COLUMNS))})",
@@ -109,51 +111,76 @@ def drop_image(image_ids) -> None:
 
 
 # -- the merged view -------------------------------------------------------------------------------
-def _image_rows(image_id: str):
+def _image_rows(image_id: str, where: str = "", args: tuple = (), detail: bool = True):
+    """(path, type, mode, uid, gid, size, mtime, link, xattrs, sha256, position, whiteout) rows;
+    without `detail` only path, type, link, position and whiteout (the rest 0/NULL: cheaper to fetch)."""
     p = _db().param
-    sql = ("SELECT il.position, f.path, f.type, f.mode, f.uid, f.gid, f.size, f.mtime, f.link, f.xattrs, "
-           f"f.whiteout, f.sha256 FROM file f JOIN image_layer il ON il.diff_id = f.diff_id WHERE il.image_id = {p}")
-    return _db().execute_sql(sql, (image_id,)).fetchall()
+    cols = ("f.mode, f.uid, f.gid, f.size, f.mtime, f.link, f.xattrs, f.sha256" if detail
+            else "0, 0, 0, 0, 0, f.link, NULL, NULL")
+    sql = (f"SELECT f.path, f.type, {cols}, il.position, f.whiteout FROM file f "
+           f"JOIN image_layer il ON il.diff_id = f.diff_id WHERE il.image_id = {p}")
+    return _db().execute_sql(sql + where, (image_id, *args)).fetchall()
 
 
-def merged(image_id: str) -> dict[str, Node]:
-    """The image's merged tree from its layers' rows (see the module docstring)."""
+def merged(image_id: str, *, only: list[str] | None = None, under: str | None = None,
+           detail: bool = True) -> dict[str, Node]:
+    """The image's merged tree from its layers' rows (see the module docstring). With `only` (paths)
+    and `under` (a directory): just those paths and what is under `under`, with every marker and
+    ancestor that decides whether they are visible (record_image_packages: no full tree).
+    detail=False: nodes with only path, type, link and position (mode, owner, size... 0/None)."""
+    where, args = "", ()             # type: tuple[str, tuple[str, ...]]
+    if only is not None:
+        want = set()
+        for path in only + ([under] if under else []):
+            q = path
+            while q.rfind("/") > 0:
+                want.add(q)
+                q = q[:q.rfind("/")]
+            want.add(q)
+        p = _db().param
+        where = f" AND (f.whiteout <> 0 OR f.path IN ({', '.join([p] * len(want))})"
+        args = tuple(sorted(want))
+        if under:
+            where += f" OR f.path LIKE {p}"
+            args += (under + "/%",)      # (a fixed path without LIKE's wildcards)
+        where += ")"
     by_pos: dict[int, list] = {}
-    for r in _image_rows(image_id):
-        by_pos.setdefault(r[0], []).append(r)
+    for r in _image_rows(image_id, where, args, detail):
+        by_pos.setdefault(r[10], []).append(r)
     seen: dict[str, Node] = {}
     blocked: set[str] = set()      # whited out, or a non-directory, in a higher layer
     opaque: set[str] = set()       # directories a higher layer made opaque
     all_gone = False               # an opaque root in a higher layer
-
-    def hidden(path: str) -> bool:
-        if all_gone or path in blocked:
-            return True
-        q = path
-        while True:
-            i = q.rfind("/")
-            if i <= 0:
-                return False
-            q = q[:i]
-            if q in blocked or q in opaque:
-                return True
+    make = Node._make
 
     for pos in sorted(by_pos, reverse=True):
+        hides: dict[str, bool] = {"": all_gone}      # directory -> its children are hidden (this layer)
+
+        def dir_hides(d: str) -> bool:
+            h = hides.get(d)
+            if h is None:
+                h = hides[d] = d in blocked or d in opaque or dir_hides(d[:d.rfind("/")])
+            return h
+
+        check = bool(blocked or opaque or all_gone)
         new_blocked: list[str] = []
         new_opaque: list[str] = []
-        for (_pos, path, typ, mode, uid, gid, size, mtime, link, xattrs, wh, sha) in by_pos[pos]:
-            if wh:
+        for r in by_pos[pos]:
+            path = r[0]
+            if r[11]:
                 d, _, leaf = path.rpartition("/")
-                if wh == 2:
+                if r[11] == 2:
                     new_opaque.append(d)
                 else:
                     new_blocked.append(d + "/" + leaf[4:])
                 continue
-            if typ != "d":
+            if r[1] != "d":
                 new_blocked.append(path)
-            if path in seen or hidden(path):
+            if path in seen:
                 continue
-            seen[path] = Node(path, typ, mode, uid, gid, size, mtime, link, xattrs, sha, pos)
+            if check and (path in blocked or dir_hides(path[:path.rfind("/")])):
+                continue
+            seen[path] = make(r[:11])
         blocked.update(new_blocked)
         for d in new_opaque:
             if d == "":
@@ -209,10 +236,10 @@ def record_image_packages(image_id: str, tree: dict[str, Node] | None = None) ->
     """(Re)write the image's package rows from the databases its merged tree holds; each with the
     lowest layer of the run of layers, ending at the top one, that wrote the database with the
     package at the same version (the layer that last changed it). Inside the caller's write_txn()."""
-    from container.engine.image.packages import is_package_db
+    from container.engine.image.packages import DB_PATHS, DPKG_STATUS_D, is_package_db
     from container.schema import ImageLayer, Package
 
-    tree = merged(image_id) if tree is None else tree
+    tree = merged(image_id, only=list(DB_PATHS), under=DPKG_STATUS_D.rstrip("/")) if tree is None else tree
     dbs = [p for p, n in tree.items() if n.type == "f" and is_package_db(p) and "os-release" not in p]
     osr = _os_release_path(tree)
     if osr:
@@ -254,12 +281,12 @@ def record_image_packages(image_id: str, tree: dict[str, Node] | None = None) ->
     return len(rows)
 
 
-def subtree(image_id: str, path: str | None = None) -> list[Node]:
+def subtree(image_id: str, path: str | None = None, *, detail: bool = True) -> list[Node]:
     """The merged tree sorted by path, or only `path` and what is under it (a symlink is not
-    followed); ContainerError when the tree has no such path."""
+    followed); ContainerError when the tree has no such path. detail: as merged()."""
     from container.engine.errors import ContainerError
 
-    tree = merged(image_id)
+    tree = merged(image_id, detail=detail)
     if path in (None, "", "/"):
         return [tree[p] for p in sorted(tree)]
     p = "/" + "/".join(c for c in str(path).split("/") if c and c != ".")

@@ -26,9 +26,11 @@ DPKG_STATUS_D = "/var/lib/dpkg/status.d/"
 APK_INSTALLED = "/lib/apk/db/installed"
 RPMDB = ("/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite")
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
-_FIXED = frozenset((DPKG_STATUS, APK_INSTALLED) + RPMDB + OS_RELEASE)
+DB_PATHS = (DPKG_STATUS, APK_INSTALLED) + RPMDB + OS_RELEASE      # (and every file in DPKG_STATUS_D)
+_FIXED = frozenset(DB_PATHS)
 
 Pkg = tuple[str, str, str, str, str]
+_DPKG_FIELDS = ["Package", "Status", "Version", "Architecture", "Source"]
 
 
 def is_package_db(path: str) -> bool:
@@ -59,7 +61,8 @@ def _dpkg(data: bytes) -> list[Pkg]:
     from debian.deb822 import Deb822
 
     out = []
-    for p in Deb822.iter_paragraphs(data.decode("utf-8", "replace").splitlines(True), use_apt_pkg=False):
+    for p in Deb822.iter_paragraphs(data.decode("utf-8", "replace").splitlines(True), fields=_DPKG_FIELDS,
+                                    use_apt_pkg=False):
         name = p.get("Package")
         if not name:
             continue

@@ -111,9 +111,11 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None) -> tuple[LayerStat
     try:
         stats = unpack_layer(pipe, dest, recorder=rec)
         pipe.drain()
+        if rec is not None:
+            rec.finish()
+            stats.index = rec
     finally:
         pipe.close()
-    if rec is not None:
-        rec.finish()
-        stats.index = rec
+        if rec is not None:
+            rec.close()
     return stats, stream.diff_id()

@@ -1,7 +1,7 @@
 """Our own layer extractor: the entries engine/layer/tar.py reads, created with *at() syscalls
 relative to directory fds opened without following symlinks.
 
-    unpack_layer(stream, dest, *, limits=None, policy=None) -> LayerStats
+    unpack_layer(stream, dest, *, limits=None, policy=None, recorder=None) -> LayerStats   (recorder: engine/layer/index.py)
 
 `stream` is an uncompressed tar stream (engine.layer.compression.open_layer_stream); `dest` an existing
 empty directory. The layer is extracted as data: whiteout markers (`.wh.<name>`, `.wh..wh..opq`)
@@ -194,7 +194,7 @@ class _Extractor(DirTree):
             fd = os.open(leaf, _FILE_FLAGS, mode if direct else 0o600, dir_fd=pfd)
         try:
             if e.sparse is None:
-                src.copy_padded(fd, e.size, self.recorder.content(comps) if self.recorder is not None else None)
+                src.copy_padded(fd, e.size, self.recorder.content(comps, e.size) if self.recorder is not None else None)
             else:
                 write_sparse(src, fd, e.sparse, e.real_size, e.size)
             self.stats.size += e.real_size

@@ -239,7 +239,7 @@ def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
     with store.lock(exclusive=True):
         rep, plan, st = check(store, deep=deep)
         repull = _repair_locked(store, rep, plan, st)
-        n = reindex.index_layers(store, list(st.layers))
+        n = reindex.index_layers(store, [d for d in st.layers if d not in plan.layers])
         if n:
             rep.notes.append(f"indexed {n} layer(s) from their trees")
     if repull:

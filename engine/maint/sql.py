@@ -134,6 +134,10 @@ ORDER BY l.size DESC"""),
 SELECT l.diff_id, l.size AS unpacked, MAX(b.size) AS compressed, l.entries, l.refs AS images
 FROM layer l JOIN image_layer il ON il.diff_id = l.diff_id JOIN blob b ON b.digest = il.blob_digest
 GROUP BY l.diff_id ORDER BY l.size DESC LIMIT 10"""),
+    ("Containers by exit code", """\
+SELECT COALESCE(CAST(exit_code AS TEXT), '-') AS exit_code, status, COUNT(*) AS containers,
+       string_agg(name, ',') AS names
+FROM container GROUP BY exit_code, status ORDER BY containers DESC"""),
     ("Images shipping openssl older than 3.0.14 (dpkg's ordering)", """\
 SELECT t.repository || ':' || COALESCE(t.tag, '<none>') AS image, p.version
 FROM package p JOIN tag t ON t.image_id = p.image_id
@@ -141,10 +145,6 @@ WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14') ORDER BY image"""),
     ("Which layer of an image added a file", """\
 SELECT il.image_id, il.position, f.path, f.size FROM file f JOIN image_layer il ON il.diff_id = f.diff_id
 WHERE f.path = '/etc/passwd' ORDER BY il.image_id, il.position"""),
-    ("Containers by exit code", """\
-SELECT COALESCE(CAST(exit_code AS TEXT), '-') AS exit_code, status, COUNT(*) AS containers,
-       string_agg(name, ',') AS names
-FROM container GROUP BY exit_code, status ORDER BY containers DESC"""),
 ]
 
 

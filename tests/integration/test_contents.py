@@ -20,14 +20,14 @@ def dpkg_status(pkgs: dict[str, str]) -> bytes:
                    for n, v in pkgs.items()).encode()
 
 
-def load(cli, tmp_path, name: str, layers: list[bytes]) -> None:
+def load(cli, tmp_path, name: str, layers: list[bytes], env: dict | None = None) -> None:
     d = tmp_path / name.replace("/", "_").replace(":", "_")
     shutil.rmtree(d, ignore_errors=True)
     tm.oci_layout(d, layers)
     idx = json.loads((d / "index.json").read_text())
     idx["manifests"][0]["annotations"] = {"io.containerd.image.name": name}
     (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), check=True)
+    cli("load", "-i", str(d), env=env, check=True)
 
 
 def sql(cli, q: str) -> list[dict]:
@@ -67,6 +67,14 @@ def test_files_merged_tree_and_layers(db_cli, tmp_path):
     assert j == [dict(j[0], path="/etc/os-release", type="symlink", link="../usr/lib/os-release", layer=0)]
     r = cli("files", "example.com/t:1", "/nope")
     assert r.returncode != 0 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    # the typer command prints what the fast path prints
+    for extra in ([], ["-l", "--layers"], ["--format", "json"]):
+        code = ("import sys\nfrom container.cli.app import app\n"
+                "app(args=sys.argv[1:], standalone_mode=False)\n")
+        argv = ["--root", str(cli.root), "files", *extra, "example.com/t:1"]
+        typed = subprocess.run([str(cli.exe.parent / "python"), "-c", code, *argv], capture_output=True, text=True,
+                               env=cli.env, check=True).stdout
+        assert typed == cli(*argv[2:], check=True).stdout
     # every entry of every layer is a row, markers included, with the content hash
     rows = sql(cli, "SELECT path, type, whiteout, sha256, size FROM file ORDER BY path")
     by = {r["path"]: r for r in rows}
@@ -151,12 +159,7 @@ def test_rows_go_with_rmi_and_gc(db_cli, tmp_path):
 def test_old_store_indexed_by_fsck_repair(db_cli, root, tmp_path):
     cli = db_cli
     env = {"CONTAINER_INDEX": "0"}                  # as a store pulled before the index existed
-    d = tmp_path / "lay"
-    tm.oci_layout(d, two_layers())
-    idx = json.loads((d / "index.json").read_text())
-    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": "example.com/old:1"}
-    (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), env=env, check=True)
+    load(cli, tmp_path, "example.com/old:1", two_layers(), env=env)
     assert sql(cli, "SELECT COUNT(*) AS n FROM file")[0]["n"] == 0
     r = cli("fsck", check=True)
     assert "not in the contents index" in r.stdout + r.stderr
@@ -184,13 +187,7 @@ def test_old_store_indexed_by_fsck_repair(db_cli, root, tmp_path):
 
 
 def test_first_use_indexes(cli, tmp_path):
-    load_env = {"CONTAINER_INDEX": "0"}
-    d = tmp_path / "lay"
-    tm.oci_layout(d, two_layers())
-    idx = json.loads((d / "index.json").read_text())
-    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": "example.com/old:1"}
-    (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), env=load_env, check=True)
+    load(cli, tmp_path, "example.com/old:1", two_layers(), env={"CONTAINER_INDEX": "0"})
     assert "/opt/new" in cli("files", "example.com/old:1", check=True).stdout.split()
 
 
@@ -265,3 +262,30 @@ def test_store_at_schema_1_migrates_and_indexes(db_cli, root, tmp_path):
     got = sql(cli, "SELECT t.tag, p.version FROM package p JOIN tag t ON t.image_id = p.image_id "
                    "WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14') ORDER BY t.tag")
     assert got == [{"tag": "1", "version": "3.0.11-1~deb12u2"}]
+
+
+def test_distroless_status_d_and_apk(cli, tmp_path):
+    """dpkg's status.d/ (one file a package, as distroless writes it): a whited-out file's package is
+    gone, a rewritten one comes from the layer that rewrote it; apk's database in another image."""
+    st = lambda n, v: STANZA.format(name=n, version=v, src="").encode()    # noqa: E731
+    base = tm.tar(tm.file("var/lib/dpkg/status.d/base-files", st("base-files", "12.4")),
+                  tm.file("var/lib/dpkg/status.d/tzdata", st("tzdata", "2024a-0")),
+                  tm.file("var/lib/dpkg/status.d/tzdata.md5sums", b"x  /usr/share/zoneinfo/UTC\n"),
+                  tm.file("var/lib/dpkg/status.d/libssl3", st("libssl3", "3.0.11-1~deb12u2")))
+    top = tm.tar(tm.file("var/lib/dpkg/status.d/.wh.tzdata"),
+                 tm.file("var/lib/dpkg/status.d/libssl3", st("libssl3", "3.0.15-1~deb12u1")))
+    load(cli, tmp_path, "example.com/distroless:1", [base, top])
+    pk = {p["name"]: p for p in map(json.loads, cli("packages", "--format", "json", "example.com/distroless:1",
+                                                     check=True).stdout.splitlines())}
+    assert set(pk) == {"base-files", "libssl3"}
+    assert pk["libssl3"]["version"] == "3.0.15-1~deb12u1" and pk["libssl3"]["layer"] == 1
+    assert pk["base-files"]["layer"] == 0
+    apk = tm.tar(tm.file("lib/apk/db/installed", b"P:musl\nV:1.2.4-r2\nA:x86_64\no:musl\n\n"
+                                                 b"P:libcrypto3\nV:3.1.4-r5\nA:x86_64\no:openssl\n\n"),
+                 tm.file("etc/os-release", b"ID=alpine\nVERSION_ID=3.19.1\nPRETTY_NAME=\"Alpine Linux v3.19\"\n"))
+    load(cli, tmp_path, "example.com/alpine:1", [apk])
+    rows = sql(cli, "SELECT p.name, p.version, p.source, p.manager FROM package p JOIN tag t ON t.image_id = "
+                    "p.image_id WHERE t.repository = 'example.com/alpine' ORDER BY p.manager, p.name")
+    assert rows == [{"name": "libcrypto3", "version": "3.1.4-r5", "source": "openssl", "manager": "apk"},
+                    {"name": "musl", "version": "1.2.4-r2", "source": "musl", "manager": "apk"},
+                    {"name": "alpine", "version": "3.19.1", "source": "Alpine Linux v3.19", "manager": "os-release"}]
