@@ -185,6 +185,11 @@ def _iso(t) -> str:
     return str(t)
 
 
+def _restart_policy(spec: str) -> dict:
+    name, _, count = spec.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count) if count.isdigit() else 0}
+
+
 def inspect_json(c) -> dict:
     """`container inspect` of a container (an engine ContainerInfo), in docker inspect's shape."""
     cfg = c.config
@@ -204,7 +209,9 @@ def inspect_json(c) -> dict:
         "State": {
             "Status": c.status,
             "Running": c.status == "running",
-            "Pid": c.pid or 0,
+            "Restarting": c.status == "restarting",
+            "OOMKilled": bool((cfg.get("state") or {}).get("oom_killed")),
+            "Pid": (c.pid or 0) if c.status == "running" else 0,
             "ExitCode": c.exit_code if c.exit_code is not None else 0,
             "StartedAt": _iso(c.started),
             "FinishedAt": _iso(c.finished),
@@ -224,10 +231,13 @@ def inspect_json(c) -> dict:
         },
         "HostConfig": {
             "AutoRemove": bool(cfg.get("rm")),
+            "RestartPolicy": _restart_policy(cfg.get("restart") or "no"),
+            "Init": bool(cfg.get("init")),
             "ReadonlyRootfs": bool(cfg.get("read_only")),
             "NetworkMode": cfg.get("network", "host"),
             "Isolation": c.isolation,
         },
+        "RestartCount": int((cfg.get("state") or {}).get("restarts") or 0),
         "GraphDriver": graph,
         "SnapshotChainId": c.chain_id or "",
     }

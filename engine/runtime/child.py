@@ -140,8 +140,9 @@ def container_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull
         os.setuid(spec.uid)
     except OSError as e:
         report_failure(w, 125, f"cannot switch to user {spec.uid}:{spec.gid}: {e.strerror}")
-    if not chroot:
-        set_pdeathsig(signal.SIGKILL)
+    # (after the user switch, which clears it) the container dies with its supervisor, chroot
+    # included: a detached one's supervisor killed -9 leaves no process that `ps` calls exited
+    set_pdeathsig(signal.SIGKILL)
     try:
         os.chdir(spec.cwd)
     except OSError as e:
