@@ -386,17 +386,6 @@ def register(app) -> None:
         force: Annotated[bool, typer.Option("--force", "-f", help="Kill and remove a running container.")] = False,
     ) -> None:
         """Remove containers (their rootfs and their record)."""
-        from container.engine.service import ContainerError
+        from .lifecycle import each_container
 
-        from .output import err
-
-        failed = False
-        for c in containers:
-            try:
-                state(ctx).engine.remove_container(c, force=force)
-                typer.echo(c)
-            except ContainerError as e:
-                err(str(e))
-                failed = True
-        if failed:
-            raise typer.Exit(1)
+        each_container(containers, lambda c: state(ctx).engine.remove_container(c, force=force))

@@ -76,12 +76,7 @@ def launch(where: tuple[str, str | None], cid: str, cdir: str, *, lock_fd: int |
             pass
         os._exit(127)
     os.close(w)
-    while True:
-        try:
-            os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    os.waitpid(pid, 0)                     # the middle child, gone at once (PEP 475 retries EINTR)
     data = b""
     deadline = time.monotonic() + START_TIMEOUT
     import select
