@@ -469,3 +469,46 @@ def test_detached_tty_and_stdin(cli, root, pushed):
     time.sleep(0.5)
     assert _ps(cli, "di")["State"] == "running"
     cli("stop", "-t", "1", "di", check=True)
+
+
+def test_after_a_reboot_nothing_is_running(cli, root, pushed):
+    """A row that says "running" with nobody holding its lock (what a reboot leaves, its pid now
+    someone else's): ps says exited, and neither stop nor rm -f signals that pid."""
+    import sqlite3
+
+    cid = cli("create", "--name", "rebooted", pushed["busybox"].ref, "sleep", "1000", check=True).stdout.strip()
+    bystander = subprocess.Popen(["sleep", "1000"])
+    try:
+        with sqlite3.connect(root / "metadata.db") as db:
+            db.execute("UPDATE container SET status = 'running', pid = ?, started = '2026-01-01 00:00:00' "
+                       "WHERE id = ?", (bystander.pid, cid))
+        row = _ps(cli, "rebooted")
+        assert row["State"] == "exited" and row["Status"].startswith("Exited (unknown)")
+        assert cli("ps", "-q", check=True).stdout == ""
+        assert cli("stop", "rebooted", check=True).returncode == 0
+        assert cli("kill", "rebooted").returncode == 1
+        assert cli("start", "rebooted", check=True).returncode == 0           # starts again after the "reboot"
+        assert _ps(cli, "rebooted")["State"] == "running"
+        assert cli("rm", "-f", "rebooted", check=True).returncode == 0
+        assert bystander.poll() is None                                      # never signalled
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_start_attach_and_restart(cli, root, pushed):
+    bb = pushed["busybox"]
+    cli("create", "--name", "att", bb.ref, "sh", "-c", "echo attached; echo to-err >&2; exit 5", check=True)
+    r = cli("start", "-a", "att")
+    assert (r.returncode, r.stdout, r.stderr) == (5, "attached\n", "to-err\n")
+    r = cli("start", "-a", "att")                    # a second start: only this run's output
+    assert (r.returncode, r.stdout) == (5, "attached\n")
+    assert cli("logs", "att", check=True).stdout == "attached\nattached\n"
+    cli("run", "-d", "--init", "--name", "rs", bb.ref, "sh", "-c", "echo start; exec sleep 1000", check=True)
+    pid = _ps(cli, "rs")["Pid"]
+    assert cli("restart", "rs", check=True).stdout == "rs\n"
+    row = _ps(cli, "rs")
+    assert row["State"] == "running" and row["Pid"] != pid
+    _until(lambda: cli("logs", "rs").stdout == "start\nstart\n", what="two starts")
+    assert cli("start", "rs", check=True).stdout == "rs\n"                     # already running: a no-op
+    assert _ps(cli, "rs")["Pid"] == row["Pid"]
