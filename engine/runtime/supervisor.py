@@ -50,6 +50,7 @@ def launch(where: tuple[str, str | None], cid: str, cdir: str, *, lock_fd: int |
     from container.engine.errors import CommandNotExecutable, CommandNotFound, RunError
 
     root, db_url = where
+    root, cdir = os.path.abspath(root), os.path.abspath(cdir)     # (it runs in /: it pins no cwd)
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -63,6 +64,7 @@ def launch(where: tuple[str, str | None], cid: str, cdir: str, *, lock_fd: int |
             os.dup2(null, 0)
             os.dup2(null, 1)
             os.dup2(errlog, 2)
+            os.chdir("/")
             os.set_inheritable(w, True)
             args = [sys.executable, "-m", "container.engine.runtime.supervisor", "--root", root,
                     "--report-fd", str(w)]
