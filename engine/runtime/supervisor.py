@@ -348,6 +348,8 @@ class Supervisor:
                     return
                 break
             started = time.monotonic()
+            if self.stop_at is not None:            # a stop came while it was being started
+                self._signal_container(self.stop_sig)
             state.update(pid_start=proc_start(self.running.container_pid), restarts=restarts,
                          supervisor=os.getpid(), signal=None, oom_killed=False)
             cfg["state"] = state
