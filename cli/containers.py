@@ -203,6 +203,11 @@ def _iso(t) -> str:
     return str(t)
 
 
+def _restart_policy(spec: str) -> dict:
+    name, _, count = spec.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count) if count.isdigit() else 0}
+
+
 def inspect_json(c) -> dict:
     """`container inspect` of a container (an engine ContainerInfo), in docker inspect's shape."""
     from .volumes import mounts_json
@@ -224,7 +229,9 @@ def inspect_json(c) -> dict:
         "State": {
             "Status": c.status,
             "Running": c.status == "running",
-            "Pid": c.pid or 0,
+            "Restarting": c.status == "restarting",
+            "OOMKilled": bool((cfg.get("state") or {}).get("oom_killed")),
+            "Pid": (c.pid or 0) if c.status == "running" else 0,
             "ExitCode": c.exit_code if c.exit_code is not None else 0,
             "StartedAt": _iso(c.started),
             "FinishedAt": _iso(c.finished),
@@ -244,6 +251,8 @@ def inspect_json(c) -> dict:
         },
         "HostConfig": {
             "AutoRemove": bool(cfg.get("rm")),
+            "RestartPolicy": _restart_policy(cfg.get("restart") or "no"),
+            "Init": bool(cfg.get("init")),
             "ReadonlyRootfs": bool(cfg.get("read_only")),
             "NetworkMode": cfg.get("network", "host"),
             "Isolation": c.isolation,
@@ -253,6 +262,7 @@ def inspect_json(c) -> dict:
             or None,
             "UsernsMode": cfg.get("userns", ""),       # rootless: ranges | single
         },
+        "RestartCount": int((cfg.get("state") or {}).get("restarts") or 0),
         "GraphDriver": graph,
         "Mounts": mounts_json(cfg),
         "SnapshotChainId": c.chain_id or "",
@@ -416,17 +426,6 @@ def register(app) -> None:
         volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Remove its anonymous volumes too.")] = False,
     ) -> None:
         """Remove containers (their rootfs and their record)."""
-        from container.engine.service import ContainerError
+        from .lifecycle import each_container
 
-        from .output import err
-
-        failed = False
-        for c in containers:
-            try:
-                state(ctx).engine.remove_container(c, force=force, volumes=volumes)
-                typer.echo(c)
-            except ContainerError as e:
-                err(str(e))
-                failed = True
-        if failed:
-            raise typer.Exit(1)
+        each_container(containers, lambda c: state(ctx).engine.remove_container(c, force=force, volumes=volumes))

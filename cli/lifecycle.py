@@ -6,7 +6,7 @@ engine/runtime/control.py through the facade."""
 import sys
 
 
-def _each(names, fn) -> None:
+def each_container(names, fn) -> None:
     """docker's shape for verbs over CONTAINER...: print each name as it is done, an error line
     for each failure, exit 1 if any failed."""
     import typer
@@ -48,7 +48,7 @@ def register(app) -> None:
         """Start created or stopped containers (each under its own supervisor)."""
         engine = state(ctx).engine
         if not attach:
-            _each(containers, engine.start)
+            each_container(containers, engine.start)
             return
         from container.engine.service import ContainerError
 
@@ -72,14 +72,14 @@ def register(app) -> None:
                  time: Annotated[Optional[int], typer.Option("--time", "-t", help="Seconds to wait before SIGKILL (10).")] = None) -> None:
         """Stop running containers: the image's StopSignal (SIGTERM), then SIGKILL after -t seconds."""
         engine = state(ctx).engine
-        _each(containers, lambda n: engine.stop(n, timeout=time))
+        each_container(containers, lambda n: engine.stop(n, timeout=time))
 
     @app.command("kill")
     def kill_cmd(ctx: typer.Context, containers: Annotated[List[str], names_arg],
                  signal: Annotated[str, typer.Option("--signal", "-s", help="Signal name or number.")] = "KILL") -> None:
         """Send a signal (default SIGKILL) to running containers."""
         engine = state(ctx).engine
-        _each(containers, lambda n: engine.kill(n, signal=signal))
+        each_container(containers, lambda n: engine.kill(n, signal=signal))
 
     @app.command("restart")
     def restart_cmd(ctx: typer.Context, containers: Annotated[List[str], names_arg],
@@ -90,7 +90,7 @@ def register(app) -> None:
         def one(n: str) -> None:
             engine.stop(n, timeout=time)
             engine.start(n)
-        _each(containers, one)
+        each_container(containers, one)
 
     @app.command("wait")
     def wait_cmd(ctx: typer.Context, containers: Annotated[List[str], names_arg]) -> None:

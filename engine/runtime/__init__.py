@@ -10,6 +10,10 @@
     child.py     the children's side: namespaces, mounts, pivot_root, /proc, /dev, caps, exec
     syscalls.py  mount/unshare/pivot_root/prctl through ctypes
     tty.py       -t: window size and the pty pump
+    supervisor.py  run -d / start: the per-container supervisor process (launch, restart policies)
+    control.py   start/stop/kill/wait/logs/systemd unit from the outside (signals checked by start time)
+    logs.py      the json-file log: writer with rotation, reader, follow
+    tee.py       a foreground run's output shown and recorded
 
 This __init__ imports nothing (fcntl, ctypes, termios and pty are imported by the submodules
 that use them), so the rest of the engine imports on any OS.

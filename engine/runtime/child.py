@@ -138,7 +138,7 @@ def container_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull
             report_failure(w, 125, f"cannot create working directory {spec.cwd}: {e.strerror}")
     if spec.read_only and not chroot:
         mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV)
-    start_process(w, spec, slave, devnull, chroot=chroot, pdeathsig=not chroot)
+    start_process(w, spec, slave, devnull, chroot=chroot, pdeathsig=True)
 
 
 def start_process(w: int, spec: ProcessSpec, slave, devnull, *, chroot: bool, pdeathsig: bool) -> None:
@@ -168,6 +168,8 @@ def start_process(w: int, spec: ProcessSpec, slave, devnull, *, chroot: bool, pd
     except OSError as e:
         report_failure(w, 125, f"cannot switch to user {spec.uid}:{spec.gid}: {e.strerror}")
     if pdeathsig:
+        # (after the user switch, which clears it) the container dies with its supervisor, chroot
+        # included: a detached one's supervisor killed -9 leaves no process that `ps` calls exited
         set_pdeathsig(signal.SIGKILL)
     try:
         os.chdir(spec.cwd)

@@ -19,6 +19,8 @@ import json
 import os
 import time
 
+from json.encoder import encode_basestring as _quote  # (the C encoder: a JSON string literal)
+
 LOG_NAME = "container.log"
 LINE_MAX = 16 << 10
 
@@ -121,40 +123,60 @@ class LogWriter:
         self.size = os.fstat(self.fd).st_size
 
     def write(self, stream: str, data: bytes) -> None:
-        """Output of `stream` (stdout|stderr): whole lines become records, the rest waits."""
-        buf = self.partial.get(stream, b"") + data
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0 or nl >= LINE_MAX:
-                if len(buf) < LINE_MAX:
-                    break
-                self._record(stream, buf[:LINE_MAX])
-                buf = buf[LINE_MAX:]
-                continue
-            self._record(stream, buf[:nl + 1])
-            buf = buf[nl + 1:]
-        self.partial[stream] = buf
+        """Output of `stream` (stdout|stderr): whole lines become records (one time stamp for
+        what arrived together), the rest waits for its newline."""
+        buf = self.partial.pop(stream, b"") + data
+        when = rfc3339(time.time_ns())
+        tail = f'"stream":"{stream}","time":"{when}"}}\n'
+        records = []
+        start, n = 0, len(buf)
+        while start < n:
+            nl = buf.find(b"\n", start, start + LINE_MAX)
+            if nl >= 0:
+                end = nl + 1
+            elif n - start >= LINE_MAX:
+                end = start + LINE_MAX
+            else:
+                break
+            records.append(('{"log":' + _quote(buf[start:end].decode("utf-8", "replace")) + "," + tail).encode())
+            start = end
+        if start < n:
+            self.partial[stream] = buf[start:]
+        self._emit(records)
 
     def flush(self) -> None:
         """What is left of a line without its newline (the stream ended)."""
-        for stream, buf in self.partial.items():
+        partial, self.partial = self.partial, {}
+        for stream, buf in partial.items():
             if buf:
-                self._record(stream, buf)
-        self.partial.clear()
+                when = rfc3339(time.time_ns())
+                self._emit([('{"log":' + _quote(buf.decode("utf-8", "replace")) +
+                             f',"stream":"{stream}","time":"{when}"}}\n').encode()])
 
     def close(self) -> None:
         self.flush()
         os.close(self.fd)
 
-    def _record(self, stream: str, chunk: bytes) -> None:
-        line = json.dumps({"log": chunk.decode("utf-8", "replace"), "stream": stream,
-                           "time": rfc3339(time.time_ns())}, ensure_ascii=False) + "\n"
-        raw = line.encode()
-        if self.size and self.size + len(raw) > self.max_size:
-            self._rotate()
+    def _emit(self, records: list[bytes]) -> None:
+        """Append the records, as few write(2)s as the rotation allows (each whole records)."""
+        batch: list[bytes] = []
+        size = 0
+        for raw in records:
+            if (self.size or size) and self.size + size + len(raw) > self.max_size:
+                self._append(b"".join(batch))
+                batch, size = [], 0
+                self._rotate()
+            batch.append(raw)
+            size += len(raw)
+        if batch:
+            self._append(b"".join(batch))
+
+    def _append(self, blob: bytes) -> None:
+        if not blob:
+            return
         try:
-            os.write(self.fd, raw)
-            self.size += len(raw)
+            os.write(self.fd, blob)
+            self.size += len(blob)
         except OSError:
             pass                       # a full disk loses log lines, never the container
 

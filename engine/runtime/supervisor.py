@@ -50,6 +50,7 @@ def launch(where: tuple[str, str | None], cid: str, cdir: str, *, lock_fd: int |
     from container.engine.errors import CommandNotExecutable, CommandNotFound, RunError
 
     root, db_url = where
+    root, cdir = os.path.abspath(root), os.path.abspath(cdir)     # (it runs in /: it pins no cwd)
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -63,6 +64,7 @@ def launch(where: tuple[str, str | None], cid: str, cdir: str, *, lock_fd: int |
             os.dup2(null, 0)
             os.dup2(null, 1)
             os.dup2(errlog, 2)
+            os.chdir("/")
             os.set_inheritable(w, True)
             args = [sys.executable, "-m", "container.engine.runtime.supervisor", "--root", root,
                     "--report-fd", str(w)]
@@ -76,12 +78,7 @@ def launch(where: tuple[str, str | None], cid: str, cdir: str, *, lock_fd: int |
             pass
         os._exit(127)
     os.close(w)
-    while True:
-        try:
-            os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    os.waitpid(pid, 0)                     # the middle child, gone at once (PEP 475 retries EINTR)
     data = b""
     deadline = time.monotonic() + START_TIMEOUT
     import select
@@ -320,7 +317,6 @@ class Supervisor:
         from container.engine.errors import ContainerError
         from container.engine.runtime.logs import LogWriter, config_log_options
         from container.engine.runtime.options import log_options, restart_policy
-        from container.schema.base import utcnow
 
         self._handle_signals()
         try:
@@ -339,6 +335,18 @@ class Supervisor:
             self.report(f"E125 {e}")
             return
         state = dict(cfg.get("state") or {})
+        # a shared store: this host's heartbeat while the container lives (other hosts' gc keeps it)
+        beating = getattr(self.db, "keep_alive", lambda: None)()
+        try:
+            self._loop(row, cfg, state, policy, retries, log)
+        finally:
+            if beating is not None:
+                beating.set()
+
+    def _loop(self, row, cfg: dict, state: dict, policy: str, retries: int, log) -> None:
+        from container.engine.errors import ContainerError
+        from container.schema.base import utcnow
+
         restarts, delay = 0, 0.0
         while True:
             try:
@@ -351,6 +359,8 @@ class Supervisor:
                     return
                 break
             started = time.monotonic()
+            if self.stop_at is not None:            # a stop came while it was being started
+                self._signal_container(self.stop_sig)
             state.update(pid_start=proc_start(self.running.container_pid), restarts=restarts,
                          supervisor=os.getpid(), signal=None, oom_killed=False)
             cfg["state"] = state

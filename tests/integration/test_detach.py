@@ -412,3 +412,103 @@ def test_same_as_podman(cli, root, pushed, podman):
     ours = scenario("container", cli)
     theirs = scenario("podman", pm)
     assert ours == theirs, (ours, theirs)
+
+
+def test_log_options_from_the_config_file(cli, root, pushed):
+    cli.config_path.write_text('[log]\nmax-size = "2k"\nmax-file = 2\n')
+    cid = cli("run", "-d", pushed["busybox"].ref, "sh", "-c", "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done",
+              check=True).stdout.strip()
+    assert cli("wait", cid, check=True).stdout == "0\n"
+    files = sorted(p.name for p in (root / "containers" / cid).iterdir() if p.name.startswith("container.log"))
+    assert files == ["container.log", "container.log.1"]
+    assert all((root / "containers" / cid / f).stat().st_size <= 2048 for f in files)
+    cli.config_path.write_text('[log]\nmax-file = "many"\n')
+    r = cli("run", "-d", pushed["busybox"].ref, "true")
+    assert r.returncode == 125 and "max-file" in one_error(r)
+    assert [x for x in cli("ps", "-aq", check=True).stdout.split()] == [cid[:12]]
+
+
+def test_gc_and_prune_keep_running_and_restarting_containers(cli, root, pushed):
+    bb = pushed["busybox"]
+    up = cli("run", "-d", "--name", "up", bb.ref, "sh", "-c", "echo x > /kept; exec sleep 1000", check=True).stdout.strip()
+    cli("run", "-d", "--name", "again", "--restart", "always", bb.ref, "sh", "-c", "sleep 0.3; exit 1", check=True)
+    done = cli("run", "-d", "--name", "done", bb.ref, "true", check=True).stdout.strip()
+    cli("wait", "done", check=True)
+    assert cli("container", "prune", "-f", check=True).returncode == 0
+    assert cli("gc", check=True).returncode == 0
+    assert cli("rmi", "-f", bb.ref).returncode in (0, 1)
+    assert cli("gc", check=True).returncode == 0
+    names = sorted(r["Names"] for r in json_lines(cli("ps", "-a", "--format", "json", check=True).stdout))
+    assert names == ["again", "up"] and not (root / "containers" / done).exists()
+    assert _ps(cli, "up")["State"] == "running" and (root / "containers" / up / "upper" / "kept").exists()
+    _until(lambda: _ps(cli, "again")["State"] in ("running", "restarting"), what="again")
+    cli("stop", "-t", "1", "again", "up", check=True)
+
+
+@pytest.mark.parametrize("isolation", ["chroot"])
+def test_kill_9_supervisor_chroot(cli, root, pushed, isolation):
+    cid = cli("run", "-d", "--isolation", isolation, "--name", "ch", pushed["busybox"].ref, "sleep", "1000",
+              check=True).stdout.strip()
+    init = _ps(cli, "ch")["Pid"]
+    os.kill(int((root / "containers" / cid / "supervisor.pid").read_text()), signal.SIGKILL)
+    _until(lambda: not os.path.exists(f"/proc/{init}"), what="the container dies with its supervisor")
+    assert _ps(cli, "ch")["State"] == "exited"
+    cli("start", "ch", check=True)
+    assert _ps(cli, "ch")["State"] == "running"
+    cli("rm", "-f", "ch", check=True)
+    assert not (root / "containers" / cid).exists()
+
+
+def test_detached_tty_and_stdin(cli, root, pushed):
+    bb = pushed["busybox"]
+    cli("run", "-d", "-t", "--name", "dt", bb.ref, "sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; echo term=$TERM", check=True)
+    assert cli("wait", "dt", check=True).stdout == "0\n"
+    out = cli("logs", "dt", check=True).stdout.replace("\r", "")
+    assert out == "is-a-tty\nterm=xterm\n"
+    cli("run", "-d", "-i", "--name", "di", bb.ref, "cat", check=True)       # stdin open: cat waits
+    time.sleep(0.5)
+    assert _ps(cli, "di")["State"] == "running"
+    cli("stop", "-t", "1", "di", check=True)
+
+
+def test_after_a_reboot_nothing_is_running(cli, root, pushed):
+    """A row that says "running" with nobody holding its lock (what a reboot leaves, its pid now
+    someone else's): ps says exited, and neither stop nor rm -f signals that pid."""
+    import sqlite3
+
+    cid = cli("create", "--name", "rebooted", pushed["busybox"].ref, "sleep", "1000", check=True).stdout.strip()
+    bystander = subprocess.Popen(["sleep", "1000"])
+    try:
+        with sqlite3.connect(root / "metadata.db") as db:
+            db.execute("UPDATE container SET status = 'running', pid = ?, started = '2026-01-01 00:00:00' "
+                       "WHERE id = ?", (bystander.pid, cid))
+        row = _ps(cli, "rebooted")
+        assert row["State"] == "exited" and row["Status"].startswith("Exited (unknown)")
+        assert cli("ps", "-q", check=True).stdout == ""
+        assert cli("stop", "rebooted", check=True).returncode == 0
+        assert cli("kill", "rebooted").returncode == 1
+        assert cli("start", "rebooted", check=True).returncode == 0           # starts again after the "reboot"
+        assert _ps(cli, "rebooted")["State"] == "running"
+        assert cli("rm", "-f", "rebooted", check=True).returncode == 0
+        assert bystander.poll() is None                                      # never signalled
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_start_attach_and_restart(cli, root, pushed):
+    bb = pushed["busybox"]
+    cli("create", "--name", "att", bb.ref, "sh", "-c", "echo attached; echo to-err >&2; exit 5", check=True)
+    r = cli("start", "-a", "att")
+    assert (r.returncode, r.stdout, r.stderr) == (5, "attached\n", "to-err\n")
+    r = cli("start", "-a", "att")                    # a second start: only this run's output
+    assert (r.returncode, r.stdout) == (5, "attached\n")
+    assert cli("logs", "att", check=True).stdout == "attached\nattached\n"
+    cli("run", "-d", "--init", "--name", "rs", bb.ref, "sh", "-c", "echo start; exec sleep 1000", check=True)
+    pid = _ps(cli, "rs")["Pid"]
+    assert cli("restart", "rs", check=True).stdout == "rs\n"
+    row = _ps(cli, "rs")
+    assert row["State"] == "running" and row["Pid"] != pid
+    _until(lambda: cli("logs", "rs").stdout == "start\nstart\n", what="two starts")
+    assert cli("start", "rs", check=True).stdout == "rs\n"                     # already running: a no-op
+    assert _ps(cli, "rs")["Pid"] == row["Pid"]
