@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> _dt.datetime:

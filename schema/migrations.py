@@ -14,6 +14,23 @@ import peewee
 STEPS: dict[int, Callable[[peewee.Database], None]] = {}
 
 
+def up_usage(db: peewee.Database) -> None:
+    """Version 2: the usage records (disk, inodes, inode) on blob, layer and snapshot, and
+    blob.verified, all NULL: a store written before them is measured once, lazily
+    (engine/maint/usage.py) or by fsck --repair, and its blobs rehashed by the next fsck."""
+    from playhouse.migrate import SchemaMigrator, migrate as run
+
+    m = SchemaMigrator.from_database(db)
+    big = peewee.BigIntegerField(null=True)
+    cols = {"blob": ("disk", "inode", "verified"), "layer": ("disk", "inodes", "inode"), "snapshot": ("disk", "inodes", "inode")}
+    have = {t: {c.name for c in db.get_columns(t)} for t in cols}
+    run(*[m.add_column(t, c, peewee.IntegerField(null=True) if c == "inodes" else big)
+          for t, cs in cols.items() for c in cs if c not in have[t]])
+
+
+STEPS[2] = up_usage
+
+
 def current_version(db: peewee.Database) -> int | None:
     if not db.table_exists("meta"):
         return None

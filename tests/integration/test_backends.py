@@ -17,6 +17,7 @@ import pytest
 from checks import json_lines, one_error
 
 import gc_synth as S  # noqa: E402
+from container.schema import SCHEMA_VERSION
 
 
 def rows(cli, sql: str) -> list[dict]:
@@ -261,7 +262,7 @@ def test_pg_new_database_created_once_by_concurrent_commands(cli, pg_url):
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(lambda _: cli("images", "--format", "json"), range(4)))
     assert all(r.returncode == 0 and json_lines(r.stdout) == [] for r in results), [r.stderr for r in results]
-    assert rows(cli, "SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": "1"}]
+    assert rows(cli, "SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": str(SCHEMA_VERSION)}]
 
 
 def test_pg_newer_schema_is_refused_and_left_alone(cli, pg_url):
@@ -283,8 +284,8 @@ def test_sqlite_commands_never_import_psycopg(cli, root):
 
 
 def test_migration_runs_once_on_both(backend, tmp_path, monkeypatch):
-    """A store at schema version 1 opened by a program at version 2: the step runs, the version
-    moves, the rows stay; opened again, nothing runs twice."""
+    """A store at this schema version opened by a program one version newer: the step runs, the
+    version moves, the rows stay; opened again, nothing runs twice."""
     import peewee
     from playhouse.migrate import SchemaMigrator, migrate
 
@@ -300,12 +301,13 @@ def test_migration_runs_once_on_both(backend, tmp_path, monkeypatch):
         m = SchemaMigrator.from_database(db)
         migrate(m.add_column("tag", "note", peewee.TextField(default="")))
 
-    monkeypatch.setitem(migrations.STEPS, 2, up)
-    monkeypatch.setattr(schema_db, "SCHEMA_VERSION", 2)
+    nxt = SCHEMA_VERSION + 1
+    monkeypatch.setitem(migrations.STEPS, nxt, up)
+    monkeypatch.setattr(schema_db, "SCHEMA_VERSION", nxt)
     for _ in range(2):
         s = Store(root, backend)
         db = s.db()
-        assert migrations.current_version(db) == 2
+        assert migrations.current_version(db) == nxt
         assert sorted(r[0] for r in db.execute_sql("SELECT note FROM tag").fetchall()) == ["", "", ""]
         s.close()
     assert ran == [1]
