@@ -155,7 +155,8 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "database": database,
             "size_unit": "disk usage: st_blocks*512, hardlinked inodes counted once",
         }
-        held = _per_image(store, st, weight, cat, others, sz)
+        held = _per_image(store, st, weight, cat, others, sz) if verbose else \
+            {"images_total": _images_total(st, weight, cat)}
         images_row = {"type": "Images", "total": counts["images"][0], "active": counts["images"][1],
                       "size": held["images_total"],
                       "reclaimable": recl["images"] + recl["layers"] + recl["snapshots"]}
@@ -165,6 +166,19 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             report.update(held)
         sz.save()
     return report
+
+
+def _images_total(st: StoreRows, weight: dict, cat: dict) -> int:
+    """What all images hold (each blob, tree and snapshot once): docker's Images size, without -v's
+    per-image split."""
+    names: dict[str, set[str]] = {"blob": set(), "layer": set(), "snapshot": set()}
+    for im in st.images.values():
+        names["blob"].update(d[7:] for d in (im.manifest_digest, im.config_digest, im.index_digest) if d)
+        names["snapshot"].update(c[7:] for c in [*st.chains_of(im.id), im.chain_id] if c)
+    names["blob"].update(il.blob_digest[7:] for il in st.image_layers)
+    names["layer"].update(il.diff_id[7:] for il in st.image_layers)
+    return sum(weight[k][n] for k, ns in names.items() for n in ns
+               if cat[k].get(n, "orphans") != "orphans")
 
 
 def _per_image(store, st: StoreRows, weight: dict, cat: dict, others: list[Unit], sz: Sizes) -> dict:

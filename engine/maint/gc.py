@@ -31,6 +31,7 @@ engine/maint/inventory.py) before the files go, not estimated from the DB.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fcntl
 import os
@@ -333,7 +334,9 @@ def execute(store, plan: Plan) -> Plan:
         for i in range(0, len(xs), n):
             yield xs[i:i + n]
 
-    with write_txn():
+    rows_change = bool(plan.containers or plan.tags or plan.images or plan.snapshots or plan.layers
+                       or plan.blobs or plan.leases or plan.drift)
+    with write_txn() if rows_change else contextlib.nullcontext():
         for ch in chunks(c for c, _ in plan.containers):
             Container.delete().where(Container.id.in_(ch)).execute()
         for ch in chunks(plan.tags):
@@ -350,7 +353,8 @@ def execute(store, plan: Plan) -> Plan:
         for ch in chunks(plan.leases):
             LeaseItem.delete().where(LeaseItem.lease.in_(ch)).execute()
             Lease.delete().where(Lease.id.in_(ch)).execute()
-        recount_refs()
+        if rows_change:
+            recount_refs()
 
     done: list[Unit] = []
     simple = [u for u in plan.units if u.kind not in ("ingest", "container")]

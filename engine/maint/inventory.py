@@ -97,24 +97,27 @@ def load_rows() -> StoreRows:
 
 
 def recount_refs() -> None:
-    """Blob.refs / Layer.refs := the number of edges naming them (inside the caller's transaction)."""
-    from container.schema import Blob, Image, ImageLayer, Layer
+    """Blob.refs / Layer.refs := the number of edges naming them (inside the caller's transaction).
+    Plain tuples (no peewee rows): this runs on every gc, over every row."""
+    from container.schema import Blob, Layer
 
+    db = Blob._meta.database
+    q = lambda sql: db.execute_sql(sql).fetchall()  # noqa: E731
     brefs: dict[str, int] = {}
-    for im in Image.select(Image.manifest, Image.config, Image.index):
-        for d in (im.manifest_digest, im.config_digest, im.index_digest):
+    for row in q("SELECT manifest_digest, config_digest, index_digest FROM image"):
+        for d in row:
             if d:
                 brefs[d] = brefs.get(d, 0) + 1
     lrefs: dict[str, int] = {}
-    for il in ImageLayer.select(ImageLayer.blob, ImageLayer.layer):
-        brefs[il.blob_digest] = brefs.get(il.blob_digest, 0) + 1
-        lrefs[il.diff_id] = lrefs.get(il.diff_id, 0) + 1
-    for b in Blob.select(Blob.digest, Blob.refs):
-        if b.refs != brefs.get(b.digest, 0):
-            Blob.update(refs=brefs.get(b.digest, 0)).where(Blob.digest == b.digest).execute()
-    for x in Layer.select(Layer.diff_id, Layer.refs):
-        if x.refs != lrefs.get(x.diff_id, 0):
-            Layer.update(refs=lrefs.get(x.diff_id, 0)).where(Layer.diff_id == x.diff_id).execute()
+    for bd, diff in q("SELECT blob_digest, diff_id FROM image_layer"):
+        brefs[bd] = brefs.get(bd, 0) + 1
+        lrefs[diff] = lrefs.get(diff, 0) + 1
+    for d, refs in q("SELECT digest, refs FROM blob"):
+        if refs != brefs.get(d, 0):
+            Blob.update(refs=brefs.get(d, 0)).where(Blob.digest == d).execute()
+    for d, refs in q("SELECT diff_id, refs FROM layer"):
+        if refs != lrefs.get(d, 0):
+            Layer.update(refs=lrefs.get(d, 0)).where(Layer.diff_id == d).execute()
 
 
 def tag_name(t) -> str:
