@@ -727,6 +727,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def is_ours(tool: str) -> bool:
+    """Our rows: "container" or "container <what>" (not "containerd ...")."""
+    return tool == OURS or tool.startswith(OURS + " ")
+
+
 def ours_row(rows: list[Row]) -> Row | None:
     for r in rows:
         if r.tool == OURS or r.tool.startswith(OURS + " ("):
@@ -852,7 +857,7 @@ def goals() -> list[str]:
         if a and a.ok and a.extra.get("bytes"):
             res.append(f"second pull on {fs}: fetched {human_bytes(statistics.median(a.extra['bytes']))} "
                        f"(the new top layer plus manifest/config only: see the per-tool bytes above)")
-    for a in [r for r in RESULTS if r.section.startswith("5.") and r.tool.startswith(OURS) and r.ok]:
+    for a in [r for r in RESULTS if r.section.startswith("5.") and is_ours(r.tool) and r.ok]:
         c = find("5.", a.fs, "cp -al", a.subject)
         if c and c.ok:
             x = a.median / c.median
@@ -896,7 +901,7 @@ def render_chart(path: Path) -> bool:
         meds = [r.median * scale for r in rs]
         lo = [r.median * scale - min(r.values) * scale for r in rs]
         hi = [max(r.values) * scale - r.median * scale for r in rs]
-        colors = ["#d62728" if r.tool.startswith(OURS) else "#7f7f7f" for r in rs]
+        colors = ["#d62728" if is_ours(r.tool) else "#7f7f7f" for r in rs]
         y = range(len(rs))
         ax.barh(list(y), meds, xerr=[lo, hi], color=colors, capsize=3)
         ax.set_yticks(list(y), names, fontsize=8)

@@ -49,7 +49,7 @@ def _pair(rows, section, fs, peers):
     return _med(a), out
 
 
-def render(rows: list, gcdf: list, meta: dict) -> str:
+def render(rows: list, gcdf: list, meta: dict, notes: list[str] | None = None) -> str:
     """The markdown section."""
     out: list[str] = [TITLE, ""]
     w = out.append
@@ -115,16 +115,42 @@ def render(rows: list, gcdf: list, meta: dict) -> str:
                             ("gc (nothing to do)", "gc, nothing to do"), ("gc after rmi of half", None),
                             ("fsck", "fsck (after gc)"), ("sql join", "`sql` join (tag, image_layer, layer)"),
                             ("images", "images"), ("ps -a", "ps -a")):
-            key = name if name in sec else next((k for k in sec if k.startswith(name)), None)
+            final = f"{name} (final code, after rmi+gc)"
+            key = final if final in sec else name if name in sec else next((k for k in sec if k.startswith(name)), None)
             if key is None:
                 continue
-            label = label or key
-            g = f"≤ {goal_s} s" if label in ("df", "df after gc") else "≤ 1 s at 500"
-            lim = goal_s if label in ("df", "df after gc") else (1.0 if st["images"] >= 500 else None)
+            label = (label or key) + (" (final code, after rmi of half + gc)" if key == final else "")
+            is_df = label.startswith("df") and not label.startswith("df -v")
+            g = f"≤ {goal_s} s" if is_df else "≤ 1 s at 500"
+            lim = goal_s if is_df else (1.0 if st["images"] >= 500 else None)
             met = "-" if lim is None else ("met" if sec[key] <= lim else
                                            ("met on CPU, not wall" if cpu[key] <= lim else "MISSED"))
             w(f"| {label}, {shape} | {_ms(sec[key])} wall, {_ms(cpu[key])} CPU | — | {g} | {met} |")
     w("")
+    if gcdf:
+        w("Store costs as the store grows (tools/bench/gc_df.py; synthetic stores built without a registry: "
+          "60 layers per image, 10 shared by all, a snapshot per image, a container per 5 images, every 5th "
+          "image removed and 140 orphan blobs per image left for gc; ext4; each read-only command in "
+          "alternating rounds, median; CPU is user+sys of the process):")
+        w("")
+        head = " | ".join(f"{r['store']['images']} images: wall / CPU" for r in gcdf)
+        w(f"| command | {head} | CPU growth |")
+        w("|---|" + "---:|" * len(gcdf) + "---:|")
+        for name in gcdf[0]["seconds"]:
+            cells = []
+            for r in gcdf:
+                k = name if name in r["seconds"] else next((x for x in r["seconds"]
+                                                            if x.split(" (")[0] == name.split(" (")[0]), None)
+                cells.append(f"{_ms(r['seconds'][k])} / {_ms(r['cpu'][k])}" if k else "-")
+            growth = ""
+            if len(gcdf) > 1 and name in gcdf[-1]["cpu"] and gcdf[0]["cpu"].get(name):
+                growth = f"{gcdf[-1]['cpu'][name] / gcdf[0]['cpu'][name]:.1f}×"
+            w(f"| {name} | " + " | ".join(cells) + f" | {growth} |")
+        w("")
+    for n in notes or []:
+        w(f"- {n}")
+    if notes:
+        w("")
     w("\"met on CPU, not wall\": the process used less CPU than the goal but waited longer than it for the "
       "cores the other sessions held. What is not here: runc and crun by themselves (issue: 25 ms and 8 ms) "
       "are not in tools/bench; the 1 GB layer and zstd rows are in the sections below from the last full "
@@ -152,11 +178,12 @@ def main() -> int:
     ap.add_argument("gcdf", help="tools/bench/gc_df.py --json output")
     ap.add_argument("--doc", help="splice the section into this markdown file")
     ap.add_argument("--chart", help="redraw this chart from the rows (and the store costs)")
+    ap.add_argument("--note", action="append", default=[], help="a line under the table (repeatable)")
     a = ap.parse_args()
     saved = json.loads(Path(a.results).read_text())
     gcdf = json.loads(Path(a.gcdf).read_text())
     gcdf = gcdf if isinstance(gcdf, list) else [gcdf]
-    md = render(saved["rows"], gcdf, saved["meta"])
+    md = render(saved["rows"], gcdf, saved["meta"], a.note)
     if a.doc:
         splice(Path(a.doc), md)
     else:
