@@ -7,6 +7,7 @@ migration_context). Version 1 is the initial schema.
     2  up_volumes: the volume and volume_use tables
     3  up_index: the contents index (layer_index, file, layer_package, package)
     4  up_shared_store: the host table and lease.host
+    5  up_usage: the usage records (disk, inodes, inode) on blob, layer, snapshot; blob.verified
 """
 
 from __future__ import annotations
@@ -72,3 +73,20 @@ def up_shared_store(db: peewee.Database) -> None:
 
 
 STEPS[4] = up_shared_store
+
+
+def up_usage(db: peewee.Database) -> None:
+    """Version 5: the usage records (disk, inodes, inode) on blob, layer and snapshot, and
+    blob.verified, all NULL: a store written before them is measured once, lazily
+    (engine/maint/usage.py) or by fsck --repair, and its blobs rehashed by the next fsck."""
+    from playhouse.migrate import SchemaMigrator, migrate as run
+
+    m = SchemaMigrator.from_database(db)
+    big = peewee.BigIntegerField(null=True)
+    cols = {"blob": ("disk", "inode", "verified"), "layer": ("disk", "inodes", "inode"), "snapshot": ("disk", "inodes", "inode")}
+    have = {t: {c.name for c in db.get_columns(t)} for t in cols}
+    run(*[m.add_column(t, c, peewee.IntegerField(null=True) if c == "inodes" else big)
+          for t, cs in cols.items() for c in cs if c not in have[t]])
+
+
+STEPS[5] = up_usage

@@ -11,6 +11,8 @@
     image_layer image -> (position, compressed blob, diff_id); base layer is position 0.
     tag         repository[:tag] -> image. tag NULL = pulled by digest only (docker's <none>).
     snapshot    snapshots/<chain_id hex>/: the merged rootfs of a layer chain.
+                blob/layer/snapshot .disk .inodes .inode: usage records (st_blocks*512, inode counts;
+                a snapshot's only what it does not share with its layers), NULL until measured.
     container   one container: its image, snapshot, rootfs backend, isolation, process, status.
     lease       work in flight (a pull): what it names is a gc root until it expires.
     lease_item  (lease, kind, key): kind in blob|layer|snapshot|ingest.
@@ -48,6 +50,10 @@ class Blob(BaseModel):
     media_type = pw.CharField(default="")
     refs = pw.IntegerField(default=0)
     created = pw.DateTimeField(default=utcnow)
+    # usage records (engine/maint/usage.py), filled when first measured; NULL = not measured yet
+    disk = pw.BigIntegerField(null=True)          # st_blocks*512 of its inodes, each once
+    inode = pw.BigIntegerField(null=True)         # st_ino when measured: the record holds while it matches
+    verified = pw.BigIntegerField(null=True)      # st_ctime_ns when fsck last rehashed it and it matched
 
 
 class Layer(BaseModel):
@@ -56,6 +62,10 @@ class Layer(BaseModel):
     entries = pw.IntegerField(default=0)          # tar entries
     refs = pw.IntegerField(default=0)
     created = pw.DateTimeField(default=utcnow)
+    # usage records (engine/maint/usage.py), filled when first measured; NULL = not measured yet
+    disk = pw.BigIntegerField(null=True)          # st_blocks*512 of its inodes, each once
+    inode = pw.BigIntegerField(null=True)         # st_ino when measured: the record holds while it matches
+    inodes = pw.IntegerField(null=True)           # distinct inodes of the tree
 
 
 class Image(BaseModel):
@@ -106,6 +116,10 @@ class Snapshot(BaseModel):
     entries = pw.IntegerField(default=0)
     created = pw.DateTimeField(default=utcnow)
     last_used = pw.DateTimeField(default=utcnow)
+    # usage records: disk/inodes = only what the snapshot does not share with its layers (its dirs, copies)
+    disk = pw.BigIntegerField(null=True)
+    inodes = pw.IntegerField(null=True)
+    inode = pw.BigIntegerField(null=True)
 
 
 class Container(BaseModel):

@@ -60,10 +60,34 @@ class ImageInfo:
 # -- building ImageInfo --------------------------------------------------------------------------
 def image_info(store, img) -> ImageInfo:
     """The ImageInfo of an Image row: tags and digests by familiar name, the parsed config, layers."""
-    from container.schema import ImageLayer, Layer, Tag
+    from container.schema import Tag
 
+    tags = list(Tag.select().where(Tag.image == img.id).order_by(Tag.created))
+    return _info(store, img, tags, _layer_infos(img.id).get(img.id, []))
+
+
+def _layer_infos(image_id: str | None = None) -> dict[str, list[LayerInfo]]:
+    """image id -> its LayerInfos, base first: one query (for one image, or all of them)."""
+    from container.schema import ImageLayer
+
+    db = ImageLayer._meta.database
+    sql = ("SELECT il.image_id, il.blob_digest, il.diff_id, il.media_type, l.size, l.entries, b.size "
+           "FROM image_layer il JOIN layer l ON l.diff_id = il.diff_id "
+           "LEFT JOIN blob b ON b.digest = il.blob_digest")
+    args: tuple = ()
+    if image_id is not None:
+        sql += f" WHERE il.image_id = {db.param}"
+        args = (image_id,)
+    out: dict[str, list[LayerInfo]] = {}
+    for iid, bd, diff, mt, usize, entries, csize in db.execute_sql(sql + " ORDER BY il.image_id, il.position",
+                                                                   args).fetchall():
+        out.setdefault(iid, []).append(LayerInfo(bd, diff, csize or 0, mt, usize, entries))
+    return out
+
+
+def _info(store, img, tag_rows: list, layers: list[LayerInfo]) -> ImageInfo:
     tags, digests = [], []
-    for t in Tag.select().where(Tag.image == img.id).order_by(Tag.created):
+    for t in tag_rows:
         name = familiar(t.repository)
         if t.tag:
             tags.append(f"{name}:{t.tag}")
@@ -74,16 +98,6 @@ def image_info(store, img) -> ImageInfo:
         config = json.loads(store.blobs.read(img.config_digest))
     except (OSError, KeyError, ValueError):
         config = {}
-    layers = []
-    rows = (ImageLayer.select(ImageLayer, Layer).join(Layer).where(ImageLayer.image == img.id)
-            .order_by(ImageLayer.position))
-    from container.schema import Blob
-
-    sizes = {b.digest: b.size for b in Blob.select(Blob.digest, Blob.size)
-             .where(Blob.digest.in_([r.blob_digest for r in rows]))} if rows else {}
-    for r in rows:
-        layers.append(LayerInfo(r.blob_digest, r.layer.diff_id, sizes.get(r.blob_digest, 0), r.media_type,
-                                r.layer.size, r.layer.entries))
     return ImageInfo(
         id=img.id, config_digest=img.config_digest, repo_tags=tuple(tags), repo_digests=tuple(digests),
         created=img.created, size=sum(x.unpacked_size for x in layers), os=img.os,
@@ -93,10 +107,16 @@ def image_info(store, img) -> ImageInfo:
 
 
 def list_images(store) -> list[ImageInfo]:
-    from container.schema import Image
+    """Every image, newest pull first: three queries whatever the number of images (no query per image)."""
+    from container.schema import Image, Tag
 
     store.db()
-    return [image_info(store, img) for img in Image.select().order_by(Image.pulled.desc())]
+    tags_of: dict[str, list] = {}
+    for t in Tag.select().order_by(Tag.created):
+        tags_of.setdefault(t.image_id, []).append(t)
+    layers_of = _layer_infos()
+    return [_info(store, img, tags_of.get(img.id, []), layers_of.get(img.id, []))
+            for img in Image.select().order_by(Image.pulled.desc())]
 
 
 def _find_rows(store, ref_or_id: str | Reference):

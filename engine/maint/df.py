@@ -1,31 +1,32 @@
 """Disk usage that adds up: `container df` (the report as data; cli/system.py draws it).
 
 One source: the database says what each path is (image, layer, snapshot,
-container, ingest, orphan); the disk says how big it is, measured as
-engine/maint/inventory.py says (st_blocks, each inode once). What a deletion frees
-is what prune and gc report as "reclaimed space".
+container, ingest, orphan) and what it weighs (the usage records, engine/maint/usage.py: read,
+not walked; a thing without a record is measured once and recorded); container dirs, ingest
+partials and orphans are measured live. Sizes are st_blocks*512, each inode once
+(engine/maint/inventory.py). What a deletion frees is what prune and gc report as "reclaimed space".
 
 docker's rows ("docker": Images, Containers) say what docker's do: Images is the bytes the
 images hold (their manifests and configs, their layers' blobs and trees, their snapshots; an
 inode shared by several images once). The finer summary rows partition the store, so they add up to the total: each inode is
-attributed to the first row that names it, in the order Manifests (manifests,
-configs, indexes), Layers (compressed layer blobs + unpacked trees), Snapshots,
-Containers, Ingest, Unreferenced (files no row nor live lease names: gc deletes them), Local
-Volumes (volumes/<name>/ with a row: docker's third row too). The skeleton directories, the lock and the database files are reported
+attributed to one row, in the order Manifests (manifests,
+configs, indexes), Layers (compressed layer blobs + unpacked trees), Snapshots (what a snapshot
+does not share with its layer trees),
+Containers, Ingest, Unreferenced (files no row nor live lease names: gc deletes
+them), Local Volumes (volumes/<name>/ with a row, measured live: docker's third row too). The skeleton directories, the lock and the database files are reported
 apart ("metadata"; "database" is the metadata.db* part of it), so that
 total + metadata = `du -sB1 ROOT`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from container.cas.lock import is_held
-from container.engine.image.identity import chain_ids
 from container.engine.maint.gc import make_plan
-from container.engine.maint.inventory import (Accounting, StoreRows, Unit, digest_path, list_dir, load_rows, scan,
-                                              tag_name)
+from container.engine.maint.inventory import StoreRows, Unit, measure_freed, scan, tag_name
 from container.engine.maint.prune import select_containers, select_images
+from container.engine.maint.usage import Sizes
 
 # -- container df ----------------------------------------------------------------------------------
 
@@ -34,127 +35,117 @@ TITLES = {"images": "Manifests", "layers": "Layers", "snapshots": "Snapshots", "
           "volumes": "Local Volumes", "ingest": "Ingest", "orphans": "Unreferenced"}
 
 
-def classify(store, st: StoreRows) -> list[Unit]:
-    """Every top-level thing in blobs/ layers/ snapshots/ containers/ ingest/, classified, scanned.
-
-    What no row and no live lease names (crash leftovers, `.tmp-*` trees) is "orphans" (the
-    Unreferenced row): gc deletes it."""
-    from container.engine import leases as L
-
-    leased = L.protected()
-    layer_blobs = {il.blob_digest for il in st.image_layers}
-    units: list[Unit] = []
-    for e in list_dir(store.blobs.dir):
-        d = "sha256:" + e.name
-        b = st.blobs.get(d)
-        if b is None and d not in leased["blob"]:
-            cat = "orphans"
-        else:
-            cat = "layers" if d in layer_blobs or (b is not None and "layer" in (b.media_type or "")) else "images"
-        units.append(Unit(cat, "blob", d, Path(e.path)))
-    for e in list_dir(store.layers_dir):
-        d = "sha256:" + e.name
-        cat = "layers" if d in st.layers or d in leased["layer"] else "orphans"
-        units.append(Unit(cat, "layer", d, Path(e.path)))
-    for e in list_dir(store.snapshots_dir):
-        d = "sha256:" + e.name
-        cat = "snapshots" if d in st.snapshots or d in leased["snapshot"] else "orphans"
-        units.append(Unit(cat, "snapshot", d, Path(e.path)))
-    for e in list_dir(store.containers_dir):
-        cat = "containers" if e.name in st.containers else "orphans"
-        units.append(Unit(cat, "container", e.name, Path(e.path)))
-    from container.schema import Volume
-
-    volume_names = {v.name for v in Volume.select(Volume.name)}
-    for e in list_dir(store.volumes_dir):
-        units.append(Unit("volumes" if e.name in volume_names else "orphans", "volume", e.name, Path(e.path)))
-    for e in list_dir(store.ingest_dir):
-        units.append(Unit("ingest", "ingest", e.name, Path(e.path)))
-    order = {c: i for i, c in enumerate(CATEGORIES)}
-    units.sort(key=lambda u: order[u.category])
-    for u in units:
-        u.load()
-    return units
-
-
 def disk_usage(store, *, verbose: bool = False) -> dict:
     """The df report (a dict, the JSON shape). Taken under the shared store lock: a consistent view."""
+    from container.engine import leases as L
+    from container.engine.maint.gc import TMP_PREFIX, list_all
+    from container.engine.maint.inventory import load_rows
+
     with store.lock(exclusive=False):
         store.db()
         st = load_rows()
-        units = classify(store, st)
-        by_path = {str(u.path): u for u in units}
-        acc = Accounting()
-        for u in units:
-            acc.add(u)
+        listing = list_all(store)
+        ents = {k: listing[str(d)] for k, d in (("blob", store.blobs.dir), ("layer", store.layers_dir),
+                                                 ("snapshot", store.snapshots_dir))}
+        sz = Sizes(st, {"sha256:" + e.name: e.inode() for e in ents["layer"]})
+        weight = {k: sz.bulk(k, v) for k, v in ents.items()}     # kind -> name -> bytes
 
-        # sizes: each inode attributed to the first category naming it
-        owner: dict = {}
-        size = {c: 0 for c in CATEGORIES}
-        for u in units:
-            for key, sz, _ in u.inodes:
-                if key not in owner:
-                    owner[key] = u.category
-                    size[u.category] += sz
-
-        # metadata: database files, lock, the skeleton dirs, anything else at the top of ROOT
-        meta_units = [Unit("metadata", "dir", p.name, p) for p in
-                      (store.root, store.root / "blobs", store.blobs.dir, store.layers_dir, store.snapshots_dir,
-                       store.containers_dir, store.volumes_dir, store.ingest_dir)]
-        metadata = 0
-        for mu in meta_units:
-            st_ = scan(mu.path)[:1]
-            for key, sz, _ in st_:
-                if key not in owner:
-                    owner[key] = "metadata"
-                    metadata += sz
-        skeleton = {"blobs", "layers", "snapshots", "containers", "volumes", "ingest"}
-        database = 0
-        for e in list_dir(store.root):
-            if e.name in skeleton:
-                continue
-            for key, sz, _ in scan(e.path):
-                if key not in owner:
-                    owner[key] = "metadata"
-                    metadata += sz
-                    if e.name.startswith(store.db_path.name):
-                        database += sz
-
-        def plan_units(plan) -> list[Unit]:
-            out = []
-            for pu in plan.units:
-                u = by_path.get(str(pu.path))
-                out.append(u if u is not None else pu.load())
-            order = {c: i for i, c in enumerate(CATEGORIES)}
-            out.sort(key=lambda u: order.get(u.category, 99))
-            return out
-
-        # reclaimable: what `image prune -a` (then its gc sweep) frees, and what `container prune` frees
-        recl = {c: 0 for c in CATEGORIES}
-        p_img = make_plan(store, drop_images=select_images(store, all=True), state=st)
-        pu = plan_units(p_img)
-        _, per = acc.freed(pu)
-        for u in pu:
-            if u.category != "containers":
-                recl[u.category] += per[id(u)]
-        drop_c, _ = select_containers(store)
-        p_con = make_plan(store, drop_containers=drop_c, state=st)
-        pu = [u for u in plan_units(p_con) if u.category == "containers"]
-        _, per = acc.freed(pu)
-        recl["containers"] = sum(per[id(u)] for u in pu)
-        # volumes: what `volume prune` frees (the volumes no container uses)
+        # each entry's row (CATEGORIES): named by a row or a live lease, else Unreferenced
+        leased = L.protected()
+        layer_blobs = {il.blob_digest[7:] for il in st.image_layers}
+        cat: dict[str, dict[str, str]] = {"blob": {}, "layer": {}, "snapshot": {}}
+        for e in ents["blob"]:
+            d = "sha256:" + e.name
+            b = st.blobs.get(d)
+            if b is None and d not in leased["blob"]:
+                cat["blob"][e.name] = "orphans"
+            elif e.name in layer_blobs or (b is not None and "layer" in (b.media_type or "")):
+                cat["blob"][e.name] = "layers"
+            else:
+                cat["blob"][e.name] = "images"
+        for kind, rows, title in (("layer", st.layers, "layers"), ("snapshot", st.snapshots, "snapshots")):
+            for e in ents[kind]:
+                d = "sha256:" + e.name
+                cat[kind][e.name] = title if d in rows or d in leased[kind] else "orphans"
+        others = [Unit("containers" if e.name in st.containers else "orphans", "container", e.name, e.path)
+                  for e in listing[str(store.containers_dir)]]
+        others += [Unit("ingest", "ingest", e.name, e.path) for e in listing[str(store.ingest_dir)]]
         from container.engine.volumes import list_volumes
 
         vols = list_volumes(store)
-        unused = {v.name for v in vols if not v.containers}
-        pu = [u for u in units if u.category == "volumes" and u.key in unused]
-        recl["volumes"] = acc.freed(pu)[0]
+        volume_names = {v.name for v in vols}
+        others += [Unit("volumes" if e.name in volume_names else "orphans", "volume", e.name, e.path)
+                   for e in listing[str(store.volumes_dir)]]
+
+        size = {c: 0 for c in CATEGORIES}
+        for kind, names in cat.items():
+            w = weight[kind]
+            for name, c in names.items():
+                size[c] += w[name]
+        for u in others:
+            size[u.category] += sz.of(u)
+
+        # metadata: database files, lock, the skeleton dirs, anything else at the top of ROOT
+        metadata = 0
+        for p in (store.root, store.root / "blobs", store.blobs.dir, store.layers_dir, store.snapshots_dir,
+                  store.containers_dir, store.volumes_dir, store.ingest_dir):
+            try:
+                metadata += os.lstat(p).st_blocks * 512
+            except OSError:
+                pass
+        skeleton = {"blobs", "layers", "snapshots", "containers", "volumes", "ingest"}
+        database = 0
+        with os.scandir(store.root) as it:
+            top = list(it)
+        for e in top:
+            if e.name in skeleton:
+                continue
+            n = sum(b for _, b, _ in scan(e.path))
+            metadata += n
+            if e.name.startswith(store.db_path.name):
+                database += n
+
+        # reclaimable: what `image prune -a` (then its gc sweep) frees, and what `container prune` frees
+        recl = {c: 0 for c in CATEGORIES}
+        plan = make_plan(store, drop_images=select_images(store, all=True), state=st, listing=listing,
+                         content_units=False)
+        going = {k: [e for e in ents[k] if e.name not in plan.kept[k] and not e.name.startswith(TMP_PREFIX)]
+                 for k in ents}
+        tmp_going = {os.fspath(u.path) for u in plan.units}
+        kept_snaps = ["sha256:" + e.name for e in ents["snapshot"]
+                      if e.name in plan.kept["snapshot"] or (e.name.startswith(TMP_PREFIX) and e.path not in tmp_going)]
+        category_of = {os.fspath(u.path): u.category for u in others}
+        for k in ents:
+            for e in ents[k]:
+                if e.name.startswith(TMP_PREFIX):
+                    category_of[e.path] = cat[k][e.name]
+        extra = [Unit(category_of.get(os.fspath(u.path), u.category), u.kind, u.key, u.path) for u in plan.units]
+        if sz.needs_exact({"sha256:" + e.name for e in going["layer"]}, kept_snaps):
+            content = [Unit(cat[k][e.name], k, "sha256:" + e.name, e.path) for k in ents for e in going[k]]
+            _, per = measure_freed(content + extra)
+            for u in content + extra:
+                if u.category != "containers":
+                    recl[u.category] += per[id(u)]
+        else:
+            for k in ents:
+                wk, ck = weight[k], cat[k]
+                for e in going[k]:
+                    recl[ck[e.name]] += wk[e.name]
+            for u in extra:
+                if u.category != "containers":
+                    recl[u.category] += sz.of(u)
+        drop_c, _ = select_containers(store)        # `container prune` frees their dirs (measured live)
+        dropped = set(drop_c)
+        recl["containers"] = sum(sz.of(u) for u in others if u.category == "containers" and u.key in dropped)
+        unused = {v.name for v in vols if not v.containers}     # what `volume prune` frees
+        recl["volumes"] = sum(sz.of(u) for u in others if u.category == "volumes" and u.key in unused)
 
         used_images = {c.image_id for c in st.containers.values() if c.image_id}
         active_layers = {il.diff_id for il in st.image_layers if il.image_id in used_images}
         active_snaps = {c.chain_id for c in st.containers.values() if c.chain_id}
-        ingest_units = [u for u in units if u.category == "ingest"]
-        active_ingest = sum(1 for u in ingest_units if is_held(u.path / "lock"))
+        ingest_units = [u for u in others if u.category == "ingest"]
+        active_ingest = sum(1 for u in ingest_units if is_held(os.path.join(u.path, "lock")))
+        n_orphans = sum(1 for names in cat.values() for c in names.values() if c == "orphans")
         counts = {
             "images": (len(st.images), len(used_images & set(st.images))),
             "layers": (len(st.layers), len(active_layers)),
@@ -162,7 +153,7 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "containers": (len(st.containers), sum(1 for c in st.containers.values() if c.status == "running")),
             "volumes": (len(vols), len(vols) - len(unused)),
             "ingest": (len(ingest_units), active_ingest),
-            "orphans": (sum(1 for u in units if u.category == "orphans"), 0),
+            "orphans": (n_orphans + sum(1 for u in others if u.category == "orphans"), 0),
         }
         report: dict = {                       # summary: the fine rows, in CATEGORIES order
             "summary": [{"type": TITLES[c], "total": counts[c][0], "active": counts[c][1], "size": size[c],
@@ -173,7 +164,8 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "database": database,
             "size_unit": "disk usage: st_blocks*512, hardlinked inodes counted once",
         }
-        held = _per_image(store, st, units)
+        held = _per_image(store, st, weight, cat, others, sz) if verbose else \
+            {"images_total": _images_total(st, weight, cat)}
         images_row = {"type": "Images", "total": counts["images"][0], "active": counts["images"][1],
                       "size": held["images_total"],
                       "reclaimable": recl["images"] + recl["layers"] + recl["snapshots"]}
@@ -182,17 +174,29 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
         report["images_total"] = held["images_total"]
         if verbose:
             report.update(held)
-            by_key = {u.key: u for u in units if u.category == "volumes"}
+            by_key = {u.key: u for u in others if u.category == "volumes"}
             report["volumes"] = [{"name": v.name, "links": len(v.containers),
-                                  "size": acc.size([by_key[v.name]]) if v.name in by_key else 0} for v in vols]
+                                  "size": sz.of(by_key[v.name]) if v.name in by_key else 0} for v in vols]
+        sz.save()
     return report
 
 
-def _per_image(store, st: StoreRows, units: list[Unit]) -> dict:
-    by_path = {str(u.path): u for u in units}
-    layers_of: dict[str, list] = {}
-    for il in st.image_layers:
-        layers_of.setdefault(il.image_id, []).append(il)
+def _images_total(st: StoreRows, weight: dict, cat: dict) -> int:
+    """What all images hold (each blob, tree and snapshot once): docker's Images size, without -v's
+    per-image split."""
+    names: dict[str, set[str]] = {"blob": set(), "layer": set(), "snapshot": set()}
+    for im in st.images.values():
+        names["blob"].update(d[7:] for d in (im.manifest_digest, im.config_digest, im.index_digest) if d)
+        names["snapshot"].update(c[7:] for c in [*st.chains_of(im.id), im.chain_id] if c)
+    names["blob"].update(il.blob_digest[7:] for il in st.image_layers)
+    names["layer"].update(il.diff_id[7:] for il in st.image_layers)
+    return sum(weight[k][n] for k, ns in names.items() for n in ns
+               if cat[k].get(n, "orphans") != "orphans")
+
+
+def _per_image(store, st: StoreRows, weight: dict, cat: dict, others: list[Unit], sz: Sizes) -> dict:
+    """Each image's blobs, layer trees and snapshots (of its chain): size, shared with another image,
+    unique. They hold disjoint inodes (engine/maint/usage.py's invariant): sums of weights add up."""
     tags_of: dict[str, list[str]] = {}
     for t in st.tags:
         tags_of.setdefault(t.image_id, []).append(tag_name(t))
@@ -200,48 +204,49 @@ def _per_image(store, st: StoreRows, units: list[Unit]) -> dict:
     for c in st.containers.values():
         if c.image_id:
             nctr[c.image_id] = nctr.get(c.image_id, 0) + 1
+    layers_of = st.layers_of()
 
-    img_inodes: dict[str, set] = {}
+    # what rows name, not Unreferenced: kind -> name -> weight
+    named = {k: {n: weight[k][n] for n, c in cat[k].items() if c != "orphans"} for k in cat}
+    nb, nl, ns = named["blob"], named["layer"], named["snapshot"]
+    img_units: dict[str, dict] = {}       # image -> {(kind, name): weight}
     users: dict = {}
-    sizes: dict = {}
     for iid, im in st.images.items():
-        paths = [digest_path(store.blobs.dir, d) for d in (im.manifest_digest, im.config_digest, im.index_digest) if d]
-        diff_ids = []
+        mine: dict = {}
+        for d in (im.manifest_digest, im.config_digest, im.index_digest):
+            if d and d[7:] in nb:
+                mine[("b", d[7:])] = nb[d[7:]]
         for il in layers_of.get(iid, []):
-            paths.append(digest_path(store.blobs.dir, il.blob_digest))
-            paths.append(digest_path(store.layers_dir, il.diff_id))
-            diff_ids.append(il.diff_id)
-        snaps = set(chain_ids(diff_ids))
-        if im.chain_id:
-            snaps.add(im.chain_id)
-        paths += [digest_path(store.snapshots_dir, c) for c in snaps]
-        s: set = set()
-        for p in paths:
-            u = by_path.get(str(p)) if p is not None else None
-            if u is None:
-                continue
-            for key, sz, _ in u.inodes:
-                s.add(key)
-                sizes[key] = sz
-        img_inodes[iid] = s
-        for key in s:
-            users[key] = users.get(key, 0) + 1
+            h = il.blob_digest[7:]
+            if h in nb:
+                mine[("b", h)] = nb[h]
+            h = il.diff_id[7:]
+            if h in nl:
+                mine[("l", h)] = nl[h]
+        for c in [*st.chains_of(iid), im.chain_id]:
+            if c and c[7:] in ns:
+                mine[("s", c[7:])] = ns[c[7:]]
+        img_units[iid] = mine
+        for k in mine:
+            users[k] = users.get(k, 0) + 1
     images = []
-    shared_once: set = set()
+    every: dict = {}
     for iid, im in sorted(st.images.items(), key=lambda kv: kv[1].pulled or 0, reverse=True):
-        s = img_inodes[iid]
-        total = sum(sizes[k] for k in s)
-        unique = sum(sizes[k] for k in s if users[k] == 1)
-        shared_once.update(k for k in s if users[k] > 1)
+        mine = img_units[iid]
+        every.update(mine)
+        total = sum(mine.values())
+        unique = sum(w for k, w in mine.items() if users[k] == 1)
         images.append({"id": iid, "config_digest": im.config_digest, "tags": tags_of.get(iid, []),
                        "created": str(im.created) if im.created else None,
                        "size": total, "shared": total - unique, "unique": unique,
                        "containers": nctr.get(iid, 0)})
-    all_img = set().union(*img_inodes.values()) if img_inodes else set()
+    by_name = {u.key: u for u in others if u.kind == "container"}
     containers = []
     for cid, c in st.containers.items():
-        u = by_path.get(str(store.containers_dir / cid))
+        u = by_name.get(cid)
+        if u is not None:
+            sz.of(u)
         containers.append({"id": cid, "name": c.name, "image": c.image_ref or (c.image_id or ""),
-                           "status": c.status, "size": sum(sz for _, sz, _ in (u.inodes if u else []))})
-    return {"images": images, "images_total": sum(sizes[k] for k in all_img),
-            "images_shared": sum(sizes[k] for k in shared_once), "containers": containers}
+                           "status": c.status, "size": sz.all_of.get(os.fspath(u.path), 0) if u else 0})
+    return {"images": images, "images_total": sum(every.values()),
+            "images_shared": sum(w for k, w in every.items() if users[k] > 1), "containers": containers}

@@ -29,6 +29,7 @@ Notes (not problems): dead leases, images no root reaches (gc removes both).
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from container.cas.lock import is_held
 from container.engine.image import contents
 from container.engine.image.identity import chain_ids
 from container.engine.maint import reindex
-from container.engine.maint.gc import Plan, make_plan
+from container.engine.maint.gc import Plan, list_all, make_plan
 from container.engine.maint.inventory import StoreRows, digest_path, load_rows, recount_refs
 
 
@@ -82,22 +83,30 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
     store.db()
     rep = Report()
     st = load_rows()
-    plan = make_plan(store, state=st)   # what gc would sweep: orphans and unreachable rows
+    listing = list_all(store)
+    plan = make_plan(store, state=st, listing=listing)   # what gc would sweep: orphans and unreachable rows
+    blob_ents = {e.name: e for e in listing[str(store.blobs.dir)]}
+    layer_ents = {e.name: e for e in listing[str(store.layers_dir)]}
+    snap_ents = {e.name: e for e in listing[str(store.snapshots_dir)]}
+    ctr_ents = {e.name: e for e in listing[str(store.containers_dir)]}
 
-    # rows -> files
-    for d, b in st.blobs.items():
-        p = digest_path(store.blobs.dir, d)
-        if p is None or not p.is_file():
-            rep.add("missing-blob", d, f"blob {d} is recorded but blobs/sha256/{_short(d)}… is missing", p)
+    def there(ents: dict, key: str, *, is_dir: bool) -> bool:
+        e = ents.get(key[7:] if key.startswith("sha256:") else "")
+        return e is not None and Digest.is_valid(key) and (e.is_dir() if is_dir else e.is_file())
+
+    # rows -> files (the listing says what is there: no stat per row)
+    for d in st.blobs:
+        if not there(blob_ents, d, is_dir=False):
+            rep.add("missing-blob", d, f"blob {d} is recorded but blobs/sha256/{_short(d)}… is missing",
+                    digest_path(store.blobs.dir, d))
     for d in st.layers:
-        p = digest_path(store.layers_dir, d)
-        if p is None or not p.is_dir():
-            rep.add("missing-layer", d, f"layer {d} is recorded but layers/{_short(d)}… is missing", p)
+        if not there(layer_ents, d, is_dir=True):
+            rep.add("missing-layer", d, f"layer {d} is recorded but layers/{_short(d)}… is missing",
+                    digest_path(store.layers_dir, d))
     for d in st.snapshots:
-        p = digest_path(store.snapshots_dir, d)
-        if p is None or not p.is_dir():
+        if not there(snap_ents, d, is_dir=True):
             rep.add("missing-snapshot", d, f"snapshot {d} is recorded but snapshots/{_short(d)}… is missing",
-                    p)
+                    digest_path(store.snapshots_dir, d))
     host_of: dict[str, str | None] = {}
     if store.shared:                        # each host's containers under ROOT/hosts/<id>/
         from container.engine.leases import container_host
@@ -105,40 +114,66 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
 
         host_of = {r.id: container_host(r.config) for r in Container.select(Container.id, Container.config)}
     for cid, c in st.containers.items():
-        p = store.host_containers_dir(host_of.get(cid)) / cid
-        if not p.is_dir():
+        host = host_of.get(cid)
+        if host is None or host == store.host_id:
+            e = ctr_ents.get(cid)
+            present = e is not None and e.is_dir()
+        else:                               # another host's: not in this host's listing
+            present = (store.host_containers_dir(host) / cid).is_dir()
+        if not present:
             rep.add("missing-container", cid, f"container {cid[:12]} ({c.name}) has no directory "
-                                              f"containers/{cid[:12]}…", p)
+                                              f"containers/{cid[:12]}…", store.containers_dir / cid)
     rep.checked.update(blob_rows=len(st.blobs), layer_rows=len(st.layers), snapshot_rows=len(st.snapshots),
                        container_rows=len(st.containers))
 
-    # every blob file rehashes to its name
-    n = 0
-    for dg, _size in store.blobs.walk():
+    # every blob file hashes to its name: rehashed unless fsck verified it and the file has not
+    # changed since (same inode, size and ctime: a write, truncate or chmod moves the ctime); --deep
+    # rehashes them all
+    n = rehashed = 0
+    verified: dict[str, int] = {}
+    for name, e in blob_ents.items():
+        d = "sha256:" + name
+        if not Digest.is_valid(d):
+            continue
         n += 1
+        row = st.blobs.get(d)
         try:
-            ok = store.blobs.verify(dg)
+            fst = e.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not deep and row is not None and row.verified == fst.st_ctime_ns and row.size == fst.st_size \
+                and stat.S_ISREG(fst.st_mode):
+            continue
+        rehashed += 1
+        try:
+            ok = store.blobs.verify(Digest.parse(d))
         except OSError:
             ok = False
         if not ok:
-            rep.add("corrupt-blob", str(dg), f"blob {dg} does not hash to its name", store.blobs.path(dg))
+            rep.add("corrupt-blob", d, f"blob {d} does not hash to its name", Path(e.path))
+        elif row is not None and stat.S_ISREG(fst.st_mode):
+            verified[d] = fst.st_ctime_ns
     rep.checked["blob_files"] = n
+    rep.checked["blobs_rehashed"] = rehashed
+    if verified:
+        _record_verified(verified)
 
     # files -> rows: whatever gc would delete from disk is an orphan or a half-built tree
     reachable_rows = set(plan.blobs) | set(plan.layers) | set(plan.snapshots)
-    corrupt = {p.path for p in rep.problems if p.kind == "corrupt-blob"}
+    root_prefix = os.path.join(os.fspath(store.root), "")
+    corrupt = {os.fspath(p.path) for p in rep.problems if p.kind == "corrupt-blob" and p.path is not None}
     for u in plan.units:
-        if u.path in corrupt:
+        if os.fspath(u.path) in corrupt:
             continue
-        rel = os.path.relpath(u.path, store.root)
+        rel = os.fspath(u.path)[len(root_prefix):]
         if u.kind == "tmp":
-            rep.add("half-built", rel, f"half-built tree {rel} (left by an interrupted process)", u.path)
+            rep.add("half-built", rel, f"half-built tree {rel} (left by an interrupted process)", Path(u.path))
         elif u.key in reachable_rows:
             continue     # unreachable but recorded: garbage, reported as a note below
         else:
             what = {"ingest": "stale partial download", "container": "container dir without a row"}.get(
                 u.kind, "file no row names")
-            rep.add("orphan", rel, f"orphan: {rel} ({what})", u.path)
+            rep.add("orphan", rel, f"orphan: {rel} ({what})", Path(u.path))
     if plan.images:
         rep.notes.append(f"{len(plan.images)} image(s) no tag or container references (gc removes them)")
     garbage = len(plan.blobs) + len(plan.layers) + len(plan.snapshots)
@@ -151,6 +186,14 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
     if unindexed:
         rep.notes.append(f"{len(unindexed)} layer(s) not in the contents index (fsck --repair indexes them "
                          "from their trees)")
+
+    stale = sum(1 for rows, ents in ((st.blobs, blob_ents), (st.layers, layer_ents), (st.snapshots, snap_ents))
+                for d, r in rows.items() if (e := ents.get(d[7:])) is not None
+                and (r.disk is None or r.inode != e.inode()))
+    if stale:
+        rep.notes.append(f"{stale} usage record(s) missing or stale (df measures them once; fsck --repair "
+                         "records them)")
+
     for kind, key, stored, actual in plan.drift:
         rep.add("refcount", f"{kind} {key}", f"{kind} {key}: refs is {stored}, {actual} edge(s) name it")
 
@@ -170,6 +213,19 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
                 rep.add("deep", il.diff_id, f"layer {il.diff_id} differs from its blob: {shown}", tree)
         rep.checked["layer_trees_verified"] = n
     return rep, plan, st
+
+
+def _record_verified(verified: dict[str, int]) -> None:
+    """Blob.verified := the ctime each blob had when it hashed to its name (best effort: a
+    read-only database rehashes them next time)."""
+    from container.schema import Blob, write_txn
+
+    try:
+        with write_txn():
+            for d, ns in verified.items():
+                Blob.update(verified=ns).where(Blob.digest == d).execute()
+    except Exception:        # noqa: BLE001 - a record saves work next time; never fail the check
+        pass
 
 
 def _layer_sources(st) -> list:
@@ -225,9 +281,46 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
         if os.path.lexists(final):
             remove_under(store.root, final)
         publish_dir(tmp, final)
+        _forget_tree(diff_id)
     except BaseException:
         remove_under(store.root, tmp)
         raise
+
+
+def _stale_snapshots(st: StoreRows, diff_id: str, used: set[str]) -> list[str]:
+    """Snapshots built on a layer tree that was just re-unpacked and that no container uses: they
+    link the old tree's inodes, so they go (rows and trees; the next run rebuilds them)."""
+    from container.engine.maint.usage import Sizes
+
+    sz = Sizes(st)
+    return [c for c in st.snapshots if c not in used and diff_id in (sz.chain_layers(c) or [])]
+
+
+def _forget_tree(diff_id: str) -> None:
+    """A layer tree rewritten in place: its usage record and those of the snapshots linking it go."""
+    from container.schema import write_txn
+
+    from container.engine.maint.inventory import load_rows
+    from container.engine.maint.usage import forget, forget_linking
+
+    with write_txn():
+        forget("layer", [diff_id])
+        forget_linking(load_rows(), [diff_id])
+
+
+def record_usage(store) -> int:
+    """Measure every blob, layer tree and snapshot whose usage record is missing or stale, and
+    record it (fsck --repair; df does the same lazily). Returns how many were recorded."""
+    from container.engine.maint.usage import Sizes
+
+    st = load_rows()
+    listing = list_all(store)
+    ents = {"blob": listing[str(store.blobs.dir)], "layer": listing[str(store.layers_dir)],
+            "snapshot": listing[str(store.snapshots_dir)]}
+    sz = Sizes(st, {"sha256:" + e.name: e.inode() for e in ents["layer"]})
+    for k, v in ents.items():
+        sz.bulk(k, v)
+    return sz.save()
 
 
 def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
@@ -244,6 +337,10 @@ def fsck(store, *, repair: bool = False, deep: bool = False) -> Report:
             rep.notes.append(f"indexed {n} layer(s) from their trees")
     if repull:
         _repull(store, rep, repull)
+    with store.lock(exclusive=False):
+        n = record_usage(store)
+    if n:
+        rep.notes.append(f"recorded the disk usage of {n} blob(s), layer tree(s) and snapshot(s)")
     return rep
 
 
@@ -282,6 +379,7 @@ def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, l
 
     repull: dict[str, list[Problem]] = {}
     drop_blobs, drop_layers, drop_snaps = [], [], []
+    stale_snaps: list[str] = []
     for p in by_kind.get("missing-blob", []):
         if p.key not in used_blobs:
             drop_blobs.append(p.key)
@@ -310,6 +408,7 @@ def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, l
             try:
                 reunpack(store, il.blob_digest, il.media_type, il.diff_id)
                 p.fixed = f"re-unpacked from blob {il.blob_digest[:19]}"
+                stale_snaps += [c for c in _stale_snapshots(st, il.diff_id, used_snaps) if c not in stale_snaps]
             except (ContainerError, OSError) as e:
                 p.detail += f" (re-unpack failed: {e})"
         else:
@@ -330,7 +429,7 @@ def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, l
         if drop_layers:
             drop_snaps += [s.chain_id for s in st.snapshots.values() if s.top_diff_id in drop_layers
                            and s.chain_id not in used_snaps and s.chain_id not in drop_snaps]
-        for k in drop_snaps:
+        for k in drop_snaps + stale_snaps:
             Snapshot.delete().where(Snapshot.chain_id == k).execute()
         contents.drop_layers(drop_layers)
         for k in drop_layers:
@@ -338,6 +437,9 @@ def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, l
         for k in drop_blobs:
             Blob.delete().where(Blob.digest == k).execute()
         recount_refs()
+    for k in stale_snaps:                   # built on a tree that was re-unpacked: rebuilt on the next run
+        if os.path.lexists(store.snapshot_path(k)):
+            remove_under(store.root, store.snapshot_path(k))
     for p in by_kind.get("refcount", []):
         p.fixed = "recounted"
 
@@ -355,12 +457,14 @@ def _repair_locked(store, rep: Report, plan: Plan, st: StoreRows) -> dict[str, l
     # snapshots a container needs: rebuild from the layers of its image
     if snap_users:
         from container.engine.layer.snapshot import ensure_snapshot
+        from container.engine.maint.usage import forget
 
         for c in snap_users:
             diffs = [il.diff_id for il in st.image_layers if il.image_id == c.image_id]
             if chain_ids(diffs)[-1:] != [c.chain_id]:
                 continue
             try:
+                forget("snapshot", [c.chain_id])
                 ensure_snapshot(store, diffs)
                 for p in by_kind["missing-snapshot"]:
                     if p.key == c.chain_id:

@@ -34,6 +34,7 @@ engine/maint/inventory.py) before the files go, not estimated from the DB.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fcntl
 import os
@@ -43,9 +44,8 @@ from pathlib import Path
 from container.cas import Digest
 from container.cas.fsutil import remove_under
 from container.cas.lock import is_held
-from container.engine.image.identity import chain_ids
-from container.engine.maint.inventory import (Accounting, StoreRows, Unit, list_dir, load_rows, measure_freed,
-                                              recount_refs, tag_name)
+from container.engine.maint.inventory import Accounting, StoreRows, Unit, load_rows, recount_refs, tag_name
+from container.engine.maint.usage import Sizes, forget_linking
 from container.schema.base import utcnow
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
@@ -106,6 +106,11 @@ class Plan:
     freed: int = 0
     unit_freed: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # what the sweep looked at (for the usage records' accounting, engine/maint/usage.py)
+    rows: StoreRows | None = field(default=None, repr=False)
+    present_layers: dict[str, int] = field(default_factory=dict, repr=False)   # diff_id -> its tree's st_ino
+    kept_snapshots: list[str] = field(default_factory=list, repr=False)   # snapshot trees that stay
+    kept: dict[str, set[str]] = field(default_factory=dict, repr=False)   # blob|layer|snapshot -> names kept
 
     def empty(self) -> bool:
         return not (self.containers or self.images or self.tags or self.blobs or self.layers
@@ -113,8 +118,12 @@ class Plan:
 
 
 def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterable[str] = (),
-              now: _dt.datetime | None = None, state: StoreRows | None = None) -> Plan:
-    """Mark from the roots (minus what prune drops) and list every row and file to delete."""
+              now: _dt.datetime | None = None, state: StoreRows | None = None,
+              listing: dict[str, list[os.DirEntry]] | None = None, content_units: bool = True) -> Plan:
+    """Mark from the roots (minus what prune drops) and list every row and file to delete.
+    `listing`: the store's directories as list_all() read them (else read here). Without
+    content_units the plan lists no blob, layer or snapshot units but tmp trees: plan.kept says
+    which entries of those dirs stay (df's reclaimable, counted from the usage records)."""
     from container.engine import leases as L
 
     store.db()
@@ -129,7 +138,11 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
         drop_c |= {c.id for c in Container.select(Container.id, Container.config)
                    if L.container_host(c.config) in gone}
     drop_i = set(drop_images)
-    plan = Plan()
+    plan = Plan(rows=st)
+    ls_ = listing if listing is not None else list_all(store)
+
+    def entries(d: Path, skip: set[str] | frozenset[str] = frozenset()) -> list[os.DirEntry]:
+        return sorted((e for e in ls_[str(d)] if e.name not in skip), key=lambda e: e.name)
 
     # -- roots
     kept_containers = {cid: c for cid, c in st.containers.items() if cid not in drop_c}
@@ -158,21 +171,17 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
     blobs: set[str] = set(lease_keys["blob"])
     layers: set[str] = set(lease_keys["layer"])
     snapshots: set[str] = set(lease_keys["snapshot"])
-    by_image: dict[str, list] = {}
-    for il in st.image_layers:
-        by_image.setdefault(il.image_id, []).append(il)
+    by_image = st.layers_of()
     for iid in images:
         im = st.images[iid]
         blobs.add(im.manifest_digest)
         blobs.add(im.config_digest)
         if im.index_digest:
             blobs.add(im.index_digest)
-        diff_ids = []
         for il in by_image.get(iid, []):
             blobs.add(il.blob_digest)
             layers.add(il.diff_id)
-            diff_ids.append(il.diff_id)
-        snapshots.update(chain_ids(diff_ids))
+        snapshots.update(st.chains_of(iid))
         if im.chain_id:
             snapshots.add(im.chain_id)
     for c in kept_containers.values():
@@ -217,9 +226,16 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
             plan.drift.append(("layer", d, x.refs, lrefs.get(d, 0)))
 
     # -- files
-    kept_blob_hex = {Digest.parse(d).hex for d in blobs if Digest.is_valid(d)}
-    kept_layer_hex = {Digest.parse(d).hex for d in layers if Digest.is_valid(d)}
-    kept_snap_hex = {Digest.parse(d).hex for d in snapshots if Digest.is_valid(d)}
+    # (only ever compared with directory entry names: a row that is no digest matches nothing)
+    kept_blob_hex = {d[7:] for d in blobs if d.startswith("sha256:")}
+    kept_layer_hex = {d[7:] for d in layers if d.startswith("sha256:")}
+    kept_snap_hex = {d[7:] for d in snapshots if d.startswith("sha256:")}
+    plan.kept = {"blob": kept_blob_hex, "layer": kept_layer_hex, "snapshot": kept_snap_hex}
+    if not content_units:          # nothing but tmp trees is listed as a unit below
+        kept_blob_hex = {e.name for e in ls_[str(store.blobs.dir)]}
+        kept_layer_hex = kept_layer_hex | {e.name for e in ls_[str(store.layers_dir)] if not e.name.startswith(TMP_PREFIX)}
+        kept_snap_hex = kept_snap_hex | {e.name for e in ls_[str(store.snapshots_dir)]
+                                         if not e.name.startswith(TMP_PREFIX)}
     leased_ingest = {k.split(":", 1)[-1] for k in lease_keys["ingest"] | lease_keys["blob"]}
 
     def tmp_stale(path: Path) -> bool:
@@ -231,28 +247,29 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
             return False
         return mtime < tmp_cutoff
 
-    for e in list_dir(store.blobs.dir):
-        if e.name in kept_blob_hex:
-            continue
+    for e in entries(store.blobs.dir, kept_blob_hex):
         cat = "images"
         d = "sha256:" + e.name
         if d in st.blobs and st.blobs[d].media_type and "layer" in st.blobs[d].media_type:
             cat = "layers"
         kind = "blob" if Digest.is_valid(d) else "orphan"
-        plan.units.append(Unit(cat, kind, d if kind == "blob" else e.name, Path(e.path)))
-    for e in list_dir(store.layers_dir):
+        plan.units.append(Unit(cat, kind, d if kind == "blob" else e.name, e.path, ino=e.inode()))
+    for e in entries(store.layers_dir, kept_layer_hex):
         if e.name.startswith(TMP_PREFIX):
             if tmp_stale(Path(e.path)):
                 plan.units.append(Unit("layers", "tmp", e.name, Path(e.path)))
         elif e.name not in kept_layer_hex:
-            plan.units.append(Unit("layers", "layer", "sha256:" + e.name, Path(e.path)))
-    for e in list_dir(store.snapshots_dir):
+            plan.units.append(Unit("layers", "layer", "sha256:" + e.name, e.path, ino=e.inode()))
+    for e in entries(store.snapshots_dir, kept_snap_hex):
         if e.name.startswith(TMP_PREFIX):
             if tmp_stale(Path(e.path)):
                 plan.units.append(Unit("snapshots", "tmp", e.name, Path(e.path)))
         elif e.name not in kept_snap_hex:
-            plan.units.append(Unit("snapshots", "snapshot", "sha256:" + e.name, Path(e.path)))
-    for e in list_dir(store.containers_dir):
+            plan.units.append(Unit("snapshots", "snapshot", "sha256:" + e.name, e.path, ino=e.inode()))
+    plan.present_layers = {"sha256:" + e.name: e.inode() for e in ls_[str(store.layers_dir)]}
+    going = {os.fspath(u.path) for u in plan.units if u.category == "snapshots"}
+    plan.kept_snapshots = ["sha256:" + e.name for e in ls_[str(store.snapshots_dir)] if e.path not in going]
+    for e in entries(store.containers_dir):
         if e.name in kept_containers:
             continue
         if e.name.startswith(TMP_PREFIX):
@@ -264,17 +281,17 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
             continue
         plan.units.append(Unit("containers", "container", e.name, Path(e.path)))
     for host in sorted(gone):                 # the whole state dir of a host that is gone
-        for e in list_dir(store.host_containers_dir(host)):
+        for e in _scan(store.host_containers_dir(host)):
             plan.units.append(Unit("containers", "container", e.name, Path(e.path)))
     # volumes/<name>/ without a volume row: a crash between a volume's row and its directory
     # (engine/volumes.py writes rows first, files second). A volume with a row is never swept.
     from container.schema import Volume
 
     volume_names = {v.name for v in Volume.select(Volume.name)}
-    for e in list_dir(store.volumes_dir):
+    for e in entries(store.volumes_dir):
         if e.name not in volume_names:
             plan.units.append(Unit("volumes", "orphan", e.name, Path(e.path)))
-    for e in list_dir(store.ingest_dir):
+    for e in entries(store.ingest_dir):
         p = Path(e.path)
         if e.is_dir(follow_symlinks=False) and Digest.is_valid("sha256:" + e.name):
             if e.name in leased_ingest:
@@ -287,9 +304,46 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
     return plan
 
 
+def list_all(store) -> dict[str, list[os.DirEntry]]:
+    """The entries of blobs/ layers/ snapshots/ containers/ volumes/ ingest/ (unsorted), keyed by the
+    dir's path."""
+    return {str(d): _scan(d) for d in (store.blobs.dir, store.layers_dir, store.snapshots_dir,
+                                        store.containers_dir, store.volumes_dir, store.ingest_dir)}
+
+
+def _scan(d) -> list[os.DirEntry]:
+    try:
+        with os.scandir(d) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+class _Weigher:
+    """What deleting some of the plan's units frees, decided before anything goes: each unit's weight
+    from the usage records (engine/maint/usage.py), or, when a snapshot that stays links a layer tree
+    that goes (or the plan has no rows), every inode counted (inventory.Accounting)."""
+
+    def __init__(self, plan: Plan, extra_kept: Iterable[str] = ()):
+        self.acc: Accounting | None = None
+        self.per: dict[int, int] = {}
+        sz = Sizes(plan.rows, plan.present_layers) if plan.rows is not None else None
+        if sz is None or sz.needs_exact({u.key for u in plan.units if u.kind == "layer"},
+                                        [*plan.kept_snapshots, *extra_kept]):
+            self.acc = Accounting(plan.units)
+        else:
+            self.per = {id(u): sz.of(u) for u in plan.units}
+
+    def freed(self, units: list[Unit]) -> tuple[int, dict[int, int]]:
+        if self.acc is not None:
+            return self.acc.freed(units)
+        per = {id(u): self.per[id(u)] for u in units}
+        return sum(per.values()), per
+
+
 def measure(plan: Plan) -> Plan:
     """Scan the plan's units and work out what deleting them frees (each unit's share too)."""
-    plan.freed, plan.unit_freed = measure_freed(plan.units)
+    plan.freed, plan.unit_freed = _Weigher(plan).freed(plan.units)
     return plan
 
 
@@ -300,14 +354,16 @@ def execute(store, plan: Plan) -> Plan:
 
     from container.engine.image import contents
 
-    acc = Accounting(plan.units)   # measure before anything goes
+    weigher = _Weigher(plan)   # measure before anything goes
 
     def chunks(xs, n=500):
         xs = list(xs)
         for i in range(0, len(xs), n):
             yield xs[i:i + n]
 
-    with write_txn():
+    rows_change = bool(plan.containers or plan.tags or plan.images or plan.snapshots or plan.layers
+                       or plan.blobs or plan.leases or plan.drift)
+    with write_txn() if rows_change else contextlib.nullcontext():
         for ch in chunks(c for c, _ in plan.containers):
             Container.delete().where(Container.id.in_(ch)).execute()
         for ch in chunks(plan.tags):
@@ -326,7 +382,8 @@ def execute(store, plan: Plan) -> Plan:
         for ch in chunks(plan.leases):
             LeaseItem.delete().where(LeaseItem.lease.in_(ch)).execute()
             Lease.delete().where(Lease.id.in_(ch)).execute()
-        recount_refs()
+        if rows_change:
+            recount_refs()
 
     done: list[Unit] = []
     simple = [u for u in plan.units if u.kind not in ("ingest", "container")]
@@ -352,11 +409,11 @@ def execute(store, plan: Plan) -> Plan:
     for u in guarded:
         holder = None
         try:
-            holder = _try_hold(u.path / "lock")
+            holder = _try_hold(Path(u.path) / "lock")
             if holder is None:          # a writer (a pull, a container's supervisor) took it since we looked
                 plan.skipped.append(f"{os.path.relpath(u.path, store.root)}: in use; kept")
                 continue
-            if u.kind == "container" and _mounted_under(u.path):
+            if u.kind == "container" and _mounted_under(Path(u.path)):
                 plan.skipped.append(f"containers/{u.key}: something is mounted under it; kept")
                 continue
             if remove(u) is not None:
@@ -364,7 +421,11 @@ def execute(store, plan: Plan) -> Plan:
         finally:
             if holder not in (None, -1):
                 os.close(holder)
-    plan.freed, plan.unit_freed = acc.freed(done)
+    plan.freed, plan.unit_freed = weigher.freed(done)
+    gone = [u.key for u in done if u.kind == "layer"]
+    if gone and plan.rows is not None:      # a snapshot that linked a deleted tree now owns those inodes
+        with write_txn():
+            forget_linking(plan.rows, gone)
     plan.units = done
     return plan
 

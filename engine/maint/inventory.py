@@ -2,7 +2,7 @@
 
 Rows: `load_rows()` reads every row a sweep or a check needs, once, as light namedtuples
 (`StoreRows`); `recount_refs()` sets Blob.refs / Layer.refs to the edges that name them.
-Disk: `list_dir()` lists a store directory; a `Unit` is one deletable thing on disk (a blob
+Disk: a `Unit` is one deletable thing on disk (a blob
 file, a layer tree, a container dir, ...) scanned into its inodes; `Accounting` adds units up.
 
 Sizes are **disk usage, st_blocks * 512**, the number `du -B1` shows (not st_size), and every
@@ -42,6 +42,26 @@ class StoreRows:
     layers: dict
     blobs: dict
     leases: list
+    memo: dict = field(default_factory=dict, repr=False)
+
+    def layers_of(self) -> dict[str, list]:
+        """image id -> its image_layers rows, base first (computed once)."""
+        if "layers_of" not in self.memo:
+            by: dict[str, list] = {}
+            for il in self.image_layers:
+                by.setdefault(il.image_id, []).append(il)
+            self.memo["layers_of"] = by
+        return self.memo["layers_of"]
+
+    def chains_of(self, image_id: str) -> list[str]:
+        """The chain ids of every prefix of the image's layer stack (its snapshots' names; once)."""
+        from container.engine.image.identity import chain_ids
+
+        memo = self.memo.setdefault("chains", {})
+        c = memo.get(image_id)
+        if c is None:
+            c = memo[image_id] = chain_ids([il.diff_id for il in self.layers_of().get(image_id, [])])
+        return c
 
 
 def load_rows() -> StoreRows:
@@ -51,44 +71,53 @@ def load_rows() -> StoreRows:
     def q(model, *cols):
         return list(model.select(*cols).namedtuples())
 
+    def raw(model, cols: str, order: str = "") -> list:
+        """A big table without peewee's per-row work: plain tuples as namedtuples named as the
+        columns (no conversion: these columns hold strings and integers)."""
+        from collections import namedtuple
+
+        nt = namedtuple(model.__name__ + "Row", cols)  # type: ignore[misc]
+        sql = f"SELECT {', '.join(cols.split())} FROM {model._meta.table_name}" + (f" ORDER BY {order}" if order else "")
+        return [nt._make(r) for r in model._meta.database.execute_sql(sql).fetchall()]
+
     return StoreRows(
         tags=q(Tag, Tag.id, Tag.repository, Tag.tag, Tag.digest, Tag.image.alias("image_id")),
         images={i.id: i for i in q(Image, Image.id, Image.manifest.alias("manifest_digest"),
                                    Image.config.alias("config_digest"), Image.index.alias("index_digest"),
                                    Image.chain_id, Image.created, Image.pulled)},
-        image_layers=list(ImageLayer.select(ImageLayer.image.alias("image_id"), ImageLayer.position,
-                                            ImageLayer.blob.alias("blob_digest"),
-                                            ImageLayer.layer.alias("diff_id"), ImageLayer.media_type)
-                          .order_by(ImageLayer.image, ImageLayer.position).namedtuples()),
+        image_layers=raw(ImageLayer, "image_id position blob_digest diff_id media_type", "image_id, position"),
         containers={c.id: c for c in q(Container, Container.id, Container.name, Container.image.alias("image_id"),
                                        Container.image_ref, Container.snapshot.alias("chain_id"),
                                        Container.status, Container.created)},
-        snapshots={x.chain_id: x for x in q(Snapshot, Snapshot.chain_id, Snapshot.top.alias("top_diff_id"))},
-        layers={x.diff_id: x for x in q(Layer, Layer.diff_id, Layer.refs)},
-        blobs={b.digest: b for b in q(Blob, Blob.digest, Blob.refs, Blob.media_type)},
+        snapshots={x.chain_id: x for x in raw(Snapshot, "chain_id top_diff_id disk inodes inode")},
+        layers={x.diff_id: x for x in raw(Layer, "diff_id refs disk inodes inode")},
+        blobs={b.digest: b for b in raw(Blob, "digest size refs media_type disk inode verified")},
         leases=q(Lease, Lease.id, Lease.pid, Lease.created, Lease.expires),
     )
 
 
 def recount_refs() -> None:
-    """Blob.refs / Layer.refs := the number of edges naming them (inside the caller's transaction)."""
-    from container.schema import Blob, Image, ImageLayer, Layer
+    """Blob.refs / Layer.refs := the number of edges naming them (inside the caller's transaction).
+    Plain tuples (no peewee rows): this runs on every gc, over every row."""
+    from container.schema import Blob, Layer
 
+    db = Blob._meta.database
+    q = lambda sql: db.execute_sql(sql).fetchall()  # noqa: E731
     brefs: dict[str, int] = {}
-    for im in Image.select(Image.manifest, Image.config, Image.index):
-        for d in (im.manifest_digest, im.config_digest, im.index_digest):
+    for row in q("SELECT manifest_digest, config_digest, index_digest FROM image"):
+        for d in row:
             if d:
                 brefs[d] = brefs.get(d, 0) + 1
     lrefs: dict[str, int] = {}
-    for il in ImageLayer.select(ImageLayer.blob, ImageLayer.layer):
-        brefs[il.blob_digest] = brefs.get(il.blob_digest, 0) + 1
-        lrefs[il.diff_id] = lrefs.get(il.diff_id, 0) + 1
-    for b in Blob.select(Blob.digest, Blob.refs):
-        if b.refs != brefs.get(b.digest, 0):
-            Blob.update(refs=brefs.get(b.digest, 0)).where(Blob.digest == b.digest).execute()
-    for x in Layer.select(Layer.diff_id, Layer.refs):
-        if x.refs != lrefs.get(x.diff_id, 0):
-            Layer.update(refs=lrefs.get(x.diff_id, 0)).where(Layer.diff_id == x.diff_id).execute()
+    for bd, diff in q("SELECT blob_digest, diff_id FROM image_layer"):
+        brefs[bd] = brefs.get(bd, 0) + 1
+        lrefs[diff] = lrefs.get(diff, 0) + 1
+    for d, refs in q("SELECT digest, refs FROM blob"):
+        if refs != brefs.get(d, 0):
+            Blob.update(refs=brefs.get(d, 0)).where(Blob.digest == d).execute()
+    for d, refs in q("SELECT diff_id, refs FROM layer"):
+        if refs != lrefs.get(d, 0):
+            Layer.update(refs=lrefs.get(d, 0)).where(Layer.diff_id == d).execute()
 
 
 def tag_name(t) -> str:
@@ -101,15 +130,6 @@ def tag_name(t) -> str:
 def digest_path(d: Path, digest: str) -> Path | None:
     """d/<hex> for a valid sha256 digest; None for anything else (a tampered row never becomes a path)."""
     return d / Digest.parse(digest).hex if Digest.is_valid(digest) else None
-
-
-def list_dir(d: Path) -> list[os.DirEntry]:
-    """The entries of directory `d` sorted by name; [] when it does not exist."""
-    try:
-        with os.scandir(d) as it:
-            return sorted(it, key=lambda e: e.name)
-    except FileNotFoundError:
-        return []
 
 
 def scan(path: Path | str) -> list[tuple[tuple[int, int], int, int]]:
@@ -157,8 +177,9 @@ class Unit:
     category: str            # images | layers | snapshots | containers | ingest
     kind: str                # blob | layer | snapshot | container | ingest | orphan | tmp
     key: str
-    path: Path
+    path: Path | str
     inodes: list = field(default_factory=list, repr=False)
+    ino: int | None = None   # st_ino of path when listed (DirEntry.inode(): no stat)
 
     def load(self) -> "Unit":
         self.inodes = scan(self.path)

@@ -36,13 +36,19 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
         "size": "bytes",
         "media_type": "OCI/Docker media type",
         "refs": "number of edges naming it (image.manifest/config/index, image_layer.blob)",
-        "created": "when it was recorded (UTC)"}),
+        "created": "when it was recorded (UTC)",
+        "disk": "bytes on disk (st_blocks*512) when measured, or NULL (usage records: docs/usage-records.md)",
+        "inode": "st_ino of the file when measured: the record holds while it matches",
+        "verified": "st_ctime_ns of the file when fsck last rehashed it and it matched, or NULL"}),
     "layer": ("One unpacked layer tree, layers/<diff_id hex>/.", {
         "diff_id": "sha256 of the uncompressed tar",
         "size": "bytes of regular-file contents",
         "entries": "tar entries",
         "refs": "number of image_layer rows naming it",
-        "created": "when it was unpacked (UTC)"}),
+        "created": "when it was unpacked (UTC)",
+        "disk": "bytes on disk of the tree (st_blocks*512, each inode once), or NULL until measured",
+        "inode": "st_ino of the tree's directory when measured: the record holds while it matches",
+        "inodes": "distinct inodes of the tree, or NULL until measured"}),
     "image": ("One pulled image manifest for one platform. docker's IMAGE ID is config_digest.", {
         "id": "manifest digest",
         "manifest_digest": "-> blob.digest (the manifest)",
@@ -64,7 +70,10 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
     "snapshot": ("snapshots/<chain_id hex>/: the merged rootfs of a layer chain (hardlinks).", {
         "chain_id": "chain id", "parent": "chain id of the chain minus its top layer, or NULL",
         "top_diff_id": "-> layer.diff_id (top layer)", "size": "bytes", "entries": "entries",
-        "created": "built (UTC)", "last_used": "last used by a run (UTC)"}),
+        "created": "built (UTC)", "last_used": "last used by a run (UTC)",
+        "disk": "bytes on disk it does not share with its layer trees (its dirs, copies), or NULL",
+        "inodes": "inodes it does not share with its layer trees, or NULL until measured",
+        "inode": "st_ino of the tree's directory when measured: the record holds while it matches"}),
     "container": ("One container.", {
         "id": "64 hex", "name": "unique name", "image_id": "-> image.id (NULL if created from nothing)",
         "image_ref": "what the user typed, normalised", "chain_id": "-> snapshot.chain_id",
@@ -145,6 +154,11 @@ WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14') ORDER BY image"""),
     ("Which layer of an image added a file", """\
 SELECT il.image_id, il.position, f.path, f.size FROM file f JOIN image_layer il ON il.diff_id = f.diff_id
 WHERE f.path = '/etc/passwd' ORDER BY il.image_id, il.position"""),
+    ("Disk per image, from the usage records (unique layers: used by this image only)", """\
+SELECT t.repository || ':' || COALESCE(t.tag, '<none>') AS image, COUNT(*) AS layers,
+       SUM(l.disk) AS layer_disk, SUM(CASE WHEN l.refs = 1 THEN l.disk ELSE 0 END) AS unique_disk
+FROM tag t JOIN image_layer il ON il.image_id = t.image_id JOIN layer l ON l.diff_id = il.diff_id
+GROUP BY t.repository, t.tag ORDER BY layer_disk DESC LIMIT 10"""),
 ]
 
 

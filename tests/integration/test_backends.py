@@ -17,6 +17,7 @@ import pytest
 from checks import json_lines, one_error
 
 import gc_synth as S  # noqa: E402
+from container.schema import SCHEMA_VERSION
 
 
 def rows(cli, sql: str) -> list[dict]:

@@ -26,6 +26,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tools.bench import containerd as ctrd  # noqa: E402
 from tools.bench import images as bimages  # noqa: E402
 
 CONTAINER = REPO / ".venv" / "bin" / "container"
@@ -59,6 +60,7 @@ class Row:
 
 
 RESULTS: list[Row] = []
+GCDF: list[dict] = []       # tools/bench/gc_df.py's results (store costs at 50 and 500 images)
 
 
 # -- process helpers -------------------------------------------------------------------------------------
@@ -148,6 +150,22 @@ class Bench:
         self.reg = reg
         self.udocker = udocker_bin
         self.seq = 0
+        self.daemons: dict[str, ctrd.Daemon] = {}
+
+    def containerd(self, fs: str, base: Path) -> tuple[ctrd.Daemon | None, str]:
+        """The private containerd for filesystem `fs` (started on first use), or why there is none."""
+        why = ctrd.ensure_installed()
+        if why:
+            return None, why
+        if fs not in self.daemons:
+            self.daemons[fs] = ctrd.Daemon(base / "containerd")
+        dm = self.daemons[fs]
+        return dm, dm.start()
+
+    def stop_daemons(self) -> None:
+        for dm in self.daemons.values():
+            dm.stop()
+        self.daemons.clear()
 
     # The registry's bytes for GET blobs since a mark.
     def blob_bytes(self, since: int) -> int:
@@ -293,6 +311,9 @@ def section_pull(b: Bench, fs: str, base: Path, img: str, runs: int, warmup: int
                        f"{ud} --allow-root -q create --name=c {img}",
              env=udocker_env, unavailable="" if ud else "cannot run here: udocker not installed"),
     ]
+    dm, why = b.containerd(fs, base)
+    cases.append(Case("containerd ctr images pull", lambda d: dm.pull(ctrd.namespace(d), ref) if dm else [],
+                      unavailable=why))
     b.measure("2. cold pull + unpack", img, fs, base, cases, runs, warmup)
 
 
@@ -350,6 +371,12 @@ def section_second_pull(b: Bench, fs: str, base: Path, img1: str, img2: str, run
         Case("udocker pull + create", ud_cmd(img2), prepare=run_ok(ud_cmd(img1), udocker_env), env=udocker_env,
              count_bytes=True, unavailable="" if ud else "cannot run here: udocker not installed", slow=True),
     ]
+    dm, why = b.containerd(fs, base)
+    if dm is not None and not why:
+        cases.append(Case("containerd ctr images pull", lambda d: dm.pull(ctrd.namespace(d), r2),
+                          prepare=run_ok(lambda d: dm.pull(ctrd.namespace(d), r1)), count_bytes=True))
+    else:
+        cases.append(Case("containerd ctr images pull", None, unavailable=why))
     b.measure("3. second pull (next app version)", f"{img1} -> {img2}", fs, base, cases, runs, warmup)
 
 
@@ -382,6 +409,12 @@ def section_run(b: Bench, fs: str, base: Path, img: str, runs: int, warmup: int)
                         f"{ud} --allow-root -q setup --execmode=R1 bench-r1", env=uenv)
     prep("chroot", f"skopeo copy -q --src-tls-verify=false docker://{ref} oci:{d}/oci:img && "
                    f"umoci unpack --image {d}/oci:img {d}/bundle")
+    dm, why = b.containerd(fs, base)
+    if dm is not None and not why:
+        prep("containerd", dm.pull("run", ref))
+        notes["containerd"] = notes.get("containerd", "")
+    else:
+        notes["containerd"] = why
     cases = [
         Case(OURS, lambda _: [str(CONTAINER), "--root", str(d / "ours"), "run", "--rm", ref, "true"],
              fresh=False, unavailable=ours_available() or notes.get(OURS, "")),
@@ -398,6 +431,8 @@ def section_run(b: Bench, fs: str, base: Path, img: str, runs: int, warmup: int)
              unavailable=("" if ud else "cannot run here: udocker not installed") or notes.get("udocker", "")),
         Case("chroot DIR true", lambda _: ["chroot", str(d / "bundle" / "rootfs"), "/bin/true"],
              fresh=False, unavailable=notes.get("chroot", "")),
+        Case("containerd ctr run --rm", lambda _: dm.run_rm("run", ref) if dm else [],
+             fresh=False, unavailable=notes.get("containerd", "")),
     ]
     b.measure("4. run --rm IMAGE true", img, fs, base / "x", cases, runs, warmup)
     wipe(d)
@@ -508,34 +543,40 @@ def section_rss(b: Bench, fs: str, base: Path, img: str, size_label: str):
 
 
 def section_gc_df(b: Bench, fs: str, base: Path, quick: bool):
-    """tools/bench/gc_df.py (the gc helper's): a synthetic store of ~50 images, each command timed once."""
+    """tools/bench/gc_df.py: synthetic stores of 50 and 500 images (10 with --quick), the read-only
+    commands in alternating rounds (medians), gc / rmi of half once."""
     script = Path(__file__).with_name("gc_df.py")
-    section = "7. gc, df, fsck on a store of many images"
+    section = "7. gc, df, fsck, sql, images, ps on stores of 50 and 500 images"
     if not script.exists():
         RESULTS.append(Row(section, "-", fs, OURS, note="not available: tools/bench/gc_df.py missing"))
         return
     d = base / "gcdf"
     wipe(d)
     d.mkdir(parents=True)
-    argv = [str(PY), str(script), "--root", str(d / "root"), "--json"]
-    if quick:
-        argv += ["--images", "10", "--orphans", "1000"]
+    argv = [str(PY), str(script), "--root", str(d / "root"), "--json", "--images", "10" if quick else "50,500"]
     p = subprocess.run(argv, capture_output=True, text=True)
     wipe(d)
     if p.returncode:
         RESULTS.append(Row(section, "-", fs, OURS, note=f"failed: {last_line(p.stderr)}"))
         return
     try:
-        data = json.loads(p.stdout[p.stdout.index("{"):])
+        data = json.loads(p.stdout[p.stdout.index("["):] if p.stdout.lstrip().startswith("[")
+                          else p.stdout[p.stdout.index("{"):])
     except ValueError:
         RESULTS.append(Row(section, "-", fs, OURS, note=f"failed: bad output {p.stdout[-200:]!r}"))
         return
-    st = data.get("store", {})
-    subject = (f"{st.get('images', '?')} images, {st.get('layers', '?')} layers, {st.get('blobs', '?')} blobs "
-               f"({st.get('blobs_after_gc', '?')} after gc), {st.get('containers', '?')} containers")
-    for name, secs in data.get("seconds", {}).items():
-        RESULTS.append(Row(section, subject, fs, f"{OURS} {name}", values=[secs]))
-    log(f"{section} [{fs}]: {data.get('seconds')}")
+    for res in data if isinstance(data, list) else [data]:
+        GCDF.append(res)
+        st = res.get("store", {})
+        subject = (f"{st.get('images', '?')} images, {st.get('layers', '?')} layers, {st.get('blobs', '?')} blobs "
+                   f"({st.get('blobs_after_gc', '?')} after gc), {st.get('containers', '?')} containers")
+        for name, secs in res.get("seconds", {}).items():
+            lo, hi = res.get("minmax", {}).get(name, (secs, secs))
+            row = Row(section, subject, fs, f"{OURS} {name}", values=[lo, secs, hi] if lo != hi else [secs])
+            if name in res.get("cpu", {}):
+                row.extra["cpu"] = [res["cpu"][name]]
+            RESULTS.append(row)
+        log(f"{section} [{fs}]: {res.get('seconds')}")
 
 
 PROFILES: list[tuple[str, str]] = []   # (title, text)
@@ -615,12 +656,14 @@ def prepare_images(reg, cache: Path, big_size: int) -> dict:
         import_base_images(layout, cache)
     t0 = time.time()
     bimages.build_app(layout, "debian" if "debian" in layout.tags() else "busybox")
-    tag_big = bimages.build_big(layout, big_size, "busybox")
+    tag_big = bimages.build_big(layout, big_size, "busybox") if big_size else ""   # 0: section 6 not run
     if time.time() - t0 > 1:
         log(f"built benchmark images in {time.time() - t0:.0f}s")
     names = {"busybox": ("bench/busybox", "1", "busybox"), "debian": ("bench/debian", "1", "debian"),
              "app1": ("bench/app", "1", "app-1"), "app2": ("bench/app", "2", "app-2"),
-             "appz": ("bench/appz", "1", "appz-1"), "big": ("bench/big", tag_big, tag_big)}
+             "appz": ("bench/appz", "1", "appz-1")}
+    if tag_big:
+        names["big"] = ("bench/big", tag_big, tag_big)
     out = {}
     for key, (repo, tag, ltag) in names.items():
         if ltag not in layout.tags():
@@ -684,6 +727,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def is_ours(tool: str) -> bool:
+    """Our rows: "container" or "container <what>" (not "containerd ...")."""
+    return tool == OURS or tool.startswith(OURS + " ")
+
+
 def ours_row(rows: list[Row]) -> Row | None:
     for r in rows:
         if r.tool == OURS or r.tool.startswith(OURS + " ("):
@@ -724,6 +772,9 @@ def render_markdown(meta: dict) -> str:
     for ref, s in meta["images"].items():
         w(f"| {ref} | {s['layers']} | {human_bytes(s['size'])} | {human_bytes(s['uncompressed'])} | {s['entries']} |")
     w("")
+    from tools.bench import goals12
+
+    w(goals12.render([r.__dict__ for r in RESULTS], GCDF, meta))
     groups: dict[tuple, list[Row]] = {}
     for r in RESULTS:
         groups.setdefault((r.section, r.subject, r.fs), []).append(r)
@@ -806,7 +857,7 @@ def goals() -> list[str]:
         if a and a.ok and a.extra.get("bytes"):
             res.append(f"second pull on {fs}: fetched {human_bytes(statistics.median(a.extra['bytes']))} "
                        f"(the new top layer plus manifest/config only: see the per-tool bytes above)")
-    for a in [r for r in RESULTS if r.section.startswith("5.") and r.tool.startswith(OURS) and r.ok]:
+    for a in [r for r in RESULTS if r.section.startswith("5.") and is_ours(r.tool) and r.ok]:
         c = find("5.", a.fs, "cp -al", a.subject)
         if c and c.ok:
             x = a.median / c.median
@@ -850,7 +901,7 @@ def render_chart(path: Path) -> bool:
         meds = [r.median * scale for r in rs]
         lo = [r.median * scale - min(r.values) * scale for r in rs]
         hi = [max(r.values) * scale - r.median * scale for r in rs]
-        colors = ["#d62728" if r.tool.startswith(OURS) else "#7f7f7f" for r in rs]
+        colors = ["#d62728" if is_ours(r.tool) else "#7f7f7f" for r in rs]
         y = range(len(rs))
         ax.barh(list(y), meds, xerr=[lo, hi], color=colors, capsize=3)
         ax.set_yticks(list(y), names, fontsize=8)
@@ -940,7 +991,7 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
     reg = start_registry(cache)
     try:
-        info = prepare_images(reg, cache, big_size)
+        info = prepare_images(reg, cache, big_size if want("6") else 0)
         names = info["names"]
         b = Bench(args, reg, ud)
         app1, app2 = names["app1"], names["app2"]
@@ -996,9 +1047,12 @@ def main(argv=None) -> int:
                 section_gc_df(b, fs, base, quick)
             if fs == "tmpfs" and (args.profile or (not quick and not only)):
                 section_profiles(b, base, names)
+            b.stop_daemons()
             wipe(base)
             log(f"{fs}: done in {time.time() - t0:.0f}s")
     finally:
+        if "b" in locals():
+            b.stop_daemons()
         reg.stop()
     load_end = os.getloadavg()
     commit = sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=False).stdout.strip()

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Benchmark: gc, df and fsck on a synthetic store of ~10k blobs and ~50 images (issue 4).
+"""Benchmark: df, gc, fsck, sql, images, ps on synthetic stores of 50 and 500 images (issues 4, 12).
 
-    .venv/bin/python tools/bench/gc_df.py [--root DIR] [--images 50] [--layers 60] [--orphans 7000]
-                                          [--keep] [--json] [--build-only]
+    .venv/bin/python tools/bench/gc_df.py [--root DIR] [--images 50[,500]] [--layers 60] [--orphans N]
+                                          [--runs 3] [--keep] [--json] [--build-only]
 
 The store is what pulls would leave, built directly (no registry, no fsync per blob):
 `--images` images of `--layers` layers each, the first 10 layers shared by all of them; every
 layer a real gzip tar in blobs/ with its unpacked tree in layers/; a snapshot per image
 (hardlinks); one container per 5 images. Then garbage: `--images`/5 images are removed (rows only,
 as rmi does) and `--orphans` small blobs are written that no row names (crash leftovers).
-Timed, each as a CLI process (what a user waits for): df, df -v, gc --dry-run, gc, gc again
-(nothing to do), fsck (rehashes every blob), fsck --deep on what remains.
+(`--orphans`, default 140 per image: 50 images hold ~9.6k blobs, 500 ~96k.)
+Timed, each as a CLI process (what a user waits for; wall and CPU): the first df (fills the usage
+records of a store written without them), then df, df -v, images, ps -a, a `sql` join and
+gc --dry-run in alternating rounds (medians), gc, then gc again (nothing to do), df and fsck in
+rounds, `rmi` of half the images, gc, df and fsck again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import hashlib
 import io
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -105,7 +110,7 @@ def build(root: Path, n_images: int, n_layers: int, n_orphans: int) -> dict:
         images.append(dict(id=md, manifest=md, config=cd, chain_id=chain, size=sum(x[2] for x in ls)))
         ils += [dict(image=md, position=k, blob=d, layer=diff, media_type=LAYER_MT)
                 for k, (d, diff, _) in enumerate(ls)]
-        tags.append(dict(repository=f"bench/img{i}", tag="latest", digest=md, image=md))
+        tags.append(dict(repository=f"docker.io/bench/img{i}", tag="latest", digest=md, image=md))
         # snapshot: hardlinks of every layer file
         sp = s.snapshot_path(chain)
         sp.mkdir(parents=True)
@@ -145,56 +150,104 @@ def build(root: Path, n_images: int, n_layers: int, n_orphans: int) -> dict:
     return {"blobs": nblobs, "images": n_images, "layers": len(layer_cache), "containers": len(ctrs)}
 
 
-def timed(root: Path, *args: str) -> tuple[float, str]:
+def timed(root: Path, *args: str) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds user+sys, stdout) of one CLI process."""
     exe = Path(sys.executable).parent / "container"
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run([str(exe), "--root", str(root), *args], capture_output=True, text=True)
     dt = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode not in (0, 1):
         raise SystemExit(f"container {' '.join(args)} failed: {r.stderr}")
-    return dt, r.stdout
+    return dt, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), r.stdout
+
+
+SQL_JOIN = ("SELECT t.repository, COUNT(*) AS layers, SUM(l.disk) AS disk FROM tag t "
+            "JOIN image_layer il ON il.image_id = t.image_id JOIN layer l ON l.diff_id = il.diff_id "
+            "GROUP BY t.repository ORDER BY disk DESC LIMIT 5")
+READ_ONLY = (("df", ["df"]), ("df -v", ["df", "-v"]), ("images", ["images"]), ("ps -a", ["ps", "-a"]),
+             ("sql join", ["sql", SQL_JOIN]), ("gc --dry-run", ["gc", "--dry-run"]))
+
+
+def rounds(root: Path, cases, runs: int, res: dict, suffix: str = "") -> None:
+    """Every case `runs` times, alternating (case 1, case 2, ..., then again): medians and CPU."""
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in cases}
+    for _ in range(runs):
+        for name, args in cases:
+            dt, cpu, _ = timed(root, *args)
+            got[name].append((dt, cpu))
+    for name, xs in got.items():
+        res["seconds"][name + suffix] = round(statistics.median(x for x, _ in xs), 3)
+        res["cpu"][name + suffix] = round(statistics.median(c for _, c in xs), 3)
+        res["minmax"][name + suffix] = (round(min(x for x, _ in xs), 3), round(max(x for x, _ in xs), 3))
+
+
+def once(root: Path, name: str, args: list[str], res: dict) -> str:
+    dt, cpu, out = timed(root, *args)
+    res["seconds"][name], res["cpu"][name], res["minmax"][name] = round(dt, 3), round(cpu, 3), (round(dt, 3),) * 2
+    return out
+
+
+def measure(root: Path, shape: dict, runs: int) -> dict:
+    """The sequence a user would see: reads (alternating), gc, gc again (nothing to do), fsck, rmi of
+    half the images, gc, fsck --deep on what remains."""
+    res: dict = {"store": shape, "seconds": {}, "cpu": {}, "minmax": {}}
+    once(root, "df (first: records filled)", ["df"], res)      # a store built without usage records
+    rounds(root, READ_ONLY, runs, res)
+    out = once(root, "gc", ["gc"], res)
+    res["gc_output_tail"] = out.strip().splitlines()[-1] if out.strip() else ""
+    res["store"]["blobs_after_gc"] = len(os.listdir(root / "blobs" / "sha256"))
+    rounds(root, (("gc (nothing to do)", ["gc"]), ("df after gc", ["df"]), ("fsck", ["fsck"])), runs, res)
+    rmi_half(root, shape, runs, res)
+    return res
+
+
+def rmi_half(root: Path, shape: dict, runs: int, res: dict) -> None:
+    """rmi of half the images that are left (no container uses them), then gc, df and fsck."""
+    tags = [f"bench/img{i}:latest" for i in range(shape["images"]) if i % 5 not in (0, 2)][::2]
+    out = once(root, "rmi of half", ["rmi", *tags], res)
+    res["rmi_untagged"] = out.count("Untagged")
+    once(root, "gc after rmi of half", ["gc"], res)
+    rounds(root, (("df after rmi+gc", ["df"]), ("fsck after rmi+gc", ["fsck"])), runs, res)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root")
-    ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--root", help="build (and with --build-only keep) the store here")
+    ap.add_argument("--images", default="50", help="images per store; a list (50,500) measures each")
     ap.add_argument("--layers", type=int, default=60)
-    ap.add_argument("--orphans", type=int, default=7000)
+    ap.add_argument("--orphans", type=int, default=None, help="orphan blobs (default: 140 per image)")
+    ap.add_argument("--runs", type=int, default=3, help="alternating rounds per read-only command")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--build-only", action="store_true", help="build the store at --root and stop")
     a = ap.parse_args()
-    tmp = None
-    if a.root:
-        root = Path(a.root)
-    else:
-        tmp = tempfile.mkdtemp(prefix="bench-gc-")
-        root = Path(tmp) / "root"
-    t = time.perf_counter()
-    shape = build(root, a.images, a.layers, a.orphans)
-    shape["build_s"] = round(time.perf_counter() - t, 2)
-    if a.build_only:
-        print(json.dumps(shape))
-        return
-    res = {"store": shape, "seconds": {}}
-    for name, args in (("df", ["df"]), ("df -v", ["df", "-v"]), ("gc --dry-run", ["gc", "--dry-run"]),
-                       ("gc", ["gc"]), ("gc (nothing to do)", ["gc"]), ("df after gc", ["df"]),
-                       ("fsck", ["fsck"]), ("fsck --deep", ["fsck", "--deep"])):
-        dt, out = timed(root, *args)
-        res["seconds"][name] = round(dt, 3)
-        if name == "gc":
-            res["gc_output_tail"] = out.strip().splitlines()[-1]
-    res["store"]["blobs_after_gc"] = len(os.listdir(root / "blobs" / "sha256"))
+    out = []
+    for n in [int(x) for x in str(a.images).split(",")]:
+        tmp = None
+        if a.root:
+            root = Path(a.root) if "," not in str(a.images) else Path(a.root) / str(n)
+        else:
+            tmp = tempfile.mkdtemp(prefix="bench-gc-")
+            root = Path(tmp) / "root"
+        t = time.perf_counter()
+        shape = build(root, n, a.layers, a.orphans if a.orphans is not None else 140 * n)
+        shape["build_s"] = round(time.perf_counter() - t, 2)
+        if a.build_only:
+            print(json.dumps(shape))
+            continue
+        res = measure(root, shape, a.runs)
+        out.append(res)
+        if not a.json:
+            print(f"store: {shape}")
+            for k, v in res["seconds"].items():
+                print(f"  {k:<34} {v:8.3f} s  (cpu {res['cpu'][k]:.3f} s)")
+            print(f"  gc: {res['gc_output_tail']}; blobs after gc: {res['store']['blobs_after_gc']}")
+        if tmp and not a.keep:
+            subprocess.run(["rm", "-rf", tmp])
     if a.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print(f"store: {shape}")
-        for k, v in res["seconds"].items():
-            print(f"  {k:<20} {v:8.3f} s")
-        print(f"  gc: {res['gc_output_tail']}; blobs after gc: {res['store']['blobs_after_gc']}")
-    if tmp and not a.keep:
-        subprocess.run(["rm", "-rf", tmp])
+        print(json.dumps(out if len(out) != 1 else out[0], indent=2))
 
 
 if __name__ == "__main__":
