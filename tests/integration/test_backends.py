@@ -262,8 +262,6 @@ def test_pg_new_database_created_once_by_concurrent_commands(cli, pg_url):
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(lambda _: cli("images", "--format", "json"), range(4)))
     assert all(r.returncode == 0 and json_lines(r.stdout) == [] for r in results), [r.stderr for r in results]
-    from container.schema import SCHEMA_VERSION
-
     assert rows(cli, "SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": str(SCHEMA_VERSION)}]
 
 
