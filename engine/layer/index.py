@@ -159,7 +159,7 @@ class EntryRecorder:
             typ = "f"
             size = e.real_size
             p = self._pending
-            if p is not None and p[0] == comps and not wh:
+            if p is not None and p[0] == comps and not wh and e.sparse is None:   # (sparse: data only, not the holes)
                 h = p[1]
                 if isinstance(h, _Deferred):
                     sha = h                  # (resolved by finish())

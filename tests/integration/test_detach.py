@@ -277,9 +277,7 @@ def test_kill_9_supervisor_init_and_rm_f(cli, root, pushed):
 
 def test_kill_9_of_the_cli_leaves_a_truthful_state(cli, root, pushed):
     bb = pushed["busybox"]
-    from conftest import container_entry_point
-
-    exe = str(container_entry_point())
+    exe = str(cli.exe)       # (not `from conftest import`: tests/rootless has a conftest of its own)
     for delay in (0.0, 0.05, 0.15, 0.3, 0.6):
         p = subprocess.Popen([exe, "--root", str(root), "run", "-d", "--name", f"k{int(delay * 100)}", bb.ref,
                               "sleep", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -318,9 +316,7 @@ def test_fifty_in_parallel(cli, root, pushed):
     assert [r.returncode for r in rs] == [0] * 50, [r.stderr for r in rs if r.returncode]
     import resource
 
-    from conftest import container_entry_point
-
-    exe = str(container_entry_point())
+    exe = str(cli.exe)       # (not `from conftest import`: tests/rootless has a conftest of its own)
 
     def cpu():
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
