@@ -58,10 +58,13 @@ def pump_tty(master: int, interactive: bool, log=None) -> None:
     if interactive and os.isatty(stdin):
         try:
             saved = termios.tcgetattr(stdin)
-            ttymod.setraw(stdin)
+            ttymod.setraw(stdin, termios.TCSANOW)     # (not TCSAFLUSH: what was typed ahead is kept)
         except termios.error:
             saved = None
     fds = [master, stdin] if interactive else [master]
+    follow = threading.current_thread() is threading.main_thread()     # (signals: the main thread's)
+    if follow:
+        old = signal.signal(signal.SIGWINCH, lambda signum, frame: copy_winsize(master))
     try:
         while True:
             try:
@@ -88,5 +91,7 @@ def pump_tty(master: int, interactive: bool, log=None) -> None:
                 else:
                     os.write(master, data)
     finally:
+        if follow:
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL if old is None else old)
         if saved is not None:
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
