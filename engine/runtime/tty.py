@@ -1,27 +1,35 @@
-"""The supervisor's side of `run -t` and `exec -t`: the pty (for exec, from the container's own
-devpts), its window size, and the stdin/stdout pump."""
+"""The pty of `run -t` and `exec -t` and its supervisor's side: a pty pair from a container's own
+devpts (so the slave is a /dev/pts/N in there, as docker's and podman's), its window size, the
+stdin/stdout pump that follows our terminal's size, and the handing of a master between processes.
+
+run (namespaces): the container's init opens the pair from its /dev/pts/ptmx once /dev is mounted
+(runtime/child.py), sets the caller's window size on it and sends the master to the supervisor
+over the report socket (send_master/recv_report, SCM_RIGHTS). exec: the supervisor opens the pair
+through the container's root (open_pty_in) before the fork. A chroot container has no devpts of
+its own: both keep the host's pty (os.openpty) that runtime/isolate.py opens first.
+
+Imported before the fork for -t only (runtime/isolate.start): the container's init runs after
+pivot_root, where the stdlib is out of reach, so what it calls imports nothing later.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
+import stat
+import struct
 import sys
-
+import termios
 
 TIOCSPTLCK = 0x40045431         # <asm-generic/ioctls.h>: (un)lock the slave
 TIOCGPTPEER = 0x5441            # open the slave through the master, no path lookup (Linux 4.13+)
 
 
-def open_pty_in(root: int) -> tuple[int, int] | None:
-    """A pty pair from the devpts mounted at <root>/dev/pts (a container's, root an fd on its /),
-    so the slave is a /dev/pts/N inside the container, as docker's and podman's exec -t give; None
-    when there is none (a chroot container), then the caller takes one of ours (os.openpty)."""
-    import stat
-    import struct
-
+def open_pty(ptmx: str) -> tuple[int, int] | None:
+    """(master, slave) from the devpts whose ptmx is at `ptmx`; None when that is no devpts ptmx."""
     try:
-        master = os.open(f"/proc/self/fd/{root}/dev/pts/ptmx",
-                         os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -37,20 +45,64 @@ def open_pty_in(root: int) -> tuple[int, int] | None:
     return master, slave
 
 
-def copy_winsize(slave: int) -> None:
+def open_pty_in(root: int) -> tuple[int, int] | None:
+    """exec -t: a pair from the devpts mounted at <root>/dev/pts (root an fd on the container's /);
+    None when there is none (a chroot container), then the caller takes one of ours."""
+    return open_pty(f"/proc/self/fd/{root}/dev/pts/ptmx")
+
+
+def send_master(sock: int, master: int) -> None:
+    """The container's init: `master` to the supervisor over the report socket (then closed here)."""
+    s = socket.socket(fileno=sock)
     try:
-        import termios
+        socket.send_fds(s, [b"T\n"], [master])
+    finally:
+        s.detach()
+    os.close(master)
+
+
+def recv_report(sock: int) -> tuple[bytes, int | None]:
+    """The supervisor: everything said on the report socket until EOF (the execve), and the master
+    sent with it if any."""
+    s = socket.socket(fileno=sock)
+    data = b""
+    master = None
+    try:
+        while True:
+            try:
+                chunk, fds, _, _ = socket.recv_fds(s, 4096, 1)
+            except InterruptedError:
+                continue
+            for fd in fds:
+                if master is None:
+                    master = fd
+                    os.set_inheritable(fd, False)
+                else:
+                    os.close(fd)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    return data, master
+
+
+def copy_winsize(fd: int) -> None:
+    """Our terminal's size (stdin's) onto the pty of `fd` (its master or slave); nothing without one."""
+    try:
         ws = fcntl.ioctl(sys.stdin.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, ws)
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, ws)
     except (OSError, ValueError):
         pass
 
 
 def pump_tty(master: int, interactive: bool, log=None) -> None:
     """Copy stdin -> pty and pty -> stdout until the container's side closes (raw mode on a tty);
-    what the pty says is also written to `log` (a runtime/logs.LogWriter) as stdout."""
+    what the pty says is also written to `log` (a runtime/logs.LogWriter) as stdout. Our terminal
+    resized (SIGWINCH), the pty follows: the kernel signals the container's foreground."""
     import select
-    import termios
+    import signal
+    import threading
     import tty as ttymod
 
     stdin = sys.stdin.fileno()
