@@ -16,7 +16,8 @@ chroot      where namespaces are unavailable: B chroot()s into the private copy 
 
 Everything runs in forked children of a single-threaded supervisor, never in preexec_fn. A
 CLOEXEC pipe reports either B's host pid ("P") or an error ("E<code> <message>", "O" = the
-overlay mount failed) and reaches EOF at B's successful execve.
+overlay mount failed) and reaches EOF at B's successful execve. With -t it is a socketpair, on
+which B sends ("T") the master of a pty from the container's own devpts (docs/tty.md).
 
 The children's side (namespaces, mounts, exec) is runtime/child.py, over the ctypes calls of
 runtime/syscalls.py; the -t pump is runtime/tty.py (imported for -t only). start() is the fork and
