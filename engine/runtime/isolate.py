@@ -239,7 +239,7 @@ def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpe
     libc()                                   # load ctypes before forking (once, in the parent)
     # B runs after pivot_root, where our Python stdlib is out of reach: import what it needs now.
     if spec.tty:
-        import container.engine.runtime.tty  # noqa: F401   (termios, socket: the pty's code)
+        import container.engine.runtime.tty  # noqa: F401   (termios, _socket: the pty's code)
     if spec.mounts:
         from container.engine.runtime.mounts import host_ready
 
@@ -266,12 +266,9 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
     if spec.tty:
         # the report channel is a socket, on which the container's init may send the master of
         # a pty from its own devpts (runtime/tty.py); this pair is what it uses when it cannot
-        import socket
+        from container.engine.runtime.tty import copy_winsize, socket_pair
 
-        from container.engine.runtime.tty import copy_winsize
-
-        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)     # (close-on-exec)
-        r, w = ends[0].detach(), ends[1].detach()
+        r, w = socket_pair()
         master, slave = pty or os.openpty()
         os.set_inheritable(master, False)
         copy_winsize(slave)

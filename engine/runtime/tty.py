@@ -14,13 +14,22 @@ pivot_root, where the stdlib is out of reach, so what it calls imports nothing l
 
 from __future__ import annotations
 
+import _socket                  # (not socket: its enums cost ~5 ms of every run -t)
 import fcntl
 import os
-import socket
 import stat
 import struct
 import sys
 import termios
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    try:                        # the signal module without its enum wrappers, as runtime/isolate.py
+        import _signal as signal
+    except ImportError:         # pragma: no cover (not CPython)
+        import signal
 
 TIOCSPTLCK = 0x40045431         # <asm-generic/ioctls.h>: (un)lock the slave
 TIOCGPTPEER = 0x5441            # open the slave through the master, no path lookup (Linux 4.13+)
@@ -51,11 +60,17 @@ def open_pty_in(root: int) -> tuple[int, int] | None:
     return open_pty(f"/proc/self/fd/{root}/dev/pts/ptmx")
 
 
+def socket_pair() -> tuple[int, int]:
+    """The report channel of a -t spawn (runtime/isolate.py): two connected close-on-exec fds."""
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    return a.detach(), b.detach()
+
+
 def send_master(sock: int, master: int) -> None:
     """The container's init: `master` to the supervisor over the report socket (then closed here)."""
-    s = socket.socket(fileno=sock)
+    s = _socket.socket(fileno=sock)
     try:
-        socket.send_fds(s, [b"T\n"], [master])
+        s.sendmsg([b"T\n"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", master))])
     finally:
         s.detach()
     os.close(master)
@@ -63,22 +78,26 @@ def send_master(sock: int, master: int) -> None:
 
 def recv_report(sock: int) -> tuple[bytes, int | None]:
     """The supervisor: everything said on the report socket until EOF (the execve), and the master
-    sent with it if any."""
-    s = socket.socket(fileno=sock)
+    sent with it if any; closes the socket."""
+    s = _socket.socket(fileno=sock)
     data = b""
     master = None
     try:
         while True:
             try:
-                chunk, fds, _, _ = socket.recv_fds(s, 4096, 1)
+                chunk, ancdata, _, _ = s.recvmsg(4096, _socket.CMSG_SPACE(struct.calcsize("i")))
             except InterruptedError:
                 continue
-            for fd in fds:
-                if master is None:
-                    master = fd
-                    os.set_inheritable(fd, False)
-                else:
-                    os.close(fd)
+            for level, kind, payload in ancdata:
+                if level != _socket.SOL_SOCKET or kind != _socket.SCM_RIGHTS:
+                    continue
+                n = len(payload) // 4
+                for fd in struct.unpack(f"{n}i", payload[:n * 4]):
+                    if master is None:
+                        master = fd
+                        os.set_inheritable(fd, False)
+                    else:
+                        os.close(fd)
             if not chunk:
                 break
             data += chunk
@@ -101,8 +120,6 @@ def pump_tty(master: int, interactive: bool, log=None) -> None:
     what the pty says is also written to `log` (a runtime/logs.LogWriter) as stdout. Our terminal
     resized (SIGWINCH), the pty follows: the kernel signals the container's foreground."""
     import select
-    import signal
-    import threading
     import tty as ttymod
 
     stdin = sys.stdin.fileno()
@@ -114,9 +131,11 @@ def pump_tty(master: int, interactive: bool, log=None) -> None:
         except termios.error:
             saved = None
     fds = [master, stdin] if interactive else [master]
-    follow = threading.current_thread() is threading.main_thread()     # (signals: the main thread's)
-    if follow:
+    try:
         old = signal.signal(signal.SIGWINCH, lambda signum, frame: copy_winsize(master))
+        follow = True
+    except ValueError:          # not the main thread: no signal handlers there
+        follow = False
     try:
         while True:
             try:
