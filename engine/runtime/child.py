@@ -131,8 +131,10 @@ def container_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull
         os.chdir("/")
     else:
         _setup_namespaces(w, rootfs, spec)
-        if spec.tty:
-            slave = _own_pty(w, slave, spec.uid)
+        if spec.tty:                      # the container's own pty (runtime/tty.py, loaded already)
+            from container.engine.runtime.tty import own_pty
+
+            slave = own_pty(w, slave, spec.uid)
     try:
         os.makedirs(spec.cwd, exist_ok=True)
     except OSError as e:
@@ -141,31 +143,6 @@ def container_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull
     if spec.read_only and not chroot:
         mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV)
     start_process(w, spec, slave, devnull, chroot=chroot, pdeathsig=True)
-
-
-def _own_pty(w: int, slave: int, uid: int) -> int:
-    """-t, once /dev is mounted: a pty from the container's own devpts, so that the process's
-    terminal is its /dev/pts/0, sized as the caller's and owned by its user (group tty, as runc
-    leaves it); its master goes to the supervisor over the report socket (runtime/tty.py).
-    Without one, the host's `slave` that the supervisor opened."""
-    from container.engine.runtime.tty import copy_winsize, open_pty, send_master
-
-    pair = open_pty("/dev/pts/ptmx")
-    if pair is None:
-        return slave
-    master, own = pair
-    copy_winsize(own)
-    try:
-        os.fchown(own, uid, -1)
-    except OSError:                   # (a user namespace without that uid: root's it stays)
-        pass
-    try:
-        send_master(w, master)
-    except OSError:
-        os.close(own)
-        return slave
-    os.close(slave)
-    return own
 
 
 def start_process(w: int, spec: ProcessSpec, slave, devnull, *, chroot: bool, pdeathsig: bool) -> None:

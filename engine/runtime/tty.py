@@ -106,6 +106,29 @@ def recv_report(sock: int) -> tuple[bytes, int | None]:
     return data, master
 
 
+def own_pty(w: int, slave: int, uid: int) -> int:
+    """-t, once /dev is mounted: a pty from the container's own devpts, so that the process's
+    terminal is its /dev/pts/0, sized as the caller's and owned by its user (group tty, as runc
+    leaves it); its master goes to the supervisor over the report socket.
+    Without one, the host's `slave` that the supervisor opened."""
+    pair = open_pty("/dev/pts/ptmx")
+    if pair is None:
+        return slave
+    master, own = pair
+    copy_winsize(own)
+    try:
+        os.fchown(own, uid, -1)
+    except OSError:                   # (a user namespace without that uid: root's it stays)
+        pass
+    try:
+        send_master(w, master)
+    except OSError:
+        os.close(own)
+        return slave
+    os.close(slave)
+    return own
+
+
 def copy_winsize(fd: int) -> None:
     """Our terminal's size (stdin's) onto the pty of `fd` (its master or slave); nothing without one."""
     try:
