@@ -8,6 +8,8 @@
     tree(root)          path -> (type, mode, uid, gid, size, sha256 | link target) below root
     json_lines(text)    `--format json` output as docker prints it: one JSON object a line
     FAST                env for quick registry retries
+    pty_run(argv, env, steps)  argv run on a new pty as a terminal user runs it, fed `steps`
+    set_winsize(fd, rows, cols)
 """
 
 from __future__ import annotations
@@ -77,3 +79,48 @@ def tree(root: Path, *, content=True) -> dict:
             out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
                         st.st_size if stat.S_ISREG(st.st_mode) else 0, what)
     return out
+
+
+def set_winsize(fd, rows, cols):
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def pty_run(argv, env, steps, timeout=30):
+    """argv on a new pty (as a terminal user runs it), fed `steps`: (bytes to wait for, then
+    bytes to type, or a (rows, cols) resize). (exit status, everything it printed)."""
+    import pty
+    import select
+    import time
+
+    pid, master = pty.fork()
+    if pid == 0:
+        set_winsize(0, 33, 101)                 # (before the exec: what the command first sees)
+        os.execve(argv[0], argv, env)
+    out = b""
+    steps = list(steps)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        while steps and steps[0][0] in out:
+            _, action = steps.pop(0)
+            if isinstance(action, tuple):
+                set_winsize(master, *action)       # the kernel sends SIGWINCH to the pty's foreground
+            else:
+                os.write(master, action)
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    else:
+        os.kill(pid, 9)                         # still running at the deadline: the status says so
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")

@@ -131,6 +131,10 @@ def container_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull
         os.chdir("/")
     else:
         _setup_namespaces(w, rootfs, spec)
+        if spec.tty:                      # the container's own pty (runtime/tty.py, loaded already)
+            from container.engine.runtime.tty import own_pty
+
+            slave = own_pty(w, slave, spec.uid)
     try:
         os.makedirs(spec.cwd, exist_ok=True)
     except OSError as e:

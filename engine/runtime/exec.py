@@ -271,15 +271,6 @@ def exec_in(store, opts: ExecOptions) -> int:
                 os.close(quiet)
     finally:
         target.close()
-    if running.tty_master is not None:
-        from container.engine.runtime.tty import copy_winsize
-
-        master = running.tty_master       # our terminal resized: the container's pty follows
-        old = signal.signal(signal.SIGWINCH, lambda signum, frame: copy_winsize(master))
-        try:
-            return running.wait()
-        finally:
-            signal.signal(signal.SIGWINCH, old)
     return running.wait()
 
 

@@ -16,7 +16,8 @@ chroot      where namespaces are unavailable: B chroot()s into the private copy 
 
 Everything runs in forked children of a single-threaded supervisor, never in preexec_fn. A
 CLOEXEC pipe reports either B's host pid ("P") or an error ("E<code> <message>", "O" = the
-overlay mount failed) and reaches EOF at B's successful execve.
+overlay mount failed) and reaches EOF at B's successful execve. With -t it is a socketpair, on
+which B sends ("T") the master of a pty from the container's own devpts (docs/tty.md).
 
 The children's side (namespaces, mounts, exec) is runtime/child.py, over the ctypes calls of
 runtime/syscalls.py; the -t pump is runtime/tty.py (imported for -t only). start() is the fork and
@@ -238,7 +239,7 @@ def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpe
     libc()                                   # load ctypes before forking (once, in the parent)
     # B runs after pivot_root, where our Python stdlib is out of reach: import what it needs now.
     if spec.tty:
-        import termios  # noqa: F401
+        import container.engine.runtime.tty  # noqa: F401   (termios, _socket: the pty's code)
     if spec.mounts:
         from container.engine.runtime.mounts import host_ready
 
@@ -261,14 +262,18 @@ def release_signals() -> None:
 
 def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
            pty: tuple[int, int] | None) -> Running:
-    r, w = os.pipe2(os.O_CLOEXEC)
     master = slave = None
     if spec.tty:
+        # the report channel is a socket, on which the container's init may send the master of
+        # a pty from its own devpts (runtime/tty.py); this pair is what it uses when it cannot
+        from container.engine.runtime.tty import copy_winsize, socket_pair
+
+        r, w = socket_pair()
         master, slave = pty or os.openpty()
         os.set_inheritable(master, False)
-        from container.engine.runtime.tty import copy_winsize
-
         copy_winsize(slave)
+    else:
+        r, w = os.pipe2(os.O_CLOEXEC)
     devnull = None
     if not spec.interactive and not spec.tty:
         devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -288,16 +293,16 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         os.close(slave)
     if devnull is not None:
         os.close(devnull)
-    data = b""
-    while True:
-        try:
-            chunk = os.read(r, 4096)
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
+    if spec.tty:
+        from container.engine.runtime.tty import recv_report
+
+        data, own = recv_report(r)
+        if own is not None:                            # the container's pty replaces ours
+            if master is not None:
+                os.close(master)
+            master = own
+    else:
+        data = _read_report(r)
     cpid = pid
     err = None
     for line in data.split(b"\n"):
@@ -326,4 +331,19 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         cls = {126: CommandNotExecutable, 127: CommandNotFound}.get(code, RunError)
         raise cls(msg)
     return Running(pid=pid, container_pid=cpid, tty_master=master, interactive=spec.interactive)
+
+
+def _read_report(r: int) -> bytes:
+    """What the children said on the report pipe until its EOF (the execve); closes it."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(r, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    return data
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from checks import json_lines, one_error
+from checks import json_lines, one_error, pty_run
 from conftest import ContainerCli
 
 pytestmark = [
@@ -214,48 +214,6 @@ def test_stdin_only_with_i(store):
 
 
 # ---------------------------------------------------------------------------------------- tty, signals, processes
-def _winsize(fd, rows, cols):
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _pty_run(argv, env, steps, timeout=30):
-    """argv on a new pty (as a terminal user runs it), fed `steps`: (bytes to wait for, then
-    bytes to type, or a (rows, cols) resize). (exit status, everything it printed)."""
-    import pty
-    import select
-
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execve(argv[0], argv, env)
-    _winsize(master, 33, 101)
-    out = b""
-    steps = list(steps)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        while steps and steps[0][0] in out:
-            _, action = steps.pop(0)
-            if isinstance(action, tuple):
-                _winsize(master, *action)       # the kernel sends SIGWINCH to the pty's foreground
-            else:
-                os.write(master, action)
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            out += data
-    _, status = os.waitpid(pid, 0)
-    os.close(master)
-    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
-
-
 def test_exec_t_gets_a_tty(store):
     with running(store, "tty") as c:
         r = store("exec", "-t", "tty", "tty")
@@ -263,7 +221,7 @@ def test_exec_t_gets_a_tty(store):
         r = store("exec", "tty", "tty")
         assert (r.returncode, r.stdout) == (1, "not a tty\n")
         argv = [str(store.exe), "--root", str(store.root), "exec", "-it", "tty", "sh"]
-        code, out = _pty_run(argv, store.env, [(b"# ", b"stty size; tty; echo $((6*7))\n"),
+        code, out = pty_run(argv, store.env, [(b"# ", b"stty size; tty; echo $((6*7))\n"),
                                                (b"42", (40, 120)), (b"42", b"stty size; exit 3\n")])
         assert code == 3, out
         assert "33 101" in out and "/dev/pts/" in out and "42" in out, out

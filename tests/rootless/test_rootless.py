@@ -107,6 +107,8 @@ def test_pull_and_run_in_the_default_store(users, pushed, kind):
         assert r.stdout == "Hello Container!\n"
         r = u.container("run", "--rm", ref, "id", check=True)
         assert r.stdout.startswith("uid=0(root) gid=0(root)")
+        r = u.container("run", "--rm", "-t", ref, "sh", "-c", "tty; exit 3")    # the container's own pty
+        assert (r.returncode, r.stdout) == (3, "/dev/pts/0\n"), r.stderr
         for cmd, code in ((["true"], 0), (["sh", "-c", "exit 7"], 7), (["sh", "-c", "sh -c 'kill -9 $$'; exit $?"], 137),
                           (["/no/such"], 127)):
             assert u.container("run", "--rm", ref, *cmd).returncode == code, cmd
