@@ -136,12 +136,10 @@ def logs(store, name: str, *, follow: bool = False, tail: int | None = None, sin
     """The container's log records (stream, text, RFC 3339 time): what is there, then with
     `follow` what comes, until the container stops."""
     from container.engine.containers import resolve_container
-    from container.engine.runtime.logs import follow_records, read_records
+    from container.engine.runtime.logs import log_records
 
     info = resolve_container(store, name)
-    yield from read_records(info.path, tail=tail, since=since)
-    if follow:
-        yield from follow_records(info.path, lambda: _live(info), since=since)
+    yield from log_records(info.path, tail=tail, since=since, follow=follow, running=lambda: _live(info))
 
 
 def systemd_unit(store, name: str, *, executable: str, timeout: int = STOP_TIMEOUT) -> str:

@@ -166,6 +166,19 @@ def test_exit_codes_wait_and_rm(cli, root, pushed):
     assert cli("wait", "trap", check=True).stdout == "137\n"
 
 
+@pytest.fixture
+def cpu_load():
+    """Two busy loops for the length of a test: a loaded machine, where a follower and the
+    supervisor get descheduled at the worst moments."""
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
 def test_logs_tail_since_follow(cli, root, pushed):
     bb = pushed["busybox"]
     cli("run", "-d", "--name", "talk", bb.ref, "sh", "-c",
@@ -180,7 +193,7 @@ def test_logs_tail_since_follow(cli, root, pushed):
     assert cli("logs", "--since", "yesterday-ish", "talk").returncode == 1
 
 
-def test_log_rotation_and_follow_across_it(cli, root, pushed):
+def test_log_rotation_and_follow_across_it(cli, root, pushed, cpu_load):
     bb = pushed["busybox"]
     burst = "sleep 1; i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done; sleep 0.5"
     cid = cli("run", "-d", "--name", "noisy", "--log-opt", "max-size=4k", "--log-opt", "max-file=12", bb.ref,
@@ -203,6 +216,41 @@ def test_log_rotation_and_follow_across_it(cli, root, pushed):
         == ["container.log", "container.log.1"]
     r = cli("run", "-d", "--log-opt", "max-size=lots", bb.ref, "true")
     assert r.returncode == 125 and "invalid size" in one_error(r)
+
+
+def test_follow_from_mid_burst_under_load_misses_nothing(cli, root, pushed, cpu_load):
+    """logs -f started while the container writes fast (and rotates): every record once, in order,
+    the last ones too (the follower reads what was there and goes on from the same open files)."""
+    bb = pushed["busybox"]
+    n = 30000
+    burst = (f"i=0; while [ $i -lt {n} ]; do echo line $i; i=$((i+1)); "
+             f"[ $((i % 500)) = 0 ] && sleep 0.05; done; sleep 0.2")        # ~3 s of output
+    cli("run", "-d", "--name", "burst", "--log-opt", "max-size=32k,max-file=400", bb.ref, "sh", "-c", burst,
+        check=True)
+    _until(lambda: "line 50\n" in cli("logs", "burst").stdout, what="the burst under way")
+    r = cli("logs", "-f", "burst", check=True, timeout=120)
+    lines = r.stdout.splitlines()
+    assert len(lines) == n and lines == [f"line {i}" for i in range(n)]
+    assert cli("logs", "burst", check=True).stdout.splitlines() == lines
+
+
+def test_output_still_in_the_pipe_after_the_exit_is_logged(cli, root, pushed):
+    """The supervisor stalls (SIGSTOP: a loaded machine) after it saw the container exit, for
+    longer than it waits for stragglers' output: what is in the pipe when it resumes is logged."""
+    bb = pushed["busybox"]
+    script = ("touch /dev/null; "                      # (ash's & wants one; chroot's /dev is empty)
+              "(sleep 0.5; i=0; while [ $i -lt 300 ]; do echo late $i; i=$((i+1)); done) & echo early")
+    cid = cli("run", "-d", "--isolation", "chroot", "--name", "bg", bb.ref, "sh", "-c", script,
+              check=True).stdout.strip()
+    cdir = root / "containers" / cid
+    _until(lambda: b"early" in (cdir / "container.log").read_bytes(), what="the first line", timeout=10)
+    time.sleep(0.1)                                     # (it has seen its init exit by now)
+    sup = int((cdir / "supervisor.pid").read_text())
+    os.kill(sup, signal.SIGSTOP)
+    time.sleep(2.0)                                     # the straggler writes meanwhile and ends
+    os.kill(sup, signal.SIGCONT)
+    assert cli("wait", "bg", check=True).stdout == "0\n"
+    assert cli("logs", "bg", check=True).stdout.splitlines() == ["early"] + [f"late {i}" for i in range(300)]
 
 
 def test_restart_on_failure_counts_and_always_until_stop(cli, root, pushed):
