@@ -122,14 +122,31 @@ def start(store, name: str) -> str:
 
 
 def wait(store, name: str, poll: float = 0.05) -> int:
-    """docker wait: block until the container is not running, then its exit code."""
+    """docker wait: block until the container is not running, then its exit code; also when it
+    is removed meanwhile (--rm, rm -f): its supervisor's exit-code file, held open from the start."""
     from container.engine.containers import resolve_container
+    from container.engine.errors import ContainerNotFound
+    from container.engine.runtime.supervisor import EXIT_FILE
 
     info = resolve_container(store, name)
-    while info.status not in ("exited", "restarting"):
-        time.sleep(poll)
-        info = resolve_container(store, name)
-    return info.exit_code if info.exit_code is not None else 255
+    try:
+        held = open(os.path.join(info.path, EXIT_FILE), "rb")
+    except OSError:
+        held = None
+    try:
+        while info.status not in ("exited", "restarting"):
+            time.sleep(poll)
+            try:
+                info = resolve_container(store, info.id)
+            except ContainerNotFound:
+                text = held.read().strip() if held is not None else b""
+                if not text.isdigit():
+                    raise ContainerNotFound(f"No such container: {name}") from None
+                return int(text)
+        return info.exit_code if info.exit_code is not None else 255
+    finally:
+        if held is not None:
+            held.close()
 
 
 def logs(store, name: str, *, follow: bool = False, tail: int | None = None, since: float | None = None):

@@ -179,6 +179,26 @@ def cpu_load():
         p.wait()
 
 
+def test_wait_prints_the_exit_code_of_a_container_removed_meanwhile(cli, root, pushed):
+    """docker wait on a --rm container (or one rm -f'd while waited for) prints its exit code."""
+    bb = pushed["busybox"]
+    cli("run", "-d", "--rm", "--name", "brief", bb.ref, "sh", "-c", "sleep 1; exit 7", check=True)
+    r = cli("wait", "brief", timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "7\n", "")
+    assert _ps(cli, "brief") is None
+    for name, rm in (("long", ["--rm"]), ("kept", [])):
+        cli("run", "-d", *rm, "--name", name, bb.ref, "sleep", "1000", check=True)
+        p = subprocess.Popen([str(cli.exe), "--root", str(root), "wait", name], env=cli.env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)                                  # (it waits)
+        assert p.poll() is None
+        cli("rm", "-f", name, check=True)
+        out, err = p.communicate(timeout=30)
+        assert (p.returncode, out, err) == (0, "137\n", ""), name
+    r = cli("wait", "brief")                             # gone before the wait: docker's error
+    assert r.returncode == 1 and "No such container" in one_error(r)
+
+
 def test_logs_tail_since_follow(cli, root, pushed):
     bb = pushed["busybox"]
     cli("run", "-d", "--name", "talk", bb.ref, "sh", "-c",
