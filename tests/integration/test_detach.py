@@ -199,6 +199,39 @@ def test_wait_prints_the_exit_code_of_a_container_removed_meanwhile(cli, root, p
     assert r.returncode == 1 and "No such container" in one_error(r)
 
 
+def test_volumes_of_a_detached_container_survive_stop_start_and_restart(cli, root, pushed, tmp_path):
+    """run -d -v NAME:/data -v HOST:/h:ro --mount type=tmpfs: the supervisor mounts them from the
+    container's config, at every start (start after stop, restart, a restart policy's)."""
+    bb = pushed["busybox"]
+    host = tmp_path / "hostdir"
+    host.mkdir()
+    (host / "f").write_text("from-host\n")
+    script = "echo run >> /data/runs; grep -c ' /run/t tmpfs' /proc/mounts >> /data/runs; exec sleep 1000"
+    cli("run", "-d", "--name", "vols", "-v", "data:/data", "-v", f"{host}:/h:ro", "--mount", "type=tmpfs,dst=/run/t",
+        bb.ref, "sh", "-c", script, check=True)
+    runs = lambda: cli("exec", "vols", "cat", "/data/runs").stdout    # noqa: E731
+    _until(lambda: runs() == "run\n1\n", what="the first start's mounts")
+    assert cli("exec", "vols", "cat", "/h/f").stdout == "from-host\n"
+    assert cli("exec", "vols", "touch", "/h/x").returncode != 0 and not (host / "x").exists()
+    cli("stop", "-t", "0", "vols", check=True)
+    cli("start", "vols", check=True)
+    _until(lambda: runs() == "run\n1\n" * 2, what="the mounts after start")
+    assert cli("exec", "vols", "cat", "/h/f").stdout == "from-host\n"
+    cli("restart", "-t", "0", "vols", check=True)
+    _until(lambda: runs() == "run\n1\n" * 3, what="the mounts after restart")
+    assert cli("exec", "vols", "touch", "/h/x").returncode != 0
+    cli("rm", "-f", "vols", check=True)
+    assert "data" in cli("volume", "ls", "-q", check=True).stdout.split()     # a named volume outlives it
+    # a restart policy's restarts mount them too
+    flaky = "echo try >> /data/tries; [ $(wc -l < /data/tries) -ge 3 ] && exec sleep 1000; exit 1"
+    cli("run", "-d", "--name", "again", "--restart", "on-failure:5", "-v", "data:/data", bb.ref, "sh", "-c", flaky,
+        check=True)
+    _until(lambda: (_ps(cli, "again") or {}).get("State") == "running" and
+           cli("exec", "again", "wc", "-l", "/data/tries").stdout.split()[:1] == ["3"], what="three tries")
+    assert cli("exec", "again", "cat", "/data/runs").stdout == "run\n1\n" * 3        # the same volume
+    cli("rm", "-f", "again", check=True)
+
+
 def test_logs_tail_since_follow(cli, root, pushed):
     bb = pushed["busybox"]
     cli("run", "-d", "--name", "talk", bb.ref, "sh", "-c",
