@@ -164,6 +164,22 @@ class LogWriter:
         self.flush()
         os.close(self.fd)
 
+    def drain(self, streams: dict[int, str], limit: int = 4 << 20) -> None:
+        """Log what the pipes {fd: stream} hold now, without waiting for more (at most `limit`
+        bytes a pipe: a process the container left behind may write forever)."""
+        for fd, name in streams.items():
+            os.set_blocking(fd, False)
+            n = 0
+            while n < limit:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:                  # EAGAIN: empty; EIO: the pty is gone
+                    break
+                if not data:
+                    break
+                self.write(name, data)
+                n += len(data)
+
     def _emit(self, records: list[bytes]) -> None:
         """Append the records, as few write(2)s as the rotation allows (each whole records)."""
         batch: list[bytes] = []

@@ -136,23 +136,6 @@ def _backoff(delay: float, ran_for: float) -> float:
     return 0.1 if ran_for >= 10 else min(60.0, delay * 2 if delay else 0.1)
 
 
-def _drain(streams: dict[int, str], log, limit: int = 4 << 20) -> None:
-    """Log what the pipes hold now, without waiting for more (at most `limit` bytes a pipe: a
-    process the container left behind may write forever)."""
-    for fd, name in streams.items():
-        os.set_blocking(fd, False)
-        n = 0
-        while n < limit:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:                          # EAGAIN: empty; EIO: the pty is gone
-                break
-            if not data:
-                break
-            log.write(name, data)
-            n += len(data)
-
-
 class Supervisor:
     """One container, from its first start to its last exit."""
 
@@ -303,7 +286,7 @@ class Supervisor:
         while True:
             now = time.monotonic()
             if exited_at is not None and (not streams or now > exited_at + 1.0):
-                _drain(streams, log)                 # (stragglers' output waiting in the pipes)
+                log.drain(streams)                   # (stragglers' output waiting in the pipes)
                 break
             timeout = None if exited_at is None else exited_at + 1.0 - now
             if self.stop_at is not None and exited_at is None:
