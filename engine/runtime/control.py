@@ -50,10 +50,11 @@ def _mark_stopped(info) -> None:
         pass
 
 
-def _wait_free(info, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+def _wait_free(info, timeout: float | None) -> bool:
+    """True once nothing holds the container's lock; False after `timeout` s (None: no limit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while _live(info):
-        if time.monotonic() >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
     return True
@@ -61,8 +62,8 @@ def _wait_free(info, timeout: float) -> bool:
 
 def stop(store, name: str, timeout: int | None = None, *, sig: int | None = None) -> str:
     """docker stop: the image's StopSignal (default SIGTERM; `sig` instead: rm -f's SIGKILL),
-    SIGKILL after `timeout` s (10). Returns the container's id; a container that is not running
-    is left as it is."""
+    SIGKILL after `timeout` s (10; a negative one: none, wait as long as it takes, as docker).
+    Returns the container's id; a container that is not running is left as it is."""
     from container.engine.containers import resolve_container
     from container.engine.runtime.supervisor import stop_signal
 
@@ -78,7 +79,7 @@ def stop(store, name: str, timeout: int | None = None, *, sig: int | None = None
             sig = 15
     if info.status == "running":
         _signal(info, sig)
-    if not _wait_free(info, max(0, t)):
+    if not _wait_free(info, None if t < 0 else t):
         _signal(resolve_container(store, name), 9)
         if not _wait_free(info, 30):
             raise ContainerError(f"container {name} did not stop: its supervisor still holds it")

@@ -232,6 +232,18 @@ def test_volumes_of_a_detached_container_survive_stop_start_and_restart(cli, roo
     cli("rm", "-f", "again", check=True)
 
 
+def test_stop_with_a_negative_timeout_waits_for_the_container(cli, root, pushed):
+    """docker stop -t -1: the stop signal, then wait as long as it takes (no SIGKILL)."""
+    bb = pushed["busybox"]
+    cli("run", "-d", "--name", "slow", bb.ref, "sh", "-c",
+        "trap 'sleep 2; exit 0' TERM; echo ready; while true; do sleep 0.1; done", check=True)
+    _until(lambda: "ready" in cli("logs", "slow").stdout, what="the trap")
+    t0 = time.monotonic()
+    assert cli("stop", "-t", "-1", "slow", check=True).stdout == "slow\n"
+    assert time.monotonic() - t0 >= 2
+    assert cli("wait", "slow", check=True).stdout == "0\n"           # its own exit, not SIGKILL's 137
+
+
 def test_logs_tail_since_follow(cli, root, pushed):
     bb = pushed["busybox"]
     cli("run", "-d", "--name", "talk", bb.ref, "sh", "-c",
