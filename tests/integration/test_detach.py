@@ -527,6 +527,60 @@ def test_same_as_podman(cli, root, pushed, podman):
     assert ours == theirs, (ours, theirs)
 
 
+@pytest.mark.slow
+def test_stop_and_restart_timings_as_podman(cli, root, pushed, podman):
+    """stop -t N / restart -t N of a pid 1 that ignores SIGTERM take N seconds, then SIGKILL (137);
+    one that handles SIGTERM stops at once; -t 0 kills at once; restart of an exited container
+    starts it. Each command's time, less the tool's own start-up (`ps`), is podman's within 0.8 s."""
+    import shutil
+
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    bb = pushed["busybox"]
+    if podman("pull", "-q", "--tls-verify=false", bb.ref).returncode != 0:
+        pytest.skip("podman pull failed")
+    cli("pull", bb.ref, check=True)
+
+    def pm(*args):          # (this machine refuses podman's default rlimits)
+        if args[0] == "run":
+            args = ("run", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", *args[1:])
+        return podman(*args)
+
+    def scenario(run):
+        out, took = {}, {}
+
+        def timed(key, *args):
+            t0 = time.monotonic()
+            r = run(*args)
+            took[key] = time.monotonic() - t0
+            out[key] = (r.returncode, r.stdout)
+
+        timed("base", "ps", "-q")
+        run("run", "-d", "--name", "s", bb.ref, "sleep", "1000")
+        timed("stop-t2", "stop", "-t", "2", "s")
+        out["stop-code"] = run("wait", "s").stdout
+        timed("restart-exited", "restart", "s")
+        timed("restart-t1", "restart", "-t", "1", "s")
+        out["restart-code"] = run("inspect", "--format", "{{.State.Status}}", "s").stdout if run is pm \
+            else _ps(cli, "s")["State"] + "\n"
+        timed("stop-t0", "stop", "-t", "0", "s")
+        timed("stop-stopped", "stop", "-t", "3", "s")
+        run("run", "-d", "--name", "trap", bb.ref, "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+        time.sleep(0.5)
+        timed("stop-trap", "stop", "trap")
+        out["trap-code"] = run("wait", "trap").stdout
+        run("rm", "-f", "s", "trap")
+        return out, took
+
+    ours, our_t = scenario(cli)
+    theirs, their_t = scenario(pm)
+    assert ours == theirs, (ours, theirs)
+    assert ours["stop-code"] == "137\n" and ours["trap-code"] == "0\n" and ours["restart-code"] == "running\n"
+    assert our_t["stop-t2"] >= 2 and our_t["restart-t1"] >= 1, our_t
+    extra = {k: round((our_t[k] - our_t["base"]) - (their_t[k] - their_t["base"]), 2) for k in our_t}
+    assert all(abs(v) < 0.8 for v in extra.values()), (extra, our_t, their_t)
+
+
 def test_log_options_from_the_config_file(cli, root, pushed):
     cli.config_path.write_text('[log]\nmax-size = "2k"\nmax-file = 2\n')
     cid = cli("run", "-d", pushed["busybox"].ref, "sh", "-c", "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done",
