@@ -69,7 +69,7 @@ def register(app) -> None:
 
     @app.command("stop")
     def stop_cmd(ctx: typer.Context, containers: Annotated[List[str], names_arg],
-                 time: Annotated[Optional[int], typer.Option("--time", "-t", help="Seconds to wait before SIGKILL (10).")] = None) -> None:
+                 time: Annotated[Optional[int], typer.Option("--time", "-t", help="Seconds to wait before SIGKILL (10; -1: no limit).")] = None) -> None:
         """Stop running containers: the image's StopSignal (SIGTERM), then SIGKILL after -t seconds."""
         engine = state(ctx).engine
         each_container(containers, lambda n: engine.stop(n, timeout=time))
@@ -83,7 +83,7 @@ def register(app) -> None:
 
     @app.command("restart")
     def restart_cmd(ctx: typer.Context, containers: Annotated[List[str], names_arg],
-                    time: Annotated[Optional[int], typer.Option("--time", "-t", help="Seconds to wait before SIGKILL (10).")] = None) -> None:
+                    time: Annotated[Optional[int], typer.Option("--time", "-t", help="Seconds to wait before SIGKILL (10; -1: no limit).")] = None) -> None:
         """Stop then start containers."""
         engine = state(ctx).engine
 

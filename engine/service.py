@@ -342,9 +342,14 @@ class Engine:
 
             from container.engine.runtime.control import stop
 
-            stop(self.store, name, timeout=0, sig=signal.SIGKILL)
-        gone = release(self.store, resolve_container(self.store, name).id) if volumes else []
-        remove_container(self.store, name, force=force)
+            name = stop(self.store, name, timeout=0, sig=signal.SIGKILL)
+        try:
+            gone = release(self.store, resolve_container(self.store, name).id) if volumes else []
+            remove_container(self.store, name, force=force)
+        except ContainerNotFound:
+            if not force:
+                raise
+            return                      # a --rm container: its supervisor removed it as it stopped
         remove_unused(self.store, gone)
 
     # -- volumes (engine/volumes.py; mounting them is engine/runtime/mounts.py) -----------------

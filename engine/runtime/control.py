@@ -50,10 +50,11 @@ def _mark_stopped(info) -> None:
         pass
 
 
-def _wait_free(info, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+def _wait_free(info, timeout: float | None) -> bool:
+    """True once nothing holds the container's lock; False after `timeout` s (None: no limit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while _live(info):
-        if time.monotonic() >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
     return True
@@ -61,8 +62,8 @@ def _wait_free(info, timeout: float) -> bool:
 
 def stop(store, name: str, timeout: int | None = None, *, sig: int | None = None) -> str:
     """docker stop: the image's StopSignal (default SIGTERM; `sig` instead: rm -f's SIGKILL),
-    SIGKILL after `timeout` s (10). Returns the container's id; a container that is not running
-    is left as it is."""
+    SIGKILL after `timeout` s (10; a negative one: none, wait as long as it takes, as docker).
+    Returns the container's id; a container that is not running is left as it is."""
     from container.engine.containers import resolve_container
     from container.engine.runtime.supervisor import stop_signal
 
@@ -78,7 +79,7 @@ def stop(store, name: str, timeout: int | None = None, *, sig: int | None = None
             sig = 15
     if info.status == "running":
         _signal(info, sig)
-    if not _wait_free(info, max(0, t)):
+    if not _wait_free(info, None if t < 0 else t):
         _signal(resolve_container(store, name), 9)
         if not _wait_free(info, 30):
             raise ContainerError(f"container {name} did not stop: its supervisor still holds it")
@@ -122,26 +123,41 @@ def start(store, name: str) -> str:
 
 
 def wait(store, name: str, poll: float = 0.05) -> int:
-    """docker wait: block until the container is not running, then its exit code."""
+    """docker wait: block until the container is not running, then its exit code; also when it
+    is removed meanwhile (--rm, rm -f): its supervisor's exit-code file, held open from the start."""
     from container.engine.containers import resolve_container
+    from container.engine.errors import ContainerNotFound
+    from container.engine.runtime.supervisor import EXIT_FILE
 
     info = resolve_container(store, name)
-    while info.status not in ("exited", "restarting"):
-        time.sleep(poll)
-        info = resolve_container(store, name)
-    return info.exit_code if info.exit_code is not None else 255
+    try:
+        held = open(os.path.join(info.path, EXIT_FILE), "rb")
+    except OSError:
+        held = None
+    try:
+        while info.status not in ("exited", "restarting"):
+            time.sleep(poll)
+            try:
+                info = resolve_container(store, info.id)
+            except ContainerNotFound:
+                text = held.read().strip() if held is not None else b""
+                if not text.isdigit():
+                    raise ContainerNotFound(f"No such container: {name}") from None
+                return int(text)
+        return info.exit_code if info.exit_code is not None else 255
+    finally:
+        if held is not None:
+            held.close()
 
 
 def logs(store, name: str, *, follow: bool = False, tail: int | None = None, since: float | None = None):
     """The container's log records (stream, text, RFC 3339 time): what is there, then with
     `follow` what comes, until the container stops."""
     from container.engine.containers import resolve_container
-    from container.engine.runtime.logs import follow_records, read_records
+    from container.engine.runtime.logs import log_records
 
     info = resolve_container(store, name)
-    yield from read_records(info.path, tail=tail, since=since)
-    if follow:
-        yield from follow_records(info.path, lambda: _live(info), since=since)
+    yield from log_records(info.path, tail=tail, since=since, follow=follow, running=lambda: _live(info))
 
 
 def systemd_unit(store, name: str, *, executable: str, timeout: int = STOP_TIMEOUT) -> str:

@@ -21,8 +21,14 @@ import time
 
 from json.encoder import encode_basestring as _quote  # (the C encoder: a JSON string literal)
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from io import FileIO
+    from typing import Callable, Iterator
+
 LOG_NAME = "container.log"
 LINE_MAX = 16 << 10
+ROTATE_WAIT = 0.05
 
 
 def log_path(cdir: str) -> str:
@@ -116,7 +122,8 @@ class LogWriter:
     """Appends records to cdir/container.log, rotating at max_size into max_file files."""
 
     def __init__(self, cdir: str, max_size: int = 20 << 20, max_file: int = 5):
-        self.path = log_path(cdir)
+        self.dir, self.path = cdir, log_path(cdir)
+        self.busy_until = 0.0                  # a follower held the rotation lock: do not wait for it
         self.max_size, self.max_file = max_size, max_file
         self.partial: dict[str, bytes] = {}
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -157,6 +164,22 @@ class LogWriter:
         self.flush()
         os.close(self.fd)
 
+    def drain(self, streams: dict[int, str], limit: int = 4 << 20) -> None:
+        """Log what the pipes {fd: stream} hold now, without waiting for more (at most `limit`
+        bytes a pipe: a process the container left behind may write forever)."""
+        for fd, name in streams.items():
+            os.set_blocking(fd, False)
+            n = 0
+            while n < limit:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:                  # EAGAIN: empty; EIO: the pty is gone
+                    break
+                if not data:
+                    break
+                self.write(name, data)
+                n += len(data)
+
     def _emit(self, records: list[bytes]) -> None:
         """Append the records, as few write(2)s as the rotation allows (each whole records)."""
         batch: list[bytes] = []
@@ -165,7 +188,7 @@ class LogWriter:
             if (self.size or size) and self.size + size + len(raw) > self.max_size:
                 self._append(b"".join(batch))
                 batch, size = [], 0
-                self._rotate()
+                self._rotate()                 # (or postponed: tried again at the next record)
             batch.append(raw)
             size += len(raw)
         if batch:
@@ -180,23 +203,59 @@ class LogWriter:
         except OSError:
             pass                       # a full disk loses log lines, never the container
 
-    def _rotate(self) -> None:
-        os.close(self.fd)
-        if self.max_file <= 1:
-            os.truncate(self.path, 0)
-        else:
-            for i in range(self.max_file - 1, 0, -1):
-                src = self.path if i == 1 else f"{self.path}.{i - 1}"
-                if os.path.exists(src):
-                    os.replace(src, f"{self.path}.{i}")
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self.size = 0
+    def _rotate(self) -> bool:
+        """Rename the files one step older, under the rotation lock (a follower looking for the
+        next file sees them before or after, never half-renamed). A follower that holds the lock
+        for longer than ROTATE_WAIT (stopped, descheduled) postpones the rotation: the file grows
+        past max-size rather than the container waiting on its reader."""
+        now = time.monotonic()
+        lock = _dir_lock(self.dir, shared=False, wait=0.0 if now < self.busy_until else ROTATE_WAIT)
+        if lock is None:
+            self.busy_until = now + 1.0
+            return False
+        try:
+            os.close(self.fd)
+            if self.max_file <= 1:
+                os.unlink(self.path)           # (not truncated: a follower reads it to its end)
+            else:
+                for i in range(self.max_file - 1, 0, -1):
+                    src = self.path if i == 1 else f"{self.path}.{i - 1}"
+                    if os.path.exists(src):
+                        os.replace(src, f"{self.path}.{i}")
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            self.size = 0
+        finally:
+            os.close(lock)
+        return True
+
+
+def _dir_lock(cdir: str, *, shared: bool, wait: float | None = None) -> int | None:
+    """flock of the log's directory: shared by followers while they look at the files, exclusive
+    by the writer while it renames them. The fd that holds it (close it to unlock); None when
+    the directory is gone or, with `wait` seconds, still locked after them."""
+    import fcntl
+
+    try:
+        fd = os.open(cdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, op | (fcntl.LOCK_NB if deadline is not None else 0))
+            return fd
+        except BlockingIOError:
+            if deadline is None or time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.001)
 
 
 # -- reading ------------------------------------------------------------------------------------
 
 def _files(cdir: str) -> list[str]:
-    """The log's files, oldest first."""
+    """The log's files, oldest first (consistent only under _dir_lock: a rotation renames them)."""
     base = log_path(cdir)
     older = []
     i = 1
@@ -214,84 +273,136 @@ def _parse(line: bytes) -> tuple[str, str, str] | None:
         return None
 
 
+def _ino(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+class _Snapshot:
+    """Under the shared rotation lock: the log's files as they are between two rotations."""
+
+    def __init__(self, cdir: str):
+        self.cdir = cdir
+        self.fd: int | None = None
+
+    def __enter__(self) -> _Snapshot:
+        self.fd = _dir_lock(self.cdir, shared=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)                  # (closing the last fd of it drops the flock)
+
+    def open_all(self) -> list[FileIO]:
+        out = []
+        for p in _files(self.cdir):
+            try:
+                out.append(open(p, "rb", buffering=0))
+            except OSError:
+                continue
+        return out
+
+    def after(self, ino: int | None) -> FileIO | None:
+        """The file written after the one with inode `ino` (None: the newest is ours), or the
+        oldest there is when ours is gone (rotated out of max-file) or there was none."""
+        files = _files(self.cdir)
+        inodes = [_ino(p) for p in files]
+        i = inodes.index(ino) + 1 if ino is not None and ino in inodes else 0
+        for p in files[i:]:
+            try:
+                return open(p, "rb", buffering=0)
+            except OSError:
+                continue
+        return None
+
+
+class _Reader:
+    """Records from open log files: one file at a time, the partial last line kept for later."""
+
+    def __init__(self, since: float | None):
+        self.since = since
+        self.f: FileIO | None = None
+        self.ino: int | None = None
+        self.buf = b""
+
+    def switch(self, f: FileIO | None) -> None:
+        if self.f is not None:
+            self.f.close()
+        self.f, self.buf = f, b""
+        self.ino = os.fstat(f.fileno()).st_ino if f is not None else None
+
+    def drain(self) -> list[tuple[str, str, str]]:
+        """Every whole record from where we are to the current end of our file."""
+        if self.f is None:
+            return []
+        data = self.f.read() or b""
+        if not data:
+            return []
+        *lines, self.buf = (self.buf + data).split(b"\n")
+        out = []
+        for line in lines:
+            rec = _parse(line)
+            if rec is not None and (self.since is None or parse_rfc3339(rec[2]) >= self.since):
+                out.append(rec)
+        return out
+
+
 def read_records(cdir: str, *, tail: int | None = None, since: float | None = None) -> list[tuple[str, str, str]]:
     """(stream, text, time) of every record now in the log, oldest first; --since / --tail applied."""
-    out = []
-    for p in _files(cdir):
-        try:
-            with open(p, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        for line in data.splitlines():
-            rec = _parse(line)
-            if rec is not None and (since is None or parse_rfc3339(rec[2]) >= since):
-                out.append(rec)
-    if tail is not None:
-        out = out[-tail:] if tail > 0 else []
-    return out
+    return list(log_records(cdir, tail=tail, since=since))
 
 
-def _next_file(cdir: str, ino):
-    """After the file with inode `ino` was rotated: the next newer one (several rotations may
-    have happened since), or the oldest there is when ours rotated out of max-file."""
-    files = _files(cdir)
-    inodes: list[int | None] = []
-    for p in files:
-        try:
-            inodes.append(os.stat(p).st_ino)
-        except OSError:
-            inodes.append(None)
-    i = inodes.index(ino) + 1 if ino in inodes else 0
-    for p in files[i:]:
-        try:
-            f = open(p, "rb")
-        except OSError:
-            continue
-        return f, os.fstat(f.fileno()).st_ino
-    return None, None
+def log_records(cdir: str, *, tail: int | None = None, since: float | None = None, follow: bool = False,
+                running: Callable[[], bool] = lambda: False, interval: float = 0.1) -> Iterator[tuple[str, str, str]]:
+    """(stream, text, time) records, oldest first: those in the log now (--since, --tail), then
+    with `follow` those written after, across rotations, until running() is false and the log
+    has been read to its end.
 
+    The files are opened all at once under the rotation lock, read, and the newest one stays
+    open and is followed: nothing written between the read and the follow is lost. When the newest
+    file is no longer ours (a rotation renamed it), ours is read to its end and the next newer
+    one is found under the lock (a rotation in progress renames several). The stop is looked at
+    only when nothing is left to read, and then everything is read once more: the writer's last
+    record is written before the container's lock is released."""
+    from collections import deque
 
-def follow_records(cdir: str, running, *, since: float | None = None, interval: float = 0.1):
-    """New records as they are written, across rotations, until running() is false and the log
-    has been read to its end. Starts at the current end of the newest file."""
-    path = log_path(cdir)
-    f = None
-    ino = None
-    buf = b""
+    r = _Reader(since)
+    with _Snapshot(cdir) as snap:
+        files = snap.open_all()
+    keep: deque[tuple[str, str, str]] | list[tuple[str, str, str]] = \
+        deque(maxlen=max(tail, 0)) if tail is not None else []
     try:
-        try:
-            f = open(path, "rb")
-            f.seek(0, os.SEEK_END)
-            ino = os.fstat(f.fileno()).st_ino
-        except OSError:
-            f = None
+        for f in files:
+            r.switch(f)
+            keep.extend(r.drain())
+        files = []
+        yield from keep
+        del keep
+        if not follow:
+            return
+        base = log_path(cdir)
+        stopping = False
         while True:
-            chunk = f.read() if f is not None else b""
-            if not chunk:
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    st = None
-                rotated = st is not None and st.st_ino != ino
-                if not rotated and running():
-                    time.sleep(interval)
+            got = r.drain()
+            yield from got
+            if r.ino is None or _ino(base) != r.ino:            # rotated (or not there yet)
+                with _Snapshot(cdir) as snap:
+                    nxt = snap.after(r.ino)
+                if nxt is not None:
+                    yield from r.drain()                        # what came before the rotation
+                    r.switch(nxt)
                     continue
-                chunk = f.read() if f is not None else b""     # what came in before the rotation / exit
-                if not chunk:
-                    if not rotated:
-                        return
-                    if f is not None:
-                        f.close()
-                    f, ino = _next_file(cdir, ino)      # the one written after ours, from its start
-                    buf = b""
-                    continue
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                rec = _parse(line)
-                if rec is not None and (since is None or parse_rfc3339(rec[2]) >= since):
-                    yield rec
+            if got:
+                continue
+            if stopping:
+                return
+            if not running():
+                stopping = True                                 # one more look at everything
+                continue
+            time.sleep(interval)
     finally:
-        if f is not None:
+        for f in files:
             f.close()
+        r.switch(None)

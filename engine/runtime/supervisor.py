@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 STOP_MARKER = "stop-requested"
 PID_FILE = "supervisor.pid"
+EXIT_FILE = "exit-code"          # the last exit code, rewritten in place: `wait` holds it open
 START_TIMEOUT = 120.0
 
 
@@ -156,6 +157,16 @@ class Supervisor:
                 pass
             os.close(self.report_fd)
             self.report_fd = None
+
+    def _exit_file(self, text: str) -> None:
+        """Write the same inode (O_TRUNC, no rename): a `wait` that opened it before the row and
+        directory went (--rm, rm -f) reads the code from it."""
+        try:
+            fd = os.open(os.path.join(self.cdir, EXIT_FILE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            os.write(fd, text.encode())
+            os.close(fd)
+        except OSError:
+            pass
 
     def stop_requested(self) -> bool:
         return os.path.exists(os.path.join(self.cdir, STOP_MARKER))
@@ -275,6 +286,7 @@ class Supervisor:
         while True:
             now = time.monotonic()
             if exited_at is not None and (not streams or now > exited_at + 1.0):
+                log.drain(streams)                   # (stragglers' output waiting in the pipes)
                 break
             timeout = None if exited_at is None else exited_at + 1.0 - now
             if self.stop_at is not None and exited_at is None:
@@ -325,6 +337,7 @@ class Supervisor:
             pass
         with open(os.path.join(self.cdir, PID_FILE), "w") as f:
             f.write(f"{os.getpid()}\n")
+        self._exit_file("")
         try:
             row = self._load()
             cfg = json.loads(row.config or "{}")
@@ -373,6 +386,7 @@ class Supervisor:
             state.update(signal=sig)
             cfg["state"] = state
             self.db.update(self.cid, status="exited", exit_code=code, finished=utcnow(), config=json.dumps(cfg))
+            self._exit_file(f"{code}\n")
             again = policy in ("always", "unless-stopped") or (policy == "on-failure" and code != 0)
             if not again or self.stop_requested() or (policy == "on-failure" and retries and restarts >= retries):
                 break

@@ -166,6 +166,84 @@ def test_exit_codes_wait_and_rm(cli, root, pushed):
     assert cli("wait", "trap", check=True).stdout == "137\n"
 
 
+@pytest.fixture
+def cpu_load():
+    """Two busy loops for the length of a test: a loaded machine, where a follower and the
+    supervisor get descheduled at the worst moments."""
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_wait_prints_the_exit_code_of_a_container_removed_meanwhile(cli, root, pushed):
+    """docker wait on a --rm container (or one rm -f'd while waited for) prints its exit code."""
+    bb = pushed["busybox"]
+    cli("run", "-d", "--rm", "--name", "brief", bb.ref, "sh", "-c", "sleep 1; exit 7", check=True)
+    r = cli("wait", "brief", timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "7\n", "")
+    assert _ps(cli, "brief") is None
+    for name, rm in (("long", ["--rm"]), ("kept", [])):
+        cli("run", "-d", *rm, "--name", name, bb.ref, "sleep", "1000", check=True)
+        p = subprocess.Popen([str(cli.exe), "--root", str(root), "wait", name], env=cli.env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)                                  # (it waits)
+        assert p.poll() is None
+        cli("rm", "-f", name, check=True)
+        out, err = p.communicate(timeout=30)
+        assert (p.returncode, out, err) == (0, "137\n", ""), name
+    r = cli("wait", "brief")                             # gone before the wait: docker's error
+    assert r.returncode == 1 and "No such container" in one_error(r)
+
+
+def test_volumes_of_a_detached_container_survive_stop_start_and_restart(cli, root, pushed, tmp_path):
+    """run -d -v NAME:/data -v HOST:/h:ro --mount type=tmpfs: the supervisor mounts them from the
+    container's config, at every start (start after stop, restart, a restart policy's)."""
+    bb = pushed["busybox"]
+    host = tmp_path / "hostdir"
+    host.mkdir()
+    (host / "f").write_text("from-host\n")
+    script = "echo run >> /data/runs; grep -c ' /run/t tmpfs' /proc/mounts >> /data/runs; exec sleep 1000"
+    cli("run", "-d", "--name", "vols", "-v", "data:/data", "-v", f"{host}:/h:ro", "--mount", "type=tmpfs,dst=/run/t",
+        bb.ref, "sh", "-c", script, check=True)
+    runs = lambda: cli("exec", "vols", "cat", "/data/runs").stdout    # noqa: E731
+    _until(lambda: runs() == "run\n1\n", what="the first start's mounts")
+    assert cli("exec", "vols", "cat", "/h/f").stdout == "from-host\n"
+    assert cli("exec", "vols", "touch", "/h/x").returncode != 0 and not (host / "x").exists()
+    cli("stop", "-t", "0", "vols", check=True)
+    cli("start", "vols", check=True)
+    _until(lambda: runs() == "run\n1\n" * 2, what="the mounts after start")
+    assert cli("exec", "vols", "cat", "/h/f").stdout == "from-host\n"
+    cli("restart", "-t", "0", "vols", check=True)
+    _until(lambda: runs() == "run\n1\n" * 3, what="the mounts after restart")
+    assert cli("exec", "vols", "touch", "/h/x").returncode != 0
+    cli("rm", "-f", "vols", check=True)
+    assert "data" in cli("volume", "ls", "-q", check=True).stdout.split()     # a named volume outlives it
+    # a restart policy's restarts mount them too
+    flaky = "echo try >> /data/tries; [ $(wc -l < /data/tries) -ge 3 ] && exec sleep 1000; exit 1"
+    cli("run", "-d", "--name", "again", "--restart", "on-failure:5", "-v", "data:/data", bb.ref, "sh", "-c", flaky,
+        check=True)
+    _until(lambda: (_ps(cli, "again") or {}).get("State") == "running" and
+           cli("exec", "again", "wc", "-l", "/data/tries").stdout.split()[:1] == ["3"], what="three tries")
+    assert cli("exec", "again", "cat", "/data/runs").stdout == "run\n1\n" * 3        # the same volume
+    cli("rm", "-f", "again", check=True)
+
+
+def test_stop_with_a_negative_timeout_waits_for_the_container(cli, root, pushed):
+    """docker stop -t -1: the stop signal, then wait as long as it takes (no SIGKILL)."""
+    bb = pushed["busybox"]
+    cli("run", "-d", "--name", "slow", bb.ref, "sh", "-c",
+        "trap 'sleep 2; exit 0' TERM; echo ready; while true; do sleep 0.1; done", check=True)
+    _until(lambda: "ready" in cli("logs", "slow").stdout, what="the trap")
+    t0 = time.monotonic()
+    assert cli("stop", "-t", "-1", "slow", check=True).stdout == "slow\n"
+    assert time.monotonic() - t0 >= 2
+    assert cli("wait", "slow", check=True).stdout == "0\n"           # its own exit, not SIGKILL's 137
+
+
 def test_logs_tail_since_follow(cli, root, pushed):
     bb = pushed["busybox"]
     cli("run", "-d", "--name", "talk", bb.ref, "sh", "-c",
@@ -180,7 +258,7 @@ def test_logs_tail_since_follow(cli, root, pushed):
     assert cli("logs", "--since", "yesterday-ish", "talk").returncode == 1
 
 
-def test_log_rotation_and_follow_across_it(cli, root, pushed):
+def test_log_rotation_and_follow_across_it(cli, root, pushed, cpu_load):
     bb = pushed["busybox"]
     burst = "sleep 1; i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done; sleep 0.5"
     cid = cli("run", "-d", "--name", "noisy", "--log-opt", "max-size=4k", "--log-opt", "max-file=12", bb.ref,
@@ -203,6 +281,41 @@ def test_log_rotation_and_follow_across_it(cli, root, pushed):
         == ["container.log", "container.log.1"]
     r = cli("run", "-d", "--log-opt", "max-size=lots", bb.ref, "true")
     assert r.returncode == 125 and "invalid size" in one_error(r)
+
+
+def test_follow_from_mid_burst_under_load_misses_nothing(cli, root, pushed, cpu_load):
+    """logs -f started while the container writes fast (and rotates): every record once, in order,
+    the last ones too (the follower reads what was there and goes on from the same open files)."""
+    bb = pushed["busybox"]
+    n = 30000
+    burst = (f"i=0; while [ $i -lt {n} ]; do echo line $i; i=$((i+1)); "
+             f"[ $((i % 500)) = 0 ] && sleep 0.05; done; sleep 0.2")        # ~3 s of output
+    cli("run", "-d", "--name", "burst", "--log-opt", "max-size=32k,max-file=400", bb.ref, "sh", "-c", burst,
+        check=True)
+    _until(lambda: "line 50\n" in cli("logs", "burst").stdout, what="the burst under way")
+    r = cli("logs", "-f", "burst", check=True, timeout=120)
+    lines = r.stdout.splitlines()
+    assert len(lines) == n and lines == [f"line {i}" for i in range(n)]
+    assert cli("logs", "burst", check=True).stdout.splitlines() == lines
+
+
+def test_output_still_in_the_pipe_after_the_exit_is_logged(cli, root, pushed):
+    """The supervisor stalls (SIGSTOP: a loaded machine) after it saw the container exit, for
+    longer than it waits for stragglers' output: what is in the pipe when it resumes is logged."""
+    bb = pushed["busybox"]
+    script = ("touch /dev/null; "                      # (ash's & wants one; chroot's /dev is empty)
+              "(sleep 0.5; i=0; while [ $i -lt 300 ]; do echo late $i; i=$((i+1)); done) & echo early")
+    cid = cli("run", "-d", "--isolation", "chroot", "--name", "bg", bb.ref, "sh", "-c", script,
+              check=True).stdout.strip()
+    cdir = root / "containers" / cid
+    _until(lambda: b"early" in (cdir / "container.log").read_bytes(), what="the first line", timeout=10)
+    time.sleep(0.1)                                     # (it has seen its init exit by now)
+    sup = int((cdir / "supervisor.pid").read_text())
+    os.kill(sup, signal.SIGSTOP)
+    time.sleep(2.0)                                     # the straggler writes meanwhile and ends
+    os.kill(sup, signal.SIGCONT)
+    assert cli("wait", "bg", check=True).stdout == "0\n"
+    assert cli("logs", "bg", check=True).stdout.splitlines() == ["early"] + [f"late {i}" for i in range(300)]
 
 
 def test_restart_on_failure_counts_and_always_until_stop(cli, root, pushed):
@@ -408,6 +521,60 @@ def test_same_as_podman(cli, root, pushed, podman):
     ours = scenario("container", cli)
     theirs = scenario("podman", pm)
     assert ours == theirs, (ours, theirs)
+
+
+@pytest.mark.slow
+def test_stop_and_restart_timings_as_podman(cli, root, pushed, podman):
+    """stop -t N / restart -t N of a pid 1 that ignores SIGTERM take N seconds, then SIGKILL (137);
+    one that handles SIGTERM stops at once; -t 0 kills at once; restart of an exited container
+    starts it. Each command's time, less the tool's own start-up (`ps`), is podman's within 0.8 s."""
+    import shutil
+
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    bb = pushed["busybox"]
+    if podman("pull", "-q", "--tls-verify=false", bb.ref).returncode != 0:
+        pytest.skip("podman pull failed")
+    cli("pull", bb.ref, check=True)
+
+    def pm(*args):          # (this machine refuses podman's default rlimits)
+        if args[0] == "run":
+            args = ("run", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", *args[1:])
+        return podman(*args)
+
+    def scenario(run):
+        out, took = {}, {}
+
+        def timed(key, *args):
+            t0 = time.monotonic()
+            r = run(*args)
+            took[key] = time.monotonic() - t0
+            out[key] = (r.returncode, r.stdout)
+
+        timed("base", "ps", "-q")
+        run("run", "-d", "--name", "s", bb.ref, "sleep", "1000")
+        timed("stop-t2", "stop", "-t", "2", "s")
+        out["stop-code"] = run("wait", "s").stdout
+        timed("restart-exited", "restart", "s")
+        timed("restart-t1", "restart", "-t", "1", "s")
+        out["restart-code"] = run("inspect", "--format", "{{.State.Status}}", "s").stdout if run is pm \
+            else _ps(cli, "s")["State"] + "\n"
+        timed("stop-t0", "stop", "-t", "0", "s")
+        timed("stop-stopped", "stop", "-t", "3", "s")
+        run("run", "-d", "--name", "trap", bb.ref, "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+        time.sleep(0.5)
+        timed("stop-trap", "stop", "trap")
+        out["trap-code"] = run("wait", "trap").stdout
+        run("rm", "-f", "s", "trap")
+        return out, took
+
+    ours, our_t = scenario(cli)
+    theirs, their_t = scenario(pm)
+    assert ours == theirs, (ours, theirs)
+    assert ours["stop-code"] == "137\n" and ours["trap-code"] == "0\n" and ours["restart-code"] == "running\n"
+    assert our_t["stop-t2"] >= 2 and our_t["restart-t1"] >= 1, our_t
+    extra = {k: round((our_t[k] - our_t["base"]) - (their_t[k] - their_t["base"]), 2) for k in our_t}
+    assert all(abs(v) < 0.8 for v in extra.values()), (extra, our_t, their_t)
 
 
 def test_log_options_from_the_config_file(cli, root, pushed):

@@ -1,8 +1,8 @@
 """container exec: a new process in a running container's namespaces and root (docker exec).
 
-The containers are foreground `run`s started in the background by the test: exec depends only on
-the Container row (pid, isolation, config) and /proc, so a detached container is entered the same
-way (test_row_pid_of_a_supervisor_is_followed_to_the_init stands in for one).
+Most containers are foreground `run`s started in the background by the test: exec depends only on
+the Container row (pid, isolation, config) and /proc. The last tests enter real detached ones
+(`run -d`, its supervisor's row; after a restart; --init; chroot).
 """
 
 import contextlib
@@ -343,3 +343,66 @@ def test_exec_on_both_backends(db_cli, pushed):
         r = db_cli("exec", "both", "sh", "-c", "echo $WHERE; cat /proc/1/cmdline")
         assert (r.returncode, r.stdout) == (0, "db\nsleep\x00120\x00"), r.stderr
     assert one_error(db_cli("exec", "both", "true")) == "Error: No such container: both"
+
+
+# ---------------------------------------------------------------------------------------- detached containers
+@contextlib.contextmanager
+def detached(store, name, *opts, cmd=("sleep", "120")):
+    """`container run -d`: a real supervisor, its row as the supervisor writes it."""
+    r = store("run", "-d", "--name", name, *opts, store.bb, *cmd)
+    assert r.returncode == 0, r.stderr
+    try:
+        yield r.stdout.strip()
+    finally:
+        store("rm", "-f", name)
+
+
+def test_exec_into_a_detached_container(store):
+    opts = ["--hostname", "dbox", "--network", "none", "-e", "FOO=bar", "-w", "/tmp", "-u", "app"]
+    with detached(store, "det", *opts):
+        doc = _ps(store, "det")
+        assert doc["State"] == "running"
+        assert store("exec", "det", "hostname").stdout == "dbox\n"
+        assert store("exec", "det", "cat", "/proc/1/cmdline").stdout == "sleep\x00120\x00"
+        assert store("exec", "det", "ls", "/").stdout == store("run", "--rm", store.bb, "ls", "/").stdout
+        r = store("exec", "det", "sh", "-c", "id -u; pwd; echo $FOO $HOME; readlink /proc/1/ns/pid; readlink /proc/self/ns/pid")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[:3] == ["1000", "/tmp", "bar /home/app"] and lines[3] == lines[4]
+        assert lines[3] == os.readlink(f"/proc/{doc['Pid']}/ns/pid") != os.readlink("/proc/self/ns/pid")
+        r = store("exec", "-u", "root", "-w", "/", "-e", "FOO=over", "det", "sh", "-c", "id -u; pwd; echo $FOO")
+        assert (r.returncode, r.stdout) == (0, "0\n/\nover\n"), r.stderr
+        assert store("exec", "det", "sh", "-c", "exit 7").returncode == 7
+        assert store("exec", "det", "sh", "-c", "kill -TERM $$").returncode == 143
+        assert store("exec", "det", "no-such-command").returncode == 127
+        assert store("exec", "det", "/etc/passwd").returncode == 126
+        r = store("exec", "-t", "det", "tty")
+        assert r.returncode == 0 and r.stdout.startswith("/dev/pts/"), (r.stdout, r.stderr)
+        r = store("exec", "-i", "det", "sh", "-c", "cat; echo end", input="piped\n")
+        assert (r.returncode, r.stdout) == (0, "piped\nend\n")
+        assert store("exec", "det", "sh", "-c", "echo kept > /tmp/f").returncode == 0
+        assert in_container(_ns(doc["Pid"])) == [doc["Pid"]]          # nothing left behind
+        # after a restart: the new init, the same files
+        store("restart", "-t", "0", "det", check=True)
+        new = _ps(store, "det")
+        assert new["State"] == "running" and new["Pid"] != doc["Pid"]
+        assert store("exec", "det", "cat", "/tmp/f").stdout == "kept\n"
+        assert store("exec", "det", "cat", "/proc/1/cmdline").stdout == "sleep\x00120\x00"
+    r = store("exec", "det", "true")
+    assert r.returncode == 1 and one_error(r) == "Error: No such container: det"
+
+
+def test_exec_into_a_stopped_detached_container_and_with_init_and_chroot(store):
+    with detached(store, "stp"):
+        store("stop", "-t", "0", "stp", check=True)
+        r = store("exec", "stp", "true")
+        assert r.returncode == 1 and one_error(r) == "Error: container stp is not running"
+    with detached(store, "ini", "--init", "--hostname", "ibox"):
+        assert store("exec", "ini", "hostname").stdout == "ibox\n"
+        r = store("exec", "ini", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o pid,comm | grep -c sleep")
+        assert r.returncode == 0 and r.stdout.splitlines()[1] == "1", (r.stdout, r.stderr)
+        assert store("exec", "ini", "sh", "-c", "exit 4").returncode == 4
+    with detached(store, "dch", "--isolation", "chroot", cmd=("sh", "-c", "echo c > /tmp/m; exec sleep 120")):
+        assert settle(lambda: store("exec", "dch", "cat", "/tmp/m").stdout == "c\n")
+        assert store("exec", "-u", "app", "-w", "/tmp", "dch", "sh", "-c", "id -u; pwd").stdout == "1000\n/tmp\n"
+        assert store("exec", "dch", "sh", "-c", "exit 5").returncode == 5

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from container.engine.errors import ContainerError, RunError
-from container.engine.runtime.logs import LogWriter, parse_rfc3339, parse_since, read_records, rfc3339
+from container.engine.runtime.logs import (LogWriter, log_records, parse_rfc3339, parse_since, read_records,
+                                           rfc3339)
 from container.engine.runtime.options import log_options, parse_size, restart_policy
 
 
@@ -84,3 +85,82 @@ def test_restart_policies_and_log_options():
     for bad in (["max-file=0"], ["color=red"], ["max-size"]):
         with pytest.raises(RunError):
             log_options(bad)
+
+
+def _texts(recs) -> list[str]:
+    return [r[1] for r in recs]
+
+
+def test_follow_reads_what_came_with_the_stop_after_a_rotation(tmp_path):
+    """The writer rotates, writes its last record into the new file and exits, all between the
+    follower's last look and its check that the container still runs: the follower still gets it."""
+    w = LogWriter(str(tmp_path), max_size=300, max_file=50)
+    first = [f"line {i:02d}\n" for i in range(5)]
+    for t in first:
+        w.write("stdout", t.encode())
+    calls = []
+
+    def running() -> bool:
+        calls.append(1)
+        if len(calls) == 1:                    # the container's last words, then it is gone
+            for i in range(5, 40):
+                w.write("stdout", f"line {i:02d}\n".encode())
+            w.close()
+        return False
+
+    got = _texts(log_records(str(tmp_path), follow=True, running=running, interval=0.01))
+    assert got == [f"line {i:02d}\n" for i in range(40)]
+    assert len(list(tmp_path.glob("container.log*"))) > 1
+
+
+def test_follow_from_mid_stream_across_many_rotations(tmp_path):
+    """A writer that rotates every few hundred records while the follower starts, and lags (a slow
+    terminal): every record once and in order, from the first, until the writer stops."""
+    import threading
+
+    n = 20000
+    w = LogWriter(str(tmp_path), max_size=16000, max_file=1000)
+    for i in range(200):
+        w.write("stdout", f"{i}\n".encode())
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(200, n):
+            w.write("stdout", f"{i}\n".encode())
+            if i % 500 == 0:
+                time.sleep(0.002)
+        w.close()
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    got = []
+    try:
+        for rec in log_records(str(tmp_path), follow=True, running=lambda: not done.is_set(), interval=0.001):
+            got.append(rec[1])
+            if len(got) < 200:
+                time.sleep(0.0005)
+    finally:
+        t.join()
+    assert len(list(tmp_path.glob("container.log.*"))) > 20
+    assert got == [f"{i}\n" for i in range(n)]
+
+
+def test_records_tail_and_follow_with_one_file(tmp_path):
+    """max-file=1: each rotation starts the file afresh; the follower goes on with the new one."""
+    w = LogWriter(str(tmp_path), max_size=200, max_file=1)
+    for i in range(3):
+        w.write("stdout", f"old {i}\n".encode())
+    calls = []
+
+    def running() -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            w.write("stdout", b"x" * 150 + b"\n")
+            w.write("stdout", b"y" * 150 + b"\n")        # truncates: only this one is left
+            w.close()
+        return False
+
+    got = _texts(log_records(str(tmp_path), follow=True, tail=1, running=running, interval=0.01))
+    assert got == ["old 2\n", "y" * 150 + "\n"]
+    assert _texts(log_records(str(tmp_path))) == ["y" * 150 + "\n"]
