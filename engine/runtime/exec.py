@@ -247,6 +247,8 @@ def exec_in(store, opts: ExecOptions) -> int:
     from container.engine.containers import resolve_container
     from container.engine.runtime import isolate
 
+    if sys.platform.startswith("linux") and os.geteuid() != 0:
+        join_user_namespace(store, opts.container)
     if not sys.platform.startswith("linux") or os.geteuid() != 0:
         raise RunError("container exec needs root on Linux", exit_code=1)
     info = resolve_container(store, opts.container)
@@ -281,6 +283,43 @@ def exec_in(store, opts: ExecOptions) -> int:
         finally:
             signal.signal(signal.SIGWINCH, old)
     return running.wait()
+
+
+def join_user_namespace(store, name: str) -> None:
+    """Rootless (cli/app.main() left this process outside any user namespace for exec): join the
+    user namespace the container runs in, the one the command that started it made. A child enters
+    a namespace of its own to read the row (the store is only used from inside one) and says which
+    process holds the container and in which id mode; when there is none (no such container, not
+    running, not ours) this process enters a fresh namespace and the usual errors follow."""
+    from container.engine.runtime import userns
+
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        code = 1
+        try:
+            from container.engine.containers import resolve_container
+
+            mode = userns.enter()
+            info = resolve_container(store, name)
+            if mode and info.status == "running" and info.pid:
+                os.write(w, f"{info.pid} {mode}".encode())
+                code = 0
+        except BaseException:
+            pass
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode().split()
+    os.waitpid(child, 0)
+    if len(said) == 2:
+        try:
+            userns.join(int(said[0]), said[1])
+            return
+        except OSError:
+            pass
+    userns.enter()
 
 
 def _enter(w: int, target: Target, spec: ProcessSpec, slave: int | None, devnull: int | None,
