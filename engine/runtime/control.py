@@ -38,6 +38,14 @@ def _signal(info, sig: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+    except PermissionError:     # rootless, an init of another id of the mapping: its supervisor may
+        from container.engine.runtime.relay import ask
+
+        sup = (info.config.get("state") or {}).get("supervisor")
+        if not sup or not ask(info.path, int(sup), sig):
+            raise ContainerError(f"cannot signal container {info.name}: its process is not this user's "
+                                 f"and it has no supervisor to relay it") from None
+        return True
 
 
 def _mark_stopped(info) -> None:

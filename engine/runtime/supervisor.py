@@ -184,8 +184,11 @@ class Supervisor:
     def _handle_signals(self) -> None:
         from container.engine.runtime.child import FORWARDED
 
+        from container.engine.runtime.relay import relay_signal, take
+
         for s in FORWARDED:
             signal.signal(s, self._on_signal)
+        signal.signal(relay_signal(), lambda signum, frame: [self._signal_container(s) for s in take(self.cdir)])
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     # -- the container ---------------------------------------------------------------------------

@@ -163,3 +163,60 @@ def test_volumes_as_a_user(users, pushed, user_store, kind):
     assert not (root / "containers" / cid).exists()
     assert host_mounts() == mounts_before
     u.container("volume", "rm", "vol1", root=root, check=True)
+
+
+def subuids(u) -> range:
+    """The host uids of the user's subordinate range (empty without one)."""
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, count = line.split(":")
+        if name == u.name:
+            return range(int(start), int(start) + int(count))
+    return range(0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", MODES)
+def test_exec_tty_user_detach_and_errors(users, pushed, user_store, kind):
+    u, root = user_store(kind)
+    ref = pushed["busybox"].ref
+    u.container("pull", "-q", ref, root=root, check=True)
+    # errors: one line, docker's exit 1
+    r = u.container("exec", "nosuch", "true", root=root)
+    assert r.returncode == 1 and r.stderr.strip() == "Error: No such container: nosuch", r
+    u.container("create", "--name", "idle", ref, "true", root=root, check=True)
+    r = u.container("exec", "idle", "true", root=root)
+    assert r.returncode == 1 and r.stderr.strip() == "Error: container idle is not running", r
+    # a container whose init runs as another user of the mapping (ranges: a subordinate id)
+    user = "1000:1000" if kind == "ranges" else "0:0"
+    u.container("run", "-d", "--name", "c", "-u", user, ref, "sleep", "300", root=root, check=True)
+    r = u.container("exec", "c", "id", "-u", root=root, check=True)
+    assert r.stdout == user.split(":")[0] + "\n"
+    # -t: a pty of the container's devpts
+    cmd = f"{u.venv}/bin/container --root {root} exec -it c sh -c 'tty; echo $TERM'"
+    r = u.run(["script", "-qec", cmd, "/dev/null"], timeout=60)
+    assert r.returncode == 0, r
+    assert r.stdout.replace("\r", "").split("\n")[:2] == ["/dev/pts/0", "xterm"] or \
+        r.stdout.replace("\r", "").split()[0].startswith("/dev/pts/"), r
+    # -d: runs on after exec returned, dies with the container
+    r = u.container("exec", "-d", "c", "sh", "-c", "sleep 1000", root=root, check=True)
+    assert r.stdout == ""
+    r = u.container("exec", "c", "ps", root=root, check=True)
+    assert "sleep 1000" in r.stdout
+    # stop/kill/rm -f reach an init of another id of the mapping (ranges: through its supervisor)
+    t0 = time.monotonic()
+    u.container("stop", "-t", "1", "c", root=root, check=True)     # sleep as pid 1 ignores SIGTERM
+    assert time.monotonic() - t0 < 8
+    assert u.container("wait", "c", root=root, check=True).stdout == "137\n"
+    u.container("start", "c", root=root, check=True)
+    u.container("kill", "-s", "TERM", "c", root=root, check=True)       # ignored, as by docker
+    assert u.container("exec", "c", "true", root=root).returncode == 0
+    u.container("kill", "c", root=root, check=True)
+    assert u.container("wait", "c", root=root, check=True).stdout == "137\n"
+    u.container("start", "c", root=root, check=True)
+    mine = [u.uid] + list(subuids(u)[:1001])
+    u.container("rm", "-f", "c", "idle", root=root, check=True)
+
+    def left():
+        return [p for uid in (u.uid, *([mine[-1]] if len(mine) > 1 else [])) for p in procs_of(uid)
+                if "sleep" in p]
+    assert wait_for(lambda: left() == []), left()
