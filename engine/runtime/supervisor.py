@@ -188,7 +188,10 @@ class Supervisor:
 
         for s in FORWARDED:
             signal.signal(s, self._on_signal)
-        signal.signal(relay_signal(), lambda signum, frame: [self._signal_container(s) for s in take(self.cdir)])
+        def relayed(signum, frame) -> None:             # stop/kill that could not signal it (relay.py)
+            for sig in take(self.cdir):
+                self._signal_container(sig)
+        signal.signal(relay_signal(), relayed)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     # -- the container ---------------------------------------------------------------------------
