@@ -113,6 +113,9 @@ def test_run_d_logs_stop_exec_rm(users, pushed, user_store, kind):
     u.container("restart", "-t", "1", "web", root=root, check=True)
     r = u.container("exec", "web", "hostname", root=root, check=True)
     assert r.stdout == "box\n"
+    assert (root / "containers" / cid / "supervisor.pid").is_file() and (root / "containers" / cid / "lock").is_file()
+    r = u.container("generate", "systemd", "web", root=root, check=True)
+    assert "systemctl --user enable --now container-web" in r.stdout and f"start {cid}" in r.stdout
     r = u.container("rm", "-f", "web", root=root, check=True)
     assert not (root / "containers" / cid).exists()
     assert wait_for(lambda: procs_of(u.uid, before) == []), procs_of(u.uid, before)
@@ -202,6 +205,21 @@ def test_exec_tty_user_detach_and_errors(users, pushed, user_store, kind):
     assert r.stdout == ""
     r = u.container("exec", "c", "ps", root=root, check=True)
     assert "sleep 1000" in r.stdout
+    # a foreground container is entered the same way
+    import subprocess
+
+    fg = subprocess.Popen(["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env.items()],
+                           f"{u.venv}/bin/container", "--root", str(root), "run", "--name", "fg", "--hostname",
+                           "fore", ref, "sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, cwd=str(u.home))
+    try:
+        assert wait_for(lambda: u.container("exec", "fg", "true", root=root).returncode == 0)
+        r = u.container("exec", "fg", "hostname", root=root, check=True)
+        assert r.stdout == "fore\n"
+        u.container("rm", "-f", "fg", root=root, check=True)
+        assert fg.wait(timeout=20) == 137
+    finally:
+        fg.kill()
     # stop/kill/rm -f reach an init of another id of the mapping (ranges: through its supervisor)
     t0 = time.monotonic()
     u.container("stop", "-t", "1", "c", root=root, check=True)     # sleep as pid 1 ignores SIGTERM
