@@ -17,6 +17,10 @@ signals forwarded to X2. X1 and X2 die with E (PR_SET_PDEATHSIG), and with the c
 (the kernel kills a PID namespace's processes when its init exits). With -d, X1 exits once X2 has
 exec'd and X2 lives on (setsid, stdio on /dev/null) until it ends or the container does.
 
+Rootless, the exec process is left outside any user namespace (cli/app.main()) and joins the
+container's first (join_user_namespace(): a namespace of its own would be a sibling without
+rights over the container's); from there on it is root's exec.
+
 Exit codes as docker exec: the command's; 126 it cannot be started (not executable, bad user or
 working directory); 127 not found; 1 no such container or not running.
 """
