@@ -323,7 +323,8 @@ def join_user_namespace(store, name: str) -> None:
             return
         except OSError:
             pass
-    userns.enter()
+    if userns.enter() is None and userns.entry_error():
+        raise RunError(str(userns.entry_error()), exit_code=1)
 
 
 def _enter(w: int, target: Target, spec: ProcessSpec, slave: int | None, devnull: int | None,

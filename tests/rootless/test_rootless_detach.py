@@ -113,6 +113,13 @@ def test_run_d_logs_stop_exec_rm(user_store, kind):
     u.container("restart", "-t", "1", "web", root=root, check=True)
     r = u.container("exec", "web", "hostname", root=root, check=True)
     assert r.stdout == "box\n"
+    # the container's init killed -9 from outside: the supervisor records it
+    pid = int(u.container("inspect", "--format", "{{.State.Pid}}", "web", root=root, check=True).stdout)
+    os.kill(pid, signal.SIGKILL)
+    assert u.container("wait", "web", root=root, check=True).stdout == "137\n"
+    r = u.container("ps", "-a", "--format", "{{.Names}} {{.Status}}", root=root, check=True)
+    assert r.stdout.startswith("web Exited (137)"), r
+    u.container("start", "web", root=root, check=True)
     assert (root / "containers" / cid / "supervisor.pid").is_file() and (root / "containers" / cid / "lock").is_file()
     r = u.container("generate", "systemd", "web", root=root, check=True)
     assert "systemctl --user enable --now container-web" in r.stdout and f"start {cid}" in r.stdout
