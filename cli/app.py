@@ -92,15 +92,26 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+def _command(args: list[str]) -> str | None:
+    """The command word of a command line (after the global options and their values)."""
+    it = iter(args)
+    for a in it:
+        if a in ("--root", "--db", "--storage"):
+            next(it, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: engine errors become one line on stderr and an exit code."""
-    if os.geteuid() != 0:               # rootless: every command in the user's own namespace
-        from container.engine.service import Engine
+    args = sys.argv[1:] if argv is None else list(argv)
+    if os.geteuid() != 0 and _command(args) != "exec":    # rootless: every command in the user's
+        from container.engine.service import Engine      # own namespace; exec joins its container's
 
         Engine.enter_user_namespace()
     from .containers import fast_main
 
-    args = sys.argv[1:] if argv is None else list(argv)
     code = fast_main(args)
     if code is None and "pull" in args:
         from .pulling import fast_pull

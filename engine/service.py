@@ -558,7 +558,7 @@ class Engine:
     def enter_user_namespace() -> str | None:
         """An ordinary user's commands run in its user namespace (entered once, first thing, while
         the process has one thread): the id mode ("ranges" | "single"), or None (root, or refused:
-        `run` then says why)."""
+        `run` then says why). Not for `exec`, which joins its container's namespace instead."""
         from container.engine.runtime.userns import enter
 
         return enter()

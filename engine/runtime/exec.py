@@ -17,6 +17,10 @@ signals forwarded to X2. X1 and X2 die with E (PR_SET_PDEATHSIG), and with the c
 (the kernel kills a PID namespace's processes when its init exits). With -d, X1 exits once X2 has
 exec'd and X2 lives on (setsid, stdio on /dev/null) until it ends or the container does.
 
+Rootless, the exec process is left outside any user namespace (cli/app.main()) and joins the
+container's first (join_user_namespace(): a namespace of its own would be a sibling without
+rights over the container's); from there on it is root's exec.
+
 Exit codes as docker exec: the command's; 126 it cannot be started (not executable, bad user or
 working directory); 127 not found; 1 no such container or not running.
 """
@@ -247,6 +251,8 @@ def exec_in(store, opts: ExecOptions) -> int:
     from container.engine.containers import resolve_container
     from container.engine.runtime import isolate
 
+    if sys.platform.startswith("linux") and os.geteuid() != 0:
+        join_user_namespace(store, opts.container)
     if not sys.platform.startswith("linux") or os.geteuid() != 0:
         raise RunError("container exec needs root on Linux", exit_code=1)
     info = resolve_container(store, opts.container)
@@ -272,6 +278,44 @@ def exec_in(store, opts: ExecOptions) -> int:
     finally:
         target.close()
     return running.wait()
+
+
+def join_user_namespace(store, name: str) -> None:
+    """Rootless (cli/app.main() left this process outside any user namespace for exec): join the
+    user namespace the container runs in, the one the command that started it made. A child enters
+    a namespace of its own to read the row (the store is only used from inside one) and says which
+    process holds the container and in which id mode; when there is none (no such container, not
+    running, not ours) this process enters a fresh namespace and the usual errors follow."""
+    from container.engine.runtime import userns
+
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        code = 1
+        try:
+            from container.engine.containers import resolve_container
+
+            mode = userns.enter()
+            info = resolve_container(store, name)
+            if mode and info.status == "running" and info.pid:
+                os.write(w, f"{info.pid} {mode}".encode())
+                code = 0
+        except BaseException:
+            pass
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode().split()
+    os.waitpid(child, 0)
+    if len(said) == 2:
+        try:
+            userns.join(int(said[0]), said[1])
+            return
+        except OSError:
+            pass
+    if userns.enter() is None and userns.entry_error():
+        raise RunError(str(userns.entry_error()), exit_code=1)
 
 
 def _enter(w: int, target: Target, spec: ProcessSpec, slave: int | None, devnull: int | None,

@@ -195,8 +195,14 @@ class Supervisor:
     def _handle_signals(self) -> None:
         from container.engine.runtime.child import FORWARDED
 
+        from container.engine.runtime.relay import relay_signal, take
+
         for s in FORWARDED:
             signal.signal(s, self._on_signal)
+        def relayed(signum, frame) -> None:             # stop/kill that could not signal it (relay.py)
+            for sig in take(self.cdir):
+                self._signal_container(sig)
+        signal.signal(relay_signal(), relayed)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     # -- the container ---------------------------------------------------------------------------

@@ -179,3 +179,20 @@ def _write_map(path: str, text: str) -> None:
     except OSError as e:
         if not path.endswith("setgroups"):
             raise RunError(f"cannot map ids in the user namespace ({path}: {e.strerror})") from None
+
+
+def join(pid: int, mode: str) -> None:
+    """Move this (single-threaded) process, still outside any user namespace, into the one process
+    `pid` runs in (a namespace another command of this user made, `mode` its id mode) instead of a
+    new one: what `exec` needs, since a fresh namespace is a sibling of the container's and has no
+    rights over it. The user owns that namespace, so the kernel lets it in with every capability
+    there; it is uid 0 in it, as after enter(). Raises OSError (gone, or not this user's)."""
+    from container.engine.runtime.syscalls import setns
+
+    uid = os.getuid()
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, CLONE_NEWUSER)
+    finally:
+        os.close(fd)
+    os.environ[USERNS_ENV] = f"{mode} {uid}"

@@ -5,7 +5,8 @@ Session:
                   which other users cannot read) with this worktree pip-installed into it, non-editable,
                   plus pytest (for the hostile unpack suite run as a user). Kept in
                   /var/tmp/container-rootless-<hash of the sources>/ (world-readable) across sessions;
-                  rebuilt when the sources change.
+                  rebuilt when the sources change; other hashes' venvs are removed only after a day
+                  (other worktrees' sessions may be using theirs).
   users           {"ranges": User, "single": User}: two users made with useradd for this session, one
                   with an /etc/subuid and /etc/subgid range (65536 ids), one without; removed (userdel -r,
                   the range lines dropped) at the end.
@@ -16,6 +17,8 @@ User:
                   root=None: its default store (~/.local/share/container), else --root ROOT
   .python(code, timeout=...) -> CompletedProcess: the venv's python -c CODE as that user
   .store          its default store's path
+Function:
+  store_of(kind) -> Path: a fresh store dir in users[kind]'s home for one test, removed at the end
 Skipped (with the reason) when not root, without useradd/runuser, or when the kernel refuses
 unprivileged user namespaces.
 """
@@ -55,8 +58,15 @@ def rootless_venv() -> Path:
     d = Path(f"/var/tmp/container-rootless-{_sources_hash()}")
     if (d / "ready").exists():
         return d
-    for old in Path("/var/tmp").glob("container-rootless-*"):
-        shutil.rmtree(old, ignore_errors=True)
+    import time
+
+    for old in Path("/var/tmp").glob("container-rootless-*"):      # venvs of other sources, a day old
+        try:
+            if time.time() - old.stat().st_mtime > 86400:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    # (other worktrees' sessions run at the same time, each with its own venv: only stale ones go)
     subprocess.run([SYS_PYTHON, "-m", "venv", str(d)], check=True, capture_output=True)
     build = Path(f"/var/tmp/container-rootless-build-{os.getpid()}")
     shutil.rmtree(build, ignore_errors=True)
@@ -156,3 +166,19 @@ def users(rootless_venv):
             subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
             for f in ("/etc/subuid", "/etc/subgid"):
                 _remove_lines(f, name)
+
+
+@pytest.fixture
+def store_of(users, request):
+    """A fresh store dir in the user's home, for one test (root=None means the default store)."""
+    made = []
+
+    def make(kind: str) -> Path:
+        u = users[kind]
+        d = u.home / "stores" / f"{request.node.name[:40]}-{len(made)}".replace("[", "-").replace("]", "")
+        u.run(["mkdir", "-p", str(d)], check=True)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)

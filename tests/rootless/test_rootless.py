@@ -47,24 +47,6 @@ def one_error(r: subprocess.CompletedProcess, *needles: str) -> str:
     return err
 
 
-@pytest.fixture
-def store_of(users, request):
-    """A fresh store dir in the user's home, for one test (root=None means the default store)."""
-    made = []
-
-    def make(kind: str) -> Path:
-        u = users[kind]
-        d = u.home / "stores" / f"{request.node.name[:40]}-{len(made)}".replace("[", "-").replace("]", "")
-        u.run(["mkdir", "-p", str(d)], check=True)
-        made.append(d)
-        return d
-    yield make
-    import shutil
-
-    for d in made:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", MODES)
 def test_info_says_the_id_mode_and_why(users, kind):
