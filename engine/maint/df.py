@@ -93,7 +93,18 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
                 metadata += os.lstat(p).st_blocks * 512
             except OSError:
                 pass
-        skeleton = {"blobs", "layers", "snapshots", "containers", "volumes", "ingest"}
+        # dedupe's objects: the trees' records count a linked object once per tree; what that counts
+        # twice is "deduplicated" (taken off Layers); an object nothing links is Unreferenced
+        deduplicated = 0
+        if store.objects_dir.is_dir():
+            from container.engine.layer import dedupe
+
+            own, live, loose = dedupe.usage(store.objects_dir)
+            metadata += own
+            size["orphans"] += loose
+            deduplicated = max(0, dedupe.held_by_trees(store.objects_dir, {e.name for e in ents["layer"]}) - live)
+            size["layers"] -= deduplicated
+        skeleton = {"blobs", "layers", "snapshots", "containers", "volumes", "ingest", "objects"}
         database = 0
         with os.scandir(store.root) as it:
             top = list(it)
@@ -162,18 +173,20 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "reclaimable": sum(recl.values()),
             "metadata": metadata,
             "database": database,
+            "deduplicated": deduplicated,
             "size_unit": "disk usage: st_blocks*512, hardlinked inodes counted once",
         }
         held = _per_image(store, st, weight, cat, others, sz) if verbose else \
             {"images_total": _images_total(st, weight, cat)}
         images_row = {"type": "Images", "total": counts["images"][0], "active": counts["images"][1],
-                      "size": held["images_total"],
+                      "size": held["images_total"] - deduplicated,
                       "reclaimable": recl["images"] + recl["layers"] + recl["snapshots"]}
         report["docker"] = [images_row] + [r for r in report["summary"] if r["type"] in ("Containers",
                                                                                         "Local Volumes")]
-        report["images_total"] = held["images_total"]
+        report["images_total"] = held["images_total"] - deduplicated
         if verbose:
             report.update(held)
+            report["images_total"] = held["images_total"] - deduplicated
             by_key = {u.key: u for u in others if u.category == "volumes"}
             report["volumes"] = [{"name": v.name, "links": len(v.containers),
                                   "size": sz.of(by_key[v.name]) if v.name in by_key else 0} for v in vols]
