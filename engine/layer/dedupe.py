@@ -61,7 +61,7 @@ class _Objects:
     """The objects dir's fds (its 256 subdirectories made as needed)."""
 
     def __init__(self, objects_dir: str):
-        os.makedirs(objects_dir, exist_ok=True)
+        os.makedirs(objects_dir, mode=0o700, exist_ok=True)
         self.fd = os.open(objects_dir, _DIR)
         self.subs: dict[str, int] = {}
 
@@ -199,6 +199,8 @@ def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
         if st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
             if not dry_run:
                 try:
+                    if os.lstat(path).st_nlink != 1:      # linked since it was listed
+                        continue
                     os.unlink(path)
                 except OSError:
                     continue
