@@ -16,8 +16,9 @@ row's, are considered; an object whose attributes differ from the file's (a tamp
 left alone. A failure for one file (EMLINK, a directory we cannot open) keeps that file as it is.
 
 `ROOT/objects/trees/<diff hex>`: the bytes of a tree's files that are objects (each inode once),
-for df: the trees' usage records count a shared inode once per tree; df subtracts the difference
-("Deduplicated"). gc removes an object when its only link is the object itself (st_nlink 1).
+and the bytes saved by files sharing an inode inside the tree, for df: the trees' usage records
+count a shared inode once per tree; df subtracts the excess from Layers, and reports it plus the
+savings inside trees as "Deduplicated". gc removes an object when its only link is the object itself (st_nlink 1).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Result:
     linked: int = 0       # files replaced by a link to an existing object
     saved: int = 0        # bytes those files no longer take
     held: int = 0         # bytes of the tree's object inodes, each once (its share of the objects)
+    within: int = 0       # of `saved`, the files that share an inode with another file of this tree
 
 
 def object_key(sha: str, st: os.stat_result, xattrs: list[tuple[str, bytes]]) -> str:
@@ -141,33 +143,38 @@ def _one(objs: _Objects, dfd: int, name: bytes, row, res: Result, seen: set[str]
         raise
     res.linked += 1
     res.saved += st.st_blocks * 512
-    if key not in seen:
+    if key in seen:
+        res.within += st.st_blocks * 512
+    else:
         seen.add(key)
         res.held += ost.st_blocks * 512
 
 
-def record(objects_dir, diff_id: str, held: int) -> None:
-    """Note the bytes of the tree's object inodes (df's "Deduplicated" is computed from them)."""
+def record(objects_dir, diff_id: str, held: int, within: int = 0) -> None:
+    """Note the bytes of the tree's object inodes, and what sharing inside the tree saved (df's
+    "Deduplicated" is computed from them)."""
     d = os.path.join(os.fspath(objects_dir), TREES)
     os.makedirs(d, exist_ok=True)
     hexd = diff_id.split(":", 1)[-1]
     tmp = os.path.join(d, f".tmp-{hexd}-{secrets.token_hex(4)}")
     with open(tmp, "w") as f:
-        f.write(f"{held}\n")
+        f.write(f"{held} {within}\n")
     os.replace(tmp, os.path.join(d, hexd))
 
 
-def held_by_trees(objects_dir, names: set[str]) -> int:
-    """Sum of record()'s numbers for the trees `names` (diff hexes)."""
+def held_by_trees(objects_dir, names: set[str]) -> tuple[int, int]:
+    """Sums of record()'s numbers (held, within) for the trees `names` (diff hexes)."""
     d = os.path.join(os.fspath(objects_dir), TREES)
-    total = 0
+    held = within = 0
     for n in names:
         try:
             with open(os.path.join(d, n)) as f:
-                total += int(f.read().strip() or 0)
-        except (OSError, ValueError):
+                parts = f.read().split()
+            held += int(parts[0])
+            within += int(parts[1]) if len(parts) > 1 else 0
+        except (OSError, ValueError, IndexError):
             continue
-    return total
+    return held, within
 
 
 def objects(objects_dir) -> list[tuple[str, os.stat_result]]:
@@ -231,7 +238,7 @@ def share(store, tree, stats, diff_id: str) -> Result | None:
         return None
     try:
         res = link_tree(tree, store.objects_dir, rec.by_path)
-        record(store.objects_dir, diff_id, res.held)
+        record(store.objects_dir, diff_id, res.held, res.within)
     except OSError:
         return None
     return res

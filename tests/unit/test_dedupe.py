@@ -27,20 +27,21 @@ def unpack(tar: bytes, dest: Path) -> EntryRecorder:
 
 def test_identical_files_share_an_inode_and_metadata_is_in_the_key(tmp_path):
     objs = tmp_path / "objects"
-    t1 = tm.tar(tm.file("a", DATA, mtime=1), tm.file("b", DATA, mtime=2), tm.file("c", DATA, mode=0o600, mtime=1),
+    t1 = tm.tar(tm.file("a", DATA, mtime=1), tm.file("a2", DATA, mtime=1), tm.file("b", DATA, mtime=2), tm.file("c", DATA, mode=0o600, mtime=1),
                 tm.file("empty", b""))
     t2 = tm.tar(tm.file("x/a", DATA, mtime=1), tm.file("x/b", DATA, mtime=3))
     r1 = dedupe.link_tree(tmp_path / "l1", objs, unpack(t1, tmp_path / "l1").by_path)
-    assert (r1.created, r1.linked) == (3, 0) and r1.held > 0
+    assert (r1.created, r1.linked) == (3, 1) and r1.within == r1.saved >= len(DATA)   # a2: a's inode
+    assert r1.held == sum(os.lstat(tmp_path / "l1" / n).st_blocks * 512 for n in ("a", "b", "c"))
     r2 = dedupe.link_tree(tmp_path / "l2", objs, unpack(t2, tmp_path / "l2").by_path)
-    assert (r2.created, r2.linked) == (1, 1) and r2.saved >= len(DATA)
+    assert (r2.created, r2.linked) == (1, 1) and r2.saved >= len(DATA) and r2.within == 0
     ino = lambda p: os.lstat(tmp_path / p).st_ino  # noqa: E731
     assert ino("l1/a") == ino("l2/x/a")
     assert len({ino("l1/a"), ino("l1/b"), ino("l1/c"), ino("l2/x/b")}) == 4      # mtime, mode differ
     assert (tmp_path / "l2/x/a").read_bytes() == DATA and os.lstat(tmp_path / "l1/empty").st_nlink == 1
     assert not [n for n in os.listdir(tmp_path / "l2/x") if n.startswith(".dd-")]
     # a tree removed: its objects go with the sweep, the shared one stays
-    for p in ("a", "b", "c", "empty"):
+    for p in ("a", "a2", "b", "c", "empty"):
         os.unlink(tmp_path / "l1" / p)
     os.rmdir(tmp_path / "l1")
     n, freed = dedupe.sweep(objs, tmp_path)
