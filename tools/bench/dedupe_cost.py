@@ -51,8 +51,10 @@ def pull(cli: str, root: Path, refs: list[str], dedupe: bool, *, fresh: bool = T
     return wall, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
 
 
-def du(path: Path) -> int:
-    return int(subprocess.run(["du", "-sB1", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+def du(path: Path, *, without_db: bool = False) -> int:
+    extra = ["--exclude=metadata.db*"] if without_db else []
+    out = subprocess.run(["du", "-sB1", *extra, str(path)], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
 
 
 def main() -> int:
@@ -86,7 +88,8 @@ def main() -> int:
                                             capture_output=True, text=True, check=True,
                                             env=_env(root, reg.host, mode)).stdout)
             saved[mode] = {"du": du(root), "deduplicated": rep.get("deduplicated", 0),
-                           "adds_up": rep["total"] + rep["metadata"] == du(root),
+                           "adds_up": rep["total"] + rep["metadata"] - rep["database"] == du(root, without_db=True),
+                           "layers_row": next(r["size"] for r in rep["summary"] if r["type"] == "Layers"),
                            "objects": sum(len(fs) for d, _, fs in os.walk(root / "objects")
                                           if not d.endswith("trees"))}
         shutil.rmtree(base, ignore_errors=True)
