@@ -224,7 +224,10 @@ def _render_df(report: dict, *, verbose: bool, fmt=None) -> None:
         print_table(["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"], rows)
         sys.stdout.write(f"\nImages total: {human_size(report['images_total'])} "
                          f"(unique {human_size(sum(i['unique'] for i in report['images']))} "
-                         f"+ shared {human_size(report['images_shared'])})\n")
+                         f"+ shared {human_size(report['images_shared'])}"
+                         f"{' - deduplicated ' + human_size(report['deduplicated']) if report.get('deduplicated') else ''})\n")
+        sys.stdout.write(f"Deduplicated: {human_size(report.get('deduplicated', 0))} "
+                         "(identical files of layer trees stored once; taken off Layers)\n")
         sys.stdout.write("\nContainers space usage:\n\n")
         print_table(["CONTAINER ID", "IMAGE", "SIZE", "STATUS", "NAMES"],
                     [[c["id"][:12], c["image"], human_size(c["size"]), c["status"], c["name"]]

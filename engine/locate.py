@@ -86,6 +86,24 @@ def store_db_url(explicit: str | None) -> str | None:
     return found
 
 
+def dedupe_enabled() -> bool:
+    """File-level dedupe at unpack (docs/contents.md): $CONTAINER_DEDUPE, else the config's
+    [store] dedupe (a boolean), else on."""
+    env = os.environ.get("CONTAINER_DEDUPE")
+    if env is not None and env.strip():
+        return env.strip().lower() not in ("0", "no", "false", "off")
+    found = True
+    for p, raw in _configs(b"dedupe"):        # later files win
+        st = _toml(p, raw).get("store", {})
+        if isinstance(st, dict) and "dedupe" in st:
+            if not isinstance(st["dedupe"], bool):
+                from container.engine.errors import StoreError
+
+                raise StoreError(f"{p}: store.dedupe must be true or false")
+            found = st["dedupe"]
+    return found
+
+
 def _configs(word: bytes) -> list[tuple[str, bytes]]:
     """(path, bytes) of the config files that mention `word` (the others are not parsed)."""
     out = []

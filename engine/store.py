@@ -107,6 +107,11 @@ class Store:
         return self.root / "snapshots"
 
     @property
+    def objects_dir(self) -> Path:
+        """File-level dedupe's objects (engine/layer/dedupe.py): one link of each shared file."""
+        return self.root / "objects"
+
+    @property
     def containers_dir(self) -> Path:
         """This host's containers (ROOT/hosts/<host id>/containers on a shared store)."""
         return self.host_dir / "containers"

@@ -93,7 +93,21 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
                 metadata += os.lstat(p).st_blocks * 512
             except OSError:
                 pass
-        skeleton = {"blobs", "layers", "snapshots", "containers", "volumes", "ingest"}
+        # dedupe's objects: the trees' records count a linked object once per tree; what that counts
+        # twice is taken off Layers ("deduplicated": that plus what sharing inside a tree saved); an
+        # object nothing links is Unreferenced
+        deduplicated = twice = 0
+        if store.objects_dir.is_dir():
+            from container.engine.layer import dedupe
+
+            own, live, loose = dedupe.usage(store.objects_dir)
+            metadata += own
+            size["orphans"] += loose
+            held_b, within = dedupe.held_by_trees(store.objects_dir, {e.name for e in ents["layer"]})
+            twice = max(0, held_b - live)          # counted by more than one tree's record
+            size["layers"] -= twice
+            deduplicated = twice + within        # what dedupe saves: across trees and inside them
+        skeleton = {"blobs", "layers", "snapshots", "containers", "volumes", "ingest", "objects"}
         database = 0
         with os.scandir(store.root) as it:
             top = list(it)
@@ -139,6 +153,12 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
         recl["containers"] = sum(sz.of(u) for u in others if u.category == "containers" and u.key in dropped)
         unused = {v.name for v in vols if not v.containers}     # what `volume prune` frees
         recl["volumes"] = sum(sz.of(u) for u in others if u.category == "volumes" and u.key in unused)
+        if twice:
+            # the going trees' records count a shared file once per tree: when every tree goes, the
+            # objects go too and the excess is `twice`; otherwise bounded by the row's size
+            if len(going["layer"]) == len(ents["layer"]):
+                recl["layers"] -= twice
+            recl["layers"] = max(0, min(recl["layers"], size["layers"]))
 
         used_images = {c.image_id for c in st.containers.values() if c.image_id}
         active_layers = {il.diff_id for il in st.image_layers if il.image_id in used_images}
@@ -162,18 +182,20 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
             "reclaimable": sum(recl.values()),
             "metadata": metadata,
             "database": database,
+            "deduplicated": deduplicated,        # bytes saved by file-level dedupe (docs/contents.md)
             "size_unit": "disk usage: st_blocks*512, hardlinked inodes counted once",
         }
         held = _per_image(store, st, weight, cat, others, sz) if verbose else \
             {"images_total": _images_total(st, weight, cat)}
         images_row = {"type": "Images", "total": counts["images"][0], "active": counts["images"][1],
-                      "size": held["images_total"],
+                      "size": held["images_total"] - twice,
                       "reclaimable": recl["images"] + recl["layers"] + recl["snapshots"]}
         report["docker"] = [images_row] + [r for r in report["summary"] if r["type"] in ("Containers",
                                                                                         "Local Volumes")]
-        report["images_total"] = held["images_total"]
+        report["images_total"] = held["images_total"] - twice
         if verbose:
             report.update(held)
+            report["images_total"] = held["images_total"] - twice
             by_key = {u.key: u for u in others if u.category == "volumes"}
             report["volumes"] = [{"name": v.name, "links": len(v.containers),
                                   "size": sz.of(by_key[v.name]) if v.name in by_key else 0} for v in vols]

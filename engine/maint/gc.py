@@ -111,10 +111,12 @@ class Plan:
     present_layers: dict[str, int] = field(default_factory=dict, repr=False)   # diff_id -> its tree's st_ino
     kept_snapshots: list[str] = field(default_factory=list, repr=False)   # snapshot trees that stay
     kept: dict[str, set[str]] = field(default_factory=dict, repr=False)   # blob|layer|snapshot -> names kept
+    objects_dir: Path | None = field(default=None, repr=False)     # dedupe's objects, when the store has them
+    loose_objects: int = 0                   # objects nothing links now (swept)
 
     def empty(self) -> bool:
         return not (self.containers or self.images or self.tags or self.blobs or self.layers
-                    or self.snapshots or self.leases or self.units or self.drift)
+                    or self.snapshots or self.leases or self.units or self.drift or self.loose_objects)
 
 
 def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterable[str] = (),
@@ -139,6 +141,11 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
                    if L.container_host(c.config) in gone}
     drop_i = set(drop_images)
     plan = Plan(rows=st)
+    if store.objects_dir.is_dir():
+        from container.engine.layer import dedupe
+
+        plan.objects_dir = store.objects_dir
+        plan.loose_objects = sum(1 for _, s in dedupe.objects(store.objects_dir) if s.st_nlink == 1)
     ls_ = listing if listing is not None else list_all(store)
 
     def entries(d: Path, skip: set[str] | frozenset[str] = frozenset()) -> list[os.DirEntry]:
@@ -324,18 +331,27 @@ class _Weigher:
     from the usage records (engine/maint/usage.py), or, when a snapshot that stays links a layer tree
     that goes (or the plan has no rows), every inode counted (inventory.Accounting)."""
 
-    def __init__(self, plan: Plan, extra_kept: Iterable[str] = ()):
+    def __init__(self, plan: Plan, extra_kept: Iterable[str] = (), objects_dir=None):
+        from container.engine.layer import dedupe
+
         self.acc: Accounting | None = None
         self.per: dict[int, int] = {}
+        objs = dedupe.objects(objects_dir) if objects_dir is not None else []
+        self.objects = {(st.st_dev, st.st_ino) for _, st in objs if st.st_nlink > 1}
+        self.garbage = sum(st.st_blocks * 512 for _, st in objs if st.st_nlink == 1)   # swept whatever goes
         sz = Sizes(plan.rows, plan.present_layers) if plan.rows is not None else None
-        if sz is None or sz.needs_exact({u.key for u in plan.units if u.kind == "layer"},
+        if sz is None or self.objects or sz.needs_exact({u.key for u in plan.units if u.kind == "layer"},
                                         [*plan.kept_snapshots, *extra_kept]):
             self.acc = Accounting(plan.units)
         else:
             self.per = {id(u): sz.of(u) for u in plan.units}
 
-    def freed(self, units: list[Unit]) -> tuple[int, dict[int, int]]:
+    def freed(self, units: list[Unit], *, with_objects: bool = False) -> tuple[int, dict[int, int]]:
+        """with_objects: the objects the deletion leaves unlinked count too (gc sweeps them)."""
         if self.acc is not None:
+            if with_objects:
+                n, per = self.acc.freed(units, self.objects)
+                return n + self.garbage, per
             return self.acc.freed(units)
         per = {id(u): self.per[id(u)] for u in units}
         return sum(per.values()), per
@@ -343,7 +359,7 @@ class _Weigher:
 
 def measure(plan: Plan) -> Plan:
     """Scan the plan's units and work out what deleting them frees (each unit's share too)."""
-    plan.freed, plan.unit_freed = _Weigher(plan).freed(plan.units)
+    plan.freed, plan.unit_freed = _Weigher(plan, objects_dir=plan.objects_dir).freed(plan.units, with_objects=True)
     return plan
 
 
@@ -354,7 +370,7 @@ def execute(store, plan: Plan) -> Plan:
 
     from container.engine.image import contents
 
-    weigher = _Weigher(plan)   # measure before anything goes
+    weigher = _Weigher(plan, objects_dir=plan.objects_dir)   # measure before anything goes
 
     def chunks(xs, n=500):
         xs = list(xs)
@@ -422,6 +438,10 @@ def execute(store, plan: Plan) -> Plan:
             if holder not in (None, -1):
                 os.close(holder)
     plan.freed, plan.unit_freed = weigher.freed(done)
+    if plan.objects_dir is not None:            # dedupe's objects that no tree links any more
+        from container.engine.layer import dedupe
+
+        plan.freed += dedupe.sweep(plan.objects_dir, store.layers_dir)[1]
     gone = [u.key for u in done if u.kind == "layer"]
     if gone and plan.rows is not None:      # a snapshot that linked a deleted tree now owns those inodes
         with write_txn():

@@ -215,13 +215,14 @@ class Accounting:
                     total += size
         return total
 
-    def freed(self, units: Iterable[Unit]) -> tuple[int, dict[int, int]]:
-        """Bytes freed by deleting `units`: inodes all of whose links are among them.
+    def freed(self, units: Iterable[Unit], also: set | frozenset = frozenset()) -> tuple[int, dict[int, int]]:
+        """Bytes freed by deleting `units`: inodes all of whose links are among them (`also`: inodes
+        with one more link that goes with the others: dedupe's objects, swept by gc).
 
         Returns (total, {id(unit): bytes attributed to it}) — each freed inode
         attributed to the first unit that names it."""
         units = list(units)
-        count: dict[tuple[int, int], int] = {}
+        count: dict[tuple[int, int], int] = dict.fromkeys(also, 1)
         for u in units:
             for key, _, _ in u.inodes:
                 count[key] = count.get(key, 0) + 1

@@ -1,0 +1,265 @@
+"""File-level dedupe: identical regular files of layer trees share one inode (docs/contents.md).
+
+    res = link_tree(tree, store.objects_dir, recorder.by_path)   # after the unpack, before the publish
+    record(store.objects_dir, diff_id, res.held)                  # what the tree's record counts twice
+    sweep(store.objects_dir, store.layers_dir)                    # gc: objects no tree links
+
+ROOT/objects/<2 hex>/<62 hex> holds one link of every shared file, named by the sha256 of
+everything a hardlink shares: the content's sha256 (the contents index computed it while the
+extractor wrote the file), mode, uid, gid, mtime (ns), size and every xattr with its value. A file
+of a fresh tree whose key names an existing object is replaced by a link to it (link() to a temp
+name in the same directory, then rename() over the file: the tree never lacks the name); a file
+whose key is new is linked into the store as the object. The tree is still a temp directory no
+container uses, and its files have their final attributes, so nothing shared is written after it
+is shared. Only files the recorder hashed, with one link, more than 0 bytes, whose size is the
+row's, are considered; an object whose attributes differ from the file's (a tampered store) is
+left alone. A failure for one file (EMLINK, a directory we cannot open) keeps that file as it is.
+
+`ROOT/objects/trees/<diff hex>`: the bytes of a tree's files that are objects (each inode once),
+and the bytes saved by files sharing an inode inside the tree, for df: the trees' usage records
+count a shared inode once per tree; df subtracts the excess from Layers, and reports it plus the
+savings inside trees as "Deduplicated". gc removes an object when its only link is the object itself (st_nlink 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+
+TREES = "trees"
+_RO = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class Result:
+    created: int = 0      # new objects
+    linked: int = 0       # files replaced by a link to an existing object
+    saved: int = 0        # bytes those files no longer take
+    held: int = 0         # bytes of the tree's object inodes, each once (its share of the objects)
+    within: int = 0       # of `saved`, the files that share an inode with another file of this tree
+
+
+def object_key(sha: str, st: os.stat_result, xattrs: list[tuple[str, bytes]]) -> str:
+    """The object name: sha256 of the content's hash and the inode's shared metadata."""
+    h = hashlib.sha256(b"v1 %s %o %d %d %d %d\n" % (sha.encode(), st.st_mode, st.st_uid, st.st_gid,
+                                                      st.st_mtime_ns, st.st_size))
+    for k, v in sorted(xattrs):
+        h.update(os.fsencode(k) + b"\0" + v + b"\n")
+    return h.hexdigest()
+
+
+def _xattrs(fd: int) -> list[tuple[str, bytes]]:
+    try:
+        return [(k, os.getxattr(fd, k)) for k in os.listxattr(fd)]
+    except OSError:
+        return []
+
+
+class _Objects:
+    """The objects dir's fds (its 256 subdirectories made as needed)."""
+
+    def __init__(self, objects_dir: str):
+        os.makedirs(objects_dir, mode=0o700, exist_ok=True)
+        self.fd = os.open(objects_dir, _DIR)
+        self.subs: dict[str, int] = {}
+
+    def sub(self, name: str) -> int:
+        fd = self.subs.get(name)
+        if fd is None:
+            try:
+                os.mkdir(name, 0o700, dir_fd=self.fd)
+            except FileExistsError:
+                pass
+            fd = self.subs[name] = os.open(name, _DIR, dir_fd=self.fd)
+        return fd
+
+    def close(self) -> None:
+        for fd in self.subs.values():
+            os.close(fd)
+        os.close(self.fd)
+
+
+def link_tree(tree, objects_dir, rows: dict) -> Result:
+    """Share the tree's files with identical objects (see the module doc). `rows`: path -> the
+    contents index row (engine/layer/index.py's EntryRecorder.by_path)."""
+    from container.engine.layer.index import path_text
+
+    res = Result()
+    if not rows:
+        return res
+    top = os.fsencode(os.fspath(tree))
+    objs = _Objects(os.fspath(objects_dir))
+    seen: set[str] = set()
+    try:
+        for dirpath, _dirs, files, dfd in os.fwalk(top, follow_symlinks=False):
+            rel = tuple(c for c in dirpath[len(top):].split(b"/") if c)
+            for name in files:
+                row = rows.get(path_text(rel + (name,)))
+                if row is None or row[1] != "f" or row[9] or not row[10] or not row[5]:
+                    continue
+                try:
+                    _one(objs, dfd, name, row, res, seen)
+                except OSError:
+                    continue
+    finally:
+        objs.close()
+    return res
+
+
+def _one(objs: _Objects, dfd: int, name: bytes, row, res: Result, seen: set[str]) -> None:
+    fd = os.open(name, _RO, dir_fd=dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != row[5]:
+            return
+        key = object_key(row[10], st, _xattrs(fd))
+    finally:
+        os.close(fd)
+    sfd = objs.sub(key[:2])
+    leaf = key[2:]
+    try:
+        os.link(name, leaf, src_dir_fd=dfd, dst_dir_fd=sfd, follow_symlinks=False)
+        res.created += 1
+        if key not in seen:
+            seen.add(key)
+            res.held += st.st_blocks * 512
+        return
+    except FileExistsError:
+        pass
+    ost = os.stat(leaf, dir_fd=sfd, follow_symlinks=False)
+    if not stat.S_ISREG(ost.st_mode) or (ost.st_mode, ost.st_uid, ost.st_gid, ost.st_mtime_ns, ost.st_size) != \
+            (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size):
+        return
+    tmp = b".dd-" + secrets.token_hex(6).encode()
+    os.link(leaf, tmp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+    try:
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except OSError:
+        os.unlink(tmp, dir_fd=dfd)
+        raise
+    res.linked += 1
+    res.saved += st.st_blocks * 512
+    if key in seen:
+        res.within += st.st_blocks * 512
+    else:
+        seen.add(key)
+        res.held += ost.st_blocks * 512
+
+
+def record(objects_dir, diff_id: str, held: int, within: int = 0) -> None:
+    """Note the bytes of the tree's object inodes, and what sharing inside the tree saved (df's
+    "Deduplicated" is computed from them)."""
+    d = os.path.join(os.fspath(objects_dir), TREES)
+    os.makedirs(d, exist_ok=True)
+    hexd = diff_id.split(":", 1)[-1]
+    tmp = os.path.join(d, f".tmp-{hexd}-{secrets.token_hex(4)}")
+    with open(tmp, "w") as f:
+        f.write(f"{held} {within}\n")
+    os.replace(tmp, os.path.join(d, hexd))
+
+
+def held_by_trees(objects_dir, names: set[str]) -> tuple[int, int]:
+    """Sums of record()'s numbers (held, within) for the trees `names` (diff hexes)."""
+    d = os.path.join(os.fspath(objects_dir), TREES)
+    held = within = 0
+    for n in names:
+        try:
+            with open(os.path.join(d, n)) as f:
+                parts = f.read().split()
+            held += int(parts[0])
+            within += int(parts[1]) if len(parts) > 1 else 0
+        except (OSError, ValueError, IndexError):
+            continue
+    return held, within
+
+
+def objects(objects_dir) -> list[tuple[str, os.stat_result]]:
+    """Every object: (path, lstat)."""
+    out: list[tuple[str, os.stat_result]] = []
+    try:
+        subs = [e for e in os.scandir(objects_dir) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return out
+    for s in subs:
+        try:
+            with os.scandir(s.path) as it:
+                for e in it:
+                    if not e.name.startswith("."):
+                        try:
+                            out.append((e.path, e.stat(follow_symlinks=False)))
+                        except OSError:
+                            pass
+        except OSError:
+            continue
+    return out
+
+
+def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
+    """Remove the objects nothing else links (st_nlink 1) and the records of trees that are gone:
+    (objects removed, bytes freed)."""
+    n = freed = 0
+    for path, st in objects(objects_dir):
+        if st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
+            if not dry_run:
+                try:
+                    if os.lstat(path).st_nlink != 1:      # linked since it was listed
+                        continue
+                    os.unlink(path)
+                except OSError:
+                    continue
+            n += 1
+            freed += st.st_blocks * 512
+    if not dry_run:
+        d = os.path.join(os.fspath(objects_dir), TREES)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if not os.path.isdir(os.path.join(os.fspath(layers_dir), name)):
+                try:
+                    os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
+    return n, freed
+
+
+def share(store, tree, stats, diff_id: str) -> Result | None:
+    """A fresh tree's files shared with the store's objects, when dedupe is on and the tree was
+    indexed at unpack (None otherwise). A failure here never fails the pull: the tree stays as is."""
+    from container.engine.locate import dedupe_enabled
+
+    rec = getattr(stats, "index", None)
+    if tree is None or rec is None or not dedupe_enabled():
+        return None
+    try:
+        res = link_tree(tree, store.objects_dir, rec.by_path)
+        record(store.objects_dir, diff_id, res.held, res.within)
+    except OSError:
+        return None
+    return res
+
+
+def usage(objects_dir) -> tuple[int, int, int]:
+    """(the objects dir's own bytes: its directories and the trees' records; the linked objects'
+    bytes; the bytes of objects nothing links)."""
+    own = live = loose = 0
+    root = os.fspath(objects_dir)
+    for dirpath, _dirs, files, dfd in os.fwalk(root, follow_symlinks=False):
+        own += os.fstat(dfd).st_blocks * 512
+        if os.path.basename(dirpath) == TREES:
+            for n in files:
+                try:
+                    own += os.stat(n, dir_fd=dfd, follow_symlinks=False).st_blocks * 512
+                except OSError:
+                    pass
+    for _, st in objects(objects_dir):
+        if st.st_nlink > 1:
+            live += st.st_blocks * 512
+        else:
+            loose += st.st_blocks * 512
+    return own, live, loose

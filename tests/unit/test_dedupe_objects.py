@@ -1,0 +1,69 @@
+"""engine.layer.dedupe: identical files of two unpacked trees become one inode; metadata is part of
+the key; a layer that swaps a directory for a symlink cannot steer the linking outside its tree;
+the sweep removes only objects nothing links."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import tarmaker as tm
+
+from container.engine.layer import dedupe
+from container.engine.layer.index import EntryRecorder
+from container.engine.layer.unpack import unpack_layer
+
+DATA = tm.seed_bytes(70_000, seed=3)
+
+
+def unpack(tar: bytes, dest: Path) -> EntryRecorder:
+    dest.mkdir()
+    rec = EntryRecorder()
+    unpack_layer(io.BytesIO(tar), dest, recorder=rec)
+    rec.finish()
+    return rec
+
+
+def test_identical_files_share_an_inode_and_metadata_is_in_the_key(tmp_path):
+    objs = tmp_path / "objects"
+    t1 = tm.tar(tm.file("a", DATA, mtime=1), tm.file("a2", DATA, mtime=1), tm.file("b", DATA, mtime=2), tm.file("c", DATA, mode=0o600, mtime=1),
+                tm.file("empty", b""))
+    t2 = tm.tar(tm.file("x/a", DATA, mtime=1), tm.file("x/b", DATA, mtime=3))
+    r1 = dedupe.link_tree(tmp_path / "l1", objs, unpack(t1, tmp_path / "l1").by_path)
+    assert (r1.created, r1.linked) == (3, 1) and r1.within == r1.saved >= len(DATA)   # a2: a's inode
+    assert r1.held == sum(os.lstat(tmp_path / "l1" / n).st_blocks * 512 for n in ("a", "b", "c"))
+    r2 = dedupe.link_tree(tmp_path / "l2", objs, unpack(t2, tmp_path / "l2").by_path)
+    assert (r2.created, r2.linked) == (1, 1) and r2.saved >= len(DATA) and r2.within == 0
+    ino = lambda p: os.lstat(tmp_path / p).st_ino  # noqa: E731
+    assert ino("l1/a") == ino("l2/x/a")
+    assert len({ino("l1/a"), ino("l1/b"), ino("l1/c"), ino("l2/x/b")}) == 4      # mtime, mode differ
+    assert (tmp_path / "l2/x/a").read_bytes() == DATA and os.lstat(tmp_path / "l1/empty").st_nlink == 1
+    assert not [n for n in os.listdir(tmp_path / "l2/x") if n.startswith(".dd-")]
+    # a tree removed: its objects go with the sweep, the shared one stays
+    for p in ("a", "a2", "b", "c", "empty"):
+        os.unlink(tmp_path / "l1" / p)
+    os.rmdir(tmp_path / "l1")
+    n, freed = dedupe.sweep(objs, tmp_path)
+    assert n == 2 and freed >= 2 * len(DATA)
+    assert os.lstat(tmp_path / "l2/x/a").st_nlink == 2 and (tmp_path / "l2/x/a").read_bytes() == DATA
+
+
+def test_a_directory_replaced_by_a_symlink_is_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(DATA)
+    os.utime(outside / "f", (1, 1))
+    os.chmod(outside / "f", 0o644)
+    before = os.lstat(outside / "f")
+    objs = tmp_path / "objects"
+    seed = tm.tar(tm.file("f", DATA, mtime=1))
+    dedupe.link_tree(tmp_path / "l0", objs, unpack(seed, tmp_path / "l0").by_path)
+    # the row for /d/f outlives d: d becomes a symlink to the outside dir
+    hostile = tm.tar(tm.file("d/f", DATA, mtime=1), tm.symlink("d", str(outside)))
+    rec = unpack(hostile, tmp_path / "l1")
+    assert "/d/f" in rec.by_path
+    res = dedupe.link_tree(tmp_path / "l1", objs, rec.by_path)
+    assert res.linked == 0 and res.created == 0
+    after = os.lstat(outside / "f")
+    assert (after.st_ino, after.st_nlink) == (before.st_ino, 1)
