@@ -149,6 +149,7 @@ def start_process(w: int, spec: ProcessSpec, slave, devnull, *, chroot: bool, pd
     """What `run`'s init and `exec`'s process (runtime/exec.py) do once inside the container's
     root: capabilities out of the bounding set, the pty (setsid, controlling tty) or stdin, the
     user, SIGKILL at the parent's death, the working directory, execve (126/127 as docker)."""
+    ppid = os.getppid()
     _drop_capabilities(w, chroot)
     if spec.tty:
         os.setsid()
@@ -175,6 +176,8 @@ def start_process(w: int, spec: ProcessSpec, slave, devnull, *, chroot: bool, pd
         # (after the user switch, which clears it) the container dies with its supervisor, chroot
         # included: a detached one's supervisor killed -9 leaves no process that `ps` calls exited
         set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != ppid:          # the parent died before the signal was armed: go too
+            os._exit(137)
     try:
         os.chdir(spec.cwd)
     except OSError as e:

@@ -332,11 +332,16 @@ def _enter(w: int, target: Target, spec: ProcessSpec, slave: int | None, devnull
         except OSError as e:
             report_failure(w, 126, f"cannot join the container's {name} namespace: {e.strerror}")
     pid = -1
+    x1 = os.getpid()
     try:
         pid = os.fork()
     except OSError as e:          # ENOMEM: the PID namespace's init has exited
         report_failure(w, 126, f"the container is not running any more ({e.strerror})")
     if pid == 0:
+        if not detach:                    # dies with X1; X1 gone already (killed -9 meanwhile): go too
+            set_pdeathsig(signal.SIGKILL)
+            if os.getppid() not in (0, x1):
+                os._exit(137)
         try:
             _process(w, target, spec, slave, devnull, quiet)
         except BaseException as e:
