@@ -118,6 +118,12 @@ def _configs(word: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
+def config_tables(word: bytes) -> list[tuple[str, dict]]:
+    """(path, parsed TOML) of the config files that mention `word`, in order (later files win);
+    a file that does not parse is a StoreError naming it."""
+    return [(p, _toml(p, raw)) for p, raw in _configs(word)]
+
+
 def _toml(path: str, raw: bytes) -> dict:
     import tomllib
 

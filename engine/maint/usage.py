@@ -22,63 +22,33 @@ is linked into a layer tree that goes (then the inodes are counted exactly, inve
 from __future__ import annotations
 
 import os
-import stat as _stat
 from collections.abc import Iterable
 
-from container.engine.maint.inventory import StoreRows, Unit, measure_freed
+from container.engine.maint.inventory import StoreRows, Unit, measure_freed, scan
 
 RECORDED = ("blob", "layer", "snapshot")      # the unit kinds whose weight a row records
 
 
 def tree_usage(path: str) -> tuple[int, int, int, int]:
     """(all bytes, all inodes, own bytes, own inodes) of the tree at `path` (itself included, symlinks
-    not followed). "own": inodes all of whose links are inside the tree (directories always)."""
+    not followed: inventory.scan). "own": inodes all of whose links are inside the tree (directories
+    always)."""
     seen: dict[tuple[int, int], list[int]] = {}      # (dev, ino) -> [bytes, nlink, links seen]
-    own_b = own_n = 0
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return 0, 0, 0, 0
-    if not _stat.S_ISDIR(st.st_mode):
-        b = st.st_blocks * 512
-        return (b, 1, b, 1) if st.st_nlink <= 1 else (b, 1, 0, 0)
-    all_b, all_n = st.st_blocks * 512, 1
-    own_b, own_n = all_b, 1
-    stack = [path]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
+    all_b = all_n = own_b = own_n = 0
+    for key, b, nlink in scan(path):
+        if nlink <= 1:
+            all_b += b
+            all_n += 1
+            own_b += b
+            own_n += 1
             continue
-        with it:
-            for e in it:
-                try:
-                    s = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                b = s.st_blocks * 512
-                if _stat.S_ISDIR(s.st_mode):
-                    all_b += b
-                    all_n += 1
-                    own_b += b
-                    own_n += 1
-                    stack.append(e.path)
-                    continue
-                if s.st_nlink <= 1:
-                    all_b += b
-                    all_n += 1
-                    own_b += b
-                    own_n += 1
-                    continue
-                k = (s.st_dev, s.st_ino)
-                x = seen.get(k)
-                if x is None:
-                    seen[k] = [b, s.st_nlink, 1]
-                    all_b += b
-                    all_n += 1
-                else:
-                    x[2] += 1
+        x = seen.get(key)
+        if x is None:
+            seen[key] = [b, nlink, 1]
+            all_b += b
+            all_n += 1
+        else:
+            x[2] += 1
     for b, nlink, links in seen.values():
         if links >= nlink:
             own_b += b

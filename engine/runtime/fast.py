@@ -4,7 +4,7 @@ FastStore.open() says, before anything is read from the user or written to the s
 can serve a run: the default SQLite database (no --db URL) of this schema version, an image named
 by a tag reference (fast_reference), found once, whose snapshot is built. Anything else (a pull,
 --pull always, an image id or digest, a snapshot to build) is the ORM path's (runtime/run.py's
-OrmStore): the choice is made once. The queries are schema/lite.py's; the lock, the guarded
+OrmStore, runtime/ormstore.py): the choice is made once. The queries are schema/lite.py's; the lock, the guarded
 delete and the clock are the ones the rest of the store uses (cas.lock, cas.fsutil, schema.clock).
 """
 
@@ -127,7 +127,7 @@ class FastImage:
 
 
 class FastStore:
-    """The store as the fast path sees it: the interface of runtime/run.py's OrmStore (lock, image,
+    """The store as the fast path sees it: the interface of runtime/ormstore.py's OrmStore (lock, image,
     snapshot, name_taken, insert, update, delete, remove_dir), over schema/lite.py."""
 
     def __init__(self, root: str, db: LiteDB, image: FastImage, snapshot: str):

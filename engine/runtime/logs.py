@@ -86,26 +86,14 @@ def parse_since(s: str) -> float:
 
 
 def config_log_options() -> dict:
-    """The config file's [log] max-size / max-file (engine/locate.config_files(), later wins)."""
+    """The config file's [log] max-size / max-file (engine/locate.config_tables(), later wins)."""
     from container.engine.errors import ContainerError
-    from container.engine.locate import config_files
+    from container.engine.locate import config_tables
     from container.engine.runtime.options import parse_size
 
     out: dict = {}
-    for p in config_files():
-        try:
-            with open(p, "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        if b"log" not in raw:
-            continue
-        import tomllib
-
-        try:
-            table = tomllib.loads(raw.decode()).get("log", {})
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ContainerError(f"invalid config file {p}: {e}") from None
+    for p, doc in config_tables(b"log"):
+        table = doc.get("log", {})
         if not isinstance(table, dict):
             raise ContainerError(f"{p}: [log] must be a table")
         if "max-size" in table:

@@ -421,7 +421,7 @@ class Supervisor:
 def main(argv: list[str]) -> None:
     import fcntl
 
-    from container.engine.runtime.run import OrmStore
+    from container.engine.runtime.ormstore import OrmStore
     from container.engine.store import Store
 
     opts: dict[str, str] = {}
