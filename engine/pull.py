@@ -118,7 +118,7 @@ class _Puller:
                 if want_tree:
                     job.tmp = self.store.layers_dir / f".tmp-{dg.hex[:16]}-{secrets.token_hex(4)}"
                     job.tmp.mkdir()
-                job.stats, got = unpack_blob(src, d.media_type, job.tmp)
+                job.stats, got = unpack_blob(src, d.media_type, job.tmp, self.store.objects_dir)
             except ContainerError as e:
                 real = getattr(src, "error", None)
                 if real is not None and real is not e:
@@ -138,7 +138,7 @@ class _Puller:
             if got != job.diff_id:
                 raise VerificationError(f"layer {d.digest[:19]} does not match the image config: diff_id "
                                         f"{got[:19]}..., expected {job.diff_id[:19]}...")
-            dedupe.share(self.store, job.tmp, job.stats, got)
+            dedupe.record_tree(self.store, job.stats, got)
             self.listener.layer_status(d.digest, "Pull complete")
             return job
         except BaseException:

@@ -1,19 +1,23 @@
 """File-level dedupe: identical regular files of layer trees share one inode (docs/contents.md).
 
-    res = link_tree(tree, store.objects_dir, recorder.by_path)   # after the unpack, before the publish
-    record(store.objects_dir, diff_id, res.held)                  # what the tree's record counts twice
-    sweep(store.objects_dir, store.layers_dir)                    # gc: objects no tree links
+    sharer = Sharer(store.objects_dir)            # unpack_layer(..., sharer=sharer) calls sharer.file()
+    record(store.objects_dir, diff_id, sharer.res.held, sharer.res.within)   # once the tree is verified
+    sweep(store.objects_dir, store.layers_dir)    # gc: objects no tree links
 
 ROOT/objects/<2 hex>/<62 hex> holds one link of every shared file, named by the sha256 of
 everything a hardlink shares: the content's sha256 (the contents index computed it while the
 extractor wrote the file), mode, uid, gid, mtime (ns), size and every xattr with its value. A file
 of a fresh tree whose key names an existing object is replaced by a link to it (link() to a temp
 name in the same directory, then rename() over the file: the tree never lacks the name); a file
-whose key is new is linked into the store as the object. The tree is still a temp directory no
-container uses, and its files have their final attributes, so nothing shared is written after it
-is shared. Only files the recorder hashed, with one link, more than 0 bytes, whose size is the
-row's, are considered; an object whose attributes differ from the file's (a tampered store) is
-left alone. A failure for one file (EMLINK, a directory we cannot open) keeps that file as it is.
+whose key is new is linked into the store as the object. This happens in the extractor, file by
+file, right after the file got its final attributes (its fd still open: no second walk, no path
+lookup that a later entry could redirect); the tree is still a temp directory no container uses,
+and nothing writes to a file after that, so nothing shared is written after it is shared. Only
+regular files the recorder hashed, with one link, more than 0 bytes, are considered; an object
+whose attributes differ from the file's (a tampered store) is left alone. A failure for one file
+(EMLINK, a full disk) keeps that file as it is. A file the same layer replaces or removes later
+leaves its object with no other link: gc sweeps it (and the tree's record counts it: a layer
+that writes a path twice is rare).
 
 `ROOT/objects/trees/<diff hex>`: the bytes of a tree's files that are objects (each inode once),
 and the bytes saved by files sharing an inode inside the tree, for df: the trees' usage records
@@ -83,42 +87,35 @@ class _Objects:
         os.close(self.fd)
 
 
-def link_tree(tree, objects_dir, rows: dict) -> Result:
-    """Share the tree's files with identical objects (see the module doc). `rows`: path -> the
-    contents index row (engine/layer/index.py's EntryRecorder.by_path)."""
-    from container.engine.layer.index import path_text
+class Sharer:
+    """Dedupe while a layer is unpacked (engine/layer/unpack.py calls file() for each regular file
+    it has written, its attributes final, its fd still open): the file becomes an object, or a link
+    to the identical object already stored. A file the extractor replaces later in the same layer
+    leaves its object unlinked (st_nlink 1): gc's sweep removes it."""
 
-    res = Result()
-    if not rows:
-        return res
-    top = os.fsencode(os.fspath(tree))
-    objs = _Objects(os.fspath(objects_dir))
-    seen: set[str] = set()
-    try:
-        for dirpath, _dirs, files, dfd in os.fwalk(top, follow_symlinks=False):
-            rel = tuple(c for c in dirpath[len(top):].split(b"/") if c)
-            for name in files:
-                row = rows.get(path_text(rel + (name,)))
-                if row is None or row[1] != "f" or row[9] or not row[10] or not row[5]:
-                    continue
-                try:
-                    _one(objs, dfd, name, row, res, seen)
-                except OSError:
-                    continue
-    finally:
-        objs.close()
-    return res
+    def __init__(self, objects_dir) -> None:
+        self.objs = _Objects(os.fspath(objects_dir))
+        self.res = Result()
+        self.seen: set[str] = set()
 
-
-def _one(objs: _Objects, dfd: int, name: bytes, row, res: Result, seen: set[str]) -> None:
-    fd = os.open(name, _RO, dir_fd=dfd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != row[5]:
+    def file(self, pfd: int, name: bytes, fd: int, hasher, size: int) -> None:
+        """Share the file `name` of the directory pfd, open as fd; `hasher` saw its `size` bytes."""
+        if not size:
             return
-        key = object_key(row[10], st, _xattrs(fd))
-    finally:
-        os.close(fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != size:
+                return
+            _place(self.objs, pfd, name, st, object_key(hasher.hexdigest(), st, _xattrs(fd)), self.res, self.seen)
+        except OSError:
+            return          # (EMLINK, a full objects dir: the file stays as it is)
+
+    def close(self) -> None:
+        self.objs.close()
+
+
+def _place(objs: _Objects, dfd: int, name: bytes, st: os.stat_result, key: str, res: Result,
+           seen: set[str]) -> None:
     sfd = objs.sub(key[:2])
     leaf = key[2:]
     try:
@@ -228,20 +225,16 @@ def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
     return n, freed
 
 
-def share(store, tree, stats, diff_id: str) -> Result | None:
-    """A fresh tree's files shared with the store's objects, when dedupe is on and the tree was
-    indexed at unpack (None otherwise). A failure here never fails the pull: the tree stays as is."""
-    from container.engine.locate import dedupe_enabled
-
-    rec = getattr(stats, "index", None)
-    if tree is None or rec is None or not dedupe_enabled():
-        return None
+def record_tree(store, stats, diff_id: str) -> None:
+    """After a fresh tree was verified: record what sharing its files did (stats.dedupe, set by
+    engine/layer/stream.py's unpack_blob). A failure here never fails the pull."""
+    res = getattr(stats, "dedupe", None)
+    if res is None:
+        return
     try:
-        res = link_tree(tree, store.objects_dir, rec.by_path)
         record(store.objects_dir, diff_id, res.held, res.within)
     except OSError:
-        return None
-    return res
+        pass
 
 
 def usage(objects_dir) -> tuple[int, int, int]:

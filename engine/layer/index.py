@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import stat
-import threading
-from typing import Any
 
 from container.engine.image.packages import is_package_db, parse_db
 from container.engine.layer.paths import clean_path
@@ -36,7 +33,6 @@ from container.engine.layer.walk import IMPLICIT_XATTR
 Row = tuple[str, str, int, int, int, int, int, "str | None", "str | None", int, "str | None"]
 _TYPES = {DIRTYPE: "d", SYMTYPE: "l", LNKTYPE: "h", CHRTYPE: "c", BLKTYPE: "b", FIFOTYPE: "p"}
 MAX_DB_BYTES = 256 << 20     # a package database bigger than this is not parsed (none is)
-THREAD_MIN = 256 << 10       # files this big are hashed on the second thread
 
 
 def enabled() -> bool:
@@ -86,43 +82,6 @@ class _Capture:
         return self.h.hexdigest()
 
 
-class _Background:
-    """sha256 updates on a thread of their own: hashlib frees the GIL while it hashes, so a big
-    file's hashing runs on the second core beside the inflate and the writes (the chunks are the
-    Source's immutable read buffers, so they are queued as they are, a bounded number at a time)."""
-
-    def __init__(self) -> None:
-        self.q: queue.Queue = queue.Queue(maxsize=32)
-        self.t = threading.Thread(target=self._run, name="index-hash", daemon=True)
-        self.t.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            item[0].update(item[1])
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.t.join()
-
-
-class _Deferred:
-    """A file's hasher whose updates go to the _Background thread; read after it is closed."""
-
-    __slots__ = ("h", "bg")
-
-    def __init__(self, bg: _Background) -> None:
-        self.h = hashlib.sha256()
-        self.bg = bg
-
-    def update(self, b) -> None:
-        if not isinstance(getattr(b, "obj", b), bytes):
-            b = bytes(b)                     # a buffer its owner may reuse: copy it
-        self.bg.q.put((self.h, b))
-
-
 class EntryRecorder:
     """Collects the rows of one layer while the extractor applies its entries (see the module doc)."""
 
@@ -131,19 +90,10 @@ class EntryRecorder:
         self.dbs: dict[str, _Capture] = {}
         self.packages: list[tuple[str, str, str, str, str, str]] = []
         self._pending: tuple[tuple[bytes, ...], object] | None = None
-        self._bg: _Background | None = None
 
     def content(self, comps: tuple[bytes, ...], size: int = 0):
         """The hasher for the regular file at comps, whose `size` bytes are about to be written."""
-        h: object
-        if size >= THREAD_MIN:
-            if self._bg is None:
-                self._bg = _Background()
-            h = _Deferred(self._bg)
-        elif is_package_db(path_text(comps)):
-            h = _Capture()
-        else:
-            h = hashlib.sha256()
+        h: object = _Capture() if size <= MAX_DB_BYTES and is_package_db(path_text(comps)) else hashlib.sha256()
         self._pending = (comps, h)
         return h
 
@@ -154,17 +104,14 @@ class EntryRecorder:
         xattrs = _names(e.xattrs) if e.xattrs else None
         link: str | None = None
         size = 0
-        sha: Any = None             # hex, or a _Deferred until finish()
+        sha: str | None = None
         if e.type in REGULAR_TYPES:
             typ = "f"
             size = e.real_size
             p = self._pending
             if p is not None and p[0] == comps and not wh and e.sparse is None:   # (sparse: data only, not the holes)
                 h = p[1]
-                if isinstance(h, _Deferred):
-                    sha = h                  # (resolved by finish())
-                else:
-                    sha = h.hexdigest()          # type: ignore[attr-defined]
+                sha = h.hexdigest()          # type: ignore[attr-defined]
                 if isinstance(h, _Capture) and h.size <= MAX_DB_BYTES:
                     self.dbs[path] = h
             elif e.sparse is None and not wh:
@@ -187,19 +134,8 @@ class EntryRecorder:
     def rows(self) -> list[Row]:
         return list(self.by_path.values())
 
-    def close(self) -> None:
-        """Stop the hashing thread (finish() does; call it when the unpack failed)."""
-        if self._bg is not None:
-            self._bg.close()
-            self._bg = None
-
     def finish(self) -> None:
-        """Wait for the hashes, parse the package databases this layer wrote (engine/image/packages.py)."""
-        if self._bg is not None:
-            self.close()
-            for k, r in self.by_path.items():
-                if type(r[10]) is _Deferred:
-                    self.by_path[k] = r[:10] + (r[10].h.hexdigest(),)
+        """Parse the package databases this layer wrote (engine/image/packages.py)."""
         for path, cap in self.dbs.items():
             if self.by_path.get(path, ("",) * 11)[10] != cap.hexdigest():
                 continue                      # replaced later in the same layer by something else

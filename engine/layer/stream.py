@@ -1,6 +1,7 @@
 """One layer blob's bytes -> (unpacked tree, diff_id): the path pull and load share.
 
     stats, diff_id = unpack_blob(src, media_type, dest)    # dest None: only hash (the tree exists)
+    stats, diff_id = unpack_blob(src, media_type, dest, store.objects_dir)   # files shared as written
 
 The tree's entries are recorded for the contents index (engine/layer/index.py: stats.index).
 `src` yields the blob's bytes as stored (compressed or not); everything after the end of the
@@ -92,9 +93,13 @@ class _Pipe:
         self._t.join()
 
 
-def unpack_blob(src: Any, media_type: str, dest: Path | None) -> tuple[LayerStats | None, str]:
+def unpack_blob(src: Any, media_type: str, dest: Path | None,
+                objects_dir: Path | None = None) -> tuple[LayerStats | None, str]:
     """Decompress `src` per `media_type`, unpack into the existing empty `dest` (unless None),
-    read to the end; (the unpack stats or None, the uncompressed stream's sha256:<hex>)."""
+    read to the end; (the unpack stats or None, the uncompressed stream's sha256:<hex>). With
+    `objects_dir` (and the index and dedupe on), the tree's files are shared with the store's
+    objects as they are written (engine/layer/dedupe.py): stats.dedupe says what that did; the
+    caller records it with dedupe.record() once the tree is verified."""
     from container.engine.layer import index
     from container.engine.layer.compression import HashingReader, open_layer_stream
     from container.engine.layer.unpack import unpack_layer
@@ -107,15 +112,27 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None) -> tuple[LayerStat
             pass
         return None, stream.diff_id()
     rec = index.EntryRecorder() if index.enabled() else None
+    sharer = None
+    if rec is not None and objects_dir is not None:
+        from container.engine.layer import dedupe
+        from container.engine.locate import dedupe_enabled
+
+        if dedupe_enabled():
+            try:
+                sharer = dedupe.Sharer(objects_dir)
+            except OSError:
+                sharer = None           # (no objects dir: the tree is not shared, the pull goes on)
     pipe = _Pipe(stream, src)
     try:
-        stats = unpack_layer(pipe, dest, recorder=rec)
+        stats = unpack_layer(pipe, dest, recorder=rec, sharer=sharer)
         pipe.drain()
         if rec is not None:
             rec.finish()
             stats.index = rec
+        if sharer is not None:
+            stats.dedupe = sharer.res
     finally:
         pipe.close()
-        if rec is not None:
-            rec.close()
+        if sharer is not None:
+            sharer.close()
     return stats, stream.diff_id()

@@ -1,7 +1,8 @@
 """Our own layer extractor: the entries engine/layer/tar.py reads, created with *at() syscalls
 relative to directory fds opened without following symlinks.
 
-    unpack_layer(stream, dest, *, limits=None, policy=None, recorder=None) -> LayerStats   (recorder: engine/layer/index.py)
+    unpack_layer(stream, dest, *, limits=None, policy=None, recorder=None, sharer=None) -> LayerStats
+        (recorder: engine/layer/index.py, the contents index; sharer: engine/layer/dedupe.py)
 
 `stream` is an uncompressed tar stream (engine.layer.compression.open_layer_stream); `dest` an existing
 empty directory. The layer is extracted as data: whiteout markers (`.wh.<name>`, `.wh..wh..opq`)
@@ -55,6 +56,7 @@ TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
     from _typeshed import SupportsRead
 
+    from container.engine.layer.dedupe import Result, Sharer
     from container.engine.layer.index import EntryRecorder
 
 log = logging.getLogger("container.unpack")
@@ -79,12 +81,15 @@ class LayerStats:
     links_to_lower: int = 0   # hardlinks whose target is in a lower layer (resolved by the merge)
     warnings: list[str] = field(default_factory=list)
     index: EntryRecorder | None = None     # the entries recorded for the contents index, if any
+    dedupe: Result | None = None           # what sharing the files with the store's objects did, if done
 
 class _Extractor(DirTree):
-    def __init__(self, dest: Path, limits: Limits, policy: OwnerPolicy, recorder: EntryRecorder | None = None):
+    def __init__(self, dest: Path, limits: Limits, policy: OwnerPolicy, recorder: EntryRecorder | None = None,
+                 sharer: Sharer | None = None):
         super().__init__(os.fsencode(os.fspath(dest)), limits)
         self.policy = policy
         self.recorder = recorder       # the contents index (engine/layer/index.py), fed every entry
+        self.sharer = sharer           # file-level dedupe (engine/layer/dedupe.py), needs the recorder's hashes
         self.dirs: dict[tuple[bytes, ...], Entry] = {}       # final attributes, applied at the end
         self.unmark: set[tuple[bytes, ...]] = set()       # implicit dirs the tar named later
         self.euid, self.egid = os.geteuid(), os.getegid()
@@ -192,9 +197,11 @@ class _Extractor(DirTree):
         except FileExistsError:
             self._clear(pfd, comps)
             fd = os.open(leaf, _FILE_FLAGS, mode if direct else 0o600, dir_fd=pfd)
+        h = None
         try:
             if e.sparse is None:
-                src.copy_padded(fd, e.size, self.recorder.content(comps, e.size) if self.recorder is not None else None)
+                h = self.recorder.content(comps, e.size) if self.recorder is not None else None
+                src.copy_padded(fd, e.size, h)
             else:
                 write_sparse(src, fd, e.sparse, e.real_size, e.size)
             self.stats.size += e.real_size
@@ -204,6 +211,8 @@ class _Extractor(DirTree):
             for k, v in e.xattrs.items():
                 self._xattr(fd, k, v, e)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+            if self.sharer is not None and h is not None:
+                self.sharer.file(pfd, leaf, fd, h, e.size)
         finally:
             os.close(fd)
 
@@ -425,11 +434,12 @@ def _rmtree_at(pfd: int, leaf: bytes) -> None:
     os.rmdir(leaf, dir_fd=pfd)
 
 def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | None = None,
-                 policy: OwnerPolicy | None = None, recorder: EntryRecorder | None = None) -> LayerStats:
+                 policy: OwnerPolicy | None = None, recorder: EntryRecorder | None = None,
+                 sharer: Sharer | None = None) -> LayerStats:
     """Extract one uncompressed tar stream into the existing empty directory `dest`; owners, special
     bits and device nodes as `policy` says (default: this process's, OwnerPolicy.current());
     `recorder` (engine/layer/index.py) is told every entry and sees regular files' bytes as they
-    are written.
+    are written; `sharer` (engine/layer/dedupe.py) shares each file the recorder hashed.
 
     Reads up to the end-of-archive marker (the caller drains the rest for hashing; reads are
     buffered, so the stream may have been read past the marker). Raises LayerError, or the
@@ -437,7 +447,7 @@ def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | No
     limits = limits or Limits.from_env()
     src = Source(stream)
     try:
-        ex = _Extractor(Path(dest), limits, policy or OwnerPolicy.current(), recorder)
+        ex = _Extractor(Path(dest), limits, policy or OwnerPolicy.current(), recorder, sharer)
     except OSError as e:
         raise LayerError(f"cannot unpack into {dest}: {e.strerror or e}") from None
     name = b""

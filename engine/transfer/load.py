@@ -286,7 +286,7 @@ def _store_layer(store, src: Source, job: _Layer) -> None:
             job.tmp = store.layers_dir / f".tmp-{d.hex[:16]}-{secrets.token_hex(4)}"
             job.tmp.mkdir()
         try:
-            job.stats, got = unpack_blob(f, job.media_type, job.tmp)
+            job.stats, got = unpack_blob(f, job.media_type, job.tmp, store.objects_dir)
         except ContainerError:
             if job.ingest is not None:      # corrupt data, or the wrong blob? if the digest is wrong, say that
                 while f.read(CHUNK):
@@ -299,7 +299,7 @@ def _store_layer(store, src: Source, job: _Layer) -> None:
     if got != job.diff_id:
         raise VerificationError(f"layer {job.digest[:19]} does not match the image config: diff_id "
                                 f"{got[:19]}..., expected {job.diff_id[:19]}...")
-    dedupe.share(store, job.tmp, job.stats, got)
+    dedupe.record_tree(store, job.stats, got)
 
 
 def _check_digest(job: _Layer) -> None:

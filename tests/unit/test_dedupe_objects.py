@@ -17,12 +17,17 @@ from container.engine.layer.unpack import unpack_layer
 DATA = tm.seed_bytes(70_000, seed=3)
 
 
-def unpack(tar: bytes, dest: Path) -> EntryRecorder:
+def unpack(tar: bytes, dest: Path, objs: Path) -> dedupe.Result:
+    """Unpack with the index and dedupe on, as a pull does: files shared as they are written."""
     dest.mkdir()
     rec = EntryRecorder()
-    unpack_layer(io.BytesIO(tar), dest, recorder=rec)
+    sharer = dedupe.Sharer(objs)
+    try:
+        unpack_layer(io.BytesIO(tar), dest, recorder=rec, sharer=sharer)
+    finally:
+        sharer.close()
     rec.finish()
-    return rec
+    return sharer.res
 
 
 def test_identical_files_share_an_inode_and_metadata_is_in_the_key(tmp_path):
@@ -30,10 +35,10 @@ def test_identical_files_share_an_inode_and_metadata_is_in_the_key(tmp_path):
     t1 = tm.tar(tm.file("a", DATA, mtime=1), tm.file("a2", DATA, mtime=1), tm.file("b", DATA, mtime=2), tm.file("c", DATA, mode=0o600, mtime=1),
                 tm.file("empty", b""))
     t2 = tm.tar(tm.file("x/a", DATA, mtime=1), tm.file("x/b", DATA, mtime=3))
-    r1 = dedupe.link_tree(tmp_path / "l1", objs, unpack(t1, tmp_path / "l1").by_path)
+    r1 = unpack(t1, tmp_path / "l1", objs)
     assert (r1.created, r1.linked) == (3, 1) and r1.within == r1.saved >= len(DATA)   # a2: a's inode
     assert r1.held == sum(os.lstat(tmp_path / "l1" / n).st_blocks * 512 for n in ("a", "b", "c"))
-    r2 = dedupe.link_tree(tmp_path / "l2", objs, unpack(t2, tmp_path / "l2").by_path)
+    r2 = unpack(t2, tmp_path / "l2", objs)
     assert (r2.created, r2.linked) == (1, 1) and r2.saved >= len(DATA) and r2.within == 0
     ino = lambda p: os.lstat(tmp_path / p).st_ino  # noqa: E731
     assert ino("l1/a") == ino("l2/x/a")
@@ -58,12 +63,12 @@ def test_a_directory_replaced_by_a_symlink_is_not_followed(tmp_path):
     before = os.lstat(outside / "f")
     objs = tmp_path / "objects"
     seed = tm.tar(tm.file("f", DATA, mtime=1))
-    dedupe.link_tree(tmp_path / "l0", objs, unpack(seed, tmp_path / "l0").by_path)
-    # the row for /d/f outlives d: d becomes a symlink to the outside dir
-    hostile = tm.tar(tm.file("d/f", DATA, mtime=1), tm.symlink("d", str(outside)))
-    rec = unpack(hostile, tmp_path / "l1")
-    assert "/d/f" in rec.by_path
-    res = dedupe.link_tree(tmp_path / "l1", objs, rec.by_path)
-    assert res.linked == 0 and res.created == 0
+    unpack(seed, tmp_path / "l0", objs)
+    # d/f is shared while it is written; then d becomes a symlink to the outside dir and a file
+    # written through it must land inside the tree, not link the outside file to the object
+    hostile = tm.tar(tm.file("d/f", DATA, mtime=1), tm.symlink("d", str(outside)), tm.file("d/f", DATA, mtime=1))
+    res = unpack(hostile, tmp_path / "l1", objs)
+    assert res.linked == 2 and res.created == 0
+    assert os.path.islink(tmp_path / "l1/d")
     after = os.lstat(outside / "f")
     assert (after.st_ino, after.st_nlink) == (before.st_ino, 1)
