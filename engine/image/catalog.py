@@ -201,6 +201,9 @@ def record_image(ref: Reference | None, top_digest: str, index_digest: str | Non
         if st is not None:
             Layer.update(size=st.size, entries=st.entries).where(
                 (Layer.diff_id == diff_id) & (Layer.entries == 0)).execute()
+            u = getattr(st, "usage", None)     # counted by the extractor (engine/layer/tally.py)
+            if u is not None:
+                Layer.update(disk=u[0], inodes=u[1], inode=u[2]).where(Layer.diff_id == diff_id).execute()
             if getattr(st, "index", None) is not None:
                 contents.store_layer(diff_id, st.index.rows, st.index.packages)
     img = Image.get_or_none(Image.id == manifest_digest)

@@ -98,24 +98,23 @@ class Sharer:
         self.res = Result()
         self.seen: set[str] = set()
 
-    def file(self, pfd: int, name: bytes, fd: int, hasher, size: int) -> None:
-        """Share the file `name` of the directory pfd, open as fd; `hasher` saw its `size` bytes."""
-        if not size:
-            return
+    def file(self, pfd: int, name: bytes, fd: int, hasher, size: int, st: os.stat_result) -> os.stat_result:
+        """Share the file `name` of the directory pfd, open as fd, whose fstat is st; `hasher` saw its
+        `size` bytes. Returns the lstat of what the tree holds at name now (st, or the object's)."""
+        if not size or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != size:
+            return st
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != size:
-                return
-            _place(self.objs, pfd, name, st, object_key(hasher.hexdigest(), st, _xattrs(fd)), self.res, self.seen)
+            return _place(self.objs, pfd, name, st, object_key(hasher.hexdigest(), st, _xattrs(fd)), self.res,
+                          self.seen)
         except OSError:
-            return          # (EMLINK, a full objects dir: the file stays as it is)
+            return st       # (EMLINK, a full objects dir: the file stays as it is)
 
     def close(self) -> None:
         self.objs.close()
 
 
 def _place(objs: _Objects, dfd: int, name: bytes, st: os.stat_result, key: str, res: Result,
-           seen: set[str]) -> None:
+           seen: set[str]) -> os.stat_result:
     sfd = objs.sub(key[:2])
     leaf = key[2:]
     try:
@@ -124,13 +123,13 @@ def _place(objs: _Objects, dfd: int, name: bytes, st: os.stat_result, key: str, 
         if key not in seen:
             seen.add(key)
             res.held += st.st_blocks * 512
-        return
+        return st
     except FileExistsError:
         pass
     ost = os.stat(leaf, dir_fd=sfd, follow_symlinks=False)
     if not stat.S_ISREG(ost.st_mode) or (ost.st_mode, ost.st_uid, ost.st_gid, ost.st_mtime_ns, ost.st_size) != \
             (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size):
-        return
+        return st
     tmp = b".dd-" + secrets.token_hex(6).encode()
     os.link(leaf, tmp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
     try:
@@ -145,6 +144,7 @@ def _place(objs: _Objects, dfd: int, name: bytes, st: os.stat_result, key: str, 
     else:
         seen.add(key)
         res.held += ost.st_blocks * 512
+    return ost
 
 
 def record(objects_dir, diff_id: str, held: int, within: int = 0) -> None:

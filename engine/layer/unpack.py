@@ -49,8 +49,10 @@ from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRT
                                         iter_entries, show_name)
 from container.engine.layer.paths import clean_path, resolve_links
 from container.engine.layer.owners import ROOTLESS_XATTR, OwnerPolicy
-from container.engine.layer.walk import DIR_FLAGS, IMPLICIT_XATTR, DirTree, Missing, set_xattr_fd
+from container.engine.layer.walk import (DIR_FLAGS, IMPLICIT_XATTR, DirTree, Missing, chmod_dir_at, remove_xattr_fd,
+                                         rmtree_at, set_xattr_fd)
 from container.engine.layer.sparse import write_sparse
+from container.engine.layer.tally import Tally
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
@@ -81,6 +83,7 @@ class LayerStats:
     links_to_lower: int = 0   # hardlinks whose target is in a lower layer (resolved by the merge)
     warnings: list[str] = field(default_factory=list)
     index: EntryRecorder | None = None     # the entries recorded for the contents index, if any
+    usage: tuple[int, int, int] | None = None   # the tree's usage record (engine/layer/tally.py), if exact
     dedupe: Result | None = None           # what sharing the files with the store's objects did, if done
 
 class _Extractor(DirTree):
@@ -97,6 +100,7 @@ class _Extractor(DirTree):
         if os.fstat(self.root_fd).st_mode & stat.S_ISGID:
             self.egid = -1           # new files inherit the directory's group: always fchown
         self.stats = LayerStats()
+        self.tally = Tally()
         self.total = 0
         self.root_seen = False
 
@@ -111,9 +115,10 @@ class _Extractor(DirTree):
 
     def _remove_existing(self, pfd: int, comps: tuple[bytes, ...], st: os.stat_result) -> None:
         leaf = comps[-1]
+        self.tally.exact = False
         if stat.S_ISDIR(st.st_mode):
             self._forget(comps)
-            _rmtree_at(pfd, leaf)
+            rmtree_at(pfd, leaf)
         else:
             os.unlink(leaf, dir_fd=pfd)
 
@@ -140,6 +145,7 @@ class _Extractor(DirTree):
                     raise LayerError(f"layer entry {show_name(e.name)}: whiteout marker is not a regular file")
                 self._clear(pfd, comps)
                 fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+                self.tally.add(os.fstat(fd))
                 os.close(fd)
                 if is_reg:
                     src.copy(None, e.size)
@@ -158,6 +164,7 @@ class _Extractor(DirTree):
                 self._clear(pfd, comps)
                 os.symlink(e.linkname, leaf, dir_fd=pfd)
             self._attrs_at(pfd, leaf, e, chmod=False)
+            self.tally.at(pfd, leaf)
         elif e.type == LNKTYPE:
             self._hardlink(pfd, comps, e)
         elif e.type in (CHRTYPE, BLKTYPE, FIFOTYPE):
@@ -211,8 +218,10 @@ class _Extractor(DirTree):
             for k, v in e.xattrs.items():
                 self._xattr(fd, k, v, e)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+            st = os.fstat(fd)
             if self.sharer is not None and h is not None:
-                self.sharer.file(pfd, leaf, fd, h, e.size)
+                st = self.sharer.file(pfd, leaf, fd, h, e.size, st)
+            self.tally.add(st)
         finally:
             os.close(fd)
 
@@ -233,7 +242,7 @@ class _Extractor(DirTree):
         else:
             # dir over dir keeps contents; make sure we can still write into it
             if st.st_mode & 0o700 != 0o700:
-                _chmod_dir_at(pfd, leaf, stat.S_IMODE(st.st_mode) | 0o700)
+                chmod_dir_at(pfd, leaf, stat.S_IMODE(st.st_mode) | 0o700)
         if comps in self.implicit:
             self.implicit.discard(comps)
             self.unmark.add(comps)
@@ -276,6 +285,7 @@ class _Extractor(DirTree):
         try:
             os.setxattr(fd, HARDLINK_XATTR, b"/".join(tcomps))
             os.setxattr(pfd, HARDLINKS_XATTR, b"1")
+            self.tally.add(os.fstat(fd))
         except OSError as ex:
             raise LayerError(f"layer entry {show_name(e.name)}: hardlink target {show_name(e.linkname)} is not in "
                              f"this layer, and it cannot be recorded for a lower one ({ex.strerror})") from None
@@ -302,6 +312,7 @@ class _Extractor(DirTree):
             (log.warning if self.policy.devices else log.info)(msg)    # (expected without root)
             return
         self._attrs_at(pfd, leaf, e, chmod=True)
+        self.tally.at(pfd, leaf)
 
     def _owner(self, e: Entry, target, pfd: int | None = None) -> None:
         """The owner the policy gives e (target: an fd, or a leaf of pfd), and the record of the
@@ -373,12 +384,14 @@ class _Extractor(DirTree):
                 if comps in self.implicit:
                     continue
                 if comps in self.unmark:
-                    _remove_xattr_fd(fd, IMPLICIT_XATTR)
+                    remove_xattr_fd(fd, IMPLICIT_XATTR)
                 self._owner(e, fd)
                 os.fchmod(fd, self.policy.file_mode(e.mode & 0o7777, True))
                 for k, v in e.xattrs.items():
                     self._xattr(fd, k, v, e)
                 os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+                if close:
+                    self.tally.add(os.fstat(fd))
             finally:
                 if close:
                     os.close(fd)
@@ -386,6 +399,12 @@ class _Extractor(DirTree):
             # the layer did not describe its root: a plain 0755 directory, marked implicit
             os.fchmod(self.root_fd, 0o755)
             set_xattr_fd(self.root_fd, IMPLICIT_XATTR, b"1")
+        for comps in self.implicit:
+            try:
+                self.tally.add(os.fstat(self.parent_fd(comps, create=False, show=b"/".join(comps))))
+            except (LayerError, OSError):
+                self.tally.exact = False
+        self.stats.usage = self.tally.record(os.fstat(self.root_fd))
 
 
 def _umask() -> int | None:
@@ -399,39 +418,6 @@ def _umask() -> int | None:
         pass
     return None
 
-
-def _remove_xattr_fd(fd: int, key: str) -> None:
-    try:
-        os.removexattr(fd, key)
-    except OSError:
-        pass
-
-
-def _chmod_dir_at(pfd: int, leaf: bytes, mode: int) -> None:
-    fd = os.open(leaf, DIR_FLAGS, dir_fd=pfd)
-    try:
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-
-
-def _rmtree_at(pfd: int, leaf: bytes) -> None:
-    """Remove the directory leaf (relative to pfd) and everything under it, following no symlink."""
-    fd = os.open(leaf, DIR_FLAGS, dir_fd=pfd)
-    try:
-        st = os.fstat(fd)
-        if st.st_mode & 0o700 != 0o700:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
-        with os.scandir(fd) as it:
-            names = [(os.fsencode(d.name), d.is_dir(follow_symlinks=False)) for d in it]
-        for name, is_dir in names:
-            if is_dir:
-                _rmtree_at(fd, name)
-            else:
-                os.unlink(name, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(leaf, dir_fd=pfd)
 
 def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | None = None,
                  policy: OwnerPolicy | None = None, recorder: EntryRecorder | None = None,

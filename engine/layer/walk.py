@@ -128,3 +128,39 @@ def set_xattr_fd(fd: int, key: str, value: bytes) -> None:
         os.setxattr(fd, key, value)
     except OSError:
         pass
+
+
+def remove_xattr_fd(fd: int, key: str) -> None:
+    """Remove an xattr from an fd, quietly where it is not there."""
+    try:
+        os.removexattr(fd, key)
+    except OSError:
+        pass
+
+
+def chmod_dir_at(pfd: int, leaf: bytes, mode: int) -> None:
+    """chmod the directory leaf of pfd through an fd opened without following a symlink."""
+    fd = os.open(leaf, DIR_FLAGS, dir_fd=pfd)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def rmtree_at(pfd: int, leaf: bytes) -> None:
+    """Remove the directory leaf (relative to pfd) and everything under it, following no symlink."""
+    fd = os.open(leaf, DIR_FLAGS, dir_fd=pfd)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o700 != 0o700:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+        with os.scandir(fd) as it:
+            names = [(os.fsencode(d.name), d.is_dir(follow_symlinks=False)) for d in it]
+        for name, is_dir in names:
+            if is_dir:
+                rmtree_at(fd, name)
+            else:
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(leaf, dir_fd=pfd)
