@@ -64,6 +64,38 @@ class _Job:
     from_blob: bool = False
 
 
+class _SnapshotMerge:
+    """engine/layer/snapshot.build_snapshot on a thread of its own; result() waits and gives what it
+    built (or raises what it raised); discard() waits and removes it."""
+
+    def __init__(self, store, diff_ids: list[str]) -> None:
+        self.store, self.diff_ids = store, diff_ids
+        self._out: Any = None
+        self._t = threading.Thread(target=self._run, name="snapshot-merge", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        from container.engine.layer.snapshot import build_snapshot
+
+        try:
+            self._out = build_snapshot(self.store, self.diff_ids)
+        except BaseException as e:      # (handed to result())
+            self._out = e
+
+    def result(self):
+        self._t.join()
+        if isinstance(self._out, BaseException):
+            raise self._out
+        return self._out
+
+    def discard(self) -> None:
+        from container.cas.fsutil import remove_tree
+
+        self._t.join()
+        if isinstance(self._out, tuple):
+            remove_tree(self._out[0])
+
+
 class _Puller:
     """One pull: its registry client, the layer jobs and worker threads, the lease, the cancel flag."""
 
@@ -266,18 +298,26 @@ class _Puller:
             for dg, (raw, _mt) in small.items():
                 store.blobs.put_bytes(raw, Digest.parse(dg))
             store.blobs.put_bytes(config_raw, Digest.parse(m.config.digest))
-            t2 = time.monotonic()
-            syncfs(store.root)
-            self.info(f"timing: layers {t1 - t0:.2f}s, publish {t2 - t1:.2f}s, sync {time.monotonic() - t2:.2f}s")
+            # the trees are in place: merge the snapshot on a thread while the store syncs and the
+            # image is recorded (syncfs and sqlite leave the GIL; so do most of the merge's syscalls)
+            merge = _SnapshotMerge(store, list(cfg.diff_ids)) if self.snapshot and cfg.diff_ids else None
+            try:
+                t2 = time.monotonic()
+                syncfs(store.root)
+                self.info(f"timing: layers {t1 - t0:.2f}s, publish {t2 - t1:.2f}s, sync {time.monotonic() - t2:.2f}s")
 
-            with write_txn():
-                stats = {dg: j.stats for dg, j in jobs.items() if j.stats is not None}
-                updated = _images.record_image(self.ref, top_digest, index_digest, manifest_digest, m, cfg,
-                                               len(config_raw), small, stats)
-                leases.release_lease(store, self.lease_id)
-                self.lease_id = None
-            if self.snapshot and cfg.diff_ids:
-                self._build_snapshot(list(cfg.diff_ids))
+                with write_txn():
+                    stats = {dg: j.stats for dg, j in jobs.items() if j.stats is not None}
+                    updated = _images.record_image(self.ref, top_digest, index_digest, manifest_digest, m, cfg,
+                                                   len(config_raw), small, stats)
+                    leases.release_lease(store, self.lease_id)
+                    self.lease_id = None
+            except BaseException:
+                if merge is not None:
+                    merge.discard()
+                raise
+            if merge is not None:
+                self._build_snapshot(merge)
             info = _images.image_info(store, Image.get(Image.id == manifest_digest))
             if existing is None:
                 updated = True
@@ -288,7 +328,7 @@ class _Puller:
             if self.lease_id is not None:
                 self._drop_lease_if_nothing_to_resume(jobs)
 
-    def _build_snapshot(self, diff_ids: list[str]) -> None:
+    def _build_snapshot(self, merge: _SnapshotMerge) -> None:
         """Ready to run: the image's merged tree (snapshots/<chain id>), built as the pull's last
         step (under the same shared store lock), so its first `run` costs what every later one
         does. The image is recorded already: a failure here is a warning, and `run` builds it."""
@@ -296,7 +336,7 @@ class _Puller:
 
         t0 = time.monotonic()
         try:
-            ensure_snapshot(self.store, diff_ids)
+            ensure_snapshot(self.store, merge.diff_ids, built=merge.result())
         except (ContainerError, OSError) as e:
             self.listener.warning(f"the image is pulled, but its root filesystem could not be built "
                                   f"(the first run will try again): {e}")

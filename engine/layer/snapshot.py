@@ -1,6 +1,8 @@
 """Snapshots: the merged rootfs of a layer chain, cached in snapshots/<chain id>/ and recorded.
 
     ensure_snapshot(store, diff_ids) -> (chain_id, path)
+    built = build_snapshot(store, diff_ids)          # the merge alone (no database): a pull overlaps it
+    ensure_snapshot(store, diff_ids, built=built)    # with recording the image
     merge_layers(layers, dest) -> (entries, bytes)
 
 merge_layers runs the top-down merge (engine/layer/topdown.py) and falls back to the bottom-up one
@@ -40,11 +42,40 @@ def merge_layers(layers: list[Path], dest: Path, *, count_bytes: bool = False) -
     return merge_layers_bottom_up(layers, dest, count_bytes=count_bytes)
 
 
-def ensure_snapshot(store, diff_ids: list[str]) -> tuple[str, Path]:
-    """(chain_id, path) of the merged rootfs of diff_ids; built and recorded if missing."""
+def build_snapshot(store, diff_ids: list[str]) -> tuple[Path, int, int] | None:
+    """The merge of ensure_snapshot without the database (a pull runs it on a thread while it
+    records the image): (temp dir under snapshots/, entries, bytes), or None when the snapshot's
+    directory exists. Give the result to ensure_snapshot(..., built=), or remove_tree() it."""
+    from container.cas.fsutil import remove_tree
+
+    if not diff_ids:
+        raise LayerError("an image without layers has no root filesystem")
+    chain = chain_ids(list(diff_ids))[-1]
+    if store.snapshot_path(chain).is_dir():
+        return None
+    layers = [store.layer_path(d) for d in diff_ids]
+    for d, p in zip(diff_ids, layers):
+        if not p.is_dir():
+            raise StoreError(f"layer {d} is not unpacked in the store (run fsck or pull again)")
+    store.snapshots_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store.snapshots_dir))
+    try:
+        entries, size = merge_layers(layers, tmp)
+    except OSError as e:
+        remove_tree(tmp)
+        raise LayerError(f"cannot build snapshot {chain}: {e.strerror or e}"
+                         + (f" ({e.filename!r})" if e.filename else "")) from None
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    return tmp, entries, size
+
+
+def ensure_snapshot(store, diff_ids: list[str], built: tuple[Path, int, int] | None = None) -> tuple[str, Path]:
+    """(chain_id, path) of the merged rootfs of diff_ids; built (or taken from `built`, what
+    build_snapshot made) and recorded if missing."""
     from container.cas.fsutil import publish_dir, remove_tree
     from container.schema import models as m
-    from container.schema.db import write_txn
 
     if not diff_ids:
         raise LayerError("an image without layers has no root filesystem")
@@ -54,27 +85,27 @@ def ensure_snapshot(store, diff_ids: list[str]) -> tuple[str, Path]:
     store.db()
     row = m.Snapshot.get_or_none(m.Snapshot.chain_id == chain)
     if row is not None and final.is_dir():
+        if built is not None:
+            remove_tree(built[0])
         m.Snapshot.update(last_used=m.utcnow()).where(m.Snapshot.chain_id == chain).execute()
         return chain, final
 
     entries = size = None
     if not final.is_dir():
-        layers = [store.layer_path(d) for d in diff_ids]
-        for d, p in zip(diff_ids, layers):
-            if not p.is_dir():
-                raise StoreError(f"layer {d} is not unpacked in the store (run fsck or pull again)")
-        store.snapshots_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store.snapshots_dir))
-        try:
-            entries, size = merge_layers(layers, tmp)
-        except OSError as e:
-            remove_tree(tmp)
-            raise LayerError(f"cannot build snapshot {chain}: {e.strerror or e}"
-                             + (f" ({e.filename!r})" if e.filename else "")) from None
-        except BaseException:
-            remove_tree(tmp)
-            raise
-        publish_dir(tmp, final)      # False: another process published the same chain first
+        if built is None:
+            built = build_snapshot(store, diff_ids)
+        if built is not None:
+            tmp, entries, size = built
+            publish_dir(tmp, final)       # False (tmp removed): another process published the chain first
+    elif built is not None:
+        remove_tree(built[0])
+    _record(chains, diff_ids, entries, size)
+    return chain, final
+
+
+def _record(chains: list[str], diff_ids: list[str], entries: int | None, size: int | None) -> None:
+    from container.schema import models as m
+    from container.schema.db import write_txn
 
     top = m.Layer.get_or_none(m.Layer.diff_id == diff_ids[-1])
     if top is None:
@@ -84,8 +115,7 @@ def ensure_snapshot(store, diff_ids: list[str]) -> tuple[str, Path]:
         # subtracted); counting exactly costs a stat per file
         size = sum(r.size for r in m.Layer.select(m.Layer.size).where(m.Layer.diff_id.in_(list(diff_ids))))
     with write_txn():
-        (m.Snapshot.insert(chain_id=chain, parent=chains[-2] if len(chains) > 1 else None,
+        (m.Snapshot.insert(chain_id=chains[-1], parent=chains[-2] if len(chains) > 1 else None,
                            top=top.diff_id, size=size or 0, entries=entries or 0)
          .on_conflict_ignore().execute())
-        m.Snapshot.update(last_used=m.utcnow()).where(m.Snapshot.chain_id == chain).execute()
-    return chain, final
+        m.Snapshot.update(last_used=m.utcnow()).where(m.Snapshot.chain_id == chains[-1]).execute()
