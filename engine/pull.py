@@ -91,6 +91,7 @@ class _Puller:
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
         from container.engine.layer import dedupe
+        from container.engine.layer.index import finish_tree
         from container.engine.layer.stream import unpack_blob
 
         d = job.desc
@@ -138,6 +139,7 @@ class _Puller:
             if got != job.diff_id:
                 raise VerificationError(f"layer {d.digest[:19]} does not match the image config: diff_id "
                                         f"{got[:19]}..., expected {job.diff_id[:19]}...")
+            finish_tree(job.tmp, job.stats)                  # (the sparse files' hashes)
             dedupe.share(self.store, job.tmp, job.stats, got)
             self.listener.layer_status(d.digest, "Pull complete")
             return job

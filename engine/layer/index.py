@@ -3,6 +3,7 @@
     rec = EntryRecorder()
     unpack_layer(stream, dest, recorder=rec)    # the extractor calls rec.content() / rec.entry()
     rec.finish()                                # the hashes done, the package databases parsed
+    rec.hash_sparse(dest)                       # GNU sparse files hashed from the tree (or finish(dest))
     rec.rows -> [(path, type, mode, uid, gid, size, mtime, link, xattrs, whiteout, sha256), ...]
     rec.packages -> [(db_path, manager, name, version, arch, source), ...]
 
@@ -12,7 +13,11 @@ The extractor (engine/layer/unpack.py) feeds one entry at a time: the tar header
 a regular file, the bytes it writes (content() returns the hasher that Source.copy updates), so
 the content's sha256 costs no second read. A package database (dpkg status and status.d/, apk's
 installed, rpmdb.sqlite, os-release) is also kept in memory while it passes, and parsed at
-finish() by engine/image/packages.py. Paths are absolute and cleaned ("/etc/passwd"), text as
+finish() by engine/image/packages.py. A GNU sparse file's bytes are not fed (the extractor writes
+its data regions, the holes stay holes): its content hash (the full content, holes as zeros, what
+walk_tree and fsck --deep compute) is read back from the tree by hash_sparse(tree) (or
+finish(tree)) once the layer is written; until then its row's sha256 is NULL. Sparse files are
+rare, so that second read costs nothing in practice. Paths are absolute and cleaned ("/etc/passwd"), text as
 path_text() spells them; whiteout markers keep their own path (whiteout 1, opaque 2).
 CONTAINER_INDEX=0 turns the recorder off for a pull (then the layer is indexed on first use).
 """
@@ -132,6 +137,7 @@ class EntryRecorder:
         self.packages: list[tuple[str, str, str, str, str, str]] = []
         self._pending: tuple[tuple[bytes, ...], object] | None = None
         self._bg: _Background | None = None
+        self.sparse: dict[str, tuple[bytes, ...]] = {}     # path -> comps of the GNU sparse files, to hash
 
     def content(self, comps: tuple[bytes, ...], size: int = 0):
         """The hasher for the regular file at comps, whose `size` bytes are about to be written."""
@@ -169,6 +175,8 @@ class EntryRecorder:
                     self.dbs[path] = h
             elif e.sparse is None and not wh:
                 sha = hashlib.sha256(b"").hexdigest() if not e.size else None
+            elif e.sparse is not None and not wh:
+                self.sparse[path] = comps        # (hashed from the tree: hash_sparse)
         else:
             typ = _TYPES.get(e.type, "f")
             if e.type == SYMTYPE:
@@ -193,8 +201,11 @@ class EntryRecorder:
             self._bg.close()
             self._bg = None
 
-    def finish(self) -> None:
-        """Wait for the hashes, parse the package databases this layer wrote (engine/image/packages.py)."""
+    def finish(self, tree: str | os.PathLike | None = None) -> None:
+        """Wait for the hashes, parse the package databases this layer wrote (engine/image/packages.py);
+        with the tree the layer was unpacked into, hash its sparse files too (hash_sparse)."""
+        if tree is not None:
+            self.hash_sparse(tree)
         if self._bg is not None:
             self.close()
             for k, r in self.by_path.items():
@@ -206,6 +217,63 @@ class EntryRecorder:
             for name, version, arch, source, manager in parse_db(path, b"".join(cap.parts)):
                 self.packages.append((path, manager, name, version, arch, source))
         self.dbs.clear()
+
+
+    def hash_sparse(self, tree: str | os.PathLike) -> int:
+        """Fill the sha256 of the GNU sparse files this layer wrote (and of its hardlinks to them) from
+        the unpacked tree: the full content, holes read as zeros. Call it after the unpack, before
+        the rows are stored or shared (engine/layer/dedupe.py skips rows without a hash). A file that
+        is gone, replaced, or not the size its row says keeps NULL. Returns how many it hashed."""
+        done: dict[str, str] = {}
+        top = os.fsencode(os.fspath(tree))
+        for path, comps in self.sparse.items():
+            r = self.by_path.get(path)
+            if r is None or r[1] != "f" or r[10] is not None:
+                continue                          # replaced by a later entry of the layer
+            sha = hash_under(top, comps, r[5])
+            if sha is not None:
+                self.by_path[path] = r[:10] + (sha,)
+                done[path] = sha
+        if done:
+            for k, r in self.by_path.items():
+                if r[1] == "h" and r[10] is None and r[7] in done:
+                    self.by_path[k] = r[:10] + (done[r[7]],)
+        self.sparse.clear()
+        return len(done)
+
+
+def finish_tree(tree, stats) -> None:
+    """What the recorder of an unpack (stats.index, engine/layer/stream.unpack_blob) still needs from
+    the written tree: its sparse files' hashes. Call it after the unpack, before dedupe.share."""
+    rec = getattr(stats, "index", None)
+    if tree is not None and rec is not None and rec.sparse:
+        rec.hash_sparse(tree)
+
+
+def hash_under(top: bytes, comps: tuple[bytes, ...], size: int) -> str | None:
+    """sha256 hex of the regular file at comps under the directory top, opened component by
+    component without following a symlink (a later entry cannot point it outside the tree); None
+    when it is not a regular file of `size` bytes."""
+    fds: list[int] = []
+    try:
+        fds.append(os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        for c in comps[:-1]:
+            fds.append(os.open(c, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds[-1]))
+        fd = os.open(comps[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fds[-1])
+    except OSError:
+        return None
+    finally:
+        for f in fds:
+            os.close(f)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return None
+        return _hash_fd(fd)[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def walk_tree(root: str | os.PathLike) -> tuple[list[Row], list[tuple[str, str, str, str, str, str]]]:
@@ -262,17 +330,21 @@ def walk_tree(root: str | os.PathLike) -> tuple[list[Row], list[tuple[str, str, 
 
 
 def _hash_file(path: bytes, keep: bool) -> tuple[str, bytes | None]:
-    h = hashlib.sha256()
-    parts: list[bytes] = []
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        while True:
-            b = os.read(fd, 1 << 20)
-            if not b:
-                break
-            h.update(b)
-            if keep:
-                parts.append(b)
+        return _hash_fd(fd, keep)
     finally:
         os.close(fd)
+
+
+def _hash_fd(fd: int, keep: bool = False) -> tuple[str, bytes | None]:
+    h = hashlib.sha256()
+    parts: list[bytes] = []
+    while True:
+        b = os.read(fd, 1 << 20)
+        if not b:
+            break
+        h.update(b)
+        if keep:
+            parts.append(b)
     return h.hexdigest(), b"".join(parts) if keep else None

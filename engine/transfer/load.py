@@ -260,6 +260,7 @@ class _Layer:
 
 def _store_layer(store, src: Source, job: _Layer) -> None:
     from container.engine.layer import dedupe
+    from container.engine.layer.index import finish_tree
     from container.engine.layer.stream import unpack_blob
 
     d = Digest.parse(job.digest)
@@ -299,6 +300,7 @@ def _store_layer(store, src: Source, job: _Layer) -> None:
     if got != job.diff_id:
         raise VerificationError(f"layer {job.digest[:19]} does not match the image config: diff_id "
                                 f"{got[:19]}..., expected {job.diff_id[:19]}...")
+    finish_tree(job.tmp, job.stats)                  # (the sparse files' hashes)
     dedupe.share(store, job.tmp, job.stats, got)
 
 
