@@ -276,12 +276,24 @@ def hash_under(top: bytes, comps: tuple[bytes, ...], size: int) -> str | None:
         os.close(fd)
 
 
-def walk_tree(root: str | os.PathLike) -> tuple[list[Row], list[tuple[str, str, str, str, str, str]]]:
+def walk_tree(root: str | os.PathLike, objects_dir: str | os.PathLike | None = None, *,
+              links: bool = True) -> tuple[list[Row], list[tuple[str, str, str, str, str, str]]]:
     """The rows of an unpacked layer tree (layers/<hex>/, written by the extractor): what the
     recorder would have recorded, from the files (contents hashed, databases parsed). Directories
-    the tar did not name (IMPLICIT_XATTR) and the root are left out, as the recorder leaves them."""
+    the tar did not name (IMPLICIT_XATTR) and the root are left out, as the recorder leaves them.
+
+    Hardlinks inside the layer (links=True): names of one inode in this tree are one file and its
+    hardlinks, as the recorder records them: the first name a regular file ("f"), the others "h"
+    rows linking to it, with its size and hash. The tar's order is not known any more, so the
+    first is the first path of a depth-first walk by name (a tar written in that order, as Go's
+    filepath.Walk and tar --sort=name write them, gives the recorder's rows exactly). Not hardlinks: names that share an
+    inode because file-level dedupe linked them (the inode is an object under objects_dir, the
+    store's ROOT/objects: engine/layer/dedupe.py); the recorder saw two files there, and they stay
+    two "f" rows. A placeholder for a lower layer's file (HARDLINK_XATTR) is an "h" row in any case.
+    links=False keeps every name of a regular file an "f" row (fsck --deep compares contents)."""
     rows: list[Row] = []
     packages: list[tuple[str, str, str, str, str, str]] = []
+    inodes: dict[tuple[int, int], list[tuple[int, bytes]]] = {}   # (dev, ino), st_nlink > 1 -> (row, file)
     top = os.fsencode(os.fspath(root))
     stack = [b""]
     while stack:
@@ -317,16 +329,51 @@ def walk_tree(root: str | os.PathLike) -> tuple[list[Row], list[tuple[str, str, 
                     link = path_text(os.getxattr(full, HARDLINK_XATTR, follow_symlinks=False))
                 else:
                     typ, size = "f", st.st_size
-                    if not wh:
+                    same = inodes.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+                    if same is not None and not wh:
+                        sha = rows[same[0][0]][10]            # (another name of a file hashed already)
+                    elif not wh:
                         sha, data = _hash_file(full, is_package_db(path))
                         if data is not None:
                             for pname, version, arch, source, manager in parse_db(path, data):
                                 packages.append((path, manager, pname, version, arch, source))
+                    if st.st_nlink > 1 and not wh:
+                        inodes.setdefault((st.st_dev, st.st_ino), []).append((len(rows), full))
             else:
                 typ = "c" if stat.S_ISCHR(m) else "b" if stat.S_ISBLK(m) else "p"
             rows.append((path, typ, stat.S_IMODE(m), st.st_uid, st.st_gid, size, int(st.st_mtime), link,
                          xattrs, wh, sha))
+    if links:
+        for same in inodes.values():
+            if len(same) > 1 and not _is_object(same[0][1], rows[same[0][0]][10], objects_dir):
+                _as_hardlinks(rows, [i for i, _ in same])
     return rows, packages
+
+
+def _is_object(full: bytes, sha: str | None, objects_dir) -> bool:
+    """Is this file (content hash sha) a dedupe object (ROOT/objects/<key> is the same inode)?"""
+    if objects_dir is None or sha is None:
+        return False
+    from container.engine.layer.dedupe import object_key
+
+    try:
+        st = os.lstat(full)
+        xattrs = [(k, os.getxattr(full, k, follow_symlinks=False))
+                  for k in os.listxattr(full, follow_symlinks=False)]
+        key = object_key(sha, st, xattrs)
+        ost = os.lstat(os.path.join(os.fspath(objects_dir), key[:2], key[2:]))
+    except OSError:
+        return False
+    return (ost.st_dev, ost.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _as_hardlinks(rows: list[Row], same: list[int]) -> None:
+    """The names of one inode: the first path stays the file, the others become its hardlinks."""
+    order = sorted(same, key=lambda i: rows[i][0].split("/"))     # (depth first, by name: /a/b before /a.txt)
+    first = rows[order[0]]
+    for i in order[1:]:
+        r = rows[i]
+        rows[i] = (r[0], "h", r[2], r[3], r[4], first[5], r[6], first[0], r[8], r[9], first[10])
 
 
 def _hash_file(path: bytes, keep: bool) -> tuple[str, bytes | None]:
