@@ -32,6 +32,7 @@ import threading
 from typing import Any
 
 from container.engine.image.packages import is_package_db, parse_db
+from container.engine.layer.owners import ROOTLESS_XATTR, decode_resource
 from container.engine.layer.paths import clean_path
 from container.engine.layer.tar import (BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, OPAQUE, REGULAR_TYPES,
                                         SYMTYPE, WHITEOUT_PREFIX, Entry)
@@ -290,7 +291,9 @@ def walk_tree(root: str | os.PathLike, objects_dir: str | os.PathLike | None = N
     inode because file-level dedupe linked them (the inode is an object under objects_dir, the
     store's ROOT/objects: engine/layer/dedupe.py); the recorder saw two files there, and they stay
     two "f" rows. A placeholder for a lower layer's file (HARDLINK_XATTR) is an "h" row in any case.
-    links=False keeps every name of a regular file an "f" row (fsck --deep compares contents)."""
+    links=False keeps every name of a regular file an "f" row (fsck --deep compares contents).
+    Owners are the layer's: where a rootless unpack could not chown a file to them, its
+    ROOTLESS_XATTR record's (what the recorder took from the tar header)."""
     rows: list[Row] = []
     packages: list[tuple[str, str, str, str, str, str]] = []
     inodes: dict[tuple[int, int], list[tuple[int, bytes]]] = {}   # (dev, ino), st_nlink > 1 -> (row, file)
@@ -341,13 +344,25 @@ def walk_tree(root: str | os.PathLike, objects_dir: str | os.PathLike | None = N
                         inodes.setdefault((st.st_dev, st.st_ino), []).append((len(rows), full))
             else:
                 typ = "c" if stat.S_ISCHR(m) else "b" if stat.S_ISBLK(m) else "p"
-            rows.append((path, typ, stat.S_IMODE(m), st.st_uid, st.st_gid, size, int(st.st_mtime), link,
-                         xattrs, wh, sha))
+            uid, gid = st.st_uid, st.st_gid
+            if ROOTLESS_XATTR in names:
+                uid, gid = _layer_owner(full, uid, gid)
+            rows.append((path, typ, stat.S_IMODE(m), uid, gid, size, int(st.st_mtime), link, xattrs, wh, sha))
     if links:
         for same in inodes.values():
             if len(same) > 1 and not _is_object(same[0][1], rows[same[0][0]][10], objects_dir):
                 _as_hardlinks(rows, [i for i, _ in same])
     return rows, packages
+
+
+def _layer_owner(full: bytes, uid: int, gid: int) -> tuple[int, int]:
+    """The layer's owner of a file a rootless unpack could not chown to it (engine/layer/owners.py):
+    the ROOTLESS_XATTR record's ids where it has them (a 0 field: the file's own id)."""
+    try:
+        ru, rg = decode_resource(os.getxattr(full, ROOTLESS_XATTR, follow_symlinks=False))
+    except (OSError, ValueError):
+        return uid, gid
+    return ru or uid, rg or gid
 
 
 def _is_object(full: bytes, sha: str | None, objects_dir) -> bool:

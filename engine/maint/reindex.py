@@ -135,6 +135,6 @@ def check_tree(diff_id: str, tree) -> list[str] | None:
             continue                              # a second name (or a placeholder for a lower layer's file)
         elif typ != "l" and h[2] != policy.file_mode(mode, typ == "d"):
             out.append(f"{path}: mode {h[2]:o}, expected {mode:o}")
-        elif (ids := policy.owner(uid, gid)[0]) is not None and (h[3], h[4]) != ids:
-            out.append(f"{path}: owner {h[3]}:{h[4]}, expected {uid}:{gid}")
+        elif policy.owner(uid, gid)[0] is not None and (h[3], h[4]) != (uid, gid):
+            out.append(f"{path}: owner {h[3]}:{h[4]}, expected {uid}:{gid}")    # (the layer's, both)
     return out
