@@ -7,7 +7,9 @@ On SQLite the same names are Python functions registered on `container sql`'s co
 (schema/db.py for a new store, migrations.up_index for an old one). A transcription of dpkg's
 verrevcmp (lib/dpkg/version.c): epochs compared as numbers, then upstream version, then revision;
 '~' sorts before everything, even the end of the string; letters before other characters; digit
-runs compared as numbers. version_cmp returns -1/0/1 and NULL for a NULL or a non-numeric epoch;
+runs compared as numbers. version_cmp returns -1/0/1 and NULL for a NULL or for what is no dpkg
+version (python-debian's syntax: [epoch:]upstream[-revision] of letters, digits and .+~-, ':' only
+after an epoch; so '1.0^' or ' 1.0' are NULL on both backends);
 version_lt a boolean (WHERE version_lt(version, '3.0.14') works on both backends).
 container_rpmvercmp / container_rpm_cmp and container_apk_token / container_apk_cmp transcribe
 rpm's rpmvercmp + rpmverCmp and apk-tools' version.c as engine/image/versions.py does (the rules
@@ -55,6 +57,10 @@ DECLARE
   ua text := btrim(a); ub text := btrim(b); ea numeric := 0; eb numeric := 0; ra text := ''; rb text := '';
   p integer; c integer;
 BEGIN
+  IF NOT (a ~ '^[0-9]+:[A-Za-z0-9.+:~-]+$' OR a ~ '^[A-Za-z0-9.+~-]+$')
+     OR NOT (b ~ '^[0-9]+:[A-Za-z0-9.+:~-]+$' OR b ~ '^[A-Za-z0-9.+~-]+$') THEN
+    RETURN NULL;                  -- not a dpkg version (python-debian refuses it on SQLite)
+  END IF;
   p := position(':' in ua);
   IF p > 0 THEN
     IF substr(ua, 1, p - 1) !~ '^[0-9]+$' THEN RETURN NULL; END IF;

@@ -40,3 +40,6 @@ APK = [
 # dpkg's own answers are asked of `dpkg --compare-versions` (and python-debian) on these
 DPKG = ["1.0", "1.0-1", "1.0-0", "1.0~rc1", "1.0~~", "1.0a", "1.0+b1", "1:0.9", "0:1.0", "3.0.14",
         "3.0.2", "3.0.11-1~deb12u2", "3.0.14-1~deb12u1", "7.88.1-10+deb12u5", "1.0.1", "1.0.1a", "1.0+1"]
+
+# no dpkg versions (python-debian refuses them): version_cmp is NULL on both backends
+DPKG_INVALID = ["1.0^", "1_0", "a:1", "1:", " 1.0", "1.0-1:2", "3.0.14_rc1-r0"]

@@ -7,7 +7,7 @@ import pytest
 
 import tarmaker as tm
 from test_contents import dpkg_status, load, sql
-from version_vectors import APK, DPKG, RPM
+from version_vectors import APK, DPKG, DPKG_INVALID, RPM
 
 OPENSSL = [  # tag, manager, version, older than 3.0.14 by that manager's rules
     ("deb", "dpkg", "3.0.11-1~deb12u2", True), ("deb-new", "dpkg", "3.0.14-1~deb12u1", False),
@@ -65,3 +65,7 @@ def test_sql_functions_agree_with_the_vectors(db_cli, manager):
     assert got == [c for _, _, c in vectors]
     nulls = sql(db_cli, f"SELECT version_cmp(NULL, '1', '{manager}') AS a, version_cmp('1', '2', NULL) AS b")
     assert nulls == [{"a": None, "b": None}]
+    if manager == "dpkg":
+        q = " UNION ALL ".join(f"SELECT '{v}' AS v, version_cmp('{v}', '1') AS c, version_cmp('1', '{v}', 'dpkg') "
+                               "AS d" for v in DPKG_INVALID)
+        assert sql(db_cli, q) == [{"v": v, "c": None, "d": None} for v in DPKG_INVALID]
