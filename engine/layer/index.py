@@ -3,11 +3,11 @@
     rec = EntryRecorder()
     unpack_layer(stream, dest, recorder=rec)    # the extractor calls rec.content() / rec.entry()
     rec.finish()                                # the hashes done, the package databases parsed
-    rec.hash_sparse(dest)                       # GNU sparse files hashed from the tree (or finish(dest))
+    finish_tree(dest, stats)                    # GNU sparse files hashed from the tree (rec.hash_sparse)
     rec.rows -> [(path, type, mode, uid, gid, size, mtime, link, xattrs, whiteout, sha256), ...]
     rec.packages -> [(db_path, manager, name, version, arch, source), ...]
 
-    rows, packages = walk_tree(layers/<hex>/)   # the same from an unpacked tree (a store indexed late)
+    rows, packages = walk_tree(layers/<hex>/, store.objects_dir)   # the same from a tree (indexed late)
 
 The extractor (engine/layer/unpack.py) feeds one entry at a time: the tar header's fields and, for
 a regular file, the bytes it writes (content() returns the hasher that Source.copy updates), so
@@ -15,10 +15,11 @@ the content's sha256 costs no second read. A package database (dpkg status and s
 installed, rpmdb.sqlite, os-release) is also kept in memory while it passes, and parsed at
 finish() by engine/image/packages.py. A GNU sparse file's bytes are not fed (the extractor writes
 its data regions, the holes stay holes): its content hash (the full content, holes as zeros, what
-walk_tree and fsck --deep compute) is read back from the tree by hash_sparse(tree) (or
-finish(tree)) once the layer is written; until then its row's sha256 is NULL. Sparse files are
-rare, so that second read costs nothing in practice. Paths are absolute and cleaned ("/etc/passwd"), text as
-path_text() spells them; whiteout markers keep their own path (whiteout 1, opaque 2).
+walk_tree and fsck --deep compute) is read back from the tree by hash_sparse(tree) (finish_tree,
+or finish(tree)) once the layer is written; until then its row's sha256 is NULL. Sparse files are
+rare, so that second read costs nothing in practice. Paths are absolute and cleaned
+("/etc/passwd"), text as path_text() spells them; whiteout markers keep their own path
+(whiteout 1, opaque 2).
 CONTAINER_INDEX=0 turns the recorder off for a pull (then the layer is indexed on first use).
 """
 
@@ -218,7 +219,6 @@ class EntryRecorder:
             for name, version, arch, source, manager in parse_db(path, b"".join(cap.parts)):
                 self.packages.append((path, manager, name, version, arch, source))
         self.dbs.clear()
-
 
     def hash_sparse(self, tree: str | os.PathLike) -> int:
         """Fill the sha256 of the GNU sparse files this layer wrote (and of its hardlinks to them) from
