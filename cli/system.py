@@ -305,8 +305,11 @@ def _schema_markdown(tables, examples) -> str:
            "`PRAGMA query_only`, an authorizer that refuses ATTACH and PRAGMA writes; on PostgreSQL one",
            "prepared statement in a READ ONLY transaction): writes fail, whatever the text. Times are",
            "UTC. Digests are `sha256:<64 hex>`. `->` marks a foreign key. `string_agg(X, SEP)` works on",
-           "both backends, as in the examples below, and so do `version_cmp(a, b)` (-1, 0, 1) and",
-           "`version_lt(a, b)`: dpkg's version ordering (epochs, `~` before anything) for the package table.",
+           "both backends, as in the examples below, and so do `version_cmp(a, b[, manager])` (-1, 0, 1)",
+           "and `version_lt(a, b[, manager])`: the package manager's version ordering for the package table",
+           "(`manager` 'rpm': rpm's rpmvercmp over epoch:version-release, `~` first, `^` after the base;",
+           "'apk': apk's, `_alpha`..`_rc` before the release, `_p` after, `-r#`; anything else or no",
+           "manager: dpkg's, epochs and `~` before anything): `version_lt(p.version, '3.0.14', p.manager)`.",
            ""]
     for t in tables:
         out.append(f"## {t.name}")

@@ -12,7 +12,7 @@ TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
     import datetime as _dt
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def utcnow() -> _dt.datetime:

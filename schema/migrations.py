@@ -8,6 +8,7 @@ migration_context). Version 1 is the initial schema.
     3  up_index: the contents index (layer_index, file, layer_package, package)
     4  up_shared_store: the host table and lease.host
     5  up_usage: the usage records (disk, inodes, inode) on blob, layer, snapshot; blob.verified
+    6  up_index_versions: PostgreSQL's version functions again (rpm's and apk's orderings added)
 """
 
 from __future__ import annotations
@@ -90,3 +91,16 @@ def up_usage(db: peewee.Database) -> None:
 
 
 STEPS[5] = up_usage
+
+
+def up_index_versions(db: peewee.Database) -> None:
+    """Version 6: version_cmp / version_lt with a manager argument (rpm's and apk's orderings) on
+    PostgreSQL, where they live in the database (schema/pgversion.py; CREATE OR REPLACE, so the
+    dpkg ones are refreshed too). SQLite registers them per connection: nothing to do."""
+    if isinstance(db, peewee.PostgresqlDatabase):
+        from .pgversion import create_functions
+
+        create_functions(db)
+
+
+STEPS[6] = up_index_versions

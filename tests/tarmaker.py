@@ -163,6 +163,36 @@ def oci_layout(dir_: Path, layers: list[bytes], *, tag: str = "latest", compress
     return {"diff_ids": diff_ids, "layers": out_layers}
 
 
+def rpm_header(tags: dict[int, object]) -> bytes:
+    """An rpm header blob as rpmdb.sqlite stores it: index count, data length, entries, data
+    (ints as INT32, everything else as STRING)."""
+    import struct
+
+    entries, store = [], b""
+    for tag, v in tags.items():
+        if isinstance(v, int):
+            store += b"\0" * (-len(store) % 4)
+            entries.append(struct.pack(">iiii", tag, 4, len(store), 1))
+            store += struct.pack(">i", v)
+        else:
+            entries.append(struct.pack(">iiii", tag, 6, len(store), 1))
+            store += str(v).encode() + b"\0"
+    return struct.pack(">ii", len(entries), len(store)) + b"".join(entries) + store
+
+
+def rpmdb(path: Path, packages: list[dict[int, object]]) -> bytes:
+    """An rpmdb.sqlite (written at path, returned as bytes) whose Packages table holds these headers
+    (tags: 1000 NAME, 1001 VERSION, 1002 RELEASE, 1003 EPOCH, 1022 ARCH, 1044 SOURCERPM)."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)")
+        con.executemany("INSERT INTO Packages (blob) VALUES (?)", [(rpm_header(h),) for h in packages])
+    con.close()
+    return path.read_bytes()
+
+
 def seed_bytes(n: int, seed: int = 0) -> bytes:
     return (hashlib.sha256(b"%d" % seed).digest() * (n // 32 + 1))[:n]
 

@@ -2,15 +2,15 @@
 
     is_package_db("/var/lib/dpkg/status") -> True
     parse_db(path, data) -> [(name, version, arch, source, manager), ...]
-    version_cmp(a, b) -> -1 | 0 | 1      (dpkg's ordering: epochs, tildes; the SQL version_cmp/version_lt)
+    (how versions order, per manager: engine/image/versions.py)
 
 The databases: dpkg's /var/lib/dpkg/status (deb822 stanzas; packages whose state is not
 not-installed, as dpkg-query -W lists them) and /var/lib/dpkg/status.d/<name> (distroless: one
 stanza per file), apk's /lib/apk/db/installed (P:/V:/A:/o: records), rpm's rpmdb.sqlite (the
 header blobs of its Packages table: NAME, EPOCH, VERSION, RELEASE, ARCH, SOURCERPM), and
 os-release (/etc/os-release, /usr/lib/os-release: one row, manager "os-release", name = ID,
-version = VERSION_ID, source = PRETTY_NAME). python-debian parses dpkg's stanzas and orders
-versions; it is imported only here, when a dpkg database or a version comparison is met.
+version = VERSION_ID, source = PRETTY_NAME). python-debian parses dpkg's stanzas; it is imported
+only when a dpkg database is met.
 A database that does not parse yields no rows (the image still pulls).
 """
 
@@ -29,7 +29,7 @@ OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 DB_PATHS = (DPKG_STATUS, APK_INSTALLED) + RPMDB + OS_RELEASE      # (and every file in DPKG_STATUS_D)
 _FIXED = frozenset(DB_PATHS)
 
-Pkg = tuple[str, str, str, str, str]
+Pkg = tuple[str, str, str, str, str]          # name, version, arch, source, manager (dpkg | apk | rpm | os-release)
 _DPKG_FIELDS = ["Package", "Status", "Version", "Architecture", "Source"]
 
 
@@ -145,22 +145,3 @@ def _rpm_header(b: bytes) -> dict[str, object]:
             end = store.find(b"\0", off)
             out[key] = store[off:end if end >= 0 else None].decode("utf-8", "replace")
     return out
-
-
-def version_cmp(a: object, b: object) -> int | None:
-    """dpkg's version ordering (python-debian): -1, 0, 1; None when either is NULL or unparseable."""
-    if a is None or b is None:
-        return None
-    from debian.debian_support import version_compare
-
-    try:
-        c = version_compare(str(a), str(b))
-    except ValueError:
-        return None
-    return (c > 0) - (c < 0)
-
-
-def version_lt(a: object, b: object) -> int | None:
-    """1 when a orders before b (dpkg's rules), 0 when not, None when either is NULL or unparseable."""
-    c = version_cmp(a, b)
-    return None if c is None else int(c < 0)

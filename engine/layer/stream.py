@@ -129,6 +129,7 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None,
         if rec is not None:
             rec.finish()
             stats.index = rec
+            index.finish_tree(dest, stats)        # (the sparse files' hashes, read back from the tree)
         if sharer is not None:
             stats.dedupe = sharer.res
     finally:

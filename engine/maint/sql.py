@@ -12,10 +12,10 @@ ONLY transaction whose snapshot is already taken (so it cannot be switched back 
 rolled back after (schema/pg.py). Other databases (--db URL): a READ ONLY transaction, rolled back.
 
 string_agg(X, SEP), PostgreSQL's and SQLite 3.44's, is added to older SQLite connections, so one
-query text serves both backends (the examples below use it). version_cmp(a, b) and version_lt(a, b)
-(dpkg's version ordering, engine/image/packages.py) are added to SQLite connections; on
-PostgreSQL they are SQL functions created with the schema (schema/pgversion.py; version_lt is a
-boolean there, 0/1 on SQLite).
+query text serves both backends (the examples below use it). version_cmp(a, b[, manager]) and
+version_lt(a, b[, manager]) (dpkg's version ordering, or rpm's / apk's for manager 'rpm' / 'apk':
+engine/image/versions.py) are added to SQLite connections; on PostgreSQL they are SQL functions
+created with the schema (schema/pgversion.py; version_lt is a boolean there, 0/1 on SQLite).
 """
 
 from __future__ import annotations
@@ -117,8 +117,10 @@ DOC: dict[str, tuple[str, dict[str, str]]] = {
         "manager": "dpkg | apk | rpm | os-release", "name": "package (os-release: ID)",
         "version": "version (os-release: VERSION_ID)", "arch": "architecture",
         "source": "source package (os-release: PRETTY_NAME)"}),
-    "package": ("One package per image, from the package databases of its merged tree. version_lt(a, b) and "
-                "version_cmp(a, b) compare versions with dpkg's rules.", {
+    "package": ("One package per image, from the package databases of its merged tree. "
+                "version_lt(version, '3.0.14', manager) and version_cmp(a, b, manager) compare versions by "
+                "the row's package manager's rules (rpm: rpmvercmp, apk: apk's, else dpkg's; without the "
+                "manager: dpkg's).", {
         "id": "row id", "image_id": "-> image.id", "manager": "dpkg | apk | rpm | os-release",
         "name": "package (os-release: ID)", "version": "version (os-release: VERSION_ID)",
         "arch": "architecture", "source": "source package (os-release: PRETTY_NAME)",
@@ -147,10 +149,10 @@ GROUP BY l.diff_id ORDER BY l.size DESC LIMIT 10"""),
 SELECT COALESCE(CAST(exit_code AS TEXT), '-') AS exit_code, status, COUNT(*) AS containers,
        string_agg(name, ',') AS names
 FROM container GROUP BY exit_code, status ORDER BY containers DESC"""),
-    ("Images shipping openssl older than 3.0.14 (dpkg's ordering)", """\
-SELECT t.repository || ':' || COALESCE(t.tag, '<none>') AS image, p.version
+    ("Images shipping openssl older than 3.0.14 (each by its package manager's ordering)", """\
+SELECT t.repository || ':' || COALESCE(t.tag, '<none>') AS image, p.manager, p.version
 FROM package p JOIN tag t ON t.image_id = p.image_id
-WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14') ORDER BY image"""),
+WHERE p.name = 'openssl' AND version_lt(p.version, '3.0.14', p.manager) ORDER BY image"""),
     ("Which layer of an image added a file", """\
 SELECT il.image_id, il.position, f.path, f.size FROM file f JOIN image_layer il ON il.diff_id = f.diff_id
 WHERE f.path = '/etc/passwd' ORDER BY il.image_id, il.position"""),
@@ -233,12 +235,13 @@ def _string_agg(conn: sqlite3.Connection) -> None:
 
 
 def _version_functions(conn: sqlite3.Connection) -> None:
-    """version_cmp(a, b) -> -1|0|1 and version_lt(a, b) -> 0|1 with dpkg's ordering (epochs, tildes):
-    engine/image/packages.py (python-debian, imported at the first call)."""
-    from container.engine.image import packages
+    """version_cmp(a, b[, manager]) -> -1|0|1 and version_lt(a, b[, manager]) -> 0|1: dpkg's
+    ordering, or the manager's (engine/image/versions.py; python-debian imported at the first call)."""
+    from container.engine.image import versions
 
-    conn.create_function("version_cmp", 2, packages.version_cmp, deterministic=True)
-    conn.create_function("version_lt", 2, packages.version_lt, deterministic=True)
+    for n in (2, 3):
+        conn.create_function("version_cmp", n, versions.version_cmp, deterministic=True)
+        conn.create_function("version_lt", n, versions.version_lt, deterministic=True)
 
 
 def query(store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

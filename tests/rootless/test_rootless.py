@@ -265,3 +265,30 @@ def test_hostile_unpack_suite_as_a_user(users, kind):
     r = u.python(code, env={"PYTHONDONTWRITEBYTECODE": "1"}, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and "failed" not in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", MODES)
+def test_files_shows_the_layer_owners_indexed_at_pull_or_late(users, store_of, kind):
+    """The owners a rootless unpack could not give a file (recorded in user.rootlesscontainers) are
+    the layer's in the contents index, whether the layer was indexed at pull or later from its tree."""
+    import tarmaker as tm
+
+    u = users[kind]
+    at_pull, late, lay = store_of(kind), store_of(kind), store_of(kind)
+    layer = tm.tar(tm.dir("etc/"), tm.file("etc/root-owned", b"r"), tm.file("etc/in-range", b"i", uid=42, gid=42),
+                   tm.file("etc/outside", b"o", uid=70000, gid=70001), tm.file("etc/half", b"h", uid=0, gid=70002))
+    tm.oci_layout(lay / "img", [layer])
+    idx = json.loads((lay / "img/index.json").read_text())
+    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": "example.com/owners:1"}
+    (lay / "img/index.json").write_text(json.dumps(idx))
+    u.container("load", "-i", str(lay / "img"), root=at_pull, check=True)
+    u.container("load", "-i", str(lay / "img"), root=late, env={"CONTAINER_INDEX": "0"}, check=True)
+    want = u.container("files", "-l", "example.com/owners:1", "/etc", root=at_pull, check=True).stdout
+    owners = {ln.split()[-1]: ln.split()[1] for ln in want.splitlines()}
+    assert owners == {"/etc": "0/0", "/etc/root-owned": "0/0", "/etc/in-range": "42/42",
+                      "/etc/outside": "70000/70001", "/etc/half": "0/70002"}
+    assert u.container("files", "-l", "example.com/owners:1", "/etc", root=late, check=True).stdout == want
+    for root in (at_pull, late):
+        r = u.container("fsck", "--deep", root=root)
+        assert r.returncode == 0, r

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-import struct
+import tarmaker as tm
 
-from container.engine.image.packages import is_package_db, parse_db, version_cmp, version_lt
+from container.engine.image.packages import is_package_db, parse_db
+from container.engine.image.versions import version_cmp, version_lt
 
 
 def test_which_files_are_databases():
@@ -36,32 +36,13 @@ def test_os_release():
     assert parse_db("/etc/os-release", data) == [("alpine", "3.19.1", "", "Alpine Linux v3.19", "os-release")]
 
 
-def _rpm_header(tags: dict[int, object]) -> bytes:
-    """An rpm header blob as rpmdb.sqlite stores it: index count, data length, entries, data."""
-    entries, store = [], b""
-    for tag, v in tags.items():
-        if isinstance(v, int):
-            store += b"\0" * (-len(store) % 4)
-            entries.append(struct.pack(">iiii", tag, 4, len(store), 1))
-            store += struct.pack(">i", v)
-        else:
-            entries.append(struct.pack(">iiii", tag, 6, len(store), 1))
-            store += str(v).encode() + b"\0"
-    return struct.pack(">ii", len(entries), len(store)) + b"".join(entries) + store
-
-
 def test_rpmdb_sqlite(tmp_path):
-    db = tmp_path / "rpmdb.sqlite"
-    with sqlite3.connect(db) as c:
-        c.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)")
-        c.execute("INSERT INTO Packages (blob) VALUES (?)", (_rpm_header(
-            {1000: "openssl-libs", 1001: "3.0.7", 1002: "25.el9", 1003: 1, 1022: "x86_64",
-             1044: "openssl-3.0.7-25.el9.src.rpm"}),))
-        c.execute("INSERT INTO Packages (blob) VALUES (?)", (_rpm_header(
-            {1000: "bash", 1001: "5.1.8", 1002: "9.el9", 1022: "x86_64", 1044: "bash-5.1.8-9.el9.src.rpm"}),))
-        c.execute("INSERT INTO Packages (blob) VALUES (?)", (_rpm_header({1000: "gpg-pubkey", 1001: "1"}),))
-    c.close()
-    got = parse_db("/var/lib/rpm/rpmdb.sqlite", db.read_bytes())
+    data = tm.rpmdb(tmp_path / "rpmdb.sqlite", [
+        {1000: "openssl-libs", 1001: "3.0.7", 1002: "25.el9", 1003: 1, 1022: "x86_64",
+         1044: "openssl-3.0.7-25.el9.src.rpm"},
+        {1000: "bash", 1001: "5.1.8", 1002: "9.el9", 1022: "x86_64", 1044: "bash-5.1.8-9.el9.src.rpm"},
+        {1000: "gpg-pubkey", 1001: "1"}])
+    got = parse_db("/var/lib/rpm/rpmdb.sqlite", data)
     assert got == [("openssl-libs", "1:3.0.7-25.el9", "x86_64", "openssl", "rpm"),
                    ("bash", "5.1.8-9.el9", "x86_64", "bash", "rpm")]
 
