@@ -2,8 +2,7 @@
 
     rec = EntryRecorder()
     unpack_layer(stream, dest, recorder=rec)    # the extractor calls rec.content() / rec.entry()
-    rec.finish()                                # the hashes done, the package databases parsed
-    finish_tree(dest, stats)                    # GNU sparse files hashed from the tree (rec.hash_sparse)
+    rec.finish(dest)                            # package databases parsed, sparse files hashed from the tree
     rec.rows -> [(path, type, mode, uid, gid, size, mtime, link, xattrs, whiteout, sha256), ...]
     rec.packages -> [(db_path, manager, name, version, arch, source), ...]
 
@@ -15,8 +14,8 @@ the content's sha256 costs no second read. A package database (dpkg status and s
 installed, rpmdb.sqlite, os-release) is also kept in memory while it passes, and parsed at
 finish() by engine/image/packages.py. A GNU sparse file's bytes are not fed (the extractor writes
 its data regions, the holes stay holes): its content hash (the full content, holes as zeros, what
-walk_tree and fsck --deep compute) is read back from the tree by hash_sparse(tree) (finish_tree,
-or finish(tree)) once the layer is written; until then its row's sha256 is NULL. Sparse files are
+walk_tree and fsck --deep compute) is read back from the tree by hash_sparse(tree) (from
+finish(tree)) once the layer is written; until then its row's sha256 is NULL. Sparse files are
 rare, so that second read costs nothing in practice. Paths are absolute and cleaned
 ("/etc/passwd"), text as path_text() spells them; whiteout markers keep their own path
 (whiteout 1, opaque 2).
@@ -97,11 +96,7 @@ class EntryRecorder:
         self.dbs: dict[str, _Capture] = {}
         self.packages: list[tuple[str, str, str, str, str, str]] = []
         self._pending: tuple[tuple[bytes, ...], object] | None = None
-<<<<<<< HEAD
-=======
-        self._bg: _Background | None = None
         self.sparse: dict[str, tuple[bytes, ...]] = {}     # path -> comps of the GNU sparse files, to hash
->>>>>>> idxgaps
 
     def content(self, comps: tuple[bytes, ...], size: int = 0):
         """The hasher for the regular file at comps, whose `size` bytes are about to be written."""
@@ -148,27 +143,11 @@ class EntryRecorder:
     def rows(self) -> list[Row]:
         return list(self.by_path.values())
 
-<<<<<<< HEAD
-    def finish(self) -> None:
-        """Parse the package databases this layer wrote (engine/image/packages.py)."""
-=======
-    def close(self) -> None:
-        """Stop the hashing thread (finish() does; call it when the unpack failed)."""
-        if self._bg is not None:
-            self._bg.close()
-            self._bg = None
-
     def finish(self, tree: str | os.PathLike | None = None) -> None:
-        """Wait for the hashes, parse the package databases this layer wrote (engine/image/packages.py);
-        with the tree the layer was unpacked into, hash its sparse files too (hash_sparse)."""
+        """Parse the package databases this layer wrote (engine/image/packages.py); with the tree
+        the layer was unpacked into, hash its sparse files too (hash_sparse)."""
         if tree is not None:
             self.hash_sparse(tree)
-        if self._bg is not None:
-            self.close()
-            for k, r in self.by_path.items():
-                if type(r[10]) is _Deferred:
-                    self.by_path[k] = r[:10] + (r[10].h.hexdigest(),)
->>>>>>> idxgaps
         for path, cap in self.dbs.items():
             if self.by_path.get(path, ("",) * 11)[10] != cap.hexdigest():
                 continue                      # replaced later in the same layer by something else
@@ -197,15 +176,6 @@ class EntryRecorder:
                     self.by_path[k] = r[:10] + (done[r[7]],)
         self.sparse.clear()
         return len(done)
-
-
-def finish_tree(tree, stats) -> None:
-    """What the recorder of an unpack (stats.index, engine/layer/stream.unpack_blob) still needs from
-    the written tree: its sparse files' hashes (engine/layer/stream.unpack_blob calls it after the
-    unpack; the inline dedupe has passed those files by then: sparse files are not shared)."""
-    rec = getattr(stats, "index", None)
-    if tree is not None and rec is not None and rec.sparse:
-        rec.hash_sparse(tree)
 
 
 def hash_under(top: bytes, comps: tuple[bytes, ...], size: int) -> str | None:

@@ -127,9 +127,8 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None,
         stats = unpack_layer(pipe, dest, recorder=rec, sharer=sharer)
         pipe.drain()
         if rec is not None:
-            rec.finish()
+            rec.finish(dest)                      # (the sparse files' hashes read back from the tree)
             stats.index = rec
-            index.finish_tree(dest, stats)        # (the sparse files' hashes, read back from the tree)
         if sharer is not None:
             stats.dedupe = sharer.res
     finally:
