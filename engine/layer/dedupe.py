@@ -31,7 +31,7 @@ import hashlib
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TREES = "trees"
 _RO = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -45,6 +45,7 @@ class Result:
     saved: int = 0        # bytes those files no longer take
     held: int = 0         # bytes of the tree's object inodes, each once (its share of the objects)
     within: int = 0       # of `saved`, the files that share an inode with another file of this tree
+    dups: list[str] = field(default_factory=list)    # those files' paths (index.path_text): not hardlinks
 
 
 def object_key(sha: str, st: os.stat_result, xattrs: list[tuple[str, bytes]]) -> str:
@@ -98,14 +99,16 @@ class Sharer:
         self.res = Result()
         self.seen: set[str] = set()
 
-    def file(self, pfd: int, name: bytes, fd: int, hasher, size: int, st: os.stat_result) -> os.stat_result:
-        """Share the file `name` of the directory pfd, open as fd, whose fstat is st; `hasher` saw its
-        `size` bytes. Returns the lstat of what the tree holds at name now (st, or the object's)."""
+    def file(self, pfd: int, name: bytes, fd: int, hasher, size: int, st: os.stat_result,
+             comps: tuple[bytes, ...] = ()) -> os.stat_result:
+        """Share the file `name` (at comps in the tree) of the directory pfd, open as fd, whose fstat is
+        st; `hasher` saw its `size` bytes. Returns the lstat of what the tree holds at name now (st,
+        or the object's)."""
         if not size or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != size:
             return st
         try:
             return _place(self.objs, pfd, name, st, object_key(hasher.hexdigest(), st, _xattrs(fd)), self.res,
-                          self.seen)
+                          self.seen, comps)
         except OSError:
             return st       # (EMLINK, a full objects dir: the file stays as it is)
 
@@ -114,7 +117,7 @@ class Sharer:
 
 
 def _place(objs: _Objects, dfd: int, name: bytes, st: os.stat_result, key: str, res: Result,
-           seen: set[str]) -> os.stat_result:
+           seen: set[str], comps: tuple[bytes, ...] = ()) -> os.stat_result:
     sfd = objs.sub(key[:2])
     leaf = key[2:]
     try:
@@ -140,22 +143,28 @@ def _place(objs: _Objects, dfd: int, name: bytes, st: os.stat_result, key: str, 
     res.linked += 1
     res.saved += st.st_blocks * 512
     if key in seen:
+        from container.engine.layer.index import path_text
+
         res.within += st.st_blocks * 512
+        res.dups.append(path_text(comps))
     else:
         seen.add(key)
         res.held += ost.st_blocks * 512
     return ost
 
 
-def record(objects_dir, diff_id: str, held: int, within: int = 0) -> None:
+def record(objects_dir, diff_id: str, held: int, within: int = 0, dups: list[str] | None = None) -> None:
     """Note the bytes of the tree's object inodes, and what sharing inside the tree saved (df's
-    "Deduplicated" is computed from them)."""
+    "Deduplicated" is computed from them); second line: the paths of the tree's files that share
+    an inode with another of its files because of the dedupe (a JSON list: tree_dups())."""
+    import json
+
     d = os.path.join(os.fspath(objects_dir), TREES)
     os.makedirs(d, exist_ok=True)
     hexd = diff_id.split(":", 1)[-1]
     tmp = os.path.join(d, f".tmp-{hexd}-{secrets.token_hex(4)}")
     with open(tmp, "w") as f:
-        f.write(f"{held} {within}\n")
+        f.write(f"{held} {within}\n{json.dumps(dups or [])}\n")
     os.replace(tmp, os.path.join(d, hexd))
 
 
@@ -166,12 +175,27 @@ def held_by_trees(objects_dir, names: set[str]) -> tuple[int, int]:
     for n in names:
         try:
             with open(os.path.join(d, n)) as f:
-                parts = f.read().split()
+                parts = f.readline().split()
             held += int(parts[0])
             within += int(parts[1]) if len(parts) > 1 else 0
         except (OSError, ValueError, IndexError):
             continue
     return held, within
+
+
+def tree_dups(objects_dir, diff_id: str) -> set[str] | None:
+    """The paths record() noted for a tree: files that share an inode with another file of the tree
+    because the dedupe linked them (not hardlinks of the layer). None: no such note (a tree shared
+    before the note existed, or not shared): which names are hardlinks is not known."""
+    import json
+
+    try:
+        with open(os.path.join(os.fspath(objects_dir), TREES, diff_id.split(":", 1)[-1])) as f:
+            f.readline()
+            second = f.readline()
+        return set(json.loads(second)) if second else None
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def objects(objects_dir) -> list[tuple[str, os.stat_result]]:
@@ -232,7 +256,7 @@ def record_tree(store, stats, diff_id: str) -> None:
     if res is None:
         return
     try:
-        record(store.objects_dir, diff_id, res.held, res.within)
+        record(store.objects_dir, diff_id, res.held, res.within, res.dups)
     except OSError:
         pass
 

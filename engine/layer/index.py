@@ -205,7 +205,8 @@ def hash_under(top: bytes, comps: tuple[bytes, ...], size: int) -> str | None:
 
 
 def walk_tree(root: str | os.PathLike, objects_dir: str | os.PathLike | None = None, *,
-              links: bool = True) -> tuple[list[Row], list[tuple[str, str, str, str, str, str]]]:
+              links: bool = True, dups: set[str] | None = None
+              ) -> tuple[list[Row], list[tuple[str, str, str, str, str, str]]]:
     """The rows of an unpacked layer tree (layers/<hex>/, written by the extractor): what the
     recorder would have recorded, from the files (contents hashed, databases parsed). Directories
     the tar did not name (IMPLICIT_XATTR) and the root are left out, as the recorder leaves them.
@@ -217,7 +218,11 @@ def walk_tree(root: str | os.PathLike, objects_dir: str | os.PathLike | None = N
     filepath.Walk and tar --sort=name write them, gives the recorder's rows exactly). Not hardlinks: names that share an
     inode because file-level dedupe linked them (the inode is an object under objects_dir, the
     store's ROOT/objects: engine/layer/dedupe.py); the recorder saw two files there, and they stay
-    two "f" rows. A placeholder for a lower layer's file (HARDLINK_XATTR) is an "h" row in any case.
+    two "f" rows. The dedupe shares a file as it is written, so an object may have hardlinks of
+    the layer too: `dups` (dedupe.tree_dups: the tree's names the dedupe linked) are then the "f"
+    rows and the object's other names follow the hardlink rule; without it (a tree shared before
+    that note was kept, when no shared file had hardlinks) every name of an object is an "f" row.
+    A placeholder for a lower layer's file (HARDLINK_XATTR) is an "h" row in any case.
     links=False keeps every name of a regular file an "f" row (fsck --deep compares contents).
     Owners are the layer's: where a rootless unpack could not chown a file to them, its
     ROOTLESS_XATTR record's (what the recorder took from the tar header)."""
@@ -277,8 +282,14 @@ def walk_tree(root: str | os.PathLike, objects_dir: str | os.PathLike | None = N
             rows.append((path, typ, stat.S_IMODE(m), uid, gid, size, int(st.st_mtime), link, xattrs, wh, sha))
     if links:
         for same in inodes.values():
-            if len(same) > 1 and not _is_object(same[0][1], rows[same[0][0]][10], objects_dir):
+            if len(same) < 2:
+                continue
+            if not _is_object(same[0][1], rows[same[0][0]][10], objects_dir):
                 _as_hardlinks(rows, [i for i, _ in same])
+            elif dups is not None:
+                linked = [i for i, _ in same if rows[i][0] not in dups]
+                if len(linked) > 1:
+                    _as_hardlinks(rows, linked)
     return rows, packages
 
 

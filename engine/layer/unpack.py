@@ -220,7 +220,7 @@ class _Extractor(DirTree):
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
             st = os.fstat(fd)
             if self.sharer is not None and h is not None:
-                st = self.sharer.file(pfd, leaf, fd, h, e.size, st)
+                st = self.sharer.file(pfd, leaf, fd, h, e.size, st, comps)
             self.tally.add(st)
         finally:
             os.close(fd)

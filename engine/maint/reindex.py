@@ -16,6 +16,7 @@ package rows (engine/image/contents.record_image_packages).
 from __future__ import annotations
 
 from container.engine.image import contents
+from container.engine.layer import dedupe
 from container.engine.layer.index import walk_tree
 from container.engine.layer.owners import OwnerPolicy
 
@@ -35,7 +36,7 @@ def index_layers(store, diff_ids) -> int:
         tree = digest_path(store.layers_dir, d)
         if tree is None or not tree.is_dir():
             continue
-        rows, packages = walk_tree(tree, store.objects_dir)
+        rows, packages = walk_tree(tree, store.objects_dir, dups=dedupe.tree_dups(store.objects_dir, d))
         rows = _lower_links(d, rows)
         with write_txn():
             if contents.store_layer(d, rows, packages, source="tree"):
