@@ -177,6 +177,7 @@ class _Puller:
             if job.tmp is not None:
                 remove_tree(job.tmp)
                 job.tmp = None
+                dedupe.forget_new(self.store.objects_dir, getattr(job.stats, "dedupe", None))
             if job.ingest is not None:
                 job.ingest.__exit__(None, None, None)   # keeps a partial for resume (unless it was discarded)
                 job.ingest = None
@@ -441,6 +442,9 @@ class _Puller:
                 if j.tmp is not None:
                     remove_tree(j.tmp)
                     j.tmp = None
+                    from container.engine.layer import dedupe
+
+                    dedupe.forget_new(self.store.objects_dir, getattr(j.stats, "dedupe", None))
                 if j.ingest is not None:
                     j.ingest.__exit__(None, None, None)   # complete + verified: stays resumable in ingest/
                     j.ingest = None

@@ -46,6 +46,7 @@ class Result:
     held: int = 0         # bytes of the tree's object inodes, each once (its share of the objects)
     within: int = 0       # of `saved`, the files that share an inode with another file of this tree
     dups: list[str] = field(default_factory=list)    # those files' paths (index.path_text): not hardlinks
+    new: list[str] = field(default_factory=list)     # the keys of the objects it created
 
 
 def object_key(sha: str, st: os.stat_result, xattrs: list[tuple[str, bytes]]) -> str:
@@ -123,6 +124,7 @@ def _place(objs: _Objects, dfd: int, name: bytes, st: os.stat_result, key: str, 
     try:
         os.link(name, leaf, src_dir_fd=dfd, dst_dir_fd=sfd, follow_symlinks=False)
         res.created += 1
+        res.new.append(key)
         if key not in seen:
             seen.add(key)
             res.held += st.st_blocks * 512
@@ -247,6 +249,23 @@ def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
                 except OSError:
                     pass
     return n, freed
+
+
+def forget_new(objects_dir, res: Result | None, links: int = 1) -> None:
+    """A tree that will not be published (its pull failed): unlink the objects its unpack created
+    that nothing else links (st_nlink <= `links`: 1 once the tree is removed, 2 while it is still
+    there), so the failed pull leaves the objects as they were."""
+    if res is None:
+        return
+    root = os.fspath(objects_dir)
+    for key in res.new:
+        p = os.path.join(root, key[:2], key[2:])
+        try:
+            if os.lstat(p).st_nlink <= links:
+                os.unlink(p)
+        except OSError:
+            continue
+    res.new.clear()
 
 
 def record_tree(store, stats, diff_id: str) -> None:

@@ -131,6 +131,12 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None,
             stats.index = rec
         if sharer is not None:
             stats.dedupe = sharer.res
+    except BaseException:
+        if sharer is not None:          # (the caller removes the tree: its files' new objects go now)
+            from container.engine.layer import dedupe
+
+            dedupe.forget_new(objects_dir, sharer.res, links=2)
+        raise
     finally:
         pipe.close()
         if sharer is not None:

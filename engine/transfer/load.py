@@ -309,13 +309,16 @@ def _check_digest(job: _Layer) -> None:
             raise VerificationError(f"archive layer {job.digest[:19]}...: digest mismatch (got {str(have)[:19]}...)")
 
 
-def _cleanup(jobs: list[_Layer]) -> None:
+def _cleanup(store, jobs: list[_Layer]) -> None:
     from container.cas.fsutil import remove_tree
 
     for j in jobs:
         if j.tmp is not None:
             remove_tree(j.tmp)
             j.tmp = None
+            from container.engine.layer import dedupe
+
+            dedupe.forget_new(store.objects_dir, getattr(j.stats, "dedupe", None))
         if j.ingest is not None:
             try:
                 j.ingest.reset()
@@ -355,7 +358,7 @@ def store_images(store, src: Source, imgs: list[Image], listener: Any = None) ->
                 j.ingest.__exit__(None, None, None)
                 j.ingest = None
     except BaseException:
-        _cleanup(list(jobs.values()))
+        _cleanup(store, list(jobs.values()))
         raise
     for img in imgs:
         store.blobs.put_bytes(img.manifest_raw, Digest.parse(img.manifest_digest))

@@ -171,3 +171,48 @@ def test_debian_and_a_rebuild_of_it_share_files_rmi_gc_keeps_the_other_verified(
     assert r.returncode == 0, r.stdout + r.stderr
     assert adds_up(cli, root)["deduplicated"] < rep["deduplicated"]
     assert "Deduplicated" in cli("df", "-v", check=True).stdout
+
+
+def _objects(root) -> list[str]:
+    top = root / "objects"
+    return sorted(f"{d}/{n}" for d in os.listdir(top) if len(d) == 2 for n in os.listdir(top / d)) \
+        if top.is_dir() else []
+
+
+@pytest.mark.parametrize("how", ["corrupt-layer", "wrong-diff-id"])
+def test_a_failed_load_leaves_the_objects_as_they_were(cli, root, tmp_path, how):
+    """The dedupe shares files while a layer is written: a load (or pull) that fails afterwards,
+    in the unpack or at the diff_id check, takes the objects its layers created back out."""
+    load(cli, tmp_path, "example.com/dd/base:1", [app(1)])
+    before = _objects(root)
+    assert before
+    d = tmp_path / "bad"
+    fresh = tm.tar(tm.dir("srv/"), *[tm.file(f"srv/f{i}", tm.seed_bytes(5000, seed=100 + i), mtime=MTIME)
+                                     for i in range(20)])
+    out = tm.oci_layout(d, [app(2), fresh])
+    blobs = d / "blobs" / "sha256"
+    idx = json.loads((d / "index.json").read_text())
+    man_d = idx["manifests"][0]["digest"][7:]
+    man = json.loads((blobs / man_d).read_text())
+    if how == "corrupt-layer":            # the second layer's gzip stream cut short: the unpack fails
+        dg, _, blob = out["layers"][1]
+        cut = blob[: len(blob) // 2]
+        nd = hashlib.sha256(cut).hexdigest()
+        (blobs / nd).write_bytes(cut)
+        man["layers"][1].update(digest="sha256:" + nd, size=len(cut))
+    else:                                 # the config names another diff_id for the second layer
+        cfg = json.loads((blobs / man["config"]["digest"][7:]).read_bytes())
+        cfg["rootfs"]["diff_ids"][1] = "sha256:" + "0" * 64
+        raw = json.dumps(cfg).encode()
+        cd = hashlib.sha256(raw).hexdigest()
+        (blobs / cd).write_bytes(raw)
+        man["config"].update(digest="sha256:" + cd, size=len(raw))
+    raw = json.dumps(man).encode()
+    md = hashlib.sha256(raw).hexdigest()
+    (blobs / md).write_bytes(raw)
+    idx["manifests"][0].update(digest="sha256:" + md, size=len(raw),
+                               annotations={"io.containerd.image.name": "example.com/dd/bad:1"})
+    (d / "index.json").write_text(json.dumps(idx))
+    r = cli("load", "-i", str(d))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert _objects(root) == before
