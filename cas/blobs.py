@@ -173,6 +173,12 @@ class Ingest:
         self._h = hashlib.sha256()
         self.offset = 0
 
+    def abandon(self) -> None:
+        """Drop the partial content and, on exit, the ingest directory too (nothing to resume:
+        the bytes came from a local archive)."""
+        self.reset()
+        self.done = True
+
     def write(self, chunk: bytes) -> None:
         assert self._f is not None, "ingest already committed or done"
         self._f.write(chunk)

@@ -321,7 +321,7 @@ def _cleanup(store, jobs: list[_Layer]) -> None:
             dedupe.forget_new(store.objects_dir, getattr(j.stats, "dedupe", None))
         if j.ingest is not None:
             try:
-                j.ingest.reset()
+                j.ingest.abandon()
             finally:
                 j.ingest.__exit__(None, None, None)
                 j.ingest = None

@@ -216,3 +216,4 @@ def test_a_failed_load_leaves_the_objects_as_they_were(cli, root, tmp_path, how)
     r = cli("load", "-i", str(d))
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
     assert _objects(root) == before
+    assert cli("fsck", check=True).returncode == 0          # (no partial left in ingest/ either)
