@@ -1,7 +1,7 @@
 """The container's side of a spawn: what the forked children do between fork() and execve().
 
-A (namespaces only) unshares the namespaces and forks B, the PID namespace's init, then waits
-for it and exits with its status. B sets up the rootfs (overlay or bind, pivot_root, /proc,
+B (namespaces: the init of the PID namespace the supervisor unshared for it; chroot: a plain child)
+unshares its other namespaces (namespace_init), sets up the rootfs (overlay or bind, pivot_root, /proc,
 /dev, /sys, the /etc files docker writes), drops capabilities, switches user, execve()s. Errors
 go to the supervisor over a CLOEXEC pipe as one line (report_failure); the protocol is described
 in runtime/isolate.py. Nothing here may return into the supervisor's code.
@@ -16,7 +16,7 @@ import stat
 
 from container.engine.runtime.options import DEFAULT_PATH
 from container.engine.runtime.syscalls import (
-    CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_NODEV,
+    CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_NODEV,
     MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, capbset_drop, mount, pivot_root,
     set_pdeathsig, sethostname, umount, unshare)
 
@@ -56,7 +56,9 @@ def trace_pid(what: str) -> None:
     if _TRACE:
         import time
 
-        os.write(2, f"trace {time.perf_counter() * 1000:12.2f} [{os.getpid()}] {what}\n".encode())
+        t0 = float(os.environ.get("CONTAINER_TRACE_T0") or 0)
+        os.write(2, f"trace {(time.perf_counter() - t0) * 1000:7.2f} ms  (cpu {time.process_time() * 1000:6.1f})  "
+                    f"[{os.getpid()}] {what}\n".encode())
 
 
 def report_failure(w: int, code: int, msg: str, tag: str = "E") -> None:
@@ -70,33 +72,25 @@ def report_failure(w: int, code: int, msg: str, tag: str = "E") -> None:
     os._exit(code)
 
 
-def namespace_child(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull) -> None:
-    for s in FORWARDED:
-        signal.signal(s, signal.SIG_IGN)
-    set_pdeathsig(signal.SIGKILL)
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+def namespace_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull) -> None:
+    """B, forked by the supervisor into the PID namespace it unshared for its children
+    (isolate.NewPidNamespace): B is that namespace's init and unshares its own mount, UTS and IPC
+    namespaces (network too with --network none), then sets the container up (container_init)."""
+    set_pdeathsig(signal.SIGKILL)           # (getppid() is 0 here: the supervisor is outside)
+    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
     if spec.network == "none":
         flags |= CLONE_NEWNET
-    trace_pid("A start")
+    trace_pid("B start")
     try:
         unshare(flags)
     except OSError as e:
         report_failure(w, 125, f"cannot create namespaces ({e}); try --isolation chroot", tag="N")
-    trace_pid("A unshared")
-    pid = os.fork()
-    if pid == 0:
-        try:
-            set_pdeathsig(signal.SIGKILL)       # (getppid() is 0 here: A is outside)
-            container_init(w, rootfs, spec, slave, devnull, chroot=False)
-        except BaseException as e:
-            report_failure(w, 125, str(e))
-        os._exit(125)
-    hand_over(w, pid, slave, devnull)
-    exit_with(pid, "A: B exited")
+    trace_pid("B unshared")
+    container_init(w, rootfs, spec, slave, devnull, chroot=False)
 
 
 def hand_over(w: int, pid: int, slave, devnull) -> None:
-    """The middle process (A, exec's X1) once the container's process is forked: its host pid to
+    """The middle process (exec's X1) once the container's process is forked: its host pid to
     the supervisor ("P<pid>"), our copies of the pipe, the pty's slave and /dev/null closed."""
     try:
         os.write(w, b"P%d\n" % pid)
@@ -250,7 +244,6 @@ def _exec(w: int, argv: list[str], env: list[str]) -> None:
 
 
 def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
-    trace_pid("B start")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     trace_pid("B rprivate")
     target = rootfs.path

@@ -2,24 +2,27 @@
 
 Two backends (style.md §9.6), chosen by `--isolation` and recorded on the container row:
 
-namespaces  supervisor S forks A; A calls unshare(NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET]) through
-            ctypes (Python 3.11 has no os.unshare) and forks B, the PID namespace's init. B makes
+namespaces  supervisor S unshares a PID namespace for its children (unshare(CLONE_NEWPID) through
+            _ctypes: Python 3.11 has no os.unshare), forks B into it, its init, and at once points
+            its own children back at its own PID namespace (setns: a later spawn, a restart, is
+            forked afresh). B unshares NEWNS|NEWUTS|NEWIPC[|NEWNET], makes
             every mount private, mounts the rootfs (overlay with the snapshot as lower, or a bind
             of the private copy), pivot_root()s into it and detaches the old root, then mounts a
             fresh /proc, a minimal /dev (tmpfs + mknod null/zero/full/random/urandom/tty, devpts,
             shm), /sys read-only; sets the hostname; remounts / read-only for --read-only; drops
             to the user; chdirs; execve()s. All mounts live in B's mount namespace, so nothing is
-            left mounted on the host, whatever happens to us. A only waits for B and exits with
-            its status: S waits for A.
+            left mounted on the host, whatever happens to us. S waits for B (one fork: no middle
+            process between them).
 chroot      where namespaces are unavailable: B chroot()s into the private copy (no mounts, no
             PID namespace) and does the same process setup.
 
 Everything runs in forked children of a single-threaded supervisor, never in preexec_fn. A
-CLOEXEC pipe reports either B's host pid ("P") or an error ("E<code> <message>", "O" = the
-overlay mount failed) and reaches EOF at B's successful execve. With -t it is a socketpair, on
+CLOEXEC pipe reports an error ("E<code> <message>", "O" = the overlay mount failed, "N" = the
+namespaces were refused; a middle process, exec's, sends the host pid of its child: "P<pid>") or
+reaches EOF at B's successful execve. With -t it is a socketpair, on
 which B sends ("T") the master of a pty from the container's own devpts (docs/tty.md).
 
-The children's side (namespaces, mounts, exec) is runtime/child.py, over the ctypes calls of
+The children's side (namespaces, mounts, exec) is runtime/child.py, over the libc calls of
 runtime/syscalls.py; the -t pump is runtime/tty.py (imported for -t only). start() is the fork and
 this protocol with any child: `container exec` (runtime/exec.py) uses it with its own.
 
@@ -35,7 +38,7 @@ import os
 import sys
 
 from container.engine.errors import CommandNotExecutable, CommandNotFound, RunError
-from container.engine.runtime.child import FORWARDED, container_init, namespace_child, report_failure, trace_pid
+from container.engine.runtime.child import FORWARDED, container_init, namespace_init, report_failure, trace_pid
 from container.engine.runtime.options import REQUIRED, Record
 from container.engine.runtime.syscalls import libc
 
@@ -114,7 +117,7 @@ class NamespacesUnavailable(RunError):
 
 
 class Running(Record):
-    # pid: A (namespaces) or B (chroot), what S waits for; container_pid: B in the host's PID ns;
+    # pid: what S waits for (B; exec's middle process); container_pid: B in the host's PID ns;
     # _sig: the forwarded signal we emulated with SIGKILL
     FIELDS = dict(pid=REQUIRED, container_pid=REQUIRED, tty_master=None, interactive=False, _sig=0,
                   _old_handlers=dict, log=None)
@@ -170,7 +173,7 @@ class Running(Record):
                 signal.signal(s, h)
             if self.tty_master is not None:
                 os.close(self.tty_master)
-        trace_pid("S: A exited")
+        trace_pid("S: B exited")
         if self._sig:
             return 128 + self._sig
         if os.WIFSIGNALED(status):
@@ -222,13 +225,47 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
         import socket  # noqa: F401
         import struct  # noqa: F401
 
-    def child(w: int, slave: int | None, devnull: int | None) -> None:
-        if isolation == "namespaces":
-            namespace_child(w, rootfs, spec, slave, devnull)
-        else:
+    if isolation != "namespaces":
+        def child(w: int, slave: int | None, devnull: int | None) -> None:
             container_init(w, rootfs, spec, slave, devnull, chroot=True)
 
-    return start(child, spec)
+        return start(child, spec)
+
+    def init(w: int, slave: int | None, devnull: int | None) -> None:
+        namespace_init(w, rootfs, spec, slave, devnull)
+
+    with NewPidNamespace():
+        return start(init, spec)
+
+
+class NewPidNamespace:
+    """`with`: the children forked inside go into a new PID namespace (unshare(CLONE_NEWPID) sets
+    the caller's pid_for_children, never its own); on the way out the caller's own namespace is
+    its children's again (setns), so any later fork (a retry, a restart, a pull's helper) is an
+    ordinary child. NamespacesUnavailable when the kernel refuses the new namespace."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        from container.engine.runtime.syscalls import CLONE_NEWPID, unshare
+
+        self.fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            unshare(CLONE_NEWPID)
+        except OSError as e:
+            os.close(self.fd)
+            raise NamespacesUnavailable(f"cannot create namespaces ({e}); try --isolation chroot") from None
+
+    def __exit__(self, *exc: object) -> None:
+        from container.engine.runtime.syscalls import CLONE_NEWPID, setns
+
+        try:
+            setns(self.fd, CLONE_NEWPID)      # (back into the namespace we are in: not refused)
+        except OSError:
+            pass                              # B runs: a later fork would fail, not this spawn
+        finally:
+            os.close(self.fd)
 
 
 def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
@@ -236,7 +273,7 @@ def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpe
     """Fork `child(w, slave, devnull)` (spawn()'s, or runtime/exec.py's) with the protocol above:
     the report pipe `w`, the pty's slave with -t (`pty` (master, slave) when given, else a new
     one), /dev/null for stdin without -i; held signals."""
-    libc()                                   # load ctypes before forking (once, in the parent)
+    libc()                                   # bind libc before forking (once, in the parent)
     # B runs after pivot_root, where our Python stdlib is out of reach: import what it needs now.
     if spec.tty:
         import container.engine.runtime.tty  # noqa: F401   (termios, _socket: the pty's code)
@@ -279,7 +316,7 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     trace_pid("S fork")
     pid = os.fork()
-    if pid == 0:                                       # A (namespaces) or B (chroot)
+    if pid == 0:                                       # B (or exec's middle process)
         try:
             os.close(r)
             if master is not None:
