@@ -216,8 +216,10 @@ def _release_signals() -> None:
         os.kill(os.getpid(), s)
 
 
-def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
-    """Start the container process; returns once it has exec'd, or raises RunError (125/126/127)."""
+def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec,
+          forked: Callable[[int], None] | None = None) -> Running:
+    """Start the container process; returns once it has exec'd, or raises RunError (125/126/127).
+    forked(pid) is called as soon as the process exists, while it sets itself up (start())."""
     reason = unavailable_reason(isolation)
     if reason:
         raise RunError(reason)
@@ -229,13 +231,13 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
         def child(w: int, slave: int | None, devnull: int | None) -> None:
             container_init(w, rootfs, spec, slave, devnull, chroot=True)
 
-        return start(child, spec)
+        return start(child, spec, forked=forked)
 
     def init(w: int, slave: int | None, devnull: int | None) -> None:
         namespace_init(w, rootfs, spec, slave, devnull)
 
     with NewPidNamespace():
-        return start(init, spec)
+        return start(init, spec, forked=forked)
 
 
 class NewPidNamespace:
@@ -269,10 +271,12 @@ class NewPidNamespace:
 
 
 def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
-          pty: tuple[int, int] | None = None) -> Running:
+          pty: tuple[int, int] | None = None, forked: Callable[[int], None] | None = None) -> Running:
     """Fork `child(w, slave, devnull)` (spawn()'s, or runtime/exec.py's) with the protocol above:
     the report pipe `w`, the pty's slave with -t (`pty` (master, slave) when given, else a new
-    one), /dev/null for stdin without -i; held signals."""
+    one), /dev/null for stdin without -i; held signals. forked(pid), when given, runs in the parent
+    right after the fork, in parallel with the child's setup (run records "running" there); if it
+    raises, the child is killed and reaped and the error goes on."""
     libc()                                   # bind libc before forking (once, in the parent)
     # B runs after pivot_root, where our Python stdlib is out of reach: import what it needs now.
     if spec.tty:
@@ -285,7 +289,7 @@ def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpe
     sys.stderr.flush()
     _hold_signals()
     try:
-        return _spawn(child, spec, pty)
+        return _spawn(child, spec, pty, forked)
     except BaseException:
         _release_signals()
         raise
@@ -298,7 +302,7 @@ def release_signals() -> None:
 
 
 def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
-           pty: tuple[int, int] | None) -> Running:
+           pty: tuple[int, int] | None, forked: Callable[[int], None] | None) -> Running:
     master = slave = None
     if spec.tty:
         # the report channel is a socket, on which the container's init may send the master of
@@ -330,6 +334,15 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         os.close(slave)
     if devnull is not None:
         os.close(devnull)
+    if forked is not None:
+        try:
+            forked(pid)
+        except BaseException:
+            _kill_and_reap(pid)
+            os.close(r)
+            if master is not None:
+                os.close(master)
+            raise
     if spec.tty:
         from container.engine.runtime.tty import recv_report
 
@@ -348,14 +361,7 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         elif line.startswith((b"E", b"O", b"N")) and err is None:
             err = line
     if err is not None:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
+        _reap(pid)
         if master is not None:
             os.close(master)
         text = err.decode("utf-8", "replace")
@@ -368,6 +374,25 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         cls = {126: CommandNotExecutable, 127: CommandNotFound}.get(code, RunError)
         raise cls(msg)
     return Running(pid=pid, container_pid=cpid, tty_master=master, interactive=spec.interactive)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return
 
 
 def _read_report(r: int) -> bytes:
