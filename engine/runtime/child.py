@@ -16,7 +16,7 @@ import stat
 
 from container.engine.runtime.options import DEFAULT_PATH
 from container.engine.runtime.syscalls import (
-    CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_NODEV,
+    CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS, MNT_DETACH, MS_BIND, MS_NODEV,
     MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, capbset_drop, mount, pivot_root,
     set_pdeathsig, sethostname, umount, unshare)
 
@@ -72,25 +72,41 @@ def report_failure(w: int, code: int, msg: str, tag: str = "E") -> None:
     os._exit(code)
 
 
-def namespace_init(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull) -> None:
+def namespace_child(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull, *, middle: bool = False) -> None:
     """B, forked by the supervisor into the PID namespace it unshared for its children
-    (isolate.NewPidNamespace): B is that namespace's init and unshares its own mount, UTS and IPC
-    namespaces (network too with --network none), then sets the container up (container_init)."""
-    set_pdeathsig(signal.SIGKILL)           # (getppid() is 0 here: the supervisor is outside)
-    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    (isolate.NewPidNamespace), that namespace's init: unshares its own mount, UTS, IPC (with
+    --network none, network) namespaces and sets the container up. middle: A, where the supervisor
+    cannot make the PID namespace (rootless): unshares the PID namespace too, forks B, reports
+    B's host pid and exits with B's status."""
+    if middle:
+        for s in FORWARDED:
+            signal.signal(s, signal.SIG_IGN)
+    set_pdeathsig(signal.SIGKILL)           # (B: getppid() is 0 here, the supervisor is outside)
+    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (CLONE_NEWPID if middle else 0)
     if spec.network == "none":
         flags |= CLONE_NEWNET
-    trace_pid("B start")
+    trace_pid("A start" if middle else "B start")
     try:
         unshare(flags)
     except OSError as e:
         report_failure(w, 125, f"cannot create namespaces ({e}); try --isolation chroot", tag="N")
-    trace_pid("B unshared")
-    container_init(w, rootfs, spec, slave, devnull, chroot=False)
+    trace_pid("unshared")
+    if not middle:
+        container_init(w, rootfs, spec, slave, devnull, chroot=False)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            set_pdeathsig(signal.SIGKILL)
+            container_init(w, rootfs, spec, slave, devnull, chroot=False)
+        except BaseException as e:
+            report_failure(w, 125, str(e))
+        os._exit(125)
+    hand_over(w, pid, slave, devnull)
+    exit_with(pid, "A: B exited")
 
 
 def hand_over(w: int, pid: int, slave, devnull) -> None:
-    """The middle process (exec's X1) once the container's process is forked: its host pid to
+    """The middle process (a rootless run's A, exec's X1) once the container's process is forked: its host pid to
     the supervisor ("P<pid>"), our copies of the pipe, the pty's slave and /dev/null closed."""
     try:
         os.write(w, b"P%d\n" % pid)

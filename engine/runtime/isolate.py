@@ -38,7 +38,8 @@ import os
 import sys
 
 from container.engine.errors import CommandNotExecutable, CommandNotFound, RunError
-from container.engine.runtime.child import FORWARDED, container_init, namespace_init, report_failure, trace_pid
+from container.engine.runtime.child import (
+    FORWARDED, container_init, namespace_child, report_failure, trace_pid)
 from container.engine.runtime.options import REQUIRED, Record
 from container.engine.runtime.syscalls import libc
 
@@ -233,26 +234,52 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec,
 
         return start(child, spec, forked=forked)
 
-    def init(w: int, slave: int | None, devnull: int | None) -> None:
-        namespace_init(w, rootfs, spec, slave, devnull)
+    ns = NewPidNamespace()
+    if ns.usable():
+        def init(w: int, slave: int | None, devnull: int | None) -> None:
+            namespace_child(w, rootfs, spec, slave, devnull)
 
-    with NewPidNamespace():
-        return start(init, spec, forked=forked)
+        with ns:
+            return start(init, spec, forked=forked)
+
+    def middle(w: int, slave: int | None, devnull: int | None) -> None:
+        namespace_child(w, rootfs, spec, slave, devnull, middle=True)
+
+    running = start(middle, spec)                # B's pid is known from A's report only
+    if forked is not None:
+        try:
+            forked(running.container_pid)
+        except BaseException:
+            _kill_and_reap(running.container_pid, running.pid)
+            raise
+    return running
 
 
 class NewPidNamespace:
     """`with`: the children forked inside go into a new PID namespace (unshare(CLONE_NEWPID) sets
     the caller's pid_for_children, never its own); on the way out the caller's own namespace is
     its children's again (setns), so any later fork (a retry, a restart, a pull's helper) is an
-    ordinary child. NamespacesUnavailable when the kernel refuses the new namespace."""
+    ordinary child. NamespacesUnavailable when the kernel refuses the new namespace. usable()
+    first: False where that setns back would be refused (a rootless user's namespace does not
+    own the host's PID namespace): there, a middle process unshares instead (child.namespace_child)."""
 
     def __init__(self) -> None:
         self.fd = -1
 
+    def usable(self) -> bool:
+        from container.engine.runtime.syscalls import CLONE_NEWPID, setns
+
+        self.fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(self.fd, CLONE_NEWPID)          # (a no-op that checks the permission)
+            return True
+        except OSError:
+            os.close(self.fd)
+            return False
+
     def __enter__(self) -> None:
         from container.engine.runtime.syscalls import CLONE_NEWPID, unshare
 
-        self.fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         try:
             unshare(CLONE_NEWPID)
         except OSError as e:
@@ -376,12 +403,13 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
     return Running(pid=pid, container_pid=cpid, tty_master=master, interactive=spec.interactive)
 
 
-def _kill_and_reap(pid: int) -> None:
+def _kill_and_reap(pid: int, child: int = 0) -> None:
+    """SIGKILL `pid` and reap it (or `child`, our child that waits for it)."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    _reap(pid)
+    _reap(child or pid)
 
 
 def _reap(pid: int) -> None:
