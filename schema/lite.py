@@ -106,9 +106,8 @@ class LiteDB:
         if not os.path.isfile(path):
             return None
         try:
-            c = sqlite3.connect(path, timeout=30, isolation_level=None)
+            c = sqlite3.connect(path, timeout=30, isolation_level=None)     # (busy_timeout = 30000)
             c.execute("PRAGMA foreign_keys = 1")
-            c.execute("PRAGMA busy_timeout = 30000")
             c.execute("PRAGMA synchronous = normal")
             # `run` leaves with os._exit() and never closes (closing the last connection
             # checkpoints: ~10-30 ms). The next opener then rebuilds the WAL index by reading the
