@@ -12,13 +12,15 @@ namespaces  supervisor S unshares a PID namespace for its children (unshare(CLON
             shm), /sys read-only; sets the hostname; remounts / read-only for --read-only; drops
             to the user; chdirs; execve()s. All mounts live in B's mount namespace, so nothing is
             left mounted on the host, whatever happens to us. S waits for B (one fork: no middle
-            process between them).
+            process between them). Where S may not setns back (rootless: the host's PID namespace
+            is not its user namespace's), a middle process A unshares everything, forks B, reports
+            B's pid ("P") and exits with B's status; S waits for A.
 chroot      where namespaces are unavailable: B chroot()s into the private copy (no mounts, no
             PID namespace) and does the same process setup.
 
 Everything runs in forked children of a single-threaded supervisor, never in preexec_fn. A
 CLOEXEC pipe reports an error ("E<code> <message>", "O" = the overlay mount failed, "N" = the
-namespaces were refused; a middle process, exec's, sends the host pid of its child: "P<pid>") or
+namespaces were refused; a middle process, A or exec's, sends the host pid of its child: "P<pid>") or
 reaches EOF at B's successful execve. With -t it is a socketpair, on
 which B sends ("T") the master of a pty from the container's own devpts (docs/tty.md).
 
