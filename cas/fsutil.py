@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-from .errors import UnsafeDelete
-
 TYPE_CHECKING = False        # (no pathlib at run time: run's fast path would pay ~5 ms for it)
 if TYPE_CHECKING:
     from pathlib import Path
@@ -123,5 +121,7 @@ def remove_under(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
     parent = os.path.realpath(os.path.dirname(os.path.normpath(str(path))))
     target = os.path.join(parent, name)
     if name in ("", ".", "..") or root_r == "/" or not target.startswith(root_r + "/"):
+        from .errors import UnsafeDelete            # (only here: not on run's path)
+
         raise UnsafeDelete(f"refusing to delete {path}: not inside {root}")
     remove_tree(target)

@@ -6,8 +6,6 @@ import fcntl
 import os
 import time
 
-from .errors import StoreLocked
-
 TYPE_CHECKING = False        # (typing's own costs `run` 3 ms; mypy reads this block as true)
 if TYPE_CHECKING:
     from pathlib import Path          # (annotations only: no pathlib on run's fast path)
@@ -60,6 +58,8 @@ class flock:
                         break
                     except BlockingIOError:
                         if time.monotonic() >= deadline:
+                            from .errors import StoreLocked   # (only here: not on run's path)
+
                             raise StoreLocked(f"could not lock {self.what or path} within {timeout:g}s") from None
                         time.sleep(0.05)
         except BaseException:

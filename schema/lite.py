@@ -17,11 +17,60 @@ from .base import SCHEMA_VERSION, utcnow_text
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
     import sqlite3
-else:
-    try:                     # the sqlite3 package without its dbapi2 (which imports datetime: 2-3 ms of `run`)
-        import _sqlite3 as sqlite3
-    except ImportError:      # pragma: no cover
-        import sqlite3
+    from typing import Any, Callable
+
+
+def _statement_cache(maxsize: int) -> Callable[[Any], Any]:
+    """functools.lru_cache(maxsize) as _sqlite3 uses it, its connections' statement cache:
+    cache(connection) -> get(sql) -> a prepared statement (made by connection(sql) when not cached).
+    Kept whole until maxsize statements, then started afresh (the few statements of a run never get there)."""
+    def cache(make: Callable[[str], Any]) -> Callable[[str], Any]:
+        if maxsize <= 0:
+            return make
+        made: dict[str, Any] = {}
+
+        def get(sql: str) -> Any:
+            st = made.get(sql)
+            if st is None:
+                if len(made) >= maxsize:
+                    made.clear()
+                st = made[sql] = make(sql)
+            return st
+        return get
+    return cache
+
+
+def _import_sqlite() -> Any:
+    """The _sqlite3 C module, without the sqlite3 package's dbapi2 (which imports datetime: 2-3 ms
+    of `run`) nor functools: _sqlite3's init imports functools for lru_cache alone, and functools
+    imports collections, operator, reprlib, types... (3 ms of `run`). While it initialises, a
+    stand-in functools lends it _statement_cache, then leaves sys.modules (a later `import
+    functools` gets the real one; connections then made, peewee's included, cache with the
+    stand-in, to the same effect). Where that fails, or functools is loaded already, the plain import."""
+    import sys
+
+    if "functools" not in sys.modules and "_sqlite3" not in sys.modules:
+        stub = type(sys)("functools")
+        stub.lru_cache = _statement_cache  # type: ignore[attr-defined]
+        sys.modules["functools"] = stub
+        try:
+            import _sqlite3
+            return _sqlite3
+        except Exception:      # pragma: no cover (another CPython's init wanting more of functools)
+            pass
+        finally:
+            if sys.modules.get("functools") is stub:
+                del sys.modules["functools"]
+    try:
+        import _sqlite3
+        return _sqlite3
+    except ImportError:        # pragma: no cover
+        import sqlite3 as m
+        return m
+
+
+if not TYPE_CHECKING:
+    sqlite3 = _import_sqlite()
 
 Error = sqlite3.Error
 IntegrityError = sqlite3.IntegrityError
@@ -57,9 +106,8 @@ class LiteDB:
         if not os.path.isfile(path):
             return None
         try:
-            c = sqlite3.connect(path, timeout=30, isolation_level=None)
+            c = sqlite3.connect(path, timeout=30, isolation_level=None)     # (busy_timeout = 30000)
             c.execute("PRAGMA foreign_keys = 1")
-            c.execute("PRAGMA busy_timeout = 30000")
             c.execute("PRAGMA synchronous = normal")
             # `run` leaves with os._exit() and never closes (closing the last connection
             # checkpoints: ~10-30 ms). The next opener then rebuilds the WAL index by reading the

@@ -8,7 +8,7 @@
     rootfs.py    ROOT/containers/<id>/: overlay dirs or a private copy
     isolate.py   spawn(): the supervisor side (fork, the error pipe, signals, wait); the specs
     child.py     the children's side: namespaces, mounts, pivot_root, /proc, /dev, caps, exec
-    syscalls.py  mount/unshare/pivot_root/prctl through ctypes
+    syscalls.py  mount/unshare/pivot_root/prctl through _ctypes (ctypes' C half)
     tty.py       -t: window size and the pty pump
     supervisor.py  run -d / start: the per-container supervisor process (launch, restart policies)
     control.py   start/stop/kill/wait/logs/systemd unit from the outside (signals checked by start time)

@@ -1,7 +1,7 @@
 """The container's side of a spawn: what the forked children do between fork() and execve().
 
-A (namespaces only) unshares the namespaces and forks B, the PID namespace's init, then waits
-for it and exits with its status. B sets up the rootfs (overlay or bind, pivot_root, /proc,
+B (namespaces: the init of the PID namespace the supervisor unshared for it; chroot: a plain child)
+unshares its other namespaces (namespace_init), sets up the rootfs (overlay or bind, pivot_root, /proc,
 /dev, /sys, the /etc files docker writes), drops capabilities, switches user, execve()s. Errors
 go to the supervisor over a CLOEXEC pipe as one line (report_failure); the protocol is described
 in runtime/isolate.py. Nothing here may return into the supervisor's code.
@@ -56,7 +56,9 @@ def trace_pid(what: str) -> None:
     if _TRACE:
         import time
 
-        os.write(2, f"trace {time.perf_counter() * 1000:12.2f} [{os.getpid()}] {what}\n".encode())
+        t0 = float(os.environ.get("CONTAINER_TRACE_T0") or 0)
+        os.write(2, f"trace {(time.perf_counter() - t0) * 1000:7.2f} ms  (cpu {time.process_time() * 1000:6.1f})  "
+                    f"[{os.getpid()}] {what}\n".encode())
 
 
 def report_failure(w: int, code: int, msg: str, tag: str = "E") -> None:
@@ -70,23 +72,31 @@ def report_failure(w: int, code: int, msg: str, tag: str = "E") -> None:
     os._exit(code)
 
 
-def namespace_child(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull) -> None:
-    for s in FORWARDED:
-        signal.signal(s, signal.SIG_IGN)
-    set_pdeathsig(signal.SIGKILL)
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+def namespace_child(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnull, *, middle: bool = False) -> None:
+    """B, forked by the supervisor into the PID namespace it unshared for its children
+    (isolate.NewPidNamespace), that namespace's init: unshares its own mount, UTS, IPC (with
+    --network none, network) namespaces and sets the container up. middle: A, where the supervisor
+    cannot make the PID namespace (rootless): unshares the PID namespace too, forks B, reports
+    B's host pid and exits with B's status."""
+    if middle:
+        for s in FORWARDED:
+            signal.signal(s, signal.SIG_IGN)
+    set_pdeathsig(signal.SIGKILL)           # (B: getppid() is 0 here, the supervisor is outside)
+    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (CLONE_NEWPID if middle else 0)
     if spec.network == "none":
         flags |= CLONE_NEWNET
-    trace_pid("A start")
+    trace_pid("A start" if middle else "B start")
     try:
         unshare(flags)
     except OSError as e:
         report_failure(w, 125, f"cannot create namespaces ({e}); try --isolation chroot", tag="N")
-    trace_pid("A unshared")
+    trace_pid("unshared")
+    if not middle:
+        container_init(w, rootfs, spec, slave, devnull, chroot=False)
     pid = os.fork()
     if pid == 0:
         try:
-            set_pdeathsig(signal.SIGKILL)       # (getppid() is 0 here: A is outside)
+            set_pdeathsig(signal.SIGKILL)
             container_init(w, rootfs, spec, slave, devnull, chroot=False)
         except BaseException as e:
             report_failure(w, 125, str(e))
@@ -96,7 +106,7 @@ def namespace_child(w: int, rootfs: RootfsSpec, spec: ProcessSpec, slave, devnul
 
 
 def hand_over(w: int, pid: int, slave, devnull) -> None:
-    """The middle process (A, exec's X1) once the container's process is forked: its host pid to
+    """The middle process (a rootless run's A, exec's X1) once the container's process is forked: its host pid to
     the supervisor ("P<pid>"), our copies of the pipe, the pty's slave and /dev/null closed."""
     try:
         os.write(w, b"P%d\n" % pid)
@@ -250,7 +260,6 @@ def _exec(w: int, argv: list[str], env: list[str]) -> None:
 
 
 def _setup_namespaces(w: int, rootfs: RootfsSpec, spec: ProcessSpec) -> None:
-    trace_pid("B start")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     trace_pid("B rprivate")
     target = rootfs.path

@@ -2,24 +2,29 @@
 
 Two backends (style.md §9.6), chosen by `--isolation` and recorded on the container row:
 
-namespaces  supervisor S forks A; A calls unshare(NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET]) through
-            ctypes (Python 3.11 has no os.unshare) and forks B, the PID namespace's init. B makes
+namespaces  supervisor S unshares a PID namespace for its children (unshare(CLONE_NEWPID) through
+            _ctypes: Python 3.11 has no os.unshare), forks B into it, its init, and at once points
+            its own children back at its own PID namespace (setns: a later spawn, a restart, is
+            forked afresh). B unshares NEWNS|NEWUTS|NEWIPC[|NEWNET], makes
             every mount private, mounts the rootfs (overlay with the snapshot as lower, or a bind
             of the private copy), pivot_root()s into it and detaches the old root, then mounts a
             fresh /proc, a minimal /dev (tmpfs + mknod null/zero/full/random/urandom/tty, devpts,
             shm), /sys read-only; sets the hostname; remounts / read-only for --read-only; drops
             to the user; chdirs; execve()s. All mounts live in B's mount namespace, so nothing is
-            left mounted on the host, whatever happens to us. A only waits for B and exits with
-            its status: S waits for A.
+            left mounted on the host, whatever happens to us. S waits for B (one fork: no middle
+            process between them). Where S may not setns back (rootless: the host's PID namespace
+            is not its user namespace's), a middle process A unshares everything, forks B, reports
+            B's pid ("P") and exits with B's status; S waits for A.
 chroot      where namespaces are unavailable: B chroot()s into the private copy (no mounts, no
             PID namespace) and does the same process setup.
 
 Everything runs in forked children of a single-threaded supervisor, never in preexec_fn. A
-CLOEXEC pipe reports either B's host pid ("P") or an error ("E<code> <message>", "O" = the
-overlay mount failed) and reaches EOF at B's successful execve. With -t it is a socketpair, on
+CLOEXEC pipe reports an error ("E<code> <message>", "O" = the overlay mount failed, "N" = the
+namespaces were refused; a middle process, A or exec's, sends the host pid of its child: "P<pid>") or
+reaches EOF at B's successful execve. With -t it is a socketpair, on
 which B sends ("T") the master of a pty from the container's own devpts (docs/tty.md).
 
-The children's side (namespaces, mounts, exec) is runtime/child.py, over the ctypes calls of
+The children's side (namespaces, mounts, exec) is runtime/child.py, over the libc calls of
 runtime/syscalls.py; the -t pump is runtime/tty.py (imported for -t only). start() is the fork and
 this protocol with any child: `container exec` (runtime/exec.py) uses it with its own.
 
@@ -35,7 +40,8 @@ import os
 import sys
 
 from container.engine.errors import CommandNotExecutable, CommandNotFound, RunError
-from container.engine.runtime.child import FORWARDED, container_init, namespace_child, report_failure, trace_pid
+from container.engine.runtime.child import (
+    FORWARDED, container_init, namespace_child, report_failure, trace_pid)
 from container.engine.runtime.options import REQUIRED, Record
 from container.engine.runtime.syscalls import libc
 
@@ -114,7 +120,7 @@ class NamespacesUnavailable(RunError):
 
 
 class Running(Record):
-    # pid: A (namespaces) or B (chroot), what S waits for; container_pid: B in the host's PID ns;
+    # pid: what S waits for (B; exec's middle process); container_pid: B in the host's PID ns;
     # _sig: the forwarded signal we emulated with SIGKILL
     FIELDS = dict(pid=REQUIRED, container_pid=REQUIRED, tty_master=None, interactive=False, _sig=0,
                   _old_handlers=dict, log=None)
@@ -170,7 +176,7 @@ class Running(Record):
                 signal.signal(s, h)
             if self.tty_master is not None:
                 os.close(self.tty_master)
-        trace_pid("S: A exited")
+        trace_pid("S: B exited")
         if self._sig:
             return 128 + self._sig
         if os.WIFSIGNALED(status):
@@ -213,8 +219,10 @@ def _release_signals() -> None:
         os.kill(os.getpid(), s)
 
 
-def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
-    """Start the container process; returns once it has exec'd, or raises RunError (125/126/127)."""
+def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec,
+          forked: Callable[[int], None] | None = None) -> Running:
+    """Start the container process; returns once it has exec'd, or raises RunError (125/126/127).
+    forked(pid) is called as soon as the process exists, while it sets itself up (start())."""
     reason = unavailable_reason(isolation)
     if reason:
         raise RunError(reason)
@@ -222,21 +230,83 @@ def spawn(isolation: str, rootfs: RootfsSpec, spec: ProcessSpec) -> Running:
         import socket  # noqa: F401
         import struct  # noqa: F401
 
-    def child(w: int, slave: int | None, devnull: int | None) -> None:
-        if isolation == "namespaces":
-            namespace_child(w, rootfs, spec, slave, devnull)
-        else:
+    if isolation != "namespaces":
+        def child(w: int, slave: int | None, devnull: int | None) -> None:
             container_init(w, rootfs, spec, slave, devnull, chroot=True)
 
-    return start(child, spec)
+        return start(child, spec, forked=forked)
+
+    ns = NewPidNamespace()
+    if ns.usable():
+        def init(w: int, slave: int | None, devnull: int | None) -> None:
+            namespace_child(w, rootfs, spec, slave, devnull)
+
+        with ns:
+            return start(init, spec, forked=forked)
+
+    def middle(w: int, slave: int | None, devnull: int | None) -> None:
+        namespace_child(w, rootfs, spec, slave, devnull, middle=True)
+
+    running = start(middle, spec)                # B's pid is known from A's report only
+    if forked is not None:
+        try:
+            forked(running.container_pid)
+        except BaseException:
+            _kill_and_reap(running.container_pid, running.pid)
+            raise
+    return running
+
+
+class NewPidNamespace:
+    """`with`: the children forked inside go into a new PID namespace (unshare(CLONE_NEWPID) sets
+    the caller's pid_for_children, never its own); on the way out the caller's own namespace is
+    its children's again (setns), so any later fork (a retry, a restart, a pull's helper) is an
+    ordinary child. NamespacesUnavailable when the kernel refuses the new namespace. usable()
+    first: False where that setns back would be refused (a rootless user's namespace does not
+    own the host's PID namespace): there, a middle process unshares instead (child.namespace_child)."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+
+    def usable(self) -> bool:
+        from container.engine.runtime.syscalls import CLONE_NEWPID, setns
+
+        self.fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(self.fd, CLONE_NEWPID)          # (a no-op that checks the permission)
+            return True
+        except OSError:
+            os.close(self.fd)
+            return False
+
+    def __enter__(self) -> None:
+        from container.engine.runtime.syscalls import CLONE_NEWPID, unshare
+
+        try:
+            unshare(CLONE_NEWPID)
+        except OSError as e:
+            os.close(self.fd)
+            raise NamespacesUnavailable(f"cannot create namespaces ({e}); try --isolation chroot") from None
+
+    def __exit__(self, *exc: object) -> None:
+        from container.engine.runtime.syscalls import CLONE_NEWPID, setns
+
+        try:
+            setns(self.fd, CLONE_NEWPID)      # (back into the namespace we are in: not refused)
+        except OSError:
+            pass                              # B runs: a later fork would fail, not this spawn
+        finally:
+            os.close(self.fd)
 
 
 def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
-          pty: tuple[int, int] | None = None) -> Running:
+          pty: tuple[int, int] | None = None, forked: Callable[[int], None] | None = None) -> Running:
     """Fork `child(w, slave, devnull)` (spawn()'s, or runtime/exec.py's) with the protocol above:
     the report pipe `w`, the pty's slave with -t (`pty` (master, slave) when given, else a new
-    one), /dev/null for stdin without -i; held signals."""
-    libc()                                   # load ctypes before forking (once, in the parent)
+    one), /dev/null for stdin without -i; held signals. forked(pid), when given, runs in the parent
+    right after the fork, in parallel with the child's setup (run records "running" there); if it
+    raises, the child is killed and reaped and the error goes on."""
+    libc()                                   # bind libc before forking (once, in the parent)
     # B runs after pivot_root, where our Python stdlib is out of reach: import what it needs now.
     if spec.tty:
         import container.engine.runtime.tty  # noqa: F401   (termios, _socket: the pty's code)
@@ -248,7 +318,7 @@ def start(child: Callable[[int, int | None, int | None], None], spec: ProcessSpe
     sys.stderr.flush()
     _hold_signals()
     try:
-        return _spawn(child, spec, pty)
+        return _spawn(child, spec, pty, forked)
     except BaseException:
         _release_signals()
         raise
@@ -261,7 +331,7 @@ def release_signals() -> None:
 
 
 def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSpec,
-           pty: tuple[int, int] | None) -> Running:
+           pty: tuple[int, int] | None, forked: Callable[[int], None] | None) -> Running:
     master = slave = None
     if spec.tty:
         # the report channel is a socket, on which the container's init may send the master of
@@ -279,7 +349,7 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     trace_pid("S fork")
     pid = os.fork()
-    if pid == 0:                                       # A (namespaces) or B (chroot)
+    if pid == 0:                                       # B (or exec's middle process)
         try:
             os.close(r)
             if master is not None:
@@ -293,6 +363,15 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         os.close(slave)
     if devnull is not None:
         os.close(devnull)
+    if forked is not None:
+        try:
+            forked(pid)
+        except BaseException:
+            _kill_and_reap(pid)
+            os.close(r)
+            if master is not None:
+                os.close(master)
+            raise
     if spec.tty:
         from container.engine.runtime.tty import recv_report
 
@@ -311,14 +390,7 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         elif line.startswith((b"E", b"O", b"N")) and err is None:
             err = line
     if err is not None:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
+        _reap(pid)
         if master is not None:
             os.close(master)
         text = err.decode("utf-8", "replace")
@@ -331,6 +403,26 @@ def _spawn(child: Callable[[int, int | None, int | None], None], spec: ProcessSp
         cls = {126: CommandNotExecutable, 127: CommandNotFound}.get(code, RunError)
         raise cls(msg)
     return Running(pid=pid, container_pid=cpid, tty_master=master, interactive=spec.interactive)
+
+
+def _kill_and_reap(pid: int, child: int = 0) -> None:
+    """SIGKILL `pid` and reap it (or `child`, our child that waits for it)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(child or pid)
+
+
+def _reap(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return
 
 
 def _read_report(r: int) -> bytes:

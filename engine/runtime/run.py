@@ -247,14 +247,15 @@ def _child_mounts(config: dict) -> list:
     return child_mounts(config["mounts"])
 
 
-def start_process(db, cid: str, cdir: str, snap, rootfs, spec, isolation: str, requested: str):
+def start_process(db, cid: str, cdir: str, snap, rootfs, spec, isolation: str, requested: str, forked=None):
     """Spawn the container's process (runtime/isolate.py), falling back to a private copy when
     the overlay mount is refused and, with --isolation auto, to chroot where namespaces are;
-    the row says which. Returns the Running process; raises RunError (125/126/127)."""
+    the row says which. Returns the Running process; raises RunError (125/126/127). forked(pid):
+    isolate.spawn()'s, called again for the process of a fallback."""
     from container.engine.runtime import isolate
 
     try:
-        return isolate.spawn(isolation, rootfs, spec)
+        return isolate.spawn(isolation, rootfs, spec, forked)
     except (isolate.OverlayFailed, isolate.NamespacesUnavailable) as e:
         from container.engine.runtime.rootfs import make_copy
 
@@ -268,7 +269,7 @@ def start_process(db, cid: str, cdir: str, snap, rootfs, spec, isolation: str, r
             if rootfs.mode != "copy":
                 rootfs = isolate.RootfsSpec(mode="copy", path=make_copy(snap, cdir))
             db.update(cid, rootfs_mode="copy", isolation=isolation)
-        return isolate.spawn(isolation, rootfs, spec)
+        return isolate.spawn(isolation, rootfs, spec, forked)
 
 
 def kill_unrecorded(running) -> None:
@@ -321,23 +322,28 @@ def _create_and_run(db, opts: RunOptions, image, isolation: str, extra_env: list
     cid, cdir, lock_fd, snap, rootfs, spec = _create(db, opts, image, isolation, extra_env)
     running = None
     rec = None
+
+    def started(pid: int) -> None:
+        # "running" is recorded the moment the process exists, while it sets up its namespaces
+        # on the other core; a start that fails after all removes the row (below) as before
+        db.update(cid, status="running", pid=pid, started=db.now())
+        trace("status running recorded")
+
     try:
         if not opts.rm:
             rec = _recorder(opts, cdir)
         if rec is not None and not opts.tty:
             rec.redirect()
             try:
-                running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation)
+                running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation, started)
             finally:
                 rec.restore()
             rec.start()
         else:
-            running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation)
+            running = start_process(db, cid, cdir, snap, rootfs, spec, isolation, opts.isolation, started)
             if rec is not None:
                 running.log = rec
         trace("container process exec'd")
-        db.update(cid, status="running", pid=running.container_pid, started=db.now())
-        trace("status running recorded")
     except BaseException:
         if running is not None:               # started, but we cannot record it: stop it
             kill_unrecorded(running)

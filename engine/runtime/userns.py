@@ -122,7 +122,7 @@ def _enter() -> str | None:
     os.environ.pop(USERNS_ENV, None)
     p = plan()
     uid, gid = host_ids()          # (read now: both read as unmapped once uid_map is written)
-    from container.engine.runtime.syscalls import libc
+    from container.engine.runtime.syscalls import get_errno, libc
 
     lib = libc()
     r, w = os.pipe()
@@ -136,9 +136,7 @@ def _enter() -> str | None:
     os.close(r)
     err = 0
     if lib.unshare(CLONE_NEWUSER) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
+        err = get_errno()
     os.close(w)
     mapped = False
     if helper > 0:

@@ -421,6 +421,52 @@ def test_fast_path_imports_no_orm(store):
         assert r.stdout == "0 []\n", (where, r.stderr)
 
 
+def test_fast_path_runs_on_the_stdlib_alone(store, tmp_path):
+    """The fast path as a regular install runs it (`python -S`: no site, so nothing a .pth file
+    imports and no site-packages: peewee, typer... cannot even be found), and what it imports
+    stays off the costly modules: ctypes' package, functools/collections (which _sqlite3's own init
+    would import), re, enum, json, datetime, pathlib, typing, dataclasses."""
+    assert run(store, store.bb, "true").returncode == 0      # (the snapshot is built)
+    src = Path(__file__).resolve().parents[2]
+    pkg = tmp_path / "site" / "container"                     # the installed layout: container.cas...
+    pkg.mkdir(parents=True)
+    for sub in ("cas", "cli", "engine", "schema"):
+        (pkg / sub).symlink_to(src / sub)
+    heavy = ("ctypes", "functools", "collections", "re", "enum", "json", "datetime", "pathlib", "typing",
+             "dataclasses", "types", "struct", "peewee", "hashlib", "shutil", "typer")
+    code = ("import sys\n"
+            f"sys.path.insert(0, {str(pkg.parent)!r})\n"
+            "from container.cli.containers import fast_main\n"
+            f"rc = fast_main(['--root', {str(store.root)!r}, 'run', '--rm', {store.bb!r}, 'sh', '-c', 'exit 3'])\n"
+            f"print(rc, sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-S", "-c", code], env=store.env, capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    assert r.stdout == "3 []\n", r.stderr
+    assert leftovers(store) == []
+
+
+def test_fast_path_sqlite_without_functools():
+    """schema/lite's _sqlite3 (imported without functools): its connections' statement cache works
+    past its size, and a later `import functools` is the real one."""
+    src = Path(__file__).resolve().parents[2]
+    code = ("import sys, types\n"
+            "sys.modules['container'] = types.ModuleType('container')\n"
+            f"sys.modules['container'].__path__ = [{str(src)!r}]\n"
+            "from container.schema import lite\n"
+            "assert 'functools' not in sys.modules, sorted(sys.modules)\n"
+            "c = lite.sqlite3.connect(':memory:', cached_statements=4)\n"
+            "c.execute('CREATE TABLE t (a)')\n"
+            "for i in range(20):\n"
+            "    c.execute(f'INSERT INTO t VALUES ({i % 7})')\n"
+            "    c.execute('INSERT INTO t VALUES (?)', (i,))\n"
+            "assert c.execute('SELECT count(*), sum(a) FROM t').fetchone() == (40, 57 + 190)\n"
+            "import functools\n"
+            "assert functools.lru_cache.__module__ == 'functools' and hasattr(functools, 'partial')\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout == "ok\n", r.stderr
+
+
 def test_fast_and_orm_paths_write_the_same_rows(store):
     import sqlite3
 
