@@ -187,9 +187,13 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
         rep.notes.append(f"{len(unindexed)} layer(s) not in the contents index (fsck --repair indexes them "
                          "from their trees)")
 
-    stale = sum(1 for rows, ents in ((st.blobs, blob_ents), (st.layers, layer_ents), (st.snapshots, snap_ents))
+    from container.engine.maint.usage import Sizes
+
+    sz = Sizes(st, {"sha256:" + n: e.inode() for n, e in layer_ents.items()})   # a snapshot's stamp
+    stale = sum(1 for kind, rows, ents in (("blob", st.blobs, blob_ents), ("layer", st.layers, layer_ents),
+                                           ("snapshot", st.snapshots, snap_ents))
                 for d, r in rows.items() if (e := ents.get(d[7:])) is not None
-                and (r.disk is None or r.inode != e.inode()))
+                and (r.disk is None or r.inode != sz.stamp(kind, d, e.inode())))
     if stale:
         rep.notes.append(f"{stale} usage record(s) missing or stale (df measures them once; fsck --repair "
                          "records them)")
@@ -218,12 +222,11 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
 def _record_verified(verified: dict[str, int]) -> None:
     """Blob.verified := the ctime each blob had when it hashed to its name (best effort: a
     read-only database rehashes them next time)."""
-    from container.schema import Blob, write_txn
+    from container.schema import Blob, update_many, write_txn
 
     try:
         with write_txn():
-            for d, ns in verified.items():
-                Blob.update(verified=ns).where(Blob.digest == d).execute()
+            update_many(Blob.digest, [Blob.verified], ((ns, d) for d, ns in verified.items()))
     except Exception:        # noqa: BLE001 - a record saves work next time; never fail the check
         pass
 
