@@ -201,8 +201,18 @@ def objects(objects_dir) -> list[tuple[str, os.stat_result]]:
 def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
     """Remove the objects nothing else links (st_nlink 1) and the records of trees that are gone:
     (objects removed, bytes freed)."""
+    got = sweep_objects(objects_dir, dry_run=dry_run)
+    if not dry_run:
+        drop_records(objects_dir, layers_dir)
+    return got
+
+
+def sweep_objects(objects_dir, *, dry_run: bool = False, only: set[int] | None = None) -> tuple[int, int]:
+    """Remove the objects nothing else links (st_nlink 1): (objects removed, bytes freed). `only`:
+    look at the objects with these st_ino only (the files a sweep just unlinked, from the listing:
+    the others are not stat'ed)."""
     n = freed = 0
-    for path, st in objects(objects_dir):
+    for path, st in (objects(objects_dir) if only is None else _among(objects_dir, only)):
         if st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
             if not dry_run:
                 try:
@@ -213,19 +223,84 @@ def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
                     continue
             n += 1
             freed += st.st_blocks * 512
-    if not dry_run:
-        d = os.path.join(os.fspath(objects_dir), TREES)
-        try:
-            names = os.listdir(d)
-        except FileNotFoundError:
-            names = []
-        for name in names:
-            if not os.path.isdir(os.path.join(os.fspath(layers_dir), name)):
-                try:
-                    os.unlink(os.path.join(d, name))
-                except OSError:
-                    pass
     return n, freed
+
+
+def _among(objects_dir, inodes: set[int]) -> list[tuple[str, os.stat_result]]:
+    """(path, lstat) of the objects whose st_ino is in `inodes` (the others are not stat'ed)."""
+    out: list[tuple[str, os.stat_result]] = []
+    for sub in _subdirs(objects_dir):
+        try:
+            with os.scandir(sub) as it:
+                for e in it:
+                    if e.inode() in inodes and not e.name.startswith("."):
+                        try:
+                            out.append((e.path, e.stat(follow_symlinks=False)))
+                        except OSError:
+                            pass
+        except OSError:
+            continue
+    return out
+
+
+def _subdirs(objects_dir) -> list[str]:
+    try:
+        with os.scandir(objects_dir) as it:
+            return [e.path for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def drop_records(objects_dir, layers_dir) -> int:
+    """Remove the records of trees that are gone; the bytes those files took."""
+    d = os.path.join(os.fspath(objects_dir), TREES)
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return 0
+    try:
+        present = set(os.listdir(layers_dir))
+    except FileNotFoundError:
+        present = set()
+    gone = 0
+    for name in names:
+        if name not in present:
+            try:
+                p = os.path.join(d, name)
+                b = os.lstat(p).st_blocks * 512
+                os.unlink(p)
+                gone += b
+            except OSError:
+                pass
+    return gone
+
+
+def object_inodes(objects_dir) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of every object, from the listings alone (no stat per object)."""
+    try:
+        dev = os.stat(objects_dir).st_dev
+    except FileNotFoundError:
+        return set()
+    out: set[tuple[int, int]] = set()
+    for sub in _subdirs(objects_dir):
+        try:
+            with os.scandir(sub) as it:
+                out.update((dev, e.inode()) for e in it if not e.name.startswith("."))
+        except OSError:
+            continue
+    return out
+
+
+def dir_bytes(objects_dir) -> int:
+    """The blocks of the objects dir itself, its <2 hex> dirs and trees/ (not the files in them)."""
+    n = 0
+    root = os.fspath(objects_dir)
+    for p in [root, os.path.join(root, TREES), *_subdirs(root)]:
+        try:
+            n += os.lstat(p).st_blocks * 512
+        except OSError:
+            pass
+    return n
 
 
 def share(store, tree, stats, diff_id: str) -> Result | None:
@@ -244,22 +319,25 @@ def share(store, tree, stats, diff_id: str) -> Result | None:
     return res
 
 
-def usage(objects_dir) -> tuple[int, int, int]:
-    """(the objects dir's own bytes: its directories and the trees' records; the linked objects'
-    bytes; the bytes of objects nothing links)."""
-    own = live = loose = 0
-    root = os.fspath(objects_dir)
-    for dirpath, _dirs, files, dfd in os.fwalk(root, follow_symlinks=False):
-        own += os.fstat(dfd).st_blocks * 512
-        if os.path.basename(dirpath) == TREES:
-            for n in files:
+def usage(objects_dir) -> tuple[int, int, int, int, int]:
+    """The walk: (the bytes of the objects dir's directories; of the trees' records; the linked
+    objects' bytes; the bytes of objects nothing links, and how many they are)."""
+    dirs = dir_bytes(objects_dir)
+    records = live = loose = n_loose = 0
+    d = os.path.join(os.fspath(objects_dir), TREES)
+    try:
+        with os.scandir(d) as it:
+            for e in it:
                 try:
-                    own += os.stat(n, dir_fd=dfd, follow_symlinks=False).st_blocks * 512
+                    records += e.stat(follow_symlinks=False).st_blocks * 512
                 except OSError:
                     pass
+    except FileNotFoundError:
+        pass
     for _, st in objects(objects_dir):
         if st.st_nlink > 1:
             live += st.st_blocks * 512
         else:
             loose += st.st_blocks * 512
-    return own, live, loose
+            n_loose += 1
+    return dirs, records, live, loose, n_loose

@@ -45,6 +45,7 @@ from container.cas import Digest
 from container.cas.fsutil import remove_under
 from container.cas.lock import is_held
 from container.engine.maint.inventory import Accounting, StoreRows, Unit, load_rows, recount_refs, tag_name
+from container.engine.maint.objects import Summary
 from container.engine.maint.usage import Sizes, forget_linking
 from container.schema.base import utcnow
 
@@ -112,6 +113,7 @@ class Plan:
     kept_snapshots: list[str] = field(default_factory=list, repr=False)   # snapshot trees that stay
     kept: dict[str, set[str]] = field(default_factory=dict, repr=False)   # blob|layer|snapshot -> names kept
     objects_dir: Path | None = field(default=None, repr=False)     # dedupe's objects, when the store has them
+    objects: Summary | None = field(default=None, repr=False)      # and their numbers (maint/objects.py)
     loose_objects: int = 0                   # objects nothing links now (swept)
 
     def empty(self) -> bool:
@@ -141,11 +143,12 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
                    if L.container_host(c.config) in gone}
     drop_i = set(drop_images)
     plan = Plan(rows=st)
-    if store.objects_dir.is_dir():
-        from container.engine.layer import dedupe
+    from container.engine.maint import objects as O
 
+    plan.objects = O.summary(store)           # dedupe's objects: the ledger, walked when it does not hold
+    if plan.objects is not None:
         plan.objects_dir = store.objects_dir
-        plan.loose_objects = sum(1 for _, s in dedupe.objects(store.objects_dir) if s.st_nlink == 1)
+        plan.loose_objects = plan.objects.n_loose
     ls_ = listing if listing is not None else list_all(store)
 
     def entries(d: Path, skip: set[str] | frozenset[str] = frozenset()) -> list[os.DirEntry]:
@@ -329,22 +332,37 @@ def _scan(d) -> list[os.DirEntry]:
 class _Weigher:
     """What deleting some of the plan's units frees, decided before anything goes: each unit's weight
     from the usage records (engine/maint/usage.py), or, when a snapshot that stays links a layer tree
-    that goes (or the plan has no rows), every inode counted (inventory.Accounting)."""
+    that goes (or the plan has no rows), every inode counted (inventory.Accounting).
 
-    def __init__(self, plan: Plan, extra_kept: Iterable[str] = (), objects_dir=None):
+    dedupe's objects: a layer tree's record counts the inodes it shares with objects/, which only
+    go when the sweep finds nothing else links them; so a tree weighs its record less what its
+    dedupe record says it holds (engine/layer/dedupe.py), and the sweep adds what it frees. A dry
+    run counts inode by inode, each object one more link that goes with the others."""
+
+    def __init__(self, plan: Plan, extra_kept: Iterable[str] = (), objects_dir=None, *, dry_run: bool = False):
         from container.engine.layer import dedupe
 
         self.acc: Accounting | None = None
+        self.objects_dir = objects_dir
         self.per: dict[int, int] = {}
-        objs = dedupe.objects(objects_dir) if objects_dir is not None else []
-        self.objects = {(st.st_dev, st.st_ino) for _, st in objs if st.st_nlink > 1}
-        self.garbage = sum(st.st_blocks * 512 for _, st in objs if st.st_nlink == 1)   # swept whatever goes
+        self.held: dict[int, tuple[int, int]] = {}      # id(layer unit) -> its dedupe record (held, within)
+        self.objects: set[tuple[int, int]] = set()
+        self.garbage = plan.objects.loose if objects_dir is not None and plan.objects is not None else 0
+        if objects_dir is not None and dry_run:
+            self.objects = dedupe.object_inodes(objects_dir)        # from the listings: no stat
         sz = Sizes(plan.rows, plan.present_layers) if plan.rows is not None else None
-        if sz is None or self.objects or sz.needs_exact({u.key for u in plan.units if u.kind == "layer"},
-                                        [*plan.kept_snapshots, *extra_kept]):
+        live_tmp = objects_dir is not None and any(u.kind == "tmp" and u.category in ("layers", "snapshots")
+                                                   for u in plan.units)
+        if sz is None or self.objects or live_tmp or sz.needs_exact({u.key for u in plan.units if u.kind == "layer"},
+                                                                    [*plan.kept_snapshots, *extra_kept]):
             self.acc = Accounting(plan.units)
-        else:
-            self.per = {id(u): sz.of(u) for u in plan.units}
+            return
+        self.per = {id(u): sz.of(u) for u in plan.units}
+        if objects_dir is not None:
+            for u in plan.units:
+                if u.kind == "layer" and u.key.startswith("sha256:"):
+                    self.held[id(u)] = h = dedupe.held_by_trees(objects_dir, {u.key[7:]})
+                    self.per[id(u)] = max(0, self.per[id(u)] - h[0])
 
     def freed(self, units: list[Unit], *, with_objects: bool = False) -> tuple[int, dict[int, int]]:
         """with_objects: the objects the deletion leaves unlinked count too (gc sweeps them)."""
@@ -356,10 +374,26 @@ class _Weigher:
         per = {id(u): self.per[id(u)] for u in units}
         return sum(per.values()), per
 
+    def held_by(self, units: list[Unit]) -> tuple[int, int]:
+        """What the dedupe records of these (layer) units say they hold: (held, within)."""
+        from container.engine.layer import dedupe
+
+        if self.objects_dir is None:
+            return 0, 0
+        missing = {u.key[7:] for u in units if u.kind == "layer" and u.key.startswith("sha256:")
+                   and id(u) not in self.held}
+        h, w = dedupe.held_by_trees(self.objects_dir, missing) if missing else (0, 0)
+        for u in units:
+            if id(u) in self.held:
+                h += self.held[id(u)][0]
+                w += self.held[id(u)][1]
+        return h, w
+
 
 def measure(plan: Plan) -> Plan:
     """Scan the plan's units and work out what deleting them frees (each unit's share too)."""
-    plan.freed, plan.unit_freed = _Weigher(plan, objects_dir=plan.objects_dir).freed(plan.units, with_objects=True)
+    weigher = _Weigher(plan, objects_dir=plan.objects_dir, dry_run=True)
+    plan.freed, plan.unit_freed = weigher.freed(plan.units, with_objects=True)
     return plan
 
 
@@ -396,10 +430,11 @@ def execute(store, plan: Plan) -> Plan:
     simple = [u for u in plan.units if u.kind not in ("ingest", "container")]
     guarded = [u for u in plan.units if u.kind in ("ingest", "container")]
     resolved: dict[str, str] = {}       # realpath of the root and the store's dirs, once per sweep
+    unlinked: set[int] | None = set() if plan.objects_dir is not None else None   # st_ino of files deleted
 
     def remove(u: Unit) -> Unit | None:
         try:
-            remove_under(store.root, u.path, resolved)
+            remove_under(store.root, u.path, resolved, unlinked)
             return u
         except OSError as e:
             plan.errors.append(f"could not delete {u.path}: {e.strerror or e}")
@@ -438,9 +473,9 @@ def execute(store, plan: Plan) -> Plan:
                 os.close(holder)
     plan.freed, plan.unit_freed = weigher.freed(done)
     if plan.objects_dir is not None:            # dedupe's objects that no tree links any more
-        from container.engine.layer import dedupe
+        from container.engine.maint import objects as O
 
-        plan.freed += dedupe.sweep(plan.objects_dir, store.layers_dir)[1]
+        plan.freed += O.sweep(store, plan.objects, unlinked, weigher.held_by(done))
     gone = [u.key for u in done if u.kind == "layer"]
     if gone and plan.rows is not None:      # a snapshot that linked a deleted tree now owns those inodes
         with write_txn():
