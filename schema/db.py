@@ -171,3 +171,20 @@ def update_many(key: peewee.Field, columns: Iterable[peewee.Field], rows: Iterab
     data = [tuple(r) for r in rows]
     if data:
         db.cursor().executemany(sql, data)
+
+
+def bump_in(key: peewee.Field, column: peewee.Field, counts: dict[object, int], chunk: int = 500) -> None:
+    """column += n for the rows whose key is in `counts` ({key: n}): one statement per distinct n
+    and chunk, where one UPDATE per row cost rmi ~120 statements an image."""
+    db = database.obj
+    by_n: dict[int, list[object]] = {}
+    for k, n in counts.items():
+        if n:
+            by_n.setdefault(n, []).append(k)
+    table, col = key.model._meta.table_name, column.column_name
+    for n, ks in by_n.items():
+        for i in range(0, len(ks), chunk):
+            part = ks[i:i + chunk]
+            marks = ", ".join([db.param] * len(part))
+            db.execute_sql(f'UPDATE "{table}" SET "{col}" = "{col}" + {db.param} WHERE "{key.column_name}" IN ({marks})',
+                           [n, *part])

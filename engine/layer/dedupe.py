@@ -27,6 +27,7 @@ import hashlib
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 TREES = "trees"
@@ -207,23 +208,28 @@ def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
     return got
 
 
-def sweep_objects(objects_dir, *, dry_run: bool = False, only: set[int] | None = None) -> tuple[int, int]:
+def sweep_objects(objects_dir, *, dry_run: bool = False, only: set[int] | None = None,
+                  mapper: Callable = map) -> tuple[int, int]:
     """Remove the objects nothing else links (st_nlink 1): (objects removed, bytes freed). `only`:
     look at the objects with these st_ino only (the files a sweep just unlinked, from the listing:
-    the others are not stat'ed)."""
-    n = freed = 0
-    for path, st in (objects(objects_dir) if only is None else _among(objects_dir, only)):
-        if st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
-            if not dry_run:
-                try:
-                    if os.lstat(path).st_nlink != 1:      # linked since it was listed
-                        continue
-                    os.unlink(path)
-                except OSError:
-                    continue
-            n += 1
-            freed += st.st_blocks * 512
-    return n, freed
+    the others are not stat'ed). `mapper`: map() or a thread pool's (the unlinks wait on the disk)."""
+    found = objects(objects_dir) if only is None else _among(objects_dir, only)
+    loose = [(p, st.st_blocks * 512) for p, st in found if st.st_nlink == 1 and stat.S_ISREG(st.st_mode)]
+    if dry_run:
+        return len(loose), sum(b for _, b in loose)
+    recheck = only is None     # a whole listing is old by the time its last object goes: look again
+
+    def rm(item: tuple[str, int]) -> int:
+        try:
+            if recheck and os.lstat(item[0]).st_nlink != 1:      # linked since it was listed
+                return -1
+            os.unlink(item[0])
+        except OSError:
+            return -1
+        return item[1]
+
+    got = [b for b in mapper(rm, loose) if b >= 0]
+    return len(got), sum(got)
 
 
 def _among(objects_dir, inodes: set[int]) -> list[tuple[str, os.stat_result]]:
@@ -251,7 +257,7 @@ def _subdirs(objects_dir) -> list[str]:
         return []
 
 
-def drop_records(objects_dir, layers_dir) -> int:
+def drop_records(objects_dir, layers_dir, mapper: Callable = map) -> int:
     """Remove the records of trees that are gone; the bytes those files took."""
     d = os.path.join(os.fspath(objects_dir), TREES)
     try:
@@ -262,17 +268,17 @@ def drop_records(objects_dir, layers_dir) -> int:
         present = set(os.listdir(layers_dir))
     except FileNotFoundError:
         present = set()
-    gone = 0
-    for name in names:
-        if name not in present:
-            try:
-                p = os.path.join(d, name)
-                b = os.lstat(p).st_blocks * 512
-                os.unlink(p)
-                gone += b
-            except OSError:
-                pass
-    return gone
+
+    def rm(name: str) -> int:
+        try:
+            p = os.path.join(d, name)
+            b = os.lstat(p).st_blocks * 512
+            os.unlink(p)
+            return b
+        except OSError:
+            return 0
+
+    return sum(mapper(rm, [n for n in names if n not in present]))
 
 
 def object_inodes(objects_dir) -> set[tuple[int, int]]:

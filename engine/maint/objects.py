@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 KEY = "objects_ledger"
@@ -137,18 +138,19 @@ def summary(store) -> Summary | None:
 _MEMO: dict[str, tuple[list, Summary]] = {}
 
 
-def sweep(store, before: Summary | None, unlinked: set[int] | None, going_held: tuple[int, int]) -> int:
+def sweep(store, before: Summary | None, unlinked: set[int] | None, going_held: tuple[int, int],
+          mapper: Callable = map) -> int:
     """gc's sweep, after its deletes: the objects that nothing links now, looked for among the
     inodes it unlinked (every object, when the ledger counted loose ones or `unlinked` is None), the
     records of trees that are gone; then the ledger's new numbers (`going_held`: what the records of
-    the deleted trees held). Returns the bytes freed."""
+    the deleted trees held). `mapper`: map() or a thread pool's. Returns the bytes freed."""
     from container.engine.layer import dedupe
 
     full = before is None or before.n_loose > 0 or unlinked is None
     if not full and not unlinked:           # nothing was deleted: nothing can have come loose
         return 0
-    n, freed = dedupe.sweep_objects(store.objects_dir, only=None if full else unlinked)
-    gone_records = dedupe.drop_records(store.objects_dir, store.layers_dir)
+    n, freed = dedupe.sweep_objects(store.objects_dir, only=None if full else unlinked, mapper=mapper)
+    gone_records = dedupe.drop_records(store.objects_dir, store.layers_dir, mapper)
     if before is not None:
         newly = freed - before.loose if full else freed      # objects the deleted trees linked
         after = Summary(dirs=dedupe.dir_bytes(store.objects_dir), records=max(0, before.records - gone_records),
