@@ -2,7 +2,8 @@
 
     res = link_tree(tree, store.objects_dir, recorder.by_path)   # after the unpack, before the publish
     record(store.objects_dir, diff_id, res.held)                  # what the tree's record counts twice
-    sweep(store.objects_dir, store.layers_dir)                    # gc: objects no tree links
+    sweep(store.objects_dir, store.layers_dir)                    # objects no tree links (all of them)
+    sweep_objects(store.objects_dir, only=inodes)                 # gc: among the files it unlinked
 
 ROOT/objects/<2 hex>/<62 hex> holds one link of every shared file, named by the sha256 of
 everything a hardlink shares: the content's sha256 (the contents index computed it while the
@@ -18,7 +19,8 @@ left alone. A failure for one file (EMLINK, a directory we cannot open) keeps th
 `ROOT/objects/trees/<diff hex>`: the bytes of a tree's files that are objects (each inode once),
 and the bytes saved by files sharing an inode inside the tree, for df: the trees' usage records
 count a shared inode once per tree; df subtracts the excess from Layers, and reports it plus the
-savings inside trees as "Deduplicated". gc removes an object when its only link is the object itself (st_nlink 1).
+savings inside trees as "Deduplicated" (their sums are kept by engine/maint/objects.py's ledger).
+gc removes an object when its only link is the object itself (st_nlink 1).
 """
 
 from __future__ import annotations
