@@ -165,6 +165,14 @@ def record(objects_dir, diff_id: str, held: int, within: int = 0) -> None:
     os.replace(tmp, os.path.join(d, hexd))
 
 
+def forget(objects_dir, diff_id: str) -> None:
+    """Drop a tree's record (a tree rewritten without dedupe: fsck --repair's re-unpack)."""
+    try:
+        os.unlink(os.path.join(os.fspath(objects_dir), TREES, diff_id.split(":", 1)[-1]))
+    except OSError:
+        pass
+
+
 def held_by_trees(objects_dir, names: set[str]) -> tuple[int, int]:
     """Sums of record()'s numbers (held, within) for the trees `names` (diff hexes)."""
     d = os.path.join(os.fspath(objects_dir), TREES)

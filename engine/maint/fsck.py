@@ -285,6 +285,9 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
             remove_under(store.root, final)
         publish_dir(tmp, final)
         _forget_tree(diff_id)
+        from container.engine.layer import dedupe
+
+        dedupe.forget(store.objects_dir, diff_id)     # the new tree links no object: what it held goes
     except BaseException:
         remove_under(store.root, tmp)
         raise
