@@ -188,18 +188,15 @@ def held_by_trees(objects_dir, names: set[str]) -> tuple[int, int]:
     return held, within
 
 
-def objects(objects_dir) -> list[tuple[str, os.stat_result]]:
-    """Every object: (path, lstat)."""
+def objects(objects_dir, only: set[int] | None = None) -> list[tuple[str, os.stat_result]]:
+    """Every object: (path, lstat). `only`: the objects whose st_ino is in it (from the listing: the
+    others are not stat'ed)."""
     out: list[tuple[str, os.stat_result]] = []
-    try:
-        subs = [e for e in os.scandir(objects_dir) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
-    except FileNotFoundError:
-        return out
-    for s in subs:
+    for sub in _subdirs(objects_dir):
         try:
-            with os.scandir(s.path) as it:
+            with os.scandir(sub) as it:
                 for e in it:
-                    if not e.name.startswith("."):
+                    if not e.name.startswith(".") and (only is None or e.inode() in only):
                         try:
                             out.append((e.path, e.stat(follow_symlinks=False)))
                         except OSError:
@@ -223,7 +220,7 @@ def sweep_objects(objects_dir, *, dry_run: bool = False, only: set[int] | None =
     """Remove the objects nothing else links (st_nlink 1): (objects removed, bytes freed). `only`:
     look at the objects with these st_ino only (the files a sweep just unlinked, from the listing:
     the others are not stat'ed). `mapper`: map() or a thread pool's (the unlinks wait on the disk)."""
-    found = objects(objects_dir) if only is None else _among(objects_dir, only)
+    found = objects(objects_dir, only)
     loose = [(p, st.st_blocks * 512) for p, st in found if st.st_nlink == 1 and stat.S_ISREG(st.st_mode)]
     if dry_run:
         return len(loose), sum(b for _, b in loose)
@@ -240,23 +237,6 @@ def sweep_objects(objects_dir, *, dry_run: bool = False, only: set[int] | None =
 
     got = [b for b in mapper(rm, loose) if b >= 0]
     return len(got), sum(got)
-
-
-def _among(objects_dir, inodes: set[int]) -> list[tuple[str, os.stat_result]]:
-    """(path, lstat) of the objects whose st_ino is in `inodes` (the others are not stat'ed)."""
-    out: list[tuple[str, os.stat_result]] = []
-    for sub in _subdirs(objects_dir):
-        try:
-            with os.scandir(sub) as it:
-                for e in it:
-                    if e.inode() in inodes and not e.name.startswith("."):
-                        try:
-                            out.append((e.path, e.stat(follow_symlinks=False)))
-                        except OSError:
-                            pass
-        except OSError:
-            continue
-    return out
 
 
 def _subdirs(objects_dir) -> list[str]:
