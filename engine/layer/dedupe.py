@@ -215,11 +215,16 @@ def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
     return got
 
 
+def serial(fn: Callable, items) -> list:
+    """The mapper the sweeps take by default: in this thread (gc passes its thread pool's)."""
+    return [fn(x) for x in items]
+
+
 def sweep_objects(objects_dir, *, dry_run: bool = False, only: set[int] | None = None,
-                  mapper: Callable = map) -> tuple[int, int]:
+                  mapper: Callable = serial) -> tuple[int, int]:
     """Remove the objects nothing else links (st_nlink 1): (objects removed, bytes freed). `only`:
     look at the objects with these st_ino only (the files a sweep just unlinked, from the listing:
-    the others are not stat'ed). `mapper`: map() or a thread pool's (the unlinks wait on the disk)."""
+    the others are not stat'ed). `mapper`: serial() or a thread pool's map (the unlinks wait on the disk)."""
     found = objects(objects_dir, only)
     loose = [(p, st.st_blocks * 512) for p, st in found if st.st_nlink == 1 and stat.S_ISREG(st.st_mode)]
     if dry_run:
@@ -247,7 +252,7 @@ def _subdirs(objects_dir) -> list[str]:
         return []
 
 
-def drop_records(objects_dir, layers_dir, mapper: Callable = map) -> int:
+def drop_records(objects_dir, layers_dir, mapper: Callable = serial) -> int:
     """Remove the records of trees that are gone; the bytes those files took."""
     d = os.path.join(os.fspath(objects_dir), TREES)
     try:

@@ -139,16 +139,18 @@ _MEMO: dict[str, tuple[list, Summary]] = {}
 
 
 def sweep(store, before: Summary | None, unlinked: set[int] | None, going_held: tuple[int, int],
-          mapper: Callable = map) -> int:
+          mapper: Callable | None = None) -> int:
     """gc's sweep, after its deletes: the objects that nothing links now, looked for among the
     inodes it unlinked (every object, when the ledger counted loose ones or `unlinked` is None), the
     records of trees that are gone; then the ledger's new numbers (`going_held`: what the records of
-    the deleted trees held). `mapper`: map() or a thread pool's. Returns the bytes freed."""
+    the deleted trees held). `mapper`: a thread pool's map (dedupe.serial by default). Returns the
+    bytes freed."""
     from container.engine.layer import dedupe
 
     full = before is None or before.n_loose > 0 or unlinked is None
     if not full and not unlinked:           # nothing was deleted: nothing can have come loose
         return 0
+    mapper = mapper or dedupe.serial
     n, freed = dedupe.sweep_objects(store.objects_dir, only=None if full else unlinked, mapper=mapper)
     gone_records = dedupe.drop_records(store.objects_dir, store.layers_dir, mapper)
     if before is not None:

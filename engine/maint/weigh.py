@@ -88,6 +88,7 @@ class Pool:
         return self
 
     def map(self, fn, items) -> list:
+        """[fn(x) for x in items], in order, over the threads."""
         items = list(items)
         if len(items) <= 16:
             return [fn(x) for x in items]
