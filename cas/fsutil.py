@@ -55,26 +55,31 @@ def publish_dir(tmp: Path, final: Path) -> bool:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def remove_tree(path: str | os.PathLike[str]) -> None:
+def remove_tree(path: str | os.PathLike[str], inodes: set[int] | None = None) -> None:
     """rm -rf that copes with read-only dirs (mode 0000 dirs come from layers) and never follows symlinks.
+    `inodes`: add the st_ino of every non-directory unlinked (from the directory listing: no stat).
 
     Every directory is opened relative to its parent's fd with O_NOFOLLOW (shutil.rmtree's fd walk),
     iteratively, so a deep tree needs no recursion; and without shutil, whose import (zlib, bz2,
     lzma) would cost `run --rm` 2 ms."""
-    if not os.path.lexists(path):
+    try:
+        st = os.lstat(path)          # one stat says absent, a symlink or file (unlinked), or a dir
+    except FileNotFoundError:
         return
-    if os.path.islink(path) or not os.path.isdir(path):
+    if st.st_mode & 0o170000 != 0o040000:
         os.unlink(path)
+        if inodes is not None:
+            inodes.add(st.st_ino)
         return
     parent, leaf = os.path.split(os.path.abspath(path))
     pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     stack: list[tuple[int, str, int, list[str]]] = []     # (parent fd, name, fd, subdirs left)
     try:
-        _enter(stack, pfd, leaf)
+        _enter(stack, pfd, leaf, inodes)
         while stack:
             dfd, name, fd, subdirs = stack[-1]
             if subdirs:
-                _enter(stack, fd, subdirs.pop())
+                _enter(stack, fd, subdirs.pop(), inodes)
                 continue
             stack.pop()
             os.close(fd)
@@ -88,7 +93,7 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
         os.close(pfd)
 
 
-def _enter(stack: list[tuple[int, str, int, list[str]]], pfd: int, name: str) -> None:
+def _enter(stack: list[tuple[int, str, int, list[str]]], pfd: int, name: str, inodes: set[int] | None) -> None:
     """Open directory `name` under `pfd`, make it writable, unlink its non-directories, and push it
     with the names of its subdirectories."""
     try:
@@ -107,21 +112,35 @@ def _enter(stack: list[tuple[int, str, int, list[str]]], pfd: int, name: str) ->
             else:
                 try:
                     os.unlink(e.name, dir_fd=fd)
+                    if inodes is not None:
+                        inodes.add(e.inode())
                 except FileNotFoundError:
                     pass
 
 
-def remove_under(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+def remove_under(root: str | os.PathLike[str], path: str | os.PathLike[str],
+                 resolved: dict[str, str] | None = None, inodes: set[int] | None = None) -> None:
     """The one guarded delete: refuses any path that is not strictly inside `root`.
 
-    Every sweep (gc, prune, rm) goes through here (udocker's FileUtil guard)."""
-    root_r = os.path.realpath(root)
+    Every sweep (gc, prune, rm) goes through here (udocker's FileUtil guard). `resolved`: a dict the
+    caller keeps for one sweep of many paths under the store lock, where realpath() of the root and
+    of each parent directory is worked out once (the store's own directories: blobs/sha256, layers,
+    snapshots...) instead of one lstat per path component per path. `inodes`: as remove_tree's."""
+    cache = resolved if resolved is not None else {}
+    root_s = os.fspath(root)
+    root_r = cache.get(root_s)
+    if root_r is None:
+        root_r = cache[root_s] = os.path.realpath(root_s)
     # Resolve the parent only: the leaf itself may be a symlink, which we delete, not follow.
-    name = os.path.basename(os.path.normpath(str(path)))
-    parent = os.path.realpath(os.path.dirname(os.path.normpath(str(path))))
+    norm = os.path.normpath(str(path))
+    name = os.path.basename(norm)
+    up = os.path.dirname(norm)
+    parent = cache.get(up)
+    if parent is None:
+        parent = cache[up] = os.path.realpath(up)
     target = os.path.join(parent, name)
     if name in ("", ".", "..") or root_r == "/" or not target.startswith(root_r + "/"):
         from .errors import UnsafeDelete            # (only here: not on run's path)
 
         raise UnsafeDelete(f"refusing to delete {path}: not inside {root}")
-    remove_tree(target)
+    remove_tree(target, inodes)

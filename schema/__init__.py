@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 _FROM = {
     "SCHEMA_VERSION": "base", "SchemaTooNew": "errors", "SchemaError": "errors", "DatabaseCorrupt": "errors",
     "is_database_error": "errors", "database": "db", "open_database": "db", "write_txn": "db",
+    "delete_in": "db", "update_many": "db", "bump_in": "db",
     "ALL_MODELS": "models", "Blob": "models", "Container": "models", "Image": "models", "ImageLayer": "models",
     "Layer": "models", "Lease": "models", "LeaseItem": "models", "Meta": "models", "Snapshot": "models",
     "Tag": "models", "Volume": "models", "VolumeUse": "models",

@@ -239,34 +239,29 @@ def record_image(ref: Reference | None, top_digest: str, index_digest: str | Non
 # -- refcounts ------------------------------------------------------------------------------
 def add_image_refs(img, layer_rows) -> None:
     """+1 on every blob/layer an image's edges name. Call inside write_txn() with the edges' insert."""
-    from container.schema import Layer
-
     blob_digests = [img.manifest_digest, img.config_digest] + ([img.index_digest] if img.index_digest else [])
     blob_digests += [r["blob"] for r in layer_rows]
-    _bump_blobs(blob_digests, +1)
-    for r in layer_rows:
-        Layer.update(refs=Layer.refs + 1).where(Layer.diff_id == r["layer"]).execute()
+    _bump(blob_digests, [r["layer"] for r in layer_rows], +1)
 
 
 def drop_image_refs(img) -> None:
     """-1 for an image's edges; call in the write_txn() that deletes the image row."""
-    from container.schema import ImageLayer, Layer
+    from container.schema import ImageLayer
 
-    rows = list(ImageLayer.select().where(ImageLayer.image == img.id))
+    rows = list(ImageLayer.select(ImageLayer.blob, ImageLayer.layer).where(ImageLayer.image == img.id).tuples())
     blob_digests = [img.manifest_digest, img.config_digest] + ([img.index_digest] if img.index_digest else [])
-    blob_digests += [r.blob_digest for r in rows]
-    _bump_blobs(blob_digests, -1)
-    for r in rows:
-        Layer.update(refs=Layer.refs - 1).where(Layer.diff_id == r.diff_id).execute()
+    blob_digests += [b for b, _ in rows]
+    _bump(blob_digests, [d for _, d in rows], -1)
 
 
-def _bump_blobs(digests, delta: int) -> None:
+def _bump(blob_digests, diff_ids, delta: int) -> None:
+    """refs += delta for each time a blob or layer is named (a statement per distinct count)."""
     from collections import Counter
 
-    from container.schema import Blob
+    from container.schema import Blob, Layer, bump_in
 
-    for d, n in Counter(digests).items():
-        Blob.update(refs=Blob.refs + delta * n).where(Blob.digest == d).execute()
+    bump_in(Blob.digest, Blob.refs, {d: delta * n for d, n in Counter(blob_digests).items()})
+    bump_in(Layer.diff_id, Layer.refs, {d: delta * n for d, n in Counter(diff_ids).items()})
 
 
 def delete_image_row(img) -> None:

@@ -85,29 +85,32 @@ def unindexed(diff_ids) -> list[str]:
     from container.schema import LayerIndex
 
     want = list(dict.fromkeys(diff_ids))
-    have = {r[0] for r in LayerIndex.select(LayerIndex.layer).where(LayerIndex.layer.in_(want)).tuples()} if want else set()
+    if not want:
+        return []
+    if len(want) > 500:           # every layer (fsck): one scan of the index, no 25k-value IN
+        have = {r[0] for r in LayerIndex.select(LayerIndex.layer).tuples()}
+    else:
+        have = {r[0] for r in LayerIndex.select(LayerIndex.layer).where(LayerIndex.layer.in_(want)).tuples()}
     return [d for d in want if d not in have]
 
 
 def drop_layers(diff_ids) -> None:
     """The index rows of layers being deleted (inside the caller's write_txn())."""
-    from container.schema import File, LayerIndex, LayerPackage, Package
+    from container.schema import File, LayerIndex, LayerPackage, Package, delete_in
 
     ids = list(diff_ids)
     if not ids:
         return
-    File.delete().where(File.layer.in_(ids)).execute()
-    LayerPackage.delete().where(LayerPackage.layer.in_(ids)).execute()
-    Package.update(layer=None).where(Package.layer.in_(ids)).execute()
-    LayerIndex.delete().where(LayerIndex.layer.in_(ids)).execute()
+    delete_in(File.layer, ids)
+    delete_in(LayerPackage.layer, ids)
+    delete_in(Package.layer, ids, set_null=(Package.layer,))
+    delete_in(LayerIndex.layer, ids)
 
 
 def drop_image(image_ids) -> None:
-    from container.schema import Package
+    from container.schema import Package, delete_in
 
-    ids = list(image_ids)
-    if ids:
-        Package.delete().where(Package.image.in_(ids)).execute()
+    delete_in(Package.image, image_ids)
 
 
 # -- the merged view -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
     sharer = Sharer(store.objects_dir)            # unpack_layer(..., sharer=sharer) calls sharer.file()
     record(store.objects_dir, diff_id, sharer.res.held, sharer.res.within)   # once the tree is verified
-    sweep(store.objects_dir, store.layers_dir)    # gc: objects no tree links
+    sweep(store.objects_dir, store.layers_dir)    # objects no tree links (all of them)
+    sweep_objects(store.objects_dir, only=inodes) # gc: among the files it unlinked
 
 ROOT/objects/<2 hex>/<62 hex> holds one link of every shared file, named by the sha256 of
 everything a hardlink shares: the content's sha256 (the contents index computed it while the
@@ -22,7 +23,8 @@ that writes a path twice is rare).
 `ROOT/objects/trees/<diff hex>`: the bytes of a tree's files that are objects (each inode once),
 and the bytes saved by files sharing an inode inside the tree, for df: the trees' usage records
 count a shared inode once per tree; df subtracts the excess from Layers, and reports it plus the
-savings inside trees as "Deduplicated". gc removes an object when its only link is the object itself (st_nlink 1).
+savings inside trees as "Deduplicated" (their sums are kept by engine/maint/objects.py's ledger).
+gc removes an object when its only link is the object itself (st_nlink 1).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import hashlib
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 TREES = "trees"
@@ -170,6 +173,14 @@ def record(objects_dir, diff_id: str, held: int, within: int = 0, dups: list[str
     os.replace(tmp, os.path.join(d, hexd))
 
 
+def forget(objects_dir, diff_id: str) -> None:
+    """Drop a tree's record (a tree rewritten without dedupe: fsck --repair's re-unpack)."""
+    try:
+        os.unlink(os.path.join(os.fspath(objects_dir), TREES, diff_id.split(":", 1)[-1]))
+    except OSError:
+        pass
+
+
 def held_by_trees(objects_dir, names: set[str]) -> tuple[int, int]:
     """Sums of record()'s numbers (held, within) for the trees `names` (diff hexes)."""
     d = os.path.join(os.fspath(objects_dir), TREES)
@@ -200,18 +211,15 @@ def tree_dups(objects_dir, diff_id: str) -> set[str] | None:
         return None
 
 
-def objects(objects_dir) -> list[tuple[str, os.stat_result]]:
-    """Every object: (path, lstat)."""
+def objects(objects_dir, only: set[int] | None = None) -> list[tuple[str, os.stat_result]]:
+    """Every object: (path, lstat). `only`: the objects whose st_ino is in it (from the listing: the
+    others are not stat'ed)."""
     out: list[tuple[str, os.stat_result]] = []
-    try:
-        subs = [e for e in os.scandir(objects_dir) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
-    except FileNotFoundError:
-        return out
-    for s in subs:
+    for sub in _subdirs(objects_dir):
         try:
-            with os.scandir(s.path) as it:
+            with os.scandir(sub) as it:
                 for e in it:
-                    if not e.name.startswith("."):
+                    if not e.name.startswith(".") and (only is None or e.inode() in only):
                         try:
                             out.append((e.path, e.stat(follow_symlinks=False)))
                         except OSError:
@@ -224,31 +232,99 @@ def objects(objects_dir) -> list[tuple[str, os.stat_result]]:
 def sweep(objects_dir, layers_dir, *, dry_run: bool = False) -> tuple[int, int]:
     """Remove the objects nothing else links (st_nlink 1) and the records of trees that are gone:
     (objects removed, bytes freed)."""
-    n = freed = 0
-    for path, st in objects(objects_dir):
-        if st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
-            if not dry_run:
-                try:
-                    if os.lstat(path).st_nlink != 1:      # linked since it was listed
-                        continue
-                    os.unlink(path)
-                except OSError:
-                    continue
-            n += 1
-            freed += st.st_blocks * 512
+    got = sweep_objects(objects_dir, dry_run=dry_run)
     if not dry_run:
-        d = os.path.join(os.fspath(objects_dir), TREES)
+        drop_records(objects_dir, layers_dir)
+    return got
+
+
+def serial(fn: Callable, items) -> list:
+    """The mapper the sweeps take by default: in this thread (gc passes its thread pool's)."""
+    return [fn(x) for x in items]
+
+
+def sweep_objects(objects_dir, *, dry_run: bool = False, only: set[int] | None = None,
+                  mapper: Callable = serial) -> tuple[int, int]:
+    """Remove the objects nothing else links (st_nlink 1): (objects removed, bytes freed). `only`:
+    look at the objects with these st_ino only (the files a sweep just unlinked, from the listing:
+    the others are not stat'ed). `mapper`: serial() or a thread pool's map (the unlinks wait on the disk)."""
+    found = objects(objects_dir, only)
+    loose = [(p, st.st_blocks * 512) for p, st in found if st.st_nlink == 1 and stat.S_ISREG(st.st_mode)]
+    if dry_run:
+        return len(loose), sum(b for _, b in loose)
+    recheck = only is None     # a whole listing is old by the time its last object goes: look again
+
+    def rm(item: tuple[str, int]) -> int:
         try:
-            names = os.listdir(d)
-        except FileNotFoundError:
-            names = []
-        for name in names:
-            if not os.path.isdir(os.path.join(os.fspath(layers_dir), name)):
-                try:
-                    os.unlink(os.path.join(d, name))
-                except OSError:
-                    pass
-    return n, freed
+            if recheck and os.lstat(item[0]).st_nlink != 1:      # linked since it was listed
+                return -1
+            os.unlink(item[0])
+        except OSError:
+            return -1
+        return item[1]
+
+    got = [b for b in mapper(rm, loose) if b >= 0]
+    return len(got), sum(got)
+
+
+def _subdirs(objects_dir) -> list[str]:
+    try:
+        with os.scandir(objects_dir) as it:
+            return [e.path for e in it if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def drop_records(objects_dir, layers_dir, mapper: Callable = serial) -> int:
+    """Remove the records of trees that are gone; the bytes those files took."""
+    d = os.path.join(os.fspath(objects_dir), TREES)
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return 0
+    try:
+        present = set(os.listdir(layers_dir))
+    except FileNotFoundError:
+        present = set()
+
+    def rm(name: str) -> int:
+        try:
+            p = os.path.join(d, name)
+            b = os.lstat(p).st_blocks * 512
+            os.unlink(p)
+            return b
+        except OSError:
+            return 0
+
+    return sum(mapper(rm, [n for n in names if n not in present]))
+
+
+def object_inodes(objects_dir) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of every object, from the listings alone (no stat per object)."""
+    try:
+        dev = os.stat(objects_dir).st_dev
+    except FileNotFoundError:
+        return set()
+    out: set[tuple[int, int]] = set()
+    for sub in _subdirs(objects_dir):
+        try:
+            with os.scandir(sub) as it:
+                out.update((dev, e.inode()) for e in it if not e.name.startswith("."))
+        except OSError:
+            continue
+    return out
+
+
+def dir_bytes(objects_dir) -> int:
+    """The blocks of the objects dir itself, its <2 hex> dirs and trees/ (not the files in them)."""
+    n = 0
+    root = os.fspath(objects_dir)
+    for p in [root, os.path.join(root, TREES), *_subdirs(root)]:
+        try:
+            n += os.lstat(p).st_blocks * 512
+        except OSError:
+            pass
+    return n
 
 
 def forget_new(objects_dir, res: Result | None, links: int = 1) -> None:
@@ -280,22 +356,25 @@ def record_tree(store, stats, diff_id: str) -> None:
         pass
 
 
-def usage(objects_dir) -> tuple[int, int, int]:
-    """(the objects dir's own bytes: its directories and the trees' records; the linked objects'
-    bytes; the bytes of objects nothing links)."""
-    own = live = loose = 0
-    root = os.fspath(objects_dir)
-    for dirpath, _dirs, files, dfd in os.fwalk(root, follow_symlinks=False):
-        own += os.fstat(dfd).st_blocks * 512
-        if os.path.basename(dirpath) == TREES:
-            for n in files:
+def usage(objects_dir) -> tuple[int, int, int, int, int]:
+    """The walk: (the bytes of the objects dir's directories; of the trees' records; the linked
+    objects' bytes; the bytes of objects nothing links, and how many they are)."""
+    dirs = dir_bytes(objects_dir)
+    records = live = loose = n_loose = 0
+    d = os.path.join(os.fspath(objects_dir), TREES)
+    try:
+        with os.scandir(d) as it:
+            for e in it:
                 try:
-                    own += os.stat(n, dir_fd=dfd, follow_symlinks=False).st_blocks * 512
+                    records += e.stat(follow_symlinks=False).st_blocks * 512
                 except OSError:
                     pass
+    except FileNotFoundError:
+        pass
     for _, st in objects(objects_dir):
         if st.st_nlink > 1:
             live += st.st_blocks * 512
         else:
             loose += st.st_blocks * 512
-    return own, live, loose
+            n_loose += 1
+    return dirs, records, live, loose, n_loose

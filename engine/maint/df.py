@@ -97,14 +97,14 @@ def disk_usage(store, *, verbose: bool = False) -> dict:
         # twice is taken off Layers ("deduplicated": that plus what sharing inside a tree saved); an
         # object nothing links is Unreferenced
         deduplicated = twice = 0
-        if store.objects_dir.is_dir():
-            from container.engine.layer import dedupe
+        from container.engine.maint import objects as O
 
-            own, live, loose = dedupe.usage(store.objects_dir)
-            metadata += own
-            size["orphans"] += loose
-            held_b, within = dedupe.held_by_trees(store.objects_dir, {e.name for e in ents["layer"]})
-            twice = max(0, held_b - live)          # counted by more than one tree's record
+        objs = O.summary(store)               # the ledger, walked when it does not hold
+        if objs is not None:
+            metadata += objs.own
+            size["orphans"] += objs.loose
+            held_b, within = objs.held, objs.within
+            twice = max(0, held_b - objs.live)          # counted by more than one tree's record
             size["layers"] -= twice
             deduplicated = twice + within        # what dedupe saves: across trees and inside them
         skeleton = {"blobs", "layers", "snapshots", "containers", "volumes", "ingest", "objects"}

@@ -39,9 +39,11 @@ from container.cas.lock import is_held
 
 from container.engine.image import contents
 from container.engine.image.identity import chain_ids
+from container.engine.layer import dedupe
 from container.engine.maint import reindex
 from container.engine.maint.gc import Plan, list_all, make_plan
 from container.engine.maint.inventory import StoreRows, digest_path, load_rows, recount_refs
+from container.engine.maint.usage import Sizes
 
 
 @dataclass
@@ -187,9 +189,11 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
         rep.notes.append(f"{len(unindexed)} layer(s) not in the contents index (fsck --repair indexes them "
                          "from their trees)")
 
-    stale = sum(1 for rows, ents in ((st.blobs, blob_ents), (st.layers, layer_ents), (st.snapshots, snap_ents))
+    sz = Sizes(st, {"sha256:" + n: e.inode() for n, e in layer_ents.items()})   # a snapshot's stamp
+    stale = sum(1 for kind, rows, ents in (("blob", st.blobs, blob_ents), ("layer", st.layers, layer_ents),
+                                           ("snapshot", st.snapshots, snap_ents))
                 for d, r in rows.items() if (e := ents.get(d[7:])) is not None
-                and (r.disk is None or r.inode != e.inode()))
+                and (r.disk is None or r.inode != sz.stamp(kind, d, e.inode())))
     if stale:
         rep.notes.append(f"{stale} usage record(s) missing or stale (df measures them once; fsck --repair "
                          "records them)")
@@ -218,12 +222,11 @@ def check(store, *, deep: bool = False) -> tuple[Report, Plan, StoreRows]:
 def _record_verified(verified: dict[str, int]) -> None:
     """Blob.verified := the ctime each blob had when it hashed to its name (best effort: a
     read-only database rehashes them next time)."""
-    from container.schema import Blob, write_txn
+    from container.schema import Blob, update_many, write_txn
 
     try:
         with write_txn():
-            for d, ns in verified.items():
-                Blob.update(verified=ns).where(Blob.digest == d).execute()
+            update_many(Blob.digest, [Blob.verified], ((ns, d) for d, ns in verified.items()))
     except Exception:        # noqa: BLE001 - a record saves work next time; never fail the check
         pass
 
@@ -282,6 +285,7 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
             remove_under(store.root, final)
         publish_dir(tmp, final)
         _forget_tree(diff_id)
+        dedupe.forget(store.objects_dir, diff_id)     # the new tree links no object: what it held goes
     except BaseException:
         remove_under(store.root, tmp)
         raise
@@ -290,8 +294,6 @@ def reunpack(store, blob_digest: str, media_type: str, diff_id: str) -> None:
 def _stale_snapshots(st: StoreRows, diff_id: str, used: set[str]) -> list[str]:
     """Snapshots built on a layer tree that was just re-unpacked and that no container uses: they
     link the old tree's inodes, so they go (rows and trees; the next run rebuilds them)."""
-    from container.engine.maint.usage import Sizes
-
     sz = Sizes(st)
     return [c for c in st.snapshots if c not in used and diff_id in (sz.chain_layers(c) or [])]
 
@@ -311,8 +313,6 @@ def _forget_tree(diff_id: str) -> None:
 def record_usage(store) -> int:
     """Measure every blob, layer tree and snapshot whose usage record is missing or stale, and
     record it (fsck --repair; df does the same lazily). Returns how many were recorded."""
-    from container.engine.maint.usage import Sizes
-
     st = load_rows()
     listing = list_all(store)
     ents = {"blob": listing[str(store.blobs.dir)], "layer": listing[str(store.layers_dir)],

@@ -44,8 +44,10 @@ from pathlib import Path
 from container.cas import Digest
 from container.cas.fsutil import remove_under
 from container.cas.lock import is_held
-from container.engine.maint.inventory import Accounting, StoreRows, Unit, load_rows, recount_refs, tag_name
-from container.engine.maint.usage import Sizes, forget_linking
+from container.engine.maint.inventory import StoreRows, Unit, load_rows, recount_refs, tag_name
+from container.engine.maint.objects import Summary
+from container.engine.maint.weigh import Pool, Weigher
+from container.engine.maint.usage import forget_linking
 from container.schema.base import utcnow
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
@@ -112,6 +114,7 @@ class Plan:
     kept_snapshots: list[str] = field(default_factory=list, repr=False)   # snapshot trees that stay
     kept: dict[str, set[str]] = field(default_factory=dict, repr=False)   # blob|layer|snapshot -> names kept
     objects_dir: Path | None = field(default=None, repr=False)     # dedupe's objects, when the store has them
+    objects: Summary | None = field(default=None, repr=False)      # and their numbers (maint/objects.py)
     loose_objects: int = 0                   # objects nothing links now (swept)
 
     def empty(self) -> bool:
@@ -141,11 +144,12 @@ def make_plan(store, *, drop_containers: Iterable[str] = (), drop_images: Iterab
                    if L.container_host(c.config) in gone}
     drop_i = set(drop_images)
     plan = Plan(rows=st)
-    if store.objects_dir.is_dir():
-        from container.engine.layer import dedupe
+    from container.engine.maint import objects as O
 
+    plan.objects = O.summary(store)           # dedupe's objects: the ledger, walked when it does not hold
+    if plan.objects is not None:
         plan.objects_dir = store.objects_dir
-        plan.loose_objects = sum(1 for _, s in dedupe.objects(store.objects_dir) if s.st_nlink == 1)
+        plan.loose_objects = plan.objects.n_loose
     ls_ = listing if listing is not None else list_all(store)
 
     def entries(d: Path, skip: set[str] | frozenset[str] = frozenset()) -> list[os.DirEntry]:
@@ -326,122 +330,78 @@ def _scan(d) -> list[os.DirEntry]:
         return []
 
 
-class _Weigher:
-    """What deleting some of the plan's units frees, decided before anything goes: each unit's weight
-    from the usage records (engine/maint/usage.py), or, when a snapshot that stays links a layer tree
-    that goes (or the plan has no rows), every inode counted (inventory.Accounting)."""
-
-    def __init__(self, plan: Plan, extra_kept: Iterable[str] = (), objects_dir=None):
-        from container.engine.layer import dedupe
-
-        self.acc: Accounting | None = None
-        self.per: dict[int, int] = {}
-        objs = dedupe.objects(objects_dir) if objects_dir is not None else []
-        self.objects = {(st.st_dev, st.st_ino) for _, st in objs if st.st_nlink > 1}
-        self.garbage = sum(st.st_blocks * 512 for _, st in objs if st.st_nlink == 1)   # swept whatever goes
-        sz = Sizes(plan.rows, plan.present_layers) if plan.rows is not None else None
-        if sz is None or self.objects or sz.needs_exact({u.key for u in plan.units if u.kind == "layer"},
-                                        [*plan.kept_snapshots, *extra_kept]):
-            self.acc = Accounting(plan.units)
-        else:
-            self.per = {id(u): sz.of(u) for u in plan.units}
-
-    def freed(self, units: list[Unit], *, with_objects: bool = False) -> tuple[int, dict[int, int]]:
-        """with_objects: the objects the deletion leaves unlinked count too (gc sweeps them)."""
-        if self.acc is not None:
-            if with_objects:
-                n, per = self.acc.freed(units, self.objects)
-                return n + self.garbage, per
-            return self.acc.freed(units)
-        per = {id(u): self.per[id(u)] for u in units}
-        return sum(per.values()), per
-
-
 def measure(plan: Plan) -> Plan:
     """Scan the plan's units and work out what deleting them frees (each unit's share too)."""
-    plan.freed, plan.unit_freed = _Weigher(plan, objects_dir=plan.objects_dir).freed(plan.units, with_objects=True)
+    weigher = Weigher(plan, objects_dir=plan.objects_dir, dry_run=True)
+    plan.freed, plan.unit_freed = weigher.freed(plan.units, with_objects=True)
     return plan
 
 
 def execute(store, plan: Plan) -> Plan:
     """Rows in one transaction, then files (invariant 4). Sets plan.freed to what was actually freed."""
     from container.schema import (Blob, Container, Image, ImageLayer, Layer, Lease, LeaseItem, Snapshot, Tag,
-                                  write_txn)
+                                  delete_in, write_txn)
 
     from container.engine.image import contents
 
-    weigher = _Weigher(plan, objects_dir=plan.objects_dir)   # measure before anything goes
-
-    def chunks(xs, n=500):
-        xs = list(xs)
-        for i in range(0, len(xs), n):
-            yield xs[i:i + n]
+    weigher = Weigher(plan, objects_dir=plan.objects_dir)   # measure before anything goes
 
     rows_change = bool(plan.containers or plan.tags or plan.images or plan.snapshots or plan.layers
                        or plan.blobs or plan.leases or plan.drift)
     with write_txn() if rows_change else contextlib.nullcontext():
-        for ch in chunks(c for c, _ in plan.containers):
-            Container.delete().where(Container.id.in_(ch)).execute()
-        for ch in chunks(plan.tags):
-            Tag.delete().where(Tag.id.in_(ch)).execute()
-        for ch in chunks(i for i, _, _ in plan.images):
-            contents.drop_image(ch)
-            ImageLayer.delete().where(ImageLayer.image.in_(ch)).execute()
-            Image.delete().where(Image.id.in_(ch)).execute()
-        for ch in chunks(plan.snapshots):
-            Snapshot.delete().where(Snapshot.chain_id.in_(ch)).execute()
-        for ch in chunks(plan.layers):
-            contents.drop_layers(ch)
-            Layer.delete().where(Layer.diff_id.in_(ch)).execute()
-        for ch in chunks(plan.blobs):
-            Blob.delete().where(Blob.digest.in_(ch)).execute()
-        for ch in chunks(plan.leases):
-            LeaseItem.delete().where(LeaseItem.lease.in_(ch)).execute()
-            Lease.delete().where(Lease.id.in_(ch)).execute()
+        delete_in(Container.id, [c for c, _ in plan.containers])
+        delete_in(Tag.id, plan.tags)
+        image_ids = [i for i, _, _ in plan.images]
+        if image_ids:
+            contents.drop_image(image_ids)
+        delete_in(ImageLayer.image, image_ids)
+        delete_in(Image.id, image_ids)
+        delete_in(Snapshot.chain_id, plan.snapshots)
+        if plan.layers:
+            contents.drop_layers(plan.layers)
+        delete_in(Layer.diff_id, plan.layers)
+        delete_in(Blob.digest, plan.blobs)
+        delete_in(LeaseItem.lease, plan.leases)
+        delete_in(Lease.id, plan.leases)
         if rows_change:
             recount_refs()
 
     done: list[Unit] = []
     simple = [u for u in plan.units if u.kind not in ("ingest", "container")]
     guarded = [u for u in plan.units if u.kind in ("ingest", "container")]
+    resolved: dict[str, str] = {}       # realpath of the root and the store's dirs, once per sweep
+    unlinked: set[int] | None = set() if plan.objects_dir is not None else None   # st_ino of files deleted
 
     def remove(u: Unit) -> Unit | None:
         try:
-            remove_under(store.root, u.path)
+            remove_under(store.root, u.path, resolved, unlinked)
             return u
         except OSError as e:
             plan.errors.append(f"could not delete {u.path}: {e.strerror or e}")
             return None
 
-    # unlink of a file whose blocks are on disk waits for the journal (~2 ms on ext4 with discard);
-    # independent deletes in a few threads overlap those waits (measured 8x on 2000 files)
-    if len(simple) > 16:
-        import concurrent.futures as cf
+    with Pool() as pool:
+        done += [u for u in pool.map(remove, simple) if u is not None]
+        for u in guarded:
+            holder = None
+            try:
+                holder = _try_hold(Path(u.path) / "lock")
+                if holder is None:          # a writer (a pull, a container's supervisor) took it since we looked
+                    plan.skipped.append(f"{os.path.relpath(u.path, store.root)}: in use; kept")
+                    continue
+                if u.kind == "container" and _mounted_under(Path(u.path)):
+                    plan.skipped.append(f"containers/{u.key}: something is mounted under it; kept")
+                    continue
+                if remove(u) is not None:
+                    done.append(u)
+            finally:
+                if holder not in (None, -1):
+                    os.close(holder)
+        plan.freed, plan.unit_freed = weigher.freed(done)
+        if plan.objects_dir is not None:            # dedupe's objects that no tree links any more
+            from container.engine.maint import objects as O
 
-        with cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix="gc-rm") as ex:
-            done += [u for u in ex.map(remove, simple) if u is not None]
-    else:
-        done += [u for u in map(remove, simple) if u is not None]
-    for u in guarded:
-        holder = None
-        try:
-            holder = _try_hold(Path(u.path) / "lock")
-            if holder is None:          # a writer (a pull, a container's supervisor) took it since we looked
-                plan.skipped.append(f"{os.path.relpath(u.path, store.root)}: in use; kept")
-                continue
-            if u.kind == "container" and _mounted_under(Path(u.path)):
-                plan.skipped.append(f"containers/{u.key}: something is mounted under it; kept")
-                continue
-            if remove(u) is not None:
-                done.append(u)
-        finally:
-            if holder not in (None, -1):
-                os.close(holder)
-    plan.freed, plan.unit_freed = weigher.freed(done)
-    if plan.objects_dir is not None:            # dedupe's objects that no tree links any more
-        from container.engine.layer import dedupe
-
-        plan.freed += dedupe.sweep(plan.objects_dir, store.layers_dir)[1]
+            plan.freed += O.sweep(store, plan.objects, unlinked, weigher.held_by(done), pool.map)
     gone = [u.key for u in done if u.kind == "layer"]
     if gone and plan.rows is not None:      # a snapshot that linked a deleted tree now owns those inodes
         with write_txn():

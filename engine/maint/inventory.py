@@ -99,7 +99,7 @@ def load_rows() -> StoreRows:
 def recount_refs() -> None:
     """Blob.refs / Layer.refs := the number of edges naming them (inside the caller's transaction).
     Plain tuples (no peewee rows): this runs on every gc, over every row."""
-    from container.schema import Blob, Layer
+    from container.schema import Blob, Layer, update_many
 
     db = Blob._meta.database
     q = lambda sql: db.execute_sql(sql).fetchall()  # noqa: E731
@@ -112,12 +112,10 @@ def recount_refs() -> None:
     for bd, diff in q("SELECT blob_digest, diff_id FROM image_layer"):
         brefs[bd] = brefs.get(bd, 0) + 1
         lrefs[diff] = lrefs.get(diff, 0) + 1
-    for d, refs in q("SELECT digest, refs FROM blob"):
-        if refs != brefs.get(d, 0):
-            Blob.update(refs=brefs.get(d, 0)).where(Blob.digest == d).execute()
-    for d, refs in q("SELECT diff_id, refs FROM layer"):
-        if refs != lrefs.get(d, 0):
-            Layer.update(refs=lrefs.get(d, 0)).where(Layer.diff_id == d).execute()
+    blobs = q("SELECT digest, refs FROM blob")
+    update_many(Blob.digest, [Blob.refs], [(brefs.get(d, 0), d) for d, refs in blobs if refs != brefs.get(d, 0)])
+    layers = q("SELECT diff_id, refs FROM layer")
+    update_many(Layer.diff_id, [Layer.refs], [(lrefs.get(d, 0), d) for d, refs in layers if refs != lrefs.get(d, 0)])
 
 
 def tag_name(t) -> str:

@@ -202,19 +202,19 @@ class Sizes:
     def save(self) -> int:
         """Write the pending measurements into their rows (best effort: a read-only database keeps
         them unrecorded, measured again next time). Returns how many were recorded."""
-        from container.schema import Blob, Layer, Snapshot, write_txn
+        from container.schema import Blob, Layer, Snapshot, update_many, write_txn
 
         n = sum(len(v) for v in self.pending.values())
         if not n:
             return 0
         try:
             with write_txn():
-                for d, (w, _, ino) in self.pending["blob"].items():
-                    Blob.update(disk=w, inode=ino).where(Blob.digest == d).execute()
-                for d, (w, k, ino) in self.pending["layer"].items():
-                    Layer.update(disk=w, inodes=k, inode=ino).where(Layer.diff_id == d).execute()
-                for d, (w, k, ino) in self.pending["snapshot"].items():
-                    Snapshot.update(disk=w, inodes=k, inode=ino).where(Snapshot.chain_id == d).execute()
+                update_many(Blob.digest, [Blob.disk, Blob.inode],
+                            ((w, ino, d) for d, (w, _, ino) in self.pending["blob"].items()))
+                update_many(Layer.diff_id, [Layer.disk, Layer.inodes, Layer.inode],
+                            ((w, k, ino, d) for d, (w, k, ino) in self.pending["layer"].items()))
+                update_many(Snapshot.chain_id, [Snapshot.disk, Snapshot.inodes, Snapshot.inode],
+                            ((w, k, ino, d) for d, (w, k, ino) in self.pending["snapshot"].items()))
         except Exception:        # noqa: BLE001 - a record is an optimisation; never fail the reader
             return 0
         self.pending = {k: {} for k in RECORDED}
@@ -233,12 +233,9 @@ def forget_linking(st: StoreRows, diff_ids: Iterable[str]) -> None:
 
 def forget(kind: str, keys: Iterable[str]) -> None:
     """Drop the records of things rewritten in place (fsck re-unpacks, snapshot rebuilds)."""
-    from container.schema import Blob, Layer, Snapshot
+    from container.schema import Blob, Layer, Snapshot, delete_in
 
+    col = {"blob": Blob.digest, "layer": Layer.diff_id, "snapshot": Snapshot.chain_id}[kind]
+    model = col.model
     keys = list(keys)
-    if not keys:
-        return
-    model, col = {"blob": (Blob, Blob.digest), "layer": (Layer, Layer.diff_id),
-                  "snapshot": (Snapshot, Snapshot.chain_id)}[kind]
-    for i in range(0, len(keys), 500):
-        model.update(disk=None, inode=None).where(col.in_(keys[i:i + 500])).execute()
+    delete_in(col, keys, set_null=(model.disk, model.inode))

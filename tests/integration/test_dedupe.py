@@ -217,3 +217,55 @@ def test_a_failed_load_leaves_the_objects_as_they_were(cli, root, tmp_path, how)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
     assert _objects(root) == before
     assert cli("fsck", check=True).returncode == 0          # (no partial left in ingest/ either)
+
+
+def _ledger(root, drop: bool = False):
+    import sqlite3
+
+    con = sqlite3.connect(root / "metadata.db")
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'objects_ledger'").fetchone()
+        if drop:
+            con.execute("DELETE FROM meta WHERE key = 'objects_ledger'")
+            con.commit()
+        return json.loads(row[0]) if row else None
+    finally:
+        con.close()
+
+
+def _numbers(rep: dict) -> tuple:
+    return (rep["summary"], rep["total"], rep["metadata"] - rep["database"], rep["deduplicated"],
+            rep["images_total"])
+
+
+def test_objects_ledger_matches_a_walk_after_gc_and_follows_changes_behind_its_back(cli, root, tmp_path):
+    """df, gc and fsck read the objects dir's numbers from a ledger instead of lstat'ing every object:
+    the numbers gc leaves there are the ones a walk finds, and an object written behind the
+    store's back is seen (Unreferenced) and swept."""
+    import time
+
+    load(cli, tmp_path, "example.com/app:1", [app(1)])
+    load(cli, tmp_path, "example.com/app:2", [app(2)])
+    time.sleep(0.1)                       # a stamp younger than 50 ms is never recorded
+    walked = adds_up(cli, root)
+    assert _ledger(root) is not None
+    assert _numbers(adds_up(cli, root)) == _numbers(walked)       # read from the ledger: the same
+    # rmi + gc: gc writes the numbers it leaves; a walk finds the same, and both add up to du
+    cli("rmi", "example.com/app:1", check=True)
+    cli("gc", check=True)
+    kept = adds_up(cli, root)
+    assert _ledger(root, drop=True) is not None             # gc wrote it
+    assert _numbers(adds_up(cli, root)) == _numbers(kept)
+    # an object nobody links, written behind the store's back: df counts it, gc sweeps it
+    time.sleep(0.1)
+    stray = root / "objects" / "ab" / ("cd" * 31)
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"s" * 10000)
+    rep = adds_up(cli, root)
+    by = {r["type"]: r for r in rep["summary"]}
+    assert by["Unreferenced"]["size"] >= 10000
+    cli("gc", check=True)
+    assert not stray.exists()
+    assert (tree(root, tm.oci_layout(tmp_path / "y", [app(2)])["diff_ids"][0]) / "opt/lib.so").read_bytes() == BIG
+    adds_up(cli, root)
+    assert cli("fsck", check=True).returncode == 0

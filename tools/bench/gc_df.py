@@ -6,8 +6,10 @@
 
 The store is what pulls would leave, built directly (no registry, no fsync per blob):
 `--images` images of `--layers` layers each, the first 10 layers shared by all of them; every
-layer a real gzip tar in blobs/ with its unpacked tree in layers/; a snapshot per image
-(hardlinks); one container per 5 images. Then garbage: `--images`/5 images are removed (rows only,
+layer a real gzip tar in blobs/ with its unpacked tree in layers/, its files linked into
+objects/ as dedupe (on by default) links them at pull, with the tree's record in objects/trees/
+(`--no-objects`: a store pulled with dedupe off); a snapshot per image (hardlinks); one container
+per 5 images. Then garbage: `--images`/5 images are removed (rows only,
 as rmi does) and `--orphans` small blobs are written that no row names (crash leftovers).
 (`--orphans`, default 140 per image: 50 images hold ~9.6k blobs, 500 ~96k.)
 Timed, each as a CLI process (what a user waits for; wall and CPU): the first df (fills the usage
@@ -68,8 +70,9 @@ def write_blob(root: Path, data: bytes) -> str:
     return "sha256:" + h
 
 
-def build(root: Path, n_images: int, n_layers: int, n_orphans: int) -> dict:
+def build(root: Path, n_images: int, n_layers: int, n_orphans: int, with_objects: bool = True) -> dict:
     sys.path.insert(0, str(REPO))
+    from container.engine.layer import dedupe as _dedupe
     from container.engine.store import Store
     from container.schema import Blob, Container, Image, ImageLayer, Layer, Snapshot, Tag, write_txn
 
@@ -78,6 +81,7 @@ def build(root: Path, n_images: int, n_layers: int, n_orphans: int) -> dict:
     s.blobs.ensure()
     s.db()
     layer_cache: dict[int, tuple[str, str, int]] = {}
+    dedupe = _dedupe if with_objects else None
 
     def layer(n: int):
         if n not in layer_cache:
@@ -87,10 +91,19 @@ def build(root: Path, n_images: int, n_layers: int, n_orphans: int) -> dict:
             t = s.layer_path(diff)
             t.mkdir(parents=True)
             (t / f"l{n}").mkdir()
+            held = 0
             for p, data in files.items():
                 (t / p).write_bytes(data)
                 os.utime(t / p, (1700000000, 1700000000))
                 os.chmod(t / p, 0o644)
+                if dedupe is not None:       # what a pull with dedupe on (the default) leaves
+                    st = os.stat(t / p)
+                    key = dedupe.object_key(hashlib.sha256(data).hexdigest(), st, [])
+                    (s.objects_dir / key[:2]).mkdir(mode=0o700, parents=True, exist_ok=True)
+                    os.link(t / p, s.objects_dir / key[:2] / key[2:])
+                    held += st.st_blocks * 512
+            if dedupe is not None:
+                dedupe.record(s.objects_dir, diff, held, 0)
             layer_cache[n] = (d, diff, len(gz))
         return layer_cache[n]
 
@@ -147,7 +160,9 @@ def build(root: Path, n_images: int, n_layers: int, n_orphans: int) -> dict:
         write_blob(root, f"orphan {k}\n".encode())
     s.close()
     nblobs = len(os.listdir(root / "blobs" / "sha256"))
-    return {"blobs": nblobs, "images": n_images, "layers": len(layer_cache), "containers": len(ctrs)}
+    nobj = sum(len(os.listdir(x)) for x in s.objects_dir.iterdir() if len(x.name) == 2) if with_objects else 0
+    return {"blobs": nblobs, "images": n_images, "layers": len(layer_cache), "containers": len(ctrs),
+            "objects": nobj}
 
 
 def timed(root: Path, *args: str) -> tuple[float, float, str]:
@@ -222,6 +237,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--build-only", action="store_true", help="build the store at --root and stop")
+    ap.add_argument("--no-objects", action="store_true",
+                    help="no dedupe objects (a store pulled with [store] dedupe = false)")
     a = ap.parse_args()
     out = []
     for n in [int(x) for x in str(a.images).split(",")]:
@@ -232,7 +249,7 @@ def main() -> None:
             tmp = tempfile.mkdtemp(prefix="bench-gc-")
             root = Path(tmp) / "root"
         t = time.perf_counter()
-        shape = build(root, n, a.layers, a.orphans if a.orphans is not None else 140 * n)
+        shape = build(root, n, a.layers, a.orphans if a.orphans is not None else 140 * n, not a.no_objects)
         shape["build_s"] = round(time.perf_counter() - t, 2)
         if a.build_only:
             print(json.dumps(shape))
