@@ -38,6 +38,7 @@ from container.engine.errors import (ContainerError, LayerError, PlatformMismatc
 from container.engine.image.catalog import ImageInfo
 from container.engine.image.manifest import FOREIGN_TYPES, Descriptor, check_image_manifest, parse_config
 from container.engine.image.reference import Reference
+from container.engine.layer import dedupe
 from container.engine.progress import NULL, PullListener
 from container.engine.registry.blobs import CHUNK, BlobSource, Cancelled, Counting
 from container.engine.registry.resolve import Resolver
@@ -122,7 +123,6 @@ class _Puller:
 
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
-        from container.engine.layer import dedupe
         from container.engine.layer.stream import unpack_blob
 
         d = job.desc
@@ -442,8 +442,6 @@ class _Puller:
                 if j.tmp is not None:
                     remove_tree(j.tmp)
                     j.tmp = None
-                    from container.engine.layer import dedupe
-
                     dedupe.forget_new(self.store.objects_dir, getattr(j.stats, "dedupe", None))
                 if j.ingest is not None:
                     j.ingest.__exit__(None, None, None)   # complete + verified: stays resumable in ingest/

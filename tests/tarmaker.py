@@ -11,6 +11,7 @@ import gzip as _gzip
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 
@@ -223,3 +224,15 @@ def add_layer(store, blob: bytes, media_type: str = MT_TAR) -> str:
         with write_txn():
             m.Layer.insert(diff_id=diff_id, size=stats.size, entries=stats.entries).on_conflict_ignore().execute()
     return diff_id
+
+
+def load_layout(cli, tmp_path: Path, name: str, layers: list[bytes], *, root=None, env: dict | None = None) -> None:
+    """Write an OCI layout of `layers` named `name` (the containerd annotation) under tmp_path and
+    `container load` it (into `root` when given), checked."""
+    d = Path(tmp_path) / ("layout-" + name.replace("/", "_").replace(":", "_"))
+    shutil.rmtree(d, ignore_errors=True)
+    oci_layout(d, layers)
+    idx = json.loads((d / "index.json").read_text())
+    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": name}
+    (d / "index.json").write_text(json.dumps(idx))
+    cli("load", "-i", str(d), root=root, env=env, check=True)

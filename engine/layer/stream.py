@@ -112,9 +112,10 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None,
             pass
         return None, stream.diff_id()
     rec = index.EntryRecorder() if index.enabled() else None
+    from container.engine.layer import dedupe
+
     sharer = None
     if rec is not None and objects_dir is not None:
-        from container.engine.layer import dedupe
         from container.engine.locate import dedupe_enabled
 
         if dedupe_enabled():
@@ -133,8 +134,6 @@ def unpack_blob(src: Any, media_type: str, dest: Path | None,
             stats.dedupe = sharer.res
     except BaseException:
         if sharer is not None:          # (the caller removes the tree: its files' new objects go now)
-            from container.engine.layer import dedupe
-
             dedupe.forget_new(objects_dir, sharer.res, links=2)
         raise
     finally:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.engine.errors import ContainerError, VerificationError
+from container.engine.layer import dedupe
 from container.engine.image.manifest import (DOCKER_CONFIG, DOCKER_MANIFEST, INDEX_TYPES, MAX_CONFIG, MAX_MANIFEST,
                                              Manifest, check_image_manifest, parse_config, parse_manifest)
 from container.engine.transfer.archive import (ArchiveError, DirSource, FileSource, TarSource, compressed, open_source,
@@ -259,7 +260,6 @@ class _Layer:
 
 
 def _store_layer(store, src: Source, job: _Layer) -> None:
-    from container.engine.layer import dedupe
     from container.engine.layer.stream import unpack_blob
 
     d = Digest.parse(job.digest)
@@ -316,8 +316,6 @@ def _cleanup(store, jobs: list[_Layer]) -> None:
         if j.tmp is not None:
             remove_tree(j.tmp)
             j.tmp = None
-            from container.engine.layer import dedupe
-
             dedupe.forget_new(store.objects_dir, getattr(j.stats, "dedupe", None))
         if j.ingest is not None:
             try:

@@ -4,7 +4,6 @@ rows gone with their layer, an old store indexed by fsck --repair. On SQLite and
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -20,14 +19,7 @@ def dpkg_status(pkgs: dict[str, str]) -> bytes:
                    for n, v in pkgs.items()).encode()
 
 
-def load(cli, tmp_path, name: str, layers: list[bytes], env: dict | None = None) -> None:
-    d = tmp_path / name.replace("/", "_").replace(":", "_")
-    shutil.rmtree(d, ignore_errors=True)
-    tm.oci_layout(d, layers)
-    idx = json.loads((d / "index.json").read_text())
-    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": name}
-    (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), env=env, check=True)
+load = tm.load_layout
 
 
 def sql(cli, q: str) -> list[dict]:

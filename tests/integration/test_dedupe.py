@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 
 import pytest
 
@@ -19,14 +18,7 @@ BIG = tm.seed_bytes(300_000, seed=7)
 MTIME = 1_650_000_000
 
 
-def load(cli, tmp_path, name: str, layers: list[bytes], env: dict | None = None) -> None:
-    d = tmp_path / name.replace("/", "_").replace(":", "_")
-    shutil.rmtree(d, ignore_errors=True)
-    tm.oci_layout(d, layers)
-    idx = json.loads((d / "index.json").read_text())
-    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": name}
-    (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), env=env, check=True)
+load = tm.load_layout
 
 
 def app(version: int) -> bytes:

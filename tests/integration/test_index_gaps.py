@@ -16,13 +16,7 @@ from test_contents import sql
 MB = 1 << 20
 
 
-def load(cli, tmp_path, name: str, layers: list[bytes], *, root=None, env: dict | None = None) -> None:
-    d = tmp_path / f"layout-{len(os.listdir(tmp_path))}"
-    tm.oci_layout(d, layers)
-    idx = json.loads((d / "index.json").read_text())
-    idx["manifests"][0]["annotations"] = {"io.containerd.image.name": name}
-    (d / "index.json").write_text(json.dumps(idx))
-    cli("load", "-i", str(d), root=root, env=env, check=True)
+load = tm.load_layout
 
 
 def gnu_sparse_tar(tmp_path, name: str, data: dict[int, bytes], size: int, fmt: str) -> bytes:
