@@ -28,8 +28,8 @@ def files_cmd(
 
     if format not in (None, "json"):
         raise ContainerError(f"unknown format {format!r}: use json")
-    info, nodes = state(ctx).engine.files(image, path, detail=long or format == "json")
-    text = render_files(info.diff_ids, nodes, long=long, layers=layers, fmt=format)
+    diff_ids, nodes = state(ctx).engine.files(image, path, detail=long or format == "json")
+    text = render_files(diff_ids, nodes, long=long, layers=layers, fmt=format)
     if text:
         typer.echo(text)
 

@@ -28,6 +28,22 @@ def store_owner() -> str | None:
     return os.environ.get(USERNS_ENV) or None
 
 
+def lite_db(root: str):
+    """ROOT's metadata.db through schema/lite.py (no peewee) when the ORM path would open it as it
+    is: ROOT/rootless names this user's store (engine/store.Store.check_owner) and the schema version
+    is current; else None (a store of root's as a user or the reverse, no DB, a migration due)."""
+    try:
+        with open(os.path.join(root, "rootless")) as f:
+            mark: str | None = f.read().strip()
+    except OSError:
+        mark = None
+    if mark != store_owner():
+        return None
+    from container.schema.lite import LiteDB
+
+    return LiteDB.open(os.path.join(root, "metadata.db"))
+
+
 def default_root() -> str:
     """$CONTAINER_ROOT, else /var/lib/container for root, else the XDG data dir
     ($XDG_DATA_HOME/container, by default ~/.local/share/container)."""

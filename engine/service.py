@@ -10,7 +10,7 @@
     engine.run_detached(opts) / start / stop / kill / wait / logs / systemd_unit (detached containers)
     engine.exec(engine.exec_options(container=, command=, ...)) -> exit status (docker exec's codes)
     engine.create_volume(name, labels=) / volumes() / volume(name) / remove_volume(name) / prune_volumes()
-    engine.files(name, path) / image_diff(a, b) / history(name) / packages(name)   (the contents index)
+    engine.files(name, path) -> (diff_ids, nodes) / image_diff(a, b) / history(name) / packages(name)   (the contents index)
     engine.gc() / prune(...) / disk_usage() / fsck() / sql(query) / sql_schema() / storage_info()
     Engine.login(...) / Engine.logout(...)
 
@@ -188,13 +188,22 @@ class Engine(ContainerVerbs):
         return info
 
     @entry
-    def files(self, name: str, path: str | None = None, *, detail: bool = True) -> tuple[ImageInfo, list[Node]]:
-        """The image's merged tree (or the subtree at `path`), sorted by path; ImageNotFound, and
-        ContainerError when `path` is not in it. detail=False: only path, type, link, layer."""
+    def files(self, name: str, path: str | None = None, *,
+              detail: bool = True) -> tuple[tuple[str, ...], list[Node]]:
+        """(the image's diff_ids, its merged tree or the subtree at `path`, sorted by path);
+        ImageNotFound, and ContainerError when `path` is not in it. detail=False: only path, type,
+        link, layer. The common case reads through engine/image/quickfiles.py (no peewee)."""
+        if self._store is None and self.db_url() is None:
+            from container.engine.image.quickfiles import quick_files
+            from container.engine.locate import default_root
+
+            got = quick_files(str(self.root or default_root()), name, path, detail)
+            if got is not None:
+                return got
         from container.engine.image.contents import subtree
 
         info = self._indexed_image(name)
-        return info, subtree(info.id, path, detail=detail)
+        return info.diff_ids, subtree(info.id, path, detail=detail)
 
     @entry
     def image_diff(self, a: str, b: str) -> tuple[ImageInfo, ImageInfo, Changes]:

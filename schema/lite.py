@@ -1,4 +1,5 @@
-"""The metadata database through the stdlib's sqlite3 alone: the few queries of `run`'s fast path.
+"""The metadata database through the stdlib's sqlite3 alone: the few queries of `run`'s fast path
+and of `files`' (engine/image/quickfiles.py).
 
 Importing peewee (with uuid, platform, logging, decimal...) is about half of `container run`'s
 CPU time, so the common run (an image found by its tag, its snapshot built) reads and writes
@@ -84,12 +85,27 @@ TABLES = {
     "image": ("id", "config_digest", "chain_id"),
     "snapshot": ("chain_id",),
     "container": CONTAINER_COLUMNS,
+    "image_layer": ("image_id", "diff_id", "position"),
+    "layer_index": ("diff_id",),
+    "file": ("diff_id", "path", "type", "whiteout", "link", "mode", "uid", "gid", "size", "mtime", "xattrs",
+             "sha256"),
 }
 
 
 def _text(v):
     """A datetime as the models store it (str(): 'YYYY-MM-DD HH:MM:SS.ffffff')."""
     return str(v) if hasattr(v, "isoformat") else v
+
+
+class _Reading:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, *exc):
+        self.conn.execute("COMMIT")
 
 
 class LiteDB:
@@ -133,6 +149,19 @@ class LiteDB:
 
     def has_snapshot(self, chain_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM snapshot WHERE chain_id = ?", (chain_id,)).fetchone() is not None
+
+    def image_layers(self, image_id: str) -> list[tuple[str, bool]]:
+        """(diff_id, whether the contents index has it) of the image's layers, base first."""
+        return self.conn.execute(
+            "SELECT il.diff_id, li.diff_id IS NOT NULL FROM image_layer il LEFT JOIN layer_index li "
+            "ON li.diff_id = il.diff_id WHERE il.image_id = ? ORDER BY il.position", (image_id,)).fetchall()
+
+    def select(self, sql: str, args) -> list[tuple]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def reading(self):
+        """A read transaction: what is read inside `with db.reading():` is one snapshot of the DB."""
+        return _Reading(self.conn)
 
     def name_taken(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM container WHERE name = ?", (name,)).fetchone() is not None

@@ -3,6 +3,8 @@
     store_layer(diff_id, rows, packages, source)   one bulk insert per table, inside the caller's write_txn()
     unindexed(diff_ids) -> [diff_id, ...]          layers with no index yet (a store older than the index)
     merged(image_id) -> {path: Node}               the image's tree: whiteouts and opaque dirs applied
+    image_rows_sql(param, detail) / merge_rows(rows, detail) / pick(tree, path)
+                                                   its parts, for engine/image/quickfiles.py (no peewee)
     diff(a, b) -> Changes                          added / changed / removed between two merged trees
     record_image_packages(image_id)                the image's package rows, from its layers' databases
     drop_layers(diff_ids) / drop_image(image_id)   with the layer (gc) / the image (rmi, gc)
@@ -16,7 +18,6 @@ makes them (0755 root). Paths are absolute ("/etc/passwd").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 OPAQUE_LEAF = "/.wh..wh..opq"
@@ -42,11 +43,13 @@ class Node(NamedTuple):
     position: int
 
 
-@dataclass
 class Changes:
-    added: list[Node] = field(default_factory=list)
-    changed: list[tuple[Node, Node]] = field(default_factory=list)     # (in a, in b)
-    removed: list[Node] = field(default_factory=list)
+    """What diff() found (a plain class: dataclasses costs `files` ~8 ms of imports)."""
+
+    def __init__(self) -> None:
+        self.added: list[Node] = []
+        self.changed: list[tuple[Node, Node]] = []     # (in a, in b)
+        self.removed: list[Node] = []
 
 
 def _db():
@@ -114,15 +117,13 @@ def drop_image(image_ids) -> None:
 
 
 # -- the merged view -------------------------------------------------------------------------------
-def _image_rows(image_id: str, where: str = "", args: tuple = (), detail: bool = True):
-    """(path, type, mode, uid, gid, size, mtime, link, xattrs, sha256, position, whiteout) rows;
-    without `detail` only path, type, link, position and whiteout (the rest 0/NULL: cheaper to fetch)."""
-    p = _db().param
-    cols = ("f.mode, f.uid, f.gid, f.size, f.mtime, f.link, f.xattrs, f.sha256" if detail
-            else "0, 0, 0, 0, 0, f.link, NULL, NULL")
-    sql = (f"SELECT f.path, f.type, {cols}, il.position, f.whiteout FROM file f "
-           f"JOIN image_layer il ON il.diff_id = f.diff_id WHERE il.image_id = {p}")
-    return _db().execute_sql(sql + where, (image_id, *args)).fetchall()
+def image_rows_sql(param: str, detail: bool = True) -> str:
+    """The query of an image's (image_id = param) rows for merge_rows: (path, type, whiteout,
+    position, link) and with `detail` (..., mode, uid, gid, size, mtime, xattrs, sha256) after
+    them (the five columns alone fetch in half the time)."""
+    cols = ", f.mode, f.uid, f.gid, f.size, f.mtime, f.xattrs, f.sha256" if detail else ""
+    return (f"SELECT f.path, f.type, f.whiteout, il.position, f.link{cols} FROM file f "
+            f"JOIN image_layer il ON il.diff_id = f.diff_id WHERE il.image_id = {param}")
 
 
 def merged(image_id: str, *, only: list[str] | None = None, under: str | None = None,
@@ -132,6 +133,7 @@ def merged(image_id: str, *, only: list[str] | None = None, under: str | None = 
     ancestor that decides whether they are visible (record_image_packages: no full tree).
     detail=False: nodes with only path, type, link and position (mode, owner, size... 0/None)."""
     where, args = "", ()             # type: tuple[str, tuple[str, ...]]
+    p = _db().param
     if only is not None:
         want = set()
         for path in only + ([under] if under else []):
@@ -140,21 +142,31 @@ def merged(image_id: str, *, only: list[str] | None = None, under: str | None = 
                 want.add(q)
                 q = q[:q.rfind("/")]
             want.add(q)
-        p = _db().param
         where = f" AND (f.whiteout <> 0 OR f.path IN ({', '.join([p] * len(want))})"
         args = tuple(sorted(want))
         if under:
             where += f" OR f.path LIKE {p}"
             args += (under + "/%",)      # (a fixed path without LIKE's wildcards)
         where += ")"
+    rows = _db().execute_sql(image_rows_sql(p, detail) + where, (image_id, *args)).fetchall()
+    return merge_rows(rows, detail)
+
+
+def merge_rows(rows, detail: bool = True) -> dict[str, Node]:
+    """The merged tree of an image's rows as image_rows_sql() selects them (see the module docstring)."""
     by_pos: dict[int, list] = {}
-    for r in _image_rows(image_id, where, args, detail):
-        by_pos.setdefault(r[10], []).append(r)
+    for r in rows:
+        by_pos.setdefault(r[3], []).append(r)
     seen: dict[str, Node] = {}
     blocked: set[str] = set()      # whited out, or a non-directory, in a higher layer
     opaque: set[str] = set()       # directories a higher layer made opaque
     all_gone = False               # an opaque root in a higher layer
-    make = Node._make
+    if detail:
+        def make(r):
+            return Node(r[0], r[1], r[5], r[6], r[7], r[8], r[9], r[4], r[10], r[11], r[3])
+    else:
+        def make(r):
+            return Node(r[0], r[1], 0, 0, 0, 0, 0, r[4], None, None, r[3])
 
     for pos in sorted(by_pos, reverse=True):
         hides: dict[str, bool] = {"": all_gone}      # directory -> its children are hidden (this layer)
@@ -170,9 +182,9 @@ def merged(image_id: str, *, only: list[str] | None = None, under: str | None = 
         new_opaque: list[str] = []
         for r in by_pos[pos]:
             path = r[0]
-            if r[11]:
+            if r[2]:
                 d, _, leaf = path.rpartition("/")
-                if r[11] == 2:
+                if r[2] == 2:
                     new_opaque.append(d)
                 else:
                     new_blocked.append(d + "/" + leaf[4:])
@@ -183,7 +195,7 @@ def merged(image_id: str, *, only: list[str] | None = None, under: str | None = 
                 continue
             if check and (path in blocked or dir_hides(path[:path.rfind("/")])):
                 continue
-            seen[path] = make(r[:11])
+            seen[path] = make(r)
         blocked.update(new_blocked)
         for d in new_opaque:
             if d == "":
@@ -287,13 +299,17 @@ def record_image_packages(image_id: str, tree: dict[str, Node] | None = None) ->
 def subtree(image_id: str, path: str | None = None, *, detail: bool = True) -> list[Node]:
     """The merged tree sorted by path, or only `path` and what is under it (a symlink is not
     followed); ContainerError when the tree has no such path. detail: as merged()."""
-    from container.engine.errors import ContainerError
+    return pick(merged(image_id, detail=detail), path)
 
-    tree = merged(image_id, detail=detail)
+
+def pick(tree: dict[str, Node], path: str | None = None) -> list[Node]:
+    """subtree()'s selection from a merged tree."""
     if path in (None, "", "/"):
         return [tree[p] for p in sorted(tree)]
     p = "/" + "/".join(c for c in str(path).split("/") if c and c != ".")
     if p not in tree:
+        from container.engine.errors import ContainerError
+
         raise ContainerError(f"{path}: no such file or directory in the image")
     pre = p + "/"
     return [tree[p]] + [tree[q] for q in sorted(q for q in tree if q.startswith(pre))]

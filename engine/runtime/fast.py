@@ -15,108 +15,15 @@ import os
 from container.engine.errors import RunError
 from container.engine.runtime.fastjson import loads
 from container.schema.base import utcnow_text
-from container.schema.lite import IntegrityError, LiteDB
+from container.engine.image.quickref import fast_reference, is_sha256, looks_like_id
+from container.engine.locate import lite_db
+from container.schema.lite import IntegrityError
 
-_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_TAG = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from container.schema.lite import LiteDB
 
-
-def _component(c: str) -> bool:
-    """A path component: [a-z0-9]+ ((\\.|_|__|-+)[a-z0-9]+)* (the distribution grammar)."""
-    n = len(c)
-    if not n or c[0] not in _ALNUM:
-        return False
-    i = 1
-    while i < n:
-        ch = c[i]
-        if ch in _ALNUM:
-            i += 1
-            continue
-        if ch == ".":
-            i += 1
-        elif ch == "_":
-            i += 2 if c[i + 1:i + 2] == "_" else 1
-        elif ch == "-":
-            while i < n and c[i] == "-":
-                i += 1
-        else:
-            return False
-        if i >= n or c[i] not in _ALNUM:
-            return False
-    return True
-
-
-def _domain(d: str) -> bool:
-    """host[:port], the host dot-separated labels of [a-z0-9-] that start and end alphanumeric."""
-    host, colon, port = d.partition(":")
-    if colon and not (port and port.isascii() and port.isdigit()):
-        return False
-    for label in host.split("."):
-        if not label or label[0] not in _ALNUM or label[-1] not in _ALNUM or \
-                not all(ch in _ALNUM or ch == "-" for ch in label):
-            return False
-    return True
-
-
-def _split_tag(s: str) -> tuple[str, str | None] | None:
-    """(name, tag or None) of name[:tag] when both are well formed (lowercase names only)."""
-    slash = s.rfind("/")
-    colon = s.rfind(":")
-    tag = None
-    if colon > slash:
-        s, tag = s[:colon], s[colon + 1:]
-        if not tag or len(tag) > 128 or tag[0] in ".-" or not all(ch in _TAG for ch in tag):
-            return None
-    parts = s.split("/")
-    if not (_component(parts[0]) or (len(parts) > 1 and _domain(parts[0]))):
-        return None
-    if not all(_component(p) for p in parts[1:]):
-        return None
-    return s, tag
-
-
-def fast_reference(s: str) -> tuple[str, str] | None:
-    """(repository, tag) as engine.image.reference.parse() normalises a *tag* reference, for the
-    common spellings only (lowercase, no digest, no IPv6 host); None for anything else, which
-    then takes the full parser. Neither that parser's dataclass nor re is imported: together
-    they cost `run` about a sixth of its time. tests/test_run.py checks this against parse()."""
-    m = _split_tag(s)
-    if not m or (len(s) == 64 and all(c in "0123456789abcdef" for c in s)):
-        return None
-    name, tag = m[0], m[1] or "latest"
-    domain, _, rest = name.partition("/")
-    if not rest or not (domain == "localhost" or "." in domain or ":" in domain):
-        domain, path = "docker.io", name
-    else:
-        path = rest
-    if domain == "index.docker.io":
-        domain = "docker.io"
-    if domain == "docker.io" and "/" not in path:
-        path = "library/" + path
-    if len(domain) + 1 + len(path) > 255:
-        return None
-    return f"{domain}/{path}", tag
-
-
-def is_sha256(d) -> bool:
-    """A well-formed "sha256:<64 hex>" (what may become a path under blobs/ or snapshots/)."""
-    return isinstance(d, str) and len(d) == 71 and d.startswith("sha256:") and \
-        all(c in "0123456789abcdef" for c in d[7:])
-
-
-def looks_like_id(s: str) -> bool:
-    """An image id or id prefix (engine.image.reference.looks_like_id): the ORM path's to resolve."""
-    return 4 <= len(s) <= 64 and all(c in "0123456789abcdef" for c in s)
-
-
-def _owner_mark(root: str) -> str | None:
-    """ROOT/rootless (engine/store.Store.check_owner), None when absent or unreadable."""
-    try:
-        with open(os.path.join(root, "rootless")) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
+__all__ = ["FastStore", "FastImage", "fast_reference"]   # (fast_reference: tests/test_run.py checks it here)
 
 class FastImage:
     """The image a fast run uses: the fields run() reads of an ImageInfo."""
@@ -150,11 +57,7 @@ class FastStore:
         root = os.path.abspath(root)
         if not os.path.isdir(os.path.join(root, "containers")) or not os.access(root, os.W_OK):
             return None                         # (a read-only store: the ORM path says so)
-        from container.engine.locate import store_owner     # (loaded already: the facade's db URL)
-
-        if _owner_mark(root) != store_owner():
-            return None                         # root's store as a user or the reverse: the ORM path refuses
-        db = LiteDB.open(os.path.join(root, "metadata.db"))
+        db = lite_db(root)
         if db is None:
             return None
         found = cls._find(root, db, ref)

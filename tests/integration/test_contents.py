@@ -67,6 +67,17 @@ def test_files_merged_tree_and_layers(db_cli, tmp_path):
         typed = subprocess.run([str(cli.exe.parent / "python"), "-c", code, *argv], capture_output=True, text=True,
                                env=cli.env, check=True).stdout
         assert typed == cli(*argv[2:], check=True).stdout
+    # by tag, SQLite takes engine/image/quickfiles.py (no peewee); by id the ORM path: the same tree
+    image_id = cli("image", "inspect", "--format", "{{.Id}}", "example.com/t:1", check=True).stdout.strip()
+    for extra in ([], ["-l", "--layers"], ["--format", "json"], ["--layers"]):
+        assert cli("files", *extra, "example.com/t:1", check=True).stdout == \
+            cli("files", *extra, image_id, check=True).stdout
+    if cli.db_url is None:
+        code = ("import sys\nfrom container.cli.files_fast import fast_files\n"
+                "rc = fast_files(sys.argv[1:])\nprint('peewee' in sys.modules, rc, file=sys.stderr)\n")
+        r = subprocess.run([str(cli.exe.parent / "python"), "-c", code, "--root", str(cli.root), "files",
+                            "example.com/t:1"], capture_output=True, text=True, env=cli.env, check=True)
+        assert r.stderr.split()[-2:] == ["False", "0"], r.stderr
     # every entry of every layer is a row, markers included, with the content hash
     rows = sql(cli, "SELECT path, type, whiteout, sha256, size FROM file ORDER BY path")
     by = {r["path"]: r for r in rows}
