@@ -114,6 +114,7 @@ class _Puller:
         self.cancel = threading.Event()
         self._active: set = set()
         self._active_lock = threading.Lock()
+        self._big_layers = 0          # layers of this pull big enough for a process each (_download)
         self.repo = self.ref.path
         self.client: RegistryClient | None = None
         self.lease_id: str | None = None
@@ -124,6 +125,7 @@ class _Puller:
     # -- layers -------------------------------------------------------------------------------------
     def _run_job(self, job: _Job) -> _Job:
         from container.engine.layer.stream import unpack_blob
+        from container.engine.layer.worker import unpack_in_worker, use_worker
 
         d = job.desc
         dg = Digest.parse(d.digest)
@@ -150,7 +152,10 @@ class _Puller:
                 if want_tree:
                     job.tmp = self.store.layers_dir / f".tmp-{dg.hex[:16]}-{secrets.token_hex(4)}"
                     job.tmp.mkdir()
-                job.stats, got = unpack_blob(src, d.media_type, job.tmp, self.store.objects_dir)
+                if job.tmp is not None and use_worker(d.size, self._big_layers):
+                    job.stats, got = unpack_in_worker(src, d.media_type, job.tmp, self.store.objects_dir)
+                else:
+                    job.stats, got = unpack_blob(src, d.media_type, job.tmp, self.store.objects_dir)
             except ContainerError as e:
                 real = getattr(src, "error", None)
                 if real is not None and real is not e:
@@ -412,6 +417,9 @@ class _Puller:
             return []
         done: list[_Job] = []
         first_error: BaseException | None = None
+        from container.engine.layer.worker import big_layers
+
+        self._big_layers = big_layers(j.desc.size for j in jobs.values())   # (a process each: layer/worker.py)
         pool = cf.ThreadPoolExecutor(max_workers=min(WORKERS, len(jobs)), thread_name_prefix="layer")
         futs = {pool.submit(self._run_job, jobs[dg]): dg for dg in order}
         try:

@@ -404,6 +404,27 @@ def test_hostile_image(case, hostile, cli, root, guard):
         assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_hostile_image_unpacked_in_processes(case, hostile, cli, root, guard):
+    """The same pulls with each layer unpacked by a process of its own (engine/layer/worker.py,
+    CONTAINER_UNPACK_PROCESS_MIN=0): the same verdict and error line, the same defences (the guard),
+    the store as it was after a refusal, and what fsck --deep agrees with after a success."""
+    ref, img = hostile[case.name]
+    env = dict(FAST, CONTAINER_UNPACK_PROCESS_MIN="0")
+    if case.name == "bytes-bomb":
+        env["CONTAINER_LAYER_MAX_BYTES"] = "4M"
+    r = cli("pull", ref, env=env)
+    if case.pull != "ok":
+        line = one_error(r)
+        assert case.pull in line, line
+        check_store_unchanged_after_failed_pull(root)
+        return
+    no_traceback(r)
+    assert r.returncode == 0, r.stderr
+    r = cli("fsck", "--deep")
+    assert r.returncode == 0 and "no problems" in r.stdout, r.stdout
+
+
 # ==================================================================================================
 # Registry-side attacks: manifests, indexes and descriptors a registry would refuse to store, served
 # by the fault proxy in front of the real registry (which serves the blobs they point at).

@@ -460,3 +460,24 @@ def test_pull_without_typer_says_what_the_typer_command_says(tmp_path, pushed):
     for args in (["pull", "--help"], ["pull"], ["pull", "-x", img.ref], ["pull", img.ref, img.ref]):
         r = subprocess.run([exe, "--root", str(tmp_path / "h")] + args, capture_output=True, text=True)
         assert ("Usage: container pull" in r.stdout + r.stderr) and "Traceback" not in r.stderr, args
+
+
+def test_layers_unpacked_in_processes_make_what_threads_make(cli, tmp_path, pushed):
+    """engine/layer/worker.py (a process per big layer; CONTAINER_UNPACK_PROCESS_MIN=0: every layer)
+    against the threads: the same trees, index rows, usage records and dedupe, verified by fsck --deep."""
+    img = pushed["layered"]
+    got = {}
+    for how, env in (("threads", {"CONTAINER_UNPACK_PROCESS_MIN": "-1"}), ("processes", {"CONTAINER_UNPACK_PROCESS_MIN": "0"})):
+        root = tmp_path / how
+        assert cli("pull", img.ref, root=root, env=env).returncode == 0
+        assert "no problems" in cli("fsck", "--deep", root=root, check=True).stdout
+        q = ("SELECT f.diff_id, f.path, f.type, f.mode, f.uid, f.gid, f.size, f.mtime, f.link, f.xattrs, f.whiteout, "
+             "f.sha256 FROM file f ORDER BY f.diff_id, f.path")
+        got[how] = (cli("files", "--format", "json", img.ref, root=root, check=True).stdout,
+                    cli("sql", "--format", "json", q, root=root, check=True).stdout,
+                    cli("sql", "--format", "json", "SELECT diff_id, size, disk, inodes FROM layer ORDER BY diff_id",
+                        root=root, check=True).stdout,
+                    cli("df", "-v", "--format", "json", root=root, check=True).stdout.count("Deduplicated"),
+                    sorted(p.name for p in (root / "objects").rglob("*") if p.is_file() and p.parent.name != "trees"))
+    assert got["threads"] == got["processes"]
+    assert got["threads"][4], "the layered image shares files (dedupe objects were made)"

@@ -47,6 +47,28 @@ def test_corrupted_blob_fails_and_keeps_nothing(cli, root, pushed, proxy):
     assert r.returncode == 0, r.stderr
 
 
+def test_corrupted_layer_unpacked_in_a_process_fails_and_keeps_nothing(cli, root, pushed, proxy):
+    """A layer whose bytes are wrong, unpacked by its own process (engine/layer/worker.py): the
+    same one-line error as on a thread, no tree, no object, no worker left."""
+    img = pushed["layered"]
+    p = proxy()
+    layer = big_layer(img)
+    p.corrupt(f"/blobs/{layer.digest}", count=None)
+    r = cli("pull", ref_via(p, img), env={**FAST, **PROCESSES})
+    line = one_error(r)
+    assert "digest mismatch" in line and layer.digest in line, r.stderr
+    blobs, layers, rows = store_state(root)
+    assert blobs == [] and layers == [], (blobs, layers)
+    assert all(n == 0 for n in rows.values()), rows
+    objects = root / "objects"
+    assert not [f for f in objects.rglob("*") if f.is_file() and f.parent.name != "trees"] if objects.exists() else True
+    assert _workers_of(root) == []
+    p.clear()
+    r = cli("pull", ref_via(p, img), env={**FAST, **PROCESSES})
+    assert r.returncode == 0, r.stderr
+    assert "no problems" in cli("fsck", "--deep", check=True).stdout
+
+
 def test_cut_blob_is_resumed_with_range_in_the_same_pull(cli, root, pushed, proxy):
     img = pushed["busybox"]
     p = proxy()
@@ -193,10 +215,10 @@ def test_mirror_is_tried_first(cli, root, pushed, proxy):
     assert any(l.startswith("busybox ") for l in ls.splitlines()), ls
 
 
-def _start_stalled_pull(cli, root, p, img):
+def _start_stalled_pull(cli, root, p, img, env=None):
     layer = big_layer(img)
     p.stall(f"/blobs/{layer.digest}", seconds=60, after=min(4096, layer.size // 2))
-    proc = subprocess.Popen([str(cli.exe), "--root", str(root), "pull", ref_via(p, img)], env=cli.env,
+    proc = subprocess.Popen([str(cli.exe), "--root", str(root), "pull", ref_via(p, img)], env={**cli.env, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -207,10 +229,23 @@ def _start_stalled_pull(cli, root, p, img):
     pytest.fail("the pull never reached the stalled blob")
 
 
-def test_ctrl_c_during_pull_is_one_line_and_leaves_the_store_as_it_was(cli, root, pushed, proxy):
+def _workers_of(root) -> list[str]:
+    """The layer unpack processes (engine/layer/worker.py) working in this store."""
+    r = subprocess.run(["pgrep", "-af", "container.engine.layer.worker"], capture_output=True, text=True)
+    return [line for line in r.stdout.splitlines() if str(root) in line]
+
+
+# CONTAINER_UNPACK_PROCESS_MIN=0: every layer of a pull of several layers has a process of its own
+PROCESSES = {"CONTAINER_UNPACK_PROCESS_MIN": "0"}
+
+
+@pytest.mark.parametrize("env", [{}, PROCESSES], ids=["threads", "processes"])
+def test_ctrl_c_during_pull_is_one_line_and_leaves_the_store_as_it_was(cli, root, pushed, proxy, env):
     img = pushed["layered"]
     p = proxy()
-    proc = _start_stalled_pull(cli, root, p, img)
+    proc = _start_stalled_pull(cli, root, p, img, env)
+    if env:
+        assert _workers_of(root), "the pull unpacks in processes"
     time.sleep(0.3)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -219,6 +254,7 @@ def test_ctrl_c_during_pull_is_one_line_and_leaves_the_store_as_it_was(cli, root
     assert proc.returncode == 130
     lines = errs.strip().splitlines()
     assert lines[-1].startswith("Error: interrupted") and "Traceback" not in errs, errs
+    assert _workers_of(root) == []
     blobs, layers, rows = store_state(root)
     assert layers == [] and blobs == [], (blobs, layers)     # no temp trees, nothing published
     assert all(n == 0 for n in rows.values()), rows

@@ -1,0 +1,143 @@
+"""A layer unpacked in a process of its own, so that two layers' extractors do not share one GIL.
+
+    stats, diff_id = unpack_in_worker(src, media_type, dest, objects_dir)   # unpack_blob's contract
+    use_worker(size, layers)          # whether a pull gives this layer a process (see below)
+
+The parent keeps what it did (reading `src`: the download, the blob's sha256, the ingest write)
+and feeds those bytes to `python -m container.engine.layer.worker` through a pipe; the worker runs
+engine/layer/stream.unpack_blob on them (the same extractor, limits, index and dedupe) and answers
+on its stdout with the pickled (stats, diff_id), or the error it raised (class and message: the
+parent raises the same ContainerError subclass, or the OSError). When the parent stops feeding
+(an abort, a failed read) it closes the pipe: the worker sees a truncated stream, undoes what its
+unpack_blob undoes on failure (the objects its files created) and ends; the parent waits for it
+before returning or raising, so the caller may remove `dest` then. The worker ignores SIGINT (^C
+reaches the whole process group): the parent decides, as it does for its threads.
+
+A pull of several big layers on threads spends much of its CPU handing the GIL between their
+extractors (docs/benchmarks.md): a process per big layer costs ~40 ms of CPU to start and none of
+that. Small layers, a pull of one layer, and load stay in-process. CONTAINER_UNPACK_PROCESS_MIN:
+the compressed size from which a layer gets a process (default 4 MiB; -1: never).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from container.engine.tunables import env_number
+
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from container.engine.layer.unpack import LayerStats
+
+MIN_SIZE = env_number("CONTAINER_UNPACK_PROCESS_MIN", 4 << 20, int, minimum=-1)
+CHUNK = 1 << 20
+_PIPE_SIZE = 1 << 20         # F_SETPIPE_SZ: fewer wake-ups than the 64 KiB default (best effort)
+
+
+def use_worker(size: int, big_layers: int) -> bool:
+    """A process for a layer of `size` compressed bytes in a pull that unpacks `big_layers` layers of
+    at least MIN_SIZE (one alone has no other extractor to share the GIL with)."""
+    return MIN_SIZE >= 0 and size >= MIN_SIZE and big_layers >= 2 and bool(sys.executable)
+
+
+def big_layers(sizes) -> int:
+    return sum(1 for s in sizes if MIN_SIZE >= 0 and s >= MIN_SIZE)
+
+
+def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | None) -> tuple[LayerStats, str]:
+    import pickle
+    import subprocess
+
+    cmd = [sys.executable, "-m", "container.engine.layer.worker", media_type, os.fspath(dest),
+           os.fspath(objects_dir) if objects_dir is not None else ""]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+    assert p.stdin is not None and p.stdout is not None
+    try:
+        import fcntl
+
+        fcntl.fcntl(p.stdin.fileno(), 1031, _PIPE_SIZE)      # F_SETPIPE_SZ
+    except (OSError, ImportError):
+        pass
+    fed = True
+    try:
+        w = p.stdin
+        while True:
+            b = src.read(CHUNK)
+            if not b:
+                break
+            if fed:
+                try:
+                    w.write(b)
+                except BrokenPipeError:       # the worker stopped reading: its answer says why
+                    fed = False
+        if not fed:
+            while src.read(CHUNK):            # (the caller's blob hash sees the whole blob, as in-process)
+                pass
+    finally:
+        try:
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        answer = p.stdout.read()
+        p.stdout.close()
+        rc = p.wait()
+    try:
+        msg = pickle.loads(answer)
+    except Exception:
+        from container.engine.errors import ContainerError
+
+        raise ContainerError(f"the layer unpack process ended without an answer (exit status {rc})") from None
+    if msg[0] == "ok":
+        return msg[1], msg[2]
+    raise _error(msg)
+
+
+def _error(msg: tuple) -> BaseException:
+    from container.engine import errors
+
+    if msg[0] == "os":
+        return OSError(msg[1], msg[2], msg[3]) if msg[3] is not None else OSError(msg[1], msg[2])
+    cls = getattr(errors, msg[1], None)
+    if isinstance(cls, type) and issubclass(cls, errors.ContainerError):
+        return cls(msg[2], exit_code=msg[3])
+    return errors.ContainerError(f"unpacking a layer failed: {msg[1]}: {msg[2]}")
+
+
+def _answer(e: BaseException) -> tuple:
+    from container.engine.errors import ContainerError
+
+    if isinstance(e, OSError) and e.errno is not None:
+        return ("os", e.errno, e.strerror, e.filename)
+    if isinstance(e, ContainerError):
+        return ("err", type(e).__name__, str(e), e.exit_code)
+    return ("err", type(e).__name__, str(e), None)
+
+
+def _main(argv: list[str]) -> int:
+    import pickle
+    import signal
+    from pathlib import Path
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from container.engine.layer.stream import unpack_blob
+
+    media_type, dest, objects = argv
+    try:
+        stats, diff_id = unpack_blob(sys.stdin.buffer, media_type, Path(dest), Path(objects) if objects else None)
+        msg: tuple = ("ok", stats, diff_id)
+    except BaseException as e:
+        msg = _answer(e)
+    try:
+        sys.stdout.buffer.write(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
