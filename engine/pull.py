@@ -315,7 +315,7 @@ class _Puller:
                 with write_txn():
                     stats = {dg: j.stats for dg, j in jobs.items() if j.stats is not None}
                     updated = _images.record_image(self.ref, top_digest, index_digest, manifest_digest, m, cfg,
-                                                   len(config_raw), small, stats)
+                                                   len(config_raw), small, stats, store.blobs)
                     leases.release_lease(store, self.lease_id)
                     self.lease_id = None
             except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from dataclasses import dataclass, field
 
 from container.engine.errors import Conflict, ImageNotFound, InvalidReference
@@ -177,19 +178,30 @@ def resolve_image(store, ref_or_id: str | Reference) -> ImageInfo:
 
 # -- recording a pull ------------------------------------------------------------------------
 def record_image(ref: Reference | None, top_digest: str, index_digest: str | None, manifest_digest: str,
-                 manifest, config, config_size: int, manifests: dict, stats: dict) -> bool:
+                 manifest, config, config_size: int, manifests: dict, stats: dict, blobs=None) -> bool:
     """Record a pulled image inside the pull's write_txn(): blob rows (`manifests` {digest: (raw,
     media type)} for the index/manifests, the config, the layers), layer rows (with the unpack
     `stats` {layer digest: LayerStats} of the layers this pull unpacked), the image with its edges
     and refcounts when it is new, and the reference `ref` pointing at `top_digest` (its tag moved,
-    or a digest reference added; no reference when None). Returns True when the image is new or the tag moved."""
+    or a digest reference added; no reference when None). Returns True when the image is new or the tag moved.
+    With `blobs` (the store's cas BlobStore) a new blob row gets its usage record (one lstat of the
+    file: docs/usage-records.md), so df and fsck need not measure it later."""
     from container.schema import Blob, Image, ImageLayer, Layer, Tag
 
     m, cfg = manifest, config
     updated = False
 
     def blob_row(dg, size, mt):
-        Blob.insert(digest=dg, size=size, media_type=mt or "").on_conflict_ignore().execute()
+        rec = {}
+        if blobs is not None:
+            from container.cas import Digest
+
+            try:
+                st = os.lstat(blobs.path(Digest.parse(dg)))
+                rec = {"disk": st.st_blocks * 512, "inode": st.st_ino}
+            except (OSError, ValueError):
+                pass
+        Blob.insert(digest=dg, size=size, media_type=mt or "", **rec).on_conflict_ignore().execute()
     for dg, (raw, mt) in manifests.items():
         blob_row(dg, len(raw), mt)
     blob_row(m.config.digest, config_size, m.config.media_type)

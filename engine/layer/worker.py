@@ -15,7 +15,8 @@ reaches the whole process group): the parent decides, as it does for its threads
 
 A pull of several big layers on threads spends much of its CPU handing the GIL between their
 extractors (docs/benchmarks.md): a process per big layer costs ~40 ms of CPU to start and none of
-that. Small layers, a pull of one layer, and load stay in-process. CONTAINER_UNPACK_PROCESS_MIN:
+that. Small layers, a pull of one layer, a pull without the index (CONTAINER_INDEX=0), and load
+stay in-process. CONTAINER_UNPACK_PROCESS_MIN:
 the compressed size from which a layer gets a process (default 4 MiB; -1: never).
 """
 
@@ -41,7 +42,10 @@ _PIPE_SIZE = 1 << 20         # F_SETPIPE_SZ: fewer wake-ups than the 64 KiB defa
 def use_worker(size: int, big_layers: int) -> bool:
     """A process for a layer of `size` compressed bytes in a pull that unpacks `big_layers` layers of
     at least MIN_SIZE (one alone has no other extractor to share the GIL with)."""
-    return MIN_SIZE >= 0 and size >= MIN_SIZE and big_layers >= 2 and bool(sys.executable)
+    from container.engine.layer import index
+
+    # (without the index and dedupe a layer's extractor does too little for a process to pay)
+    return MIN_SIZE >= 0 and size >= MIN_SIZE and big_layers >= 2 and bool(sys.executable) and index.enabled()
 
 
 def big_layers(sizes) -> int:

@@ -369,7 +369,7 @@ def store_images(store, src: Source, imgs: list[Image], listener: Any = None) ->
             stats = {dg: j.stats for dg, j in jobs.items() if j.stats is not None}
             for ref in (img.refs or [None]):   # type: ignore[list-item]
                 catalog.record_image(ref, img.manifest_digest, None, img.manifest_digest, img.manifest, img.config,
-                                     len(img.config_raw), manifests, stats)
+                                     len(img.config_raw), manifests, stats, store.blobs)
             out.append(Loaded(img.manifest.config.digest, tuple(_familiar(r) for r in img.refs)))
     return out
 

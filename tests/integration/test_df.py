@@ -16,6 +16,12 @@ def df_json(cli, *extra) -> dict:
 def test_df_matches_du_and_adds_up(cli, root, pushed):
     for key in ("shared-a", "shared-b", "busybox", "layered"):
         cli("pull", pushed[key].ref, check=True)
+    # the pulls recorded what each blob and layer tree weighs: df and fsck need not measure them
+    for r in json.loads(cli("sql", "--format", "json", "SELECT digest, disk, inode FROM blob", check=True).stdout):
+        st = os.lstat(root / "blobs" / "sha256" / r["digest"][7:])
+        assert (r["disk"], r["inode"]) == (st.st_blocks * 512, st.st_ino), r
+    assert json.loads(cli("sql", "--format", "json", "SELECT count(*) AS n FROM layer WHERE disk IS NULL",
+                          check=True).stdout) == [{"n": 0}]
     assert cli("run", "--name", "w", pushed["busybox"].ref, "/bin/sh", "-c",
                "dd if=/dev/zero of=/big bs=1k count=300 2>/dev/null").returncode == 0
     rep = df_json(cli, "-v")
