@@ -56,7 +56,8 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
     import pickle
     import subprocess
 
-    cmd = [sys.executable, "-m", "container.engine.layer.worker", media_type, os.fspath(dest),
+    # -P: the working directory is not put on sys.path (a ./container of the user's is not imported)
+    cmd = [sys.executable, "-P", "-m", "container.engine.layer.worker", media_type, os.fspath(dest),
            os.fspath(objects_dir) if objects_dir is not None else ""]
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
     assert p.stdin is not None and p.stdout is not None
