@@ -104,8 +104,9 @@ class _Reading:
     def __enter__(self):
         self.conn.execute("BEGIN")
 
-    def __exit__(self, *exc):
-        self.conn.execute("COMMIT")
+    def __exit__(self, et, *exc):
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK" if et is not None else "COMMIT")
 
 
 class LiteDB:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from container.engine.image.contents import image_rows_sql, merge_rows, pick
-from container.engine.image.quickref import fast_reference
+from container.engine.image.quickref import fast_reference, looks_like_id
 from container.engine.locate import lite_db
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
@@ -29,6 +29,8 @@ def quick_files(root: str, name: str, path: str | None = None,
     """(the image's diff_ids, its merged tree or the subtree at `path` sorted by path), or None
     when this path cannot serve (see the module docstring); ContainerError when `path` is not in
     the tree."""
+    if looks_like_id(name) or name.startswith("sha256:"):
+        return None                  # (an id or id prefix comes before a tag: the ORM path's order)
     ref = fast_reference(name)
     if ref is None:
         return None

@@ -7,11 +7,14 @@ The parent keeps what it did (reading `src`: the download, the blob's sha256, th
 and feeds those bytes to `python -m container.engine.layer.worker` through a pipe; the worker runs
 engine/layer/stream.unpack_blob on them (the same extractor, limits, index and dedupe) and answers
 on its stdout with the pickled (stats, diff_id), or the error it raised (class and message: the
-parent raises the same ContainerError subclass, or the OSError). When the parent stops feeding
+parent raises the same ContainerError subclass, or the OSError), with its log records (logged
+again in the parent: -v shows a rootless unpack's notes as in-process). When the parent stops feeding
 (an abort, a failed read) it closes the pipe: the worker sees a truncated stream, undoes what its
 unpack_blob undoes on failure (the objects its files created) and ends; the parent waits for it
-before returning or raising, so the caller may remove `dest` then. The worker ignores SIGINT (^C
-reaches the whole process group): the parent decides, as it does for its threads.
+before returning or raising, so the caller may remove `dest` then (and when it stopped after the
+worker had everything, it takes the objects of that unpack back out itself). The worker runs in
+a process group of its own (a terminal's ^C reaches the parent only) and ignores SIGINT: the
+parent decides, as it does for its threads.
 
 A pull of several big layers on threads spends much of its CPU handing the GIL between their
 extractors (docs/benchmarks.md): a process per big layer costs ~40 ms of CPU to start and none of
@@ -22,6 +25,7 @@ the compressed size from which a layer gets a process (default 4 MiB; -1: never)
 
 from __future__ import annotations
 
+import logging       # (loaded by engine/layer/unpack.py already)
 import os
 import sys
 
@@ -59,7 +63,8 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
     # -P: the working directory is not put on sys.path (a ./container of the user's is not imported)
     cmd = [sys.executable, "-P", "-m", "container.engine.layer.worker", media_type, os.fspath(dest),
            os.fspath(objects_dir) if objects_dir is not None else ""]
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+    # its own process group: a terminal's ^C reaches the parent only, which decides (as for its threads)
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, process_group=0)
     assert p.stdin is not None and p.stdout is not None
     try:
         import fcntl
@@ -68,6 +73,7 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
     except (OSError, ImportError):
         pass
     fed = True
+    done = False
     try:
         w = p.stdin
         while True:
@@ -82,6 +88,7 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
         if not fed:
             while src.read(CHUNK):            # (the caller's blob hash sees the whole blob, as in-process)
                 pass
+        done = True
     finally:
         try:
             p.stdin.close()
@@ -90,15 +97,32 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
         answer = p.stdout.read()
         p.stdout.close()
         rc = p.wait()
-    try:
-        msg = pickle.loads(answer)
-    except Exception:
+        try:
+            msg = pickle.loads(answer)
+        except Exception:
+            msg = None
+        if msg is not None:
+            _relog(msg[-1])
+        if not done and msg is not None and msg[0] == "ok" and objects_dir is not None:
+            # the parent stopped (an abort) after the worker had the whole stream: the caller
+            # removes the tree, so its new objects go now, as unpack_blob's own failure path does
+            from container.engine.layer import dedupe
+
+            dedupe.forget_new(objects_dir, getattr(msg[1], "dedupe", None), links=2)
+    if msg is None:
         from container.engine.errors import ContainerError
 
-        raise ContainerError(f"the layer unpack process ended without an answer (exit status {rc})") from None
+        raise ContainerError(f"the layer unpack process ended without an answer (exit status {rc})")
     if msg[0] == "ok":
         return msg[1], msg[2]
     raise _error(msg)
+
+
+def _relog(notes: list[tuple[str, int, str]]) -> None:
+    """The worker's log records (rootless notes: dropped setuid bits, skipped devices), logged here
+    as the in-process unpack logs them (shown by -v)."""
+    for name, level, text in notes:
+        logging.getLogger(name).log(level, "%s", text)
 
 
 def _error(msg: tuple) -> BaseException:
@@ -112,14 +136,29 @@ def _error(msg: tuple) -> BaseException:
     return errors.ContainerError(f"unpacking a layer failed: {msg[1]}: {msg[2]}")
 
 
-def _answer(e: BaseException) -> tuple:
+def _answer(e: BaseException, notes: list) -> tuple:
     from container.engine.errors import ContainerError
 
     if isinstance(e, OSError) and e.errno is not None:
-        return ("os", e.errno, e.strerror, e.filename)
+        return ("os", e.errno, e.strerror, e.filename, notes)
     if isinstance(e, ContainerError):
-        return ("err", type(e).__name__, str(e), e.exit_code)
-    return ("err", type(e).__name__, str(e), None)
+        return ("err", type(e).__name__, str(e), e.exit_code, notes)
+    return ("err", type(e).__name__, str(e), None, notes)
+
+
+class _Notes(logging.Handler):
+    """Keeps (logger, level, message) of the container loggers' records, for the answer."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.notes: list[tuple[str, int, str]] = []
+        lg = logging.getLogger("container")
+        lg.addHandler(self)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append((record.name, record.levelno, record.getMessage()))
 
 
 def _main(argv: list[str]) -> int:
@@ -131,11 +170,12 @@ def _main(argv: list[str]) -> int:
     from container.engine.layer.stream import unpack_blob
 
     media_type, dest, objects = argv
+    notes = _Notes()
     try:
         stats, diff_id = unpack_blob(sys.stdin.buffer, media_type, Path(dest), Path(objects) if objects else None)
-        msg: tuple = ("ok", stats, diff_id)
+        msg: tuple = ("ok", stats, diff_id, notes.notes)
     except BaseException as e:
-        msg = _answer(e)
+        msg = _answer(e, notes.notes)
     try:
         sys.stdout.buffer.write(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
         sys.stdout.buffer.flush()

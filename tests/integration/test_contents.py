@@ -72,6 +72,11 @@ def test_files_merged_tree_and_layers(db_cli, tmp_path):
     for extra in ([], ["-l", "--layers"], ["--format", "json"], ["--layers"]):
         assert cli("files", *extra, "example.com/t:1", check=True).stdout == \
             cli("files", *extra, image_id, check=True).stdout
+    # a tag that is also another image's id prefix: the id wins, on both paths (as for run and rmi)
+    load(cli, tmp_path, "example.com/other:1", [tm.tar(tm.file("only-in-other", b"o"))])
+    prefix = image_id[7:19]
+    cli("tag", "example.com/other:1", prefix, check=True)
+    assert cli("files", prefix, check=True).stdout.split() == paths
     if cli.db_url is None:
         code = ("import sys\nfrom container.cli.files_fast import fast_files\n"
                 "rc = fast_files(sys.argv[1:])\nprint('peewee' in sys.modules, rc, file=sys.stderr)\n")

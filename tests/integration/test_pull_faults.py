@@ -219,6 +219,7 @@ def _start_stalled_pull(cli, root, p, img, env=None):
     layer = big_layer(img)
     p.stall(f"/blobs/{layer.digest}", seconds=60, after=min(4096, layer.size // 2))
     proc = subprocess.Popen([str(cli.exe), "--root", str(root), "pull", ref_via(p, img)], env={**cli.env, **(env or {})},
+                            start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -248,7 +249,7 @@ def test_ctrl_c_during_pull_is_one_line_and_leaves_the_store_as_it_was(cli, root
         assert _workers_of(root), "the pull unpacks in processes"
     time.sleep(0.3)
     t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)                      # as a terminal's ^C: the whole process group
     out, errs = proc.communicate(timeout=30)
     assert time.monotonic() - t0 < 10                       # does not wait for the stalled socket
     assert proc.returncode == 130
