@@ -49,11 +49,15 @@ def use_worker(size: int, big_layers: int) -> bool:
     from container.engine.layer import index
 
     # (without the index and dedupe a layer's extractor does too little for a process to pay)
-    return MIN_SIZE >= 0 and size >= MIN_SIZE and big_layers >= 2 and bool(sys.executable) and index.enabled()
+    return _big(size) and big_layers >= 2 and bool(sys.executable) and index.enabled()
 
 
 def big_layers(sizes) -> int:
-    return sum(1 for s in sizes if MIN_SIZE >= 0 and s >= MIN_SIZE)
+    return sum(1 for s in sizes if _big(s))
+
+
+def _big(size: int) -> bool:
+    return MIN_SIZE >= 0 and size >= MIN_SIZE
 
 
 def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | None) -> tuple[LayerStats, str]:
@@ -72,7 +76,6 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
         fcntl.fcntl(p.stdin.fileno(), 1031, _PIPE_SIZE)      # F_SETPIPE_SZ
     except (OSError, ImportError):
         pass
-    fed = True
     done = False
     try:
         w = p.stdin
@@ -80,14 +83,10 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
             b = src.read(CHUNK)
             if not b:
                 break
-            if fed:
-                try:
-                    w.write(b)
-                except BrokenPipeError:       # the worker stopped reading: its answer says why
-                    fed = False
-        if not fed:
-            while src.read(CHUNK):            # (the caller's blob hash sees the whole blob, as in-process)
-                pass
+            try:
+                w.write(b)
+            except BrokenPipeError:       # the worker failed and stopped reading: its answer says why
+                break                     # (the caller reads the rest where it checks the digest, as in-process)
         done = True
     finally:
         try:
