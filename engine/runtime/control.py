@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from container.engine.errors import Conflict, ContainerError
+from container.engine.errors import Conflict, ContainerError, ContainerNotFound
 
 STOP_TIMEOUT = 10
 
@@ -88,7 +88,11 @@ def stop(store, name: str, timeout: int | None = None, *, sig: int | None = None
     if info.status == "running":
         _signal(info, sig)
     if not _wait_free(info, None if t < 0 else t):
-        _signal(resolve_container(store, name), 9)
+        try:
+            again = resolve_container(store, name)
+        except ContainerNotFound:       # a --rm container its supervisor removed as it stopped
+            return info.id
+        _signal(again, 9)
         if not _wait_free(info, 30):
             raise ContainerError(f"container {name} did not stop: its supervisor still holds it")
     return info.id
@@ -134,7 +138,6 @@ def wait(store, name: str, poll: float = 0.05) -> int:
     """docker wait: block until the container is not running, then its exit code; also when it
     is removed meanwhile (--rm, rm -f): its supervisor's exit-code file, held open from the start."""
     from container.engine.containers import resolve_container
-    from container.engine.errors import ContainerNotFound
     from container.engine.runtime.supervisor import EXIT_FILE
 
     info = resolve_container(store, name)
