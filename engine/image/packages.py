@@ -16,10 +16,11 @@ A database that does not parse yields no rows (the image still pulls).
 
 from __future__ import annotations
 
-import logging
 import struct
 
-log = logging.getLogger("container.packages")
+from container.engine import lazylog
+
+log = lazylog.get("container.packages")
 
 DPKG_STATUS = "/var/lib/dpkg/status"
 DPKG_STATUS_D = "/var/lib/dpkg/status.d/"

@@ -31,25 +31,28 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
+
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TREES = "trees"
 _RO = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass
 class Result:
-    created: int = 0      # new objects
-    linked: int = 0       # files replaced by a link to an existing object
-    saved: int = 0        # bytes those files no longer take
-    held: int = 0         # bytes of the tree's object inodes, each once (its share of the objects)
-    within: int = 0       # of `saved`, the files that share an inode with another file of this tree
-    dups: list[str] = field(default_factory=list)    # those files' paths (index.path_text): not hardlinks
-    new: list[str] = field(default_factory=list)     # the keys of the objects it created
+    """What sharing one tree's files did. (A plain class: a layer worker process imports this module.)"""
+
+    def __init__(self) -> None:
+        self.created = 0      # new objects
+        self.linked = 0       # files replaced by a link to an existing object
+        self.saved = 0        # bytes those files no longer take
+        self.held = 0         # bytes of the tree's object inodes, each once (its share of the objects)
+        self.within = 0       # of `saved`, the files that share an inode with another file of this tree
+        self.dups: list[str] = []    # those files' paths (index.path_text): not hardlinks
+        self.new: list[str] = []     # the keys of the objects it created
 
 
 def object_key(sha: str, st: os.stat_result, xattrs: list[tuple[str, bytes]]) -> str:
@@ -138,7 +141,7 @@ def _place(objs: _Objects, dfd: int, name: bytes, st: os.stat_result, key: str, 
     if not stat.S_ISREG(ost.st_mode) or (ost.st_mode, ost.st_uid, ost.st_gid, ost.st_mtime_ns, ost.st_size) != \
             (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size):
         return st
-    tmp = b".dd-" + secrets.token_hex(6).encode()
+    tmp = b".dd-" + os.urandom(6).hex().encode()
     os.link(leaf, tmp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
     try:
         os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -167,7 +170,7 @@ def record(objects_dir, diff_id: str, held: int, within: int = 0, dups: list[str
     d = os.path.join(os.fspath(objects_dir), TREES)
     os.makedirs(d, exist_ok=True)
     hexd = diff_id.split(":", 1)[-1]
-    tmp = os.path.join(d, f".tmp-{hexd}-{secrets.token_hex(4)}")
+    tmp = os.path.join(d, f".tmp-{hexd}-{os.urandom(4).hex()}")
     with open(tmp, "w") as f:
         f.write(f"{held} {within}\n{json.dumps(dups or [])}\n")
     os.replace(tmp, os.path.join(d, hexd))

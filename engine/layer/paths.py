@@ -10,10 +10,12 @@ path alike. Part of the security boundary (docs/security.md): the result is alwa
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 from container.engine.errors import LayerError
 from container.engine.layer.tar import show_name
+
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from typing import Callable, Sequence
 
 
 def clean_path(unsafe: bytes) -> tuple[bytes, ...]:

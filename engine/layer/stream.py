@@ -17,10 +17,9 @@ parses the tar and makes the files. An error on either side stops both; the prod
 
 from __future__ import annotations
 
-from pathlib import Path
-
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     from container.engine.layer.unpack import LayerStats
@@ -93,8 +92,8 @@ class _Pipe:
         self._t.join()
 
 
-def unpack_blob(src: Any, media_type: str, dest: Path | None,
-                objects_dir: Path | None = None) -> tuple[LayerStats | None, str]:
+def unpack_blob(src: Any, media_type: str, dest: str | Path | None,
+                objects_dir: str | Path | None = None) -> tuple[LayerStats | None, str]:
     """Decompress `src` per `media_type`, unpack into the existing empty `dest` (unless None),
     read to the end; (the unpack stats or None, the uncompressed stream's sha256:<hex>). With
     `objects_dir` (and the index and dedupe on), the tree's files are shared with the store's

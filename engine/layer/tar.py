@@ -11,17 +11,19 @@ Also the OCI whiteout names (`.wh.<name>`, `.wh..wh..opq`) a layer tar carries.
 
 from __future__ import annotations
 
-import base64
 import os
-import urllib.parse
-from dataclasses import dataclass
-from typing import Iterator
+import zlib
 
 from container.engine.errors import LayerError
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
+    from typing import Iterator
+
     from _typeshed import SupportsRead
+
+# (plain classes, no dataclasses/typing/urllib at import: a layer worker process starts with
+# this module, and those imports were a third of its start; engine/layer/worker.py)
 
 BLOCK = 512
 READ_CHUNK = 1 << 20
@@ -36,15 +38,27 @@ _ZERO_BLOCK = bytes(BLOCK)
 _ENTRY_TYPES = frozenset((b"0", b"\0", b"7", b"1", b"2", b"3", b"4", b"5", b"6"))
 
 
-@dataclass
 class Limits:
     """Resource bounds for one layer (docs/security.md). Defaults are far above any real image."""
 
-    max_bytes: int = 64 << 30            # total regular-file bytes
-    max_entries: int = 10_000_000        # tar entries (headers that create something)
-    max_name: int = 4096                 # bytes in a full path name or link target (PATH_MAX)
-    max_pax: int = 16 << 20              # bytes in one PAX / GNU long-name header body
-    max_depth: int = 256                 # path components: deeper trees break recursive tree walkers
+    __slots__ = ("max_bytes", "max_entries", "max_name", "max_pax", "max_depth")
+
+    def __init__(self, max_bytes: int = 64 << 30, max_entries: int = 10_000_000, max_name: int = 4096,
+                 max_pax: int = 16 << 20, max_depth: int = 256) -> None:
+        self.max_bytes = max_bytes          # total regular-file bytes
+        self.max_entries = max_entries      # tar entries (headers that create something)
+        self.max_name = max_name            # bytes in a full path name or link target (PATH_MAX)
+        self.max_pax = max_pax              # bytes in one PAX / GNU long-name header body
+        self.max_depth = max_depth          # path components: deeper trees break recursive tree walkers
+
+    def _values(self) -> tuple[int, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Limits) and self._values() == other._values()
+
+    def __repr__(self) -> str:
+        return "Limits(" + ", ".join(f"{k}={getattr(self, k)}" for k in self.__slots__) + ")"
 
     ENV = {"max_bytes": "CONTAINER_LAYER_MAX_BYTES", "max_entries": "CONTAINER_LAYER_MAX_ENTRIES",
            "max_name": "CONTAINER_LAYER_MAX_NAME", "max_pax": "CONTAINER_LAYER_MAX_HEADER",
@@ -112,7 +126,9 @@ def _checksum_ok(b: bytes) -> bool:
         want = int(b[148:156].partition(b"\0")[0], 8)
     except ValueError:
         return False
-    if sum(b) - sum(b[148:156]) + 256 == want:     # the checksum field counts as 8 spaces
+    # the unsigned sum of the bytes, the checksum field counted as 8 spaces; each half's sum is
+    # below Adler-32's modulus, so its low 16 bits are 1 + the exact sum (in C, not a Python loop)
+    if (zlib.adler32(b[:256]) & 0xFFFF) + (zlib.adler32(b[256:]) & 0xFFFF) - 2 - sum(b[148:156]) + 256 == want:
         return True
     s = sum((x - 256 if x > 127 else x) for x in b[:148]) + 256 + sum(
         (x - 256 if x > 127 else x) for x in b[156:])
@@ -249,25 +265,24 @@ class Source:
             self.copy(None, pad)
 
 
-@dataclass(slots=True)
 class Entry:
     """One tar member that creates something (extension headers already applied). `size` is the
     data that follows it in the Source: 0 for anything but a regular file. A GNU sparse member
-    (engine/layer/sparse.py) is a regular file with `sparse` regions and its `real_size`."""
+    (engine/layer/sparse.py) is a regular file with `sparse` regions (offset, length) and its
+    `real_size` (the file's apparent size: `size` unless sparse)."""
 
-    name: bytes
-    type: bytes
-    mode: int
-    uid: int
-    gid: int
-    size: int
-    mtime_ns: int
-    linkname: bytes
-    devmajor: int
-    devminor: int
-    xattrs: dict
-    real_size: int = 0         # the file's apparent size: `size` unless sparse
-    sparse: tuple[tuple[int, int], ...] | None = None   # GNU sparse: data regions (offset, length)
+    __slots__ = ("name", "type", "mode", "uid", "gid", "size", "mtime_ns", "linkname", "devmajor", "devminor",
+                 "xattrs", "real_size", "sparse")
+
+    def __init__(self, name: bytes, type: bytes, mode: int, uid: int, gid: int, size: int, mtime_ns: int,
+                 linkname: bytes, devmajor: int, devminor: int, xattrs: dict, real_size: int = 0,
+                 sparse: tuple[tuple[int, int], ...] | None = None) -> None:
+        self.name, self.type, self.mode, self.uid, self.gid, self.size = name, type, mode, uid, gid, size
+        self.mtime_ns, self.linkname, self.devmajor, self.devminor = mtime_ns, linkname, devmajor, devminor
+        self.xattrs, self.real_size, self.sparse = xattrs, real_size, sparse
+
+    def __repr__(self) -> str:
+        return "Entry(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
 
 # -- the header loop --------------------------------------------------------------------------
@@ -399,6 +414,9 @@ def iter_entries(src: Source, limits: Limits) -> Iterator[Entry]:
             if k.startswith(b"SCHILY.xattr."):
                 xattrs[k[13:].decode("utf-8", "surrogateescape")] = v
             elif k.startswith(b"LIBARCHIVE.xattr."):
+                import base64
+                import urllib.parse
+
                 try:
                     key = urllib.parse.unquote_to_bytes(k[17:]).decode("utf-8", "surrogateescape")
                     xattrs[key] = base64.b64decode(v + b"=" * (-len(v) % 4), validate=False)

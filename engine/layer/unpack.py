@@ -37,12 +37,10 @@ Why not tarfile: its stream parser costs ~1.5 CPU-s per 12.7k members, this one 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
-from dataclasses import dataclass, field
-from pathlib import Path
 
+from container.engine import lazylog
 from container.engine.errors import LayerError
 from container.engine.layer.tar import (AUFS_META_PREFIX, BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, OPAQUE,
                                         REGULAR_TYPES, SYMTYPE, WHITEOUT_PREFIX, Entry, Limits, Source,
@@ -56,12 +54,14 @@ from container.engine.layer.tally import Tally
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from _typeshed import SupportsRead
 
     from container.engine.layer.dedupe import Result, Sharer
     from container.engine.layer.index import EntryRecorder
 
-log = logging.getLogger("container.unpack")
+log = lazylog.get("container.unpack")
 
 # A hardlink whose target is not in this layer (it is in a lower one): an empty placeholder file
 # carrying the cleaned target path; its directory carries HARDLINKS_XATTR. engine/layer/merge.py links it
@@ -73,21 +73,22 @@ RESERVED_XATTRS = frozenset((IMPLICIT_XATTR, HARDLINK_XATTR, HARDLINKS_XATTR, RO
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass
 class LayerStats:
-    """What unpack_layer did: counts, bytes, and warnings (entries it could not create as root would)."""
+    """What unpack_layer did: counts, bytes, and warnings (entries it could not create as root would).
+    (A plain class: a layer worker process imports this module, and dataclasses cost it ~5 ms.)"""
 
-    entries: int = 0          # tar entries applied (files, dirs, links, nodes, markers)
-    size: int = 0             # bytes of regular-file content
-    skipped: int = 0          # entries skipped (device nodes / fifos we were not permitted to create)
-    links_to_lower: int = 0   # hardlinks whose target is in a lower layer (resolved by the merge)
-    warnings: list[str] = field(default_factory=list)
-    index: EntryRecorder | None = None     # the entries recorded for the contents index, if any
-    usage: tuple[int, int, int] | None = None   # the tree's usage record (engine/layer/tally.py), if exact
-    dedupe: Result | None = None           # what sharing the files with the store's objects did, if done
+    def __init__(self) -> None:
+        self.entries = 0          # tar entries applied (files, dirs, links, nodes, markers)
+        self.size = 0             # bytes of regular-file content
+        self.skipped = 0          # entries skipped (device nodes / fifos we were not permitted to create)
+        self.links_to_lower = 0   # hardlinks whose target is in a lower layer (resolved by the merge)
+        self.warnings: list[str] = []
+        self.index: EntryRecorder | None = None     # the entries recorded for the contents index, if any
+        self.usage: tuple[int, int, int] | None = None   # the tree's usage record (engine/layer/tally.py), if exact
+        self.dedupe: Result | None = None           # what sharing the files with the store's objects did, if done
 
 class _Extractor(DirTree):
-    def __init__(self, dest: Path, limits: Limits, policy: OwnerPolicy, recorder: EntryRecorder | None = None,
+    def __init__(self, dest: str | Path, limits: Limits, policy: OwnerPolicy, recorder: EntryRecorder | None = None,
                  sharer: Sharer | None = None):
         super().__init__(os.fsencode(os.fspath(dest)), limits)
         self.policy = policy
@@ -419,7 +420,7 @@ def _umask() -> int | None:
     return None
 
 
-def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | None = None,
+def unpack_layer(stream: SupportsRead[bytes], dest: str | Path, *, limits: Limits | None = None,
                  policy: OwnerPolicy | None = None, recorder: EntryRecorder | None = None,
                  sharer: Sharer | None = None) -> LayerStats:
     """Extract one uncompressed tar stream into the existing empty directory `dest`; owners, special
@@ -433,7 +434,7 @@ def unpack_layer(stream: SupportsRead[bytes], dest: Path, *, limits: Limits | No
     limits = limits or Limits.from_env()
     src = Source(stream)
     try:
-        ex = _Extractor(Path(dest), limits, policy or OwnerPolicy.current(), recorder, sharer)
+        ex = _Extractor(dest, limits, policy or OwnerPolicy.current(), recorder, sharer)
     except OSError as e:
         raise LayerError(f"cannot unpack into {dest}: {e.strerror or e}") from None
     name = b""

@@ -4,7 +4,7 @@
     use_worker(size, layers)          # whether a pull gives this layer a process (see below)
 
 The parent keeps what it did (reading `src`: the download, the blob's sha256, the ingest write)
-and feeds those bytes to `python -m container.engine.layer.worker` through a pipe; the worker runs
+and feeds those bytes to a `python -c` running this module's _main through a pipe; the worker runs
 engine/layer/stream.unpack_blob on them (the same extractor, limits, index and dedupe) and answers
 on its stdout with the pickled (stats, diff_id), or the error it raised (class and message: the
 parent raises the same ContainerError subclass, or the OSError), with its log records (logged
@@ -25,7 +25,6 @@ the compressed size from which a layer gets a process (default 4 MiB; -1: never)
 
 from __future__ import annotations
 
-import logging       # (loaded by engine/layer/unpack.py already)
 import os
 import sys
 
@@ -64,11 +63,13 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
     import pickle
     import subprocess
 
-    # -P: the working directory is not put on sys.path (a ./container of the user's is not imported)
-    cmd = [sys.executable, "-P", "-m", "container.engine.layer.worker", media_type, os.fspath(dest),
+    # -P: the working directory is not put on sys.path (a ./container of the user's is not imported);
+    # -c, not -m: runpy and importlib.util cost a worker ~5 ms of its start
+    cmd = [sys.executable, "-P", "-c", _BOOT, media_type, os.fspath(dest),
            os.fspath(objects_dir) if objects_dir is not None else ""]
     # its own process group: a terminal's ^C reaches the parent only, which decides (as for its threads)
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, process_group=0)
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, process_group=0,
+                         env=_worker_env())
     assert p.stdin is not None and p.stdout is not None
     try:
         import fcntl
@@ -117,9 +118,26 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
     raise _error(msg)
 
 
+_BOOT = "import sys; from container.engine.layer.worker import _main; sys.exit(_main(sys.argv[1:]))"
+
+
+def _worker_env() -> dict[str, str]:
+    """The worker's environment: ours, and glibc's malloc told to keep the memory it frees (the
+    inflater's 1 MiB chunks came back from the kernel page by page: ~10k page faults a layer)
+    unless the user set those knobs."""
+    env = dict(os.environ)
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 << 20))
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 << 20))
+    return env
+
+
 def _relog(notes: list[tuple[str, int, str]]) -> None:
     """The worker's log records (rootless notes: dropped setuid bits, skipped devices), logged here
     as the in-process unpack logs them (shown by -v)."""
+    if not notes:
+        return
+    import logging
+
     for name, level, text in notes:
         logging.getLogger(name).log(level, "%s", text)
 
@@ -145,43 +163,31 @@ def _answer(e: BaseException, notes: list) -> tuple:
     return ("err", type(e).__name__, str(e), None, notes)
 
 
-class _Notes(logging.Handler):
-    """Keeps (logger, level, message) of the container loggers' records, for the answer."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.notes: list[tuple[str, int, str]] = []
-        lg = logging.getLogger("container")
-        lg.addHandler(self)
-        lg.setLevel(logging.INFO)
-        lg.propagate = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.notes.append((record.name, record.levelno, record.getMessage()))
-
-
 def _main(argv: list[str]) -> int:
-    import pickle
-    import signal
-    from pathlib import Path
+    # _signal and _pickle, not signal and pickle: those import enum and re (~6 ms of this start)
+    import _pickle
+    import _signal
+    import gc
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.disable()          # a short-lived process that makes no garbage cycles worth collecting
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    from container.engine import lazylog
     from container.engine.layer.stream import unpack_blob
 
+    notes = lazylog.capture()            # (the container loggers' records, for the answer; no logging)
     media_type, dest, objects = argv
-    notes = _Notes()
     try:
-        stats, diff_id = unpack_blob(sys.stdin.buffer, media_type, Path(dest), Path(objects) if objects else None)
-        msg: tuple = ("ok", stats, diff_id, notes.notes)
+        stats, diff_id = unpack_blob(sys.stdin.buffer, media_type, dest, objects or None)
+        msg: tuple = ("ok", stats, diff_id, notes)
     except BaseException as e:
-        msg = _answer(e, notes.notes)
+        msg = _answer(e, notes)
     try:
-        sys.stdout.buffer.write(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+        sys.stdout.buffer.write(_pickle.dumps(msg, protocol=5))
         sys.stdout.buffer.flush()
     except BrokenPipeError:
         return 1
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":          # (python -m container.engine.layer.worker: the same)
     sys.exit(_main(sys.argv[1:]))
