@@ -115,6 +115,7 @@ class _Puller:
         self._active: set = set()
         self._active_lock = threading.Lock()
         self._big_layers = 0          # layers of this pull big enough for a process each (_download)
+        self._largest = 0             # the largest layer's compressed size (its process keeps our priority)
         self.repo = self.ref.path
         self.client: RegistryClient | None = None
         self.lease_id: str | None = None
@@ -153,7 +154,8 @@ class _Puller:
                     job.tmp = self.store.layers_dir / f".tmp-{dg.hex[:16]}-{secrets.token_hex(4)}"
                     job.tmp.mkdir()
                 if job.tmp is not None and use_worker(d.size, self._big_layers):
-                    job.stats, got = unpack_in_worker(src, d.media_type, job.tmp, self.store.objects_dir)
+                    job.stats, got = unpack_in_worker(src, d.media_type, job.tmp, self.store.objects_dir,
+                                                      behind=d.size < self._largest)
                 else:
                     job.stats, got = unpack_blob(src, d.media_type, job.tmp, self.store.objects_dir)
             except ContainerError as e:
@@ -420,6 +422,7 @@ class _Puller:
         from container.engine.layer.worker import big_layers
 
         self._big_layers = big_layers(j.desc.size for j in jobs.values())   # (a process each: layer/worker.py)
+        self._largest = max(j.desc.size for j in jobs.values())
         pool = cf.ThreadPoolExecutor(max_workers=min(WORKERS, len(jobs)), thread_name_prefix="layer")
         futs = {pool.submit(self._run_job, jobs[dg]): dg for dg in order}
         try:
