@@ -69,8 +69,8 @@ class _SnapshotMerge:
     """engine/layer/snapshot.build_snapshot on a thread of its own; result() waits and gives what it
     built (or raises what it raised); discard() waits and removes it."""
 
-    def __init__(self, store, diff_ids: list[str]) -> None:
-        self.store, self.diff_ids = store, diff_ids
+    def __init__(self, store, diff_ids: list[str], process: bool = False) -> None:
+        self.store, self.diff_ids, self.process = store, diff_ids, process
         self._out: Any = None
         self._t = threading.Thread(target=self._run, name="snapshot-merge", daemon=True)
         self._t.start()
@@ -79,7 +79,7 @@ class _SnapshotMerge:
         from container.engine.layer.snapshot import build_snapshot
 
         try:
-            self._out = build_snapshot(self.store, self.diff_ids)
+            self._out = build_snapshot(self.store, self.diff_ids, process=self.process)
         except BaseException as e:      # (handed to result())
             self._out = e
 
@@ -307,8 +307,14 @@ class _Puller:
                 store.blobs.put_bytes(raw, Digest.parse(dg))
             store.blobs.put_bytes(config_raw, Digest.parse(m.config.digest))
             # the trees are in place: merge the snapshot on a thread while the store syncs and the
-            # image is recorded (syncfs and sqlite leave the GIL; so do most of the merge's syscalls)
-            merge = _SnapshotMerge(store, list(cfg.diff_ids)) if self.snapshot and cfg.diff_ids else None
+            # image is recorded (syncfs and sqlite leave the GIL; so do most of the merge's
+            # syscalls); the merge in a process when the record inserts many index rows (on one
+            # interpreter the merge and the insert handed the GIL back and forth for every row)
+            from container.engine.layer.worker import merge_in_process
+
+            rows = sum(j.stats.entries for j in jobs.values() if j.stats is not None and j.stats.index is not None)
+            merge = (_SnapshotMerge(store, list(cfg.diff_ids), process=merge_in_process(rows))
+                     if self.snapshot and cfg.diff_ids else None)
             try:
                 t2 = time.monotonic()
                 syncfs(store.root)

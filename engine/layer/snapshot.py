@@ -42,10 +42,11 @@ def merge_layers(layers: list[Path], dest: Path, *, count_bytes: bool = False) -
     return merge_layers_bottom_up(layers, dest, count_bytes=count_bytes)
 
 
-def build_snapshot(store, diff_ids: list[str]) -> tuple[Path, int, int] | None:
+def build_snapshot(store, diff_ids: list[str], *, process: bool = False) -> tuple[Path, int, int] | None:
     """The merge of ensure_snapshot without the database (a pull runs it on a thread while it
-    records the image): (temp dir under snapshots/, entries, bytes), or None when the snapshot's
-    directory exists. Give the result to ensure_snapshot(..., built=), or remove_tree() it."""
+    records the image; `process`: the merge itself in a process of its own, engine/layer/worker.py):
+    (temp dir under snapshots/, entries, bytes), or None when the snapshot's directory exists. Give
+    the result to ensure_snapshot(..., built=), or remove_tree() it."""
     from container.cas.fsutil import remove_tree
 
     if not diff_ids:
@@ -60,7 +61,12 @@ def build_snapshot(store, diff_ids: list[str]) -> tuple[Path, int, int] | None:
     store.snapshots_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store.snapshots_dir))
     try:
-        entries, size = merge_layers(layers, tmp)
+        if process:
+            from container.engine.layer.worker import merge_in_worker
+
+            entries, size = merge_in_worker(layers, tmp)
+        else:
+            entries, size = merge_layers(layers, tmp)
     except OSError as e:
         remove_tree(tmp)
         raise LayerError(f"cannot build snapshot {chain}: {e.strerror or e}"

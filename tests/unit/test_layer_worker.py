@@ -4,13 +4,18 @@ them without importing logging: engine/lazylog.py)."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import logging
+import os
 
+import pytest
+
+from container.engine.layer.snapshot import merge_layers
 from container.engine.layer.stream import unpack_blob
-from container.engine.layer.worker import unpack_in_worker
+from container.engine.layer.worker import merge_in_worker, unpack_in_worker
 from tests import tarmaker as tm
 
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -45,3 +50,40 @@ def test_worker_relays_the_warnings_the_in_process_unpack_logs(tmp_path, caplog)
     assert sorted(s1.index.rows) == sorted(s2.index.rows)
     rows = {r[0]: r for r in s2.index.rows}
     assert rows["/etc/hostname"][10] == hashlib.sha256(b"box\n").hexdigest()
+
+
+def _tree(root):
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        rel = str(p.relative_to(root))
+        out[rel] = (st.st_mode, st.st_nlink if p.is_file() and not p.is_symlink() else 0,
+                    os.readlink(p) if p.is_symlink() else (p.read_bytes() if p.is_file() else None))
+    return out
+
+
+def test_snapshot_merged_in_a_process_is_the_merge_in_process(tmp_path):
+    """A big pull merges its snapshot in a process (engine/layer/worker.py merge_in_worker): the
+    same tree, counts and errors as engine/layer/snapshot.merge_layers in the caller."""
+    lower = gzip.compress(tm.tar(tm.dir("etc"), tm.file("etc/a", b"lower a"), tm.file("etc/b", b"gone"),
+                                 tm.dir("opt"), tm.file("opt/x", b"x"), tm.symlink("lnk", "/etc/a")))
+    upper = gzip.compress(tm.tar(tm.dir("etc"), tm.file("etc/a", b"upper a", mode=0o600), tm.file("etc/.wh.b"),
+                                 tm.dir("opt"), tm.file("opt/.wh..wh..opq"), tm.file("opt/y", b"y")))
+    layers = []
+    for i, blob in enumerate((lower, upper)):
+        d = tmp_path / f"layer{i}"
+        d.mkdir()
+        unpack_blob(io.BytesIO(blob), GZ, d, None)
+        layers.append(d)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    got_here = merge_layers(layers, tmp_path / "here")
+    got_there = merge_in_worker(layers, tmp_path / "there")
+    assert got_here == got_there
+    here, there = _tree(tmp_path / "here"), _tree(tmp_path / "there")
+    assert here == there
+    assert here["etc/a"][2] == b"upper a" and "etc/b" not in here and "opt/x" not in here and "opt/y" in here
+    (tmp_path / "there2").mkdir()
+    with pytest.raises(OSError) as e:
+        merge_in_worker([tmp_path / "no-such-layer"], tmp_path / "there2")
+    assert e.value.errno == errno.ENOENT
