@@ -59,8 +59,9 @@ def object_key(sha: str, st: os.stat_result, xattrs: list[tuple[str, bytes]]) ->
     """The object name: sha256 of the content's hash and the inode's shared metadata."""
     h = hashlib.sha256(b"v1 %s %o %d %d %d %d\n" % (sha.encode(), st.st_mode, st.st_uid, st.st_gid,
                                                       st.st_mtime_ns, st.st_size))
-    for k, v in sorted(xattrs):
-        h.update(os.fsencode(k) + b"\0" + v + b"\n")
+    if xattrs:
+        for k, v in sorted(xattrs):
+            h.update(os.fsencode(k) + b"\0" + v + b"\n")
     return h.hexdigest()
 
 
@@ -105,16 +106,24 @@ class Sharer:
         self.objs = _Objects(os.fspath(objects_dir))
         self.res = Result()
         self.seen: set[str] = set()
+        self.fs_adds: bool | None = None   # whether this filesystem gives new files xattrs of its own
 
     def file(self, pfd: int, name: bytes, fd: int, hasher, size: int, st: os.stat_result,
-             comps: tuple[bytes, ...] = ()) -> os.stat_result:
+             comps: tuple[bytes, ...] = (), bare: bool = False) -> os.stat_result:
         """Share the file `name` (at comps in the tree) of the directory pfd, open as fd, whose fstat is
-        st; `hasher` saw its `size` bytes. Returns the lstat of what the tree holds at name now (st,
-        or the object's)."""
+        st; `hasher` saw its `size` bytes. `bare`: the extractor set no xattr on it, so it has none
+        unless the filesystem adds its own (a label: the first bare file is listed to find out, and
+        then every file is). Returns the lstat of what the tree holds at name now (st, or the object's)."""
         if not size or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != size:
             return st
         try:
-            return _place(self.objs, pfd, name, st, object_key(hasher.hexdigest(), st, _xattrs(fd)), self.res,
+            if bare and self.fs_adds is False:
+                xattrs: list[tuple[str, bytes]] = []
+            else:
+                xattrs = _xattrs(fd)
+                if bare and self.fs_adds is None:
+                    self.fs_adds = bool(xattrs)
+            return _place(self.objs, pfd, name, st, object_key(hasher.hexdigest(), st, xattrs), self.res,
                           self.seen, comps)
         except OSError:
             return st       # (EMLINK, a full objects dir: the file stays as it is)

@@ -213,7 +213,7 @@ class _Extractor(DirTree):
             else:
                 write_sparse(src, fd, e.sparse, e.real_size, e.size)
             self.stats.size += e.real_size
-            self._owner(e, fd)
+            marked = self._owner(e, fd)
             if not direct:
                 os.fchmod(fd, mode)
             for k, v in e.xattrs.items():
@@ -221,7 +221,8 @@ class _Extractor(DirTree):
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
             st = os.fstat(fd)
             if self.sharer is not None and h is not None:
-                st = self.sharer.file(pfd, leaf, fd, h, e.size, st, comps)
+                # bare: we set no xattr on it (the sharer then need not list them)
+                st = self.sharer.file(pfd, leaf, fd, h, e.size, st, comps, bare=not e.xattrs and not marked)
             self.tally.add(st)
         finally:
             os.close(fd)
@@ -315,18 +316,20 @@ class _Extractor(DirTree):
         self._attrs_at(pfd, leaf, e, chmod=True)
         self.tally.at(pfd, leaf)
 
-    def _owner(self, e: Entry, target, pfd: int | None = None) -> None:
+    def _owner(self, e: Entry, target, pfd: int | None = None) -> bool:
         """The owner the policy gives e (target: an fd, or a leaf of pfd), and the record of the
         layer's owner where it cannot be represented (files and directories: user.* xattrs are
-        refused on symlinks and nodes)."""
+        refused on symlinks and nodes). True when that record was written (an xattr of ours)."""
         ids, record = self.policy.owner(e.uid, e.gid)
         if ids is not None and ids != (self.euid, self.egid):
             self._chown(e, ids, target, pfd)
         if record is not None and pfd is None:
             try:
                 os.setxattr(target, ROOTLESS_XATTR, record)
+                return True
             except OSError as ex:
                 log.debug("%s on %s not set: %s", ROOTLESS_XATTR, show_name(e.name), ex)
+        return False
 
     def _chown(self, e: Entry, ids: tuple[int, int], target, pfd: int | None = None) -> None:
         """chown; uid 0 without CAP_CHOWN (some rootless setups) degrades to not chowning."""

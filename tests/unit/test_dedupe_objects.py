@@ -72,3 +72,24 @@ def test_a_directory_replaced_by_a_symlink_is_not_followed(tmp_path):
     assert os.path.islink(tmp_path / "l1/d")
     after = os.lstat(outside / "f")
     assert (after.st_ino, after.st_nlink) == (before.st_ino, 1)
+
+
+def test_an_xattr_is_part_of_the_key_and_files_without_any_still_share(tmp_path):
+    """The sharer lists a file's xattrs only when the extractor set some (or the filesystem adds its
+    own): a file with a user.* xattr never shares an inode with the same bytes without it, or with
+    another value, and plain files still do."""
+    objs = tmp_path / "objects"
+    x = lambda v: {"SCHILY.xattr.user.note": v}  # noqa: E731
+    t1 = tm.tar(tm.file("plain", DATA, mtime=1), tm.entry("tagged", data=DATA, mtime=1, pax_extra=x("one")),
+                tm.entry("tagged2", data=DATA, mtime=1, pax_extra=x("two")))
+    t2 = tm.tar(tm.file("plain", DATA, mtime=1), tm.entry("tagged", data=DATA, mtime=1, pax_extra=x("one")))
+    r1 = unpack(t1, tmp_path / "l1", objs)
+    if os.getxattr(tmp_path / "l1/tagged", "user.note") != b"one":      # pragma: no cover
+        return                                                          # (a filesystem without user xattrs)
+    assert (r1.created, r1.linked) == (3, 0)
+    r2 = unpack(t2, tmp_path / "l2", objs)
+    assert (r2.created, r2.linked) == (0, 2)
+    ino = lambda p: os.lstat(tmp_path / p).st_ino  # noqa: E731
+    assert ino("l1/plain") == ino("l2/plain") and ino("l1/tagged") == ino("l2/tagged")
+    assert len({ino("l1/plain"), ino("l1/tagged"), ino("l1/tagged2")}) == 3
+    assert os.listxattr(tmp_path / "l2/plain") == [] and os.getxattr(tmp_path / "l2/tagged", "user.note") == b"one"

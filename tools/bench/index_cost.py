@@ -1,9 +1,9 @@
 """What the contents index costs: a cold pull of bench/app:1 with and without it, the DB's growth
 per 10k entries, and `container files` on it. docs/benchmarks.md ("Contents index") has the numbers.
 
-    .venv/bin/python tools/bench/index_cost.py [--rounds 7] [--base /dev/shm/index-bench]
+    .venv/bin/python tools/bench/index_cost.py [--rounds 7] [--base /dev/shm/index-bench] [--container BIN]
 
-The installed CLI (.venv/bin/container) against a loopback registry (tools/bench/bench.py's images,
+The installed CLI (.venv/bin/container, or BIN: a non-editable install measures what users run) against a loopback registry (tools/bench/bench.py's images,
 built once and cached), a fresh store on tmpfs per pull, `sync` before each; the two modes
 alternate (CONTAINER_INDEX=0 turns the recorder off), their order rotating each round; medians.
 """
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from tools.bench import bench  # noqa: E402
 
-CONTAINER = REPO / ".venv" / "bin" / "container"
+CONTAINER = str(REPO / ".venv" / "bin" / "container")
 
 
 def pull(root: Path, ref: str, index: bool) -> tuple[float, float]:
@@ -41,7 +41,7 @@ def pull(root: Path, ref: str, index: bool) -> tuple[float, float]:
     env["CONTAINER_CONFIG"] = str(cfg)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([str(CONTAINER), "--root", str(root), "pull", "-q", ref], check=True, env=env,
+    subprocess.run([CONTAINER, "--root", str(root), "pull", "-q", ref], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -72,12 +72,15 @@ def db_facts(root: Path) -> dict:
 
 
 def main() -> int:
+    global CONTAINER
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--base", default="/dev/shm/index-bench")
     ap.add_argument("--image", default="app1")
+    ap.add_argument("--container", default=CONTAINER)
     a = ap.parse_args()
+    CONTAINER = a.container
     cache = Path(os.environ.get("CONTAINER_BENCH_CACHE", Path.home() / ".cache" / "container-bench"))
     cache.mkdir(parents=True, exist_ok=True)
     reg = bench.start_registry(cache)
@@ -99,10 +102,10 @@ def main() -> int:
         for mode in (False, True):
             pull(base / "root", ref, mode)
             facts[mode] = db_facts(base / "root")
-        ft = [timed([str(CONTAINER), "--root", str(base / "root"), "files", ref]) for _ in range(10)]
-        images = [timed([str(CONTAINER), "--root", str(base / "root"), "images"]) for _ in range(10)]
+        ft = [timed([CONTAINER, "--root", str(base / "root"), "files", ref]) for _ in range(10)]
+        images = [timed([CONTAINER, "--root", str(base / "root"), "images"]) for _ in range(10)]
         nop = [timed([sys.executable, "-c", "pass"]) for _ in range(10)]
-        listed = len(subprocess.run([str(CONTAINER), "--root", str(base / "root"), "files", ref],
+        listed = len(subprocess.run([CONTAINER, "--root", str(base / "root"), "files", ref],
                                     capture_output=True, text=True, check=True).stdout.splitlines())
         shutil.rmtree(base, ignore_errors=True)
     finally:
