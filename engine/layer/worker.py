@@ -18,9 +18,15 @@ parent decides, as it does for its threads.
 
 A pull of several big layers on threads spends much of its CPU handing the GIL between their
 extractors (docs/benchmarks.md): a process per big layer costs ~30 ms of CPU to start and none of
-that. The largest layer is the pull's critical path: the others' processes run niced (BEHIND). Small layers, a pull of one layer, a pull without the index (CONTAINER_INDEX=0), and load
-stay in-process. CONTAINER_UNPACK_PROCESS_MIN:
-the compressed size from which a layer gets a process (default 4 MiB; -1: never).
+that. The largest layer is the pull's critical path: the others' processes run niced (BEHIND).
+Small layers, a pull of one layer, a pull without the index (CONTAINER_INDEX=0), and load stay
+in-process. CONTAINER_UNPACK_PROCESS_MIN: the compressed size from which a layer gets a process
+(default 4 MiB; -1: never, and no merge process either).
+
+    merge_in_worker(layers, dest)     # engine/layer/snapshot.merge_layers in a process (merge_in_process)
+
+The same process runs a pull's snapshot merge when the pull records many index rows: the merge
+and the record's bulk insert then run side by side instead of sharing one GIL.
 """
 
 from __future__ import annotations
