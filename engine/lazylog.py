@@ -37,7 +37,7 @@ class Logger:
     def _emit(self, level: int, msg: str, args: tuple) -> None:
         if _sink is not None:
             if level >= INFO:
-                _sink.append((self.name, level, msg % args if args else msg))
+                _sink.append((self.name, level, _text(msg, args)))
             return
         log = self._log
         if log is None:
@@ -57,6 +57,18 @@ class Logger:
 
     def error(self, msg: str, *args) -> None:
         self._emit(ERROR, msg, args)
+
+
+def _text(msg: str, args: tuple) -> str:
+    """msg % args as logging makes it (one mapping argument: %(name)s); a bad format never raises."""
+    if not args:
+        return msg
+    if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+        args = args[0]     # type: ignore[assignment]
+    try:
+        return msg % args
+    except Exception:
+        return f"{msg} {args!r}"
 
 
 def get(name: str) -> Logger:

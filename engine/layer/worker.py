@@ -161,13 +161,16 @@ def merge_in_worker(layers: list[Path], dest: Path) -> tuple[int, int]:
     import subprocess
 
     cmd = [sys.executable, "-P", "-c", _BOOT, "merge", os.fspath(dest), *(os.fspath(x) for x in layers)]
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, close_fds=True, process_group=0,
+    # stdin: a pipe we hold open until the answer is in; the process ends when it reads its end
+    # (we died, however: it must not write into the store once our pull, and its lock, are gone)
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, process_group=0,
                          env=_worker_env())
-    assert p.stdout is not None
+    assert p.stdin is not None and p.stdout is not None
     try:
         answer = p.stdout.read()
     finally:
         p.stdout.close()
+        p.stdin.close()
         rc = p.wait()
     msg = _loads(answer)
     if msg is None:
@@ -177,7 +180,7 @@ def merge_in_worker(layers: list[Path], dest: Path) -> tuple[int, int]:
     _relog(msg[-1])
     if msg[0] == "ok":
         return msg[1]
-    raise _error(msg)
+    raise _error(msg, "merging the snapshot")
 
 
 def _loads(answer: bytes):
@@ -200,7 +203,7 @@ def _relog(notes: list[tuple[str, int, str]]) -> None:
         logging.getLogger(name).log(level, "%s", text)
 
 
-def _error(msg: tuple) -> BaseException:
+def _error(msg: tuple, what: str = "unpacking a layer") -> BaseException:
     from container.engine import errors
 
     if msg[0] == "os":
@@ -208,7 +211,7 @@ def _error(msg: tuple) -> BaseException:
     cls = getattr(errors, msg[1], None)
     if isinstance(cls, type) and issubclass(cls, errors.ContainerError):
         return cls(msg[2], exit_code=msg[3])
-    return errors.ContainerError(f"unpacking a layer failed: {msg[1]}: {msg[2]}")
+    return errors.ContainerError(f"{what} failed: {msg[1]}: {msg[2]}")
 
 
 def _answer(e: BaseException, notes: list) -> tuple:
@@ -219,6 +222,17 @@ def _answer(e: BaseException, notes: list) -> tuple:
     if isinstance(e, ContainerError):
         return ("err", type(e).__name__, str(e), e.exit_code, notes)
     return ("err", type(e).__name__, str(e), None, notes)
+
+
+def _end_with_parent() -> None:
+    """Wait for the end of stdin (the parent closes it once it has the answer, or it died): a
+    merge whose parent is gone stops at once (its temp dir is the crash debris gc removes)."""
+    try:
+        while os.read(0, 4096):
+            pass
+    except OSError:
+        pass
+    os._exit(1)
 
 
 def _main(argv: list[str]) -> int:
@@ -236,7 +250,10 @@ def _main(argv: list[str]) -> int:
     msg: tuple
     try:
         if argv[0] == "merge":            # merge DEST LAYER... (merge_in_worker)
+            import threading
             from pathlib import Path
+
+            threading.Thread(target=_end_with_parent, daemon=True).start()
 
             from container.engine.layer.snapshot import merge_layers
 

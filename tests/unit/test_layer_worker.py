@@ -87,3 +87,38 @@ def test_snapshot_merged_in_a_process_is_the_merge_in_process(tmp_path):
     with pytest.raises(OSError) as e:
         merge_in_worker([tmp_path / "no-such-layer"], tmp_path / "there2")
     assert e.value.errno == errno.ENOENT
+
+
+def test_a_merge_process_whose_parent_is_gone_stops_at_once(tmp_path):
+    """The merge process ends as soon as its stdin ends (its parent died: it must not go on writing
+    into the store once the pull and its lock are gone); with the parent there, it answers."""
+    import subprocess
+    import sys
+
+    from container.engine.layer import worker
+
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    for i in range(5000):
+        (layer / f"f{i}").write_bytes(b"x")
+    (tmp_path / "dest").mkdir()
+    cmd = [sys.executable, "-P", "-c", worker._BOOT, "merge", str(tmp_path / "dest"), str(layer)]
+    gone = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert gone.returncode == 1 and gone.stdout == b""
+    assert len(os.listdir(tmp_path / "dest")) < 5000
+    (tmp_path / "dest2").mkdir()
+    assert merge_in_worker([layer], tmp_path / "dest2")[0] == 5000
+
+
+def test_captured_log_records_are_formatted_as_logging_formats_them(monkeypatch):
+    from container.engine import lazylog
+
+    monkeypatch.setattr(lazylog, "_sink", None)
+    sink = lazylog.capture()
+    log = lazylog.get("container.test")
+    log.debug("not kept %s", 1)
+    log.info("%s of %d", "two", 3)
+    log.warning("%(a)s-%(b)s", {"a": 1, "b": 2})
+    log.warning("a bad format %d", "x")          # (logging reports it; it never fails the caller)
+    assert [(n, lvl) for n, lvl, _ in sink] == [("container.test", 20), ("container.test", 30), ("container.test", 30)]
+    assert [t for _, _, t in sink][:2] == ["two of 3", "1-2"] and sink[2][2].startswith("a bad format %d")
