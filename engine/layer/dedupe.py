@@ -59,9 +59,8 @@ def object_key(sha: str, st: os.stat_result, xattrs: list[tuple[str, bytes]]) ->
     """The object name: sha256 of the content's hash and the inode's shared metadata."""
     h = hashlib.sha256(b"v1 %s %o %d %d %d %d\n" % (sha.encode(), st.st_mode, st.st_uid, st.st_gid,
                                                       st.st_mtime_ns, st.st_size))
-    if xattrs:
-        for k, v in sorted(xattrs):
-            h.update(os.fsencode(k) + b"\0" + v + b"\n")
+    for k, v in sorted(xattrs):
+        h.update(os.fsencode(k) + b"\0" + v + b"\n")
     return h.hexdigest()
 
 

@@ -82,16 +82,7 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
     """unpack_blob's contract, in a process. `behind`: not the pull's largest layer; its process
     runs at a lower priority (nice +BEHIND), so that the largest one, the pull's critical path,
     gets the CPU it wants and the others use what is left."""
-    import subprocess
-
-    # -P: the working directory is not put on sys.path (a ./container of the user's is not imported);
-    # -c, not -m: runpy and importlib.util cost a worker ~5 ms of its start
-    cmd = [sys.executable, "-P", "-c", _BOOT, media_type, os.fspath(dest),
-           os.fspath(objects_dir) if objects_dir is not None else ""]
-    # its own process group: a terminal's ^C reaches the parent only, which decides (as for its threads)
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, process_group=0,
-                         env=_worker_env())
-    assert p.stdin is not None and p.stdout is not None
+    p = _spawn([media_type, os.fspath(dest), os.fspath(objects_dir) if objects_dir is not None else ""])
     if behind:
         try:
             os.setpriority(os.PRIO_PROCESS, p.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + BEHIND))
@@ -120,12 +111,7 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
             p.stdin.close()
         except BrokenPipeError:
             pass
-        answer = p.stdout.read()
-        p.stdout.close()
-        rc = p.wait()
-        msg = _loads(answer)
-        if msg is not None:
-            _relog(msg[-1])
+        msg, rc = _collect(p)
         if not done and msg is not None and msg[0] == "ok" and objects_dir is not None:
             # the parent stopped (an abort) after the worker had the whole stream: the caller
             # removes the tree, so its new objects go now, as unpack_blob's own failure path does
@@ -133,9 +119,7 @@ def unpack_in_worker(src: Any, media_type: str, dest: Path, objects_dir: Path | 
 
             dedupe.forget_new(objects_dir, getattr(msg[1], "dedupe", None), links=2)
     if msg is None:
-        from container.engine.errors import ContainerError
-
-        raise ContainerError(f"the layer unpack process ended without an answer (exit status {rc})")
+        raise _no_answer("layer unpack", rc)
     if msg[0] == "ok":
         return msg[1], msg[2]
     raise _error(msg)
@@ -158,38 +142,52 @@ def merge_in_worker(layers: list[Path], dest: Path) -> tuple[int, int]:
     """engine/layer/snapshot.merge_layers(layers, dest) in a process of its own: a pull records the
     image (a bulk insert of its index rows) while the snapshot merges, and on one interpreter the
     two handed the GIL back and forth for every row inserted (the record took twice its time)."""
-    import subprocess
-
-    cmd = [sys.executable, "-P", "-c", _BOOT, "merge", os.fspath(dest), *(os.fspath(x) for x in layers)]
     # stdin: a pipe we hold open until the answer is in; the process ends when it reads its end
     # (we died, however: it must not write into the store once our pull, and its lock, are gone)
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, process_group=0,
-                         env=_worker_env())
-    assert p.stdin is not None and p.stdout is not None
+    p = _spawn(["merge", os.fspath(dest), *(os.fspath(x) for x in layers)])
     try:
-        answer = p.stdout.read()
+        msg, rc = _collect(p)
     finally:
-        p.stdout.close()
         p.stdin.close()
-        rc = p.wait()
-    msg = _loads(answer)
     if msg is None:
-        from container.engine.errors import ContainerError
-
-        raise ContainerError(f"the snapshot merge process ended without an answer (exit status {rc})")
-    _relog(msg[-1])
+        raise _no_answer("snapshot merge", rc)
     if msg[0] == "ok":
         return msg[1]
     raise _error(msg, "merging the snapshot")
 
 
-def _loads(answer: bytes):
+def _spawn(args: list[str]):
+    """A worker process running _main(args), with stdin and stdout pipes."""
+    import subprocess
+
+    # -P: the working directory is not put on sys.path (a ./container of the user's is not imported);
+    # -c, not -m: runpy and importlib.util cost a worker ~5 ms of its start; its own process group:
+    # a terminal's ^C reaches the parent only, which decides (as for its threads)
+    p = subprocess.Popen([sys.executable, "-P", "-c", _BOOT, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         close_fds=True, process_group=0, env=_worker_env())
+    assert p.stdin is not None and p.stdout is not None
+    return p
+
+
+def _collect(p) -> tuple[tuple | None, int]:
+    """The worker's answer (None: none that unpickles) and exit status; its log records logged here."""
     import pickle
 
+    answer = p.stdout.read()
+    p.stdout.close()
+    rc = p.wait()
     try:
-        return pickle.loads(answer)
+        msg = pickle.loads(answer)
     except Exception:
-        return None
+        return None, rc
+    _relog(msg[-1])
+    return msg, rc
+
+
+def _no_answer(what: str, rc: int) -> BaseException:
+    from container.engine.errors import ContainerError
+
+    return ContainerError(f"the {what} process ended without an answer (exit status {rc})")
 
 
 def _relog(notes: list[tuple[str, int, str]]) -> None:
@@ -244,7 +242,6 @@ def _main(argv: list[str]) -> int:
     gc.disable()          # a short-lived process that makes no garbage cycles worth collecting
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     from container.engine import lazylog
-    from container.engine.layer.stream import unpack_blob
 
     notes = lazylog.capture()            # (the container loggers' records, for the answer; no logging)
     msg: tuple
@@ -259,6 +256,8 @@ def _main(argv: list[str]) -> int:
 
             msg = ("ok", merge_layers([Path(x) for x in argv[2:]], Path(argv[1])), notes)
         else:                             # MEDIA_TYPE DEST OBJECTS_DIR, the blob on stdin (unpack_in_worker)
+            from container.engine.layer.stream import unpack_blob
+
             media_type, dest, objects = argv
             stats, diff_id = unpack_blob(sys.stdin.buffer, media_type, dest, objects or None)
             msg = ("ok", stats, diff_id, notes)
