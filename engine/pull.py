@@ -67,21 +67,49 @@ class _Job:
 
 class _SnapshotMerge:
     """engine/layer/snapshot.build_snapshot on a thread of its own; result() waits and gives what it
-    built (or raises what it raised); discard() waits and removes it."""
+    built (or raises what it raised); discard() waits (or stops it) and removes it.
 
-    def __init__(self, store, diff_ids: list[str], process: bool = False) -> None:
+    With `first` (the layers below the first one the pull downloads: all in the store), those merge
+    at once, while the pull downloads the rest (in a process when `early_process`), and the others
+    once go() says they are in place: a second pull that fetches only its top layer then merges only
+    that one after its download."""
+
+    def __init__(self, store, diff_ids: list[str], process: bool = False, first: int | None = None,
+                 early_process: bool = False) -> None:
         self.store, self.diff_ids, self.process = store, diff_ids, process
+        self.first, self.early_process = first, early_process
         self._out: Any = None
+        self._go = threading.Event()
+        self._stopped = False
+        if first is None:
+            self._go.set()
         self._t = threading.Thread(target=self._run, name="snapshot-merge", daemon=True)
         self._t.start()
 
+    def go(self, process: bool) -> None:
+        """Every layer is in the store now: merge the rest (in a process when `process`)."""
+        self.process = process
+        self._go.set()
+
     def _run(self) -> None:
+        from container.cas.fsutil import remove_tree
         from container.engine.layer.snapshot import build_snapshot
 
+        part = None
         try:
-            self._out = build_snapshot(self.store, self.diff_ids, process=self.process)
+            if self.first is not None:
+                part = build_snapshot(self.store, self.diff_ids, first=self.first, process=self.early_process)
+                self._go.wait()
+                if part is None or self._stopped:
+                    return
+            onto, part = part, None            # (build_snapshot removes it when it fails)
+            self._out = build_snapshot(self.store, self.diff_ids, process=self.process, first=self.first,
+                                       onto=onto)
         except BaseException as e:      # (handed to result())
             self._out = e
+        finally:
+            if part is not None:
+                remove_tree(part[0])
 
     def result(self):
         self._t.join()
@@ -92,6 +120,8 @@ class _SnapshotMerge:
     def discard(self) -> None:
         from container.cas.fsutil import remove_tree
 
+        self._stopped = True
+        self._go.set()
         self._t.join()
         if isinstance(self._out, tuple):
             remove_tree(self._out[0])
@@ -281,6 +311,7 @@ class _Puller:
             self.listener.layer(d.digest, d.size, "Waiting")
 
         self.lease_id = leases.create_lease(store)
+        merge: _SnapshotMerge | None = None
         try:
             with write_txn():
                 for j in jobs.values():
@@ -289,6 +320,7 @@ class _Puller:
                     leases.add_lease_item(store, self.lease_id, "layer", j.diff_id)
                 for dg in list(small) + [m.config.digest]:
                     leases.add_lease_item(store, self.lease_id, "blob", dg)
+            merge = self._early_merge(m.layers, list(cfg.diff_ids), jobs)
             t0 = time.monotonic()
             self._take_ingests(jobs)
             done = self._download(jobs, order)
@@ -313,34 +345,52 @@ class _Puller:
             from container.engine.layer.worker import merge_in_process
 
             rows = sum(j.stats.entries for j in jobs.values() if j.stats is not None and j.stats.index is not None)
-            merge = (_SnapshotMerge(store, list(cfg.diff_ids), process=merge_in_process(rows))
-                     if self.snapshot and cfg.diff_ids else None)
-            try:
-                t2 = time.monotonic()
-                syncfs(store.root)
-                self.info(f"timing: layers {t1 - t0:.2f}s, publish {t2 - t1:.2f}s, sync {time.monotonic() - t2:.2f}s")
-
-                with write_txn():
-                    stats = {dg: j.stats for dg, j in jobs.items() if j.stats is not None}
-                    updated = _images.record_image(self.ref, top_digest, index_digest, manifest_digest, m, cfg,
-                                                   len(config_raw), small, stats, store.blobs)
-                    leases.release_lease(store, self.lease_id)
-                    self.lease_id = None
-            except BaseException:
-                if merge is not None:
-                    merge.discard()
-                raise
             if merge is not None:
-                self._build_snapshot(merge)
+                merge.go(process=merge_in_process(rows))
+            elif self.snapshot and cfg.diff_ids:
+                merge = _SnapshotMerge(store, list(cfg.diff_ids), process=merge_in_process(rows))
+            t2 = time.monotonic()
+            syncfs(store.root)
+            self.info(f"timing: layers {t1 - t0:.2f}s, publish {t2 - t1:.2f}s, sync {time.monotonic() - t2:.2f}s")
+
+            with write_txn():
+                stats = {dg: j.stats for dg, j in jobs.items() if j.stats is not None}
+                updated = _images.record_image(self.ref, top_digest, index_digest, manifest_digest, m, cfg,
+                                               len(config_raw), small, stats, store.blobs)
+                leases.release_lease(store, self.lease_id)
+                self.lease_id = None
+            if merge is not None:
+                built, merge = merge, None          # (past the point where a failure discards it)
+                self._build_snapshot(built)
             info = _images.image_info(store, Image.get(Image.id == manifest_digest))
             if existing is None:
                 updated = True
             self.listener.done(info, updated)
             return info
+        except BaseException:
+            if merge is not None:
+                merge.discard()
+            raise
         finally:
             self._release_ingests(jobs)
             if self.lease_id is not None:
                 self._drop_lease_if_nothing_to_resume(jobs)
+
+    def _early_merge(self, layers, diff_ids: list[str], jobs: dict[str, _Job]) -> _SnapshotMerge | None:
+        """The snapshot merge of the layers below the first one this pull downloads, started now
+        (they are in the store, and the store lock keeps them there), when there are such layers."""
+        from container.engine.layer.worker import merge_in_process
+        from container.schema import Layer
+
+        first = next((i for i, d in enumerate(layers) if d.digest in jobs), len(layers))
+        if not self.snapshot or first == 0 or first == len(layers):
+            return None
+        below = diff_ids[:first]
+        entries = sum(r.entries for r in Layer.select(Layer.entries).where(Layer.diff_id.in_(below)))
+        process = merge_in_process(entries)
+        self.info(f"snapshot: merging the {first} stored layer{'s' if first > 1 else ''} below the first "
+                  f"download now{' (in a process)' if process else ''}")
+        return _SnapshotMerge(self.store, diff_ids, first=first, early_process=process)
 
     def _build_snapshot(self, merge: _SnapshotMerge) -> None:
         """Ready to run: the image's merged tree (snapshots/<chain id>), built as the pull's last

@@ -1,6 +1,7 @@
 """Merging layer trees into one rootfs by hardlinks, whiteouts applied: the reference bottom-up merge.
 
     merge_layers_bottom_up(layers, dest) -> (entries, bytes)
+    merge_onto(layers, dest, entries) -> (entries, bytes)    # onto the merge of the layers below
 
 Each layer tree (engine/layer/unpack.py) holds its whiteout markers as plain files. Merging layer N
 onto the snapshot under construction, per directory: first its opaque marker (`.wh..wh..opq`: every
@@ -300,7 +301,8 @@ class Merger:
             finally:
                 os.close(tfd)
 
-    def merge_layer(self, layer: Path, tfd: int) -> None:
+    def merge_layer(self, layer: Path, tfd: int) -> bool:
+        """Merge one layer onto target dir tfd; True when it gave tfd its root's attributes."""
         lfd = os.open(layer, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.root_fd = tfd
         try:
@@ -308,8 +310,10 @@ class Merger:
             self.merge_dir(lfd, tfd, (), keys)
             if self.links:
                 self._resolve_links(layer)
-            if IMPLICIT_XATTR not in keys:
-                self.set_dir_attrs(lfd, tfd, os.fstat(lfd), keys)
+            if IMPLICIT_XATTR in keys:
+                return False
+            self.set_dir_attrs(lfd, tfd, os.fstat(lfd), keys)
+            return True
         finally:
             os.close(lfd)
 
@@ -346,6 +350,29 @@ def merge_layers_bottom_up(layers: list[Path], dest: Path, *, count_bytes: bool 
         os.fchmod(tfd, 0o755)
         for layer in layers:
             m.merge_layer(Path(layer), tfd)
+    finally:
+        os.close(tfd)
+    return m.entries, m.size
+
+
+def merge_onto(layers: list[Path], dest: Path, entries: int) -> tuple[int, int]:
+    """Merge layer trees (base first) bottom-up onto dest, which holds the merge of the layers below
+    them with `entries` entries (as merge_layers counted them): a pull merges the layers it has
+    while it downloads the others, then these. The result is the merge of the whole stack.
+
+    -> (entries, 0): file bytes are not counted (merge_layers' default)."""
+    m = Merger()
+    m.entries = entries
+    tfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = stat.S_IMODE(os.fstat(tfd).st_mode)
+        if mode & 0o700 != 0o700:            # (without CAP_DAC_OVERRIDE: writable while we merge)
+            os.fchmod(tfd, mode | 0o700)
+        set_root = False
+        for layer in layers:
+            set_root = m.merge_layer(Path(layer), tfd) or set_root
+        if not set_root and mode & 0o700 != 0o700:
+            os.fchmod(tfd, mode)
     finally:
         os.close(tfd)
     return m.entries, m.size

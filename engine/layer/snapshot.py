@@ -21,7 +21,7 @@ from pathlib import Path
 
 from container.engine.errors import LayerError, StoreError
 from container.engine.image.identity import chain_ids
-from container.engine.layer.merge import Merger, merge_layers_bottom_up
+from container.engine.layer.merge import Merger, merge_layers_bottom_up, merge_onto
 from container.engine.layer.topdown import TopDownUnsupported, merge_layers_top_down
 
 
@@ -42,31 +42,47 @@ def merge_layers(layers: list[Path], dest: Path, *, count_bytes: bool = False) -
     return merge_layers_bottom_up(layers, dest, count_bytes=count_bytes)
 
 
-def build_snapshot(store, diff_ids: list[str], *, process: bool = False) -> tuple[Path, int, int] | None:
+def build_snapshot(store, diff_ids: list[str], *, process: bool = False, first: int | None = None,
+                   onto: tuple[Path, int, int] | None = None) -> tuple[Path, int, int] | None:
     """The merge of ensure_snapshot without the database (a pull runs it on a thread while it
     records the image; `process`: the merge itself in a process of its own, engine/layer/worker.py):
     (temp dir under snapshots/, entries, bytes), or None when the snapshot's directory exists. Give
-    the result to ensure_snapshot(..., built=), or remove_tree() it."""
+    the result to ensure_snapshot(..., built=), or remove_tree() it.
+
+    In two steps, while a pull downloads the layers above the ones it has: `first` merges only
+    diff_ids[:first]; its result, given as `onto` with the same `first`, gets the rest merged onto
+    it (bottom-up: engine/layer/merge.merge_onto), which makes the same tree as one merge of all."""
     from container.cas.fsutil import remove_tree
 
     if not diff_ids:
         raise LayerError("an image without layers has no root filesystem")
     chain = chain_ids(list(diff_ids))[-1]
     if store.snapshot_path(chain).is_dir():
+        if onto is not None:
+            remove_tree(onto[0])
         return None
-    layers = [store.layer_path(d) for d in diff_ids]
-    for d, p in zip(diff_ids, layers):
+    k = len(diff_ids) if first is None else first
+    names = diff_ids[k:] if onto is not None else diff_ids[:k]
+    now = [store.layer_path(d) for d in names]
+    for d, p in zip(names, now):
         if not p.is_dir():
+            if onto is not None:
+                remove_tree(onto[0])
             raise StoreError(f"layer {d} is not unpacked in the store (run fsck or pull again)")
-    store.snapshots_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store.snapshots_dir))
+    if onto is not None:
+        tmp = onto[0]
+    else:
+        store.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store.snapshots_dir))
     try:
         if process:
             from container.engine.layer.worker import merge_in_worker
 
-            entries, size = merge_in_worker(layers, tmp)
+            entries, size = merge_in_worker(now, tmp, onto=None if onto is None else onto[1])
+        elif onto is not None:
+            entries, size = merge_onto(now, tmp, onto[1])
         else:
-            entries, size = merge_layers(layers, tmp)
+            entries, size = merge_layers(now, tmp)
     except OSError as e:
         remove_tree(tmp)
         raise LayerError(f"cannot build snapshot {chain}: {e.strerror or e}"

@@ -24,6 +24,7 @@ in-process. CONTAINER_UNPACK_PROCESS_MIN: the compressed size from which a layer
 (default 4 MiB; -1: never, and no merge process either).
 
     merge_in_worker(layers, dest)     # engine/layer/snapshot.merge_layers in a process (merge_in_process)
+    merge_in_worker(layers, dest, onto=entries)      # engine/layer/merge.merge_onto in a process
 
 The same process runs a pull's snapshot merge when the pull records many index rows: the merge
 and the record's bulk insert then run side by side instead of sharing one GIL.
@@ -138,13 +139,16 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def merge_in_worker(layers: list[Path], dest: Path) -> tuple[int, int]:
-    """engine/layer/snapshot.merge_layers(layers, dest) in a process of its own: a pull records the
-    image (a bulk insert of its index rows) while the snapshot merges, and on one interpreter the
-    two handed the GIL back and forth for every row inserted (the record took twice its time)."""
+def merge_in_worker(layers: list[Path], dest: Path, onto: int | None = None) -> tuple[int, int]:
+    """engine/layer/snapshot.merge_layers(layers, dest) in a process of its own (with `onto`, the
+    entries dest holds: engine/layer/merge.merge_onto): a pull records the image (a bulk insert of
+    its index rows) while the snapshot merges, and on one interpreter the two handed the GIL back
+    and forth for every row inserted (the record took twice its time); a pull merges the layers it
+    has while one extractor of the layers it downloads runs in-process."""
     # stdin: a pipe we hold open until the answer is in; the process ends when it reads its end
     # (we died, however: it must not write into the store once our pull, and its lock, are gone)
-    p = _spawn(["merge", os.fspath(dest), *(os.fspath(x) for x in layers)])
+    how = ["merge"] if onto is None else ["onto", str(onto)]
+    p = _spawn([*how, os.fspath(dest), *(os.fspath(x) for x in layers)])
     try:
         msg, rc = _collect(p)
     finally:
@@ -246,15 +250,19 @@ def _main(argv: list[str]) -> int:
     notes = lazylog.capture()            # (the container loggers' records, for the answer; no logging)
     msg: tuple
     try:
-        if argv[0] == "merge":            # merge DEST LAYER... (merge_in_worker)
+        if argv[0] in ("merge", "onto"):   # merge DEST LAYER... | onto ENTRIES DEST LAYER... (merge_in_worker)
             import threading
             from pathlib import Path
 
             threading.Thread(target=_end_with_parent, daemon=True).start()
+            if argv[0] == "merge":
+                from container.engine.layer.snapshot import merge_layers
 
-            from container.engine.layer.snapshot import merge_layers
+                msg = ("ok", merge_layers([Path(x) for x in argv[2:]], Path(argv[1])), notes)
+            else:
+                from container.engine.layer.merge import merge_onto
 
-            msg = ("ok", merge_layers([Path(x) for x in argv[2:]], Path(argv[1])), notes)
+                msg = ("ok", merge_onto([Path(x) for x in argv[3:]], Path(argv[2]), int(argv[1])), notes)
         else:                             # MEDIA_TYPE DEST OBJECTS_DIR, the blob on stdin (unpack_in_worker)
             from container.engine.layer.stream import unpack_blob
 

@@ -215,8 +215,8 @@ def test_mirror_is_tried_first(cli, root, pushed, proxy):
     assert any(l.startswith("busybox ") for l in ls.splitlines()), ls
 
 
-def _start_stalled_pull(cli, root, p, img, env=None):
-    layer = big_layer(img)
+def _start_stalled_pull(cli, root, p, img, env=None, layer=None):
+    layer = layer or big_layer(img)
     p.stall(f"/blobs/{layer.digest}", seconds=60, after=min(4096, layer.size // 2))
     proc = subprocess.Popen([str(cli.exe), "--root", str(root), "pull", ref_via(p, img)], env={**cli.env, **(env or {})},
                             start_new_session=True,
@@ -262,6 +262,25 @@ def test_ctrl_c_during_pull_is_one_line_and_leaves_the_store_as_it_was(cli, root
     p.clear()
     r = cli("pull", ref_via(p, img), env=FAST)
     assert r.returncode == 0, r.stderr
+
+
+def test_ctrl_c_while_the_stored_layers_merge_leaves_no_snapshot_behind(cli, root, pushed, proxy):
+    """The layers a pull has merge into a temp snapshot while it downloads the rest: ^C then
+    removes that too, and the store is what it was with only the base image pulled."""
+    base, img = pushed["busybox"], pushed["layered"]
+    assert cli("pull", base.ref, env=FAST).returncode == 0
+    before = store_state(root), sorted(os.listdir(root / "snapshots"))
+    p = proxy()
+    proc = _start_stalled_pull(cli, root, p, img, layer=max(img.layers[1:], key=lambda l: l.size))
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, errs = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in errs, errs
+    assert (store_state(root), sorted(os.listdir(root / "snapshots"))) == before
+    p.clear()
+    r = cli("pull", ref_via(p, img), env=FAST)
+    assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
+    assert cli("fsck").returncode == 0
 
 
 @pytest.mark.root

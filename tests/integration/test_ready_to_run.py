@@ -4,6 +4,7 @@ config's snapshot_on_pull = false leave that to the first run."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -55,3 +56,28 @@ def test_a_snapshot_that_cannot_be_built_is_a_warning_not_a_failed_pull(cli, roo
         subprocess.run(["chattr", "-i", str(root / "snapshots")], check=True)
     r = cli("run", "--rm", img.ref, "echo", "ok")            # the first run builds it now
     assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+
+
+@pytest.mark.parametrize("base_key", ["busybox", "shared-a"])
+def test_a_pull_whose_lower_layers_are_stored_builds_the_same_snapshot(cli, root, pushed, tmp_path, base_key):
+    """The layers below the first download merge while it runs, the rest onto them afterwards
+    (whiteouts, opaque dirs and file<->dir replacements of `layered` land on that half-built tree):
+    the tree and its recorded entries are those of a pull that merges all the layers at once."""
+    from checks import tree
+
+    base, img = pushed[base_key], pushed["layered" if base_key == "busybox" else "shared-b"]
+    stored = next(i for i, (a, b) in enumerate(zip(base.diff_ids + [None], img.diff_ids)) if a != b)
+    assert 0 < stored < len(img.diff_ids)          # (what makes this test mean something)
+    assert cli("pull", base.ref).returncode == 0
+    r = cli("-v", "pull", img.ref)
+    assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
+    assert f"snapshot: merging the {stored} stored layer" in r.stderr, r.stderr
+    cold = tmp_path / "cold"
+    assert cli("pull", img.ref, root=cold).returncode == 0
+    chain = chain_id(img.diff_ids)[7:]
+    assert tree(root / "snapshots" / chain) == tree(cold / "snapshots" / chain)
+    q = f"select entries from snapshot where chain_id = 'sha256:{chain}'"
+    assert cli("sql", q).stdout == cli("sql", q, root=cold).stdout
+    assert _path(cli, img.ref) == "fast"
+    assert cli("fsck").returncode == 0
+    assert not [n for n in os.listdir(root / "snapshots") if n.startswith(".tmp")]

@@ -83,6 +83,11 @@ def test_snapshot_merged_in_a_process_is_the_merge_in_process(tmp_path):
     here, there = _tree(tmp_path / "here"), _tree(tmp_path / "there")
     assert here == there
     assert here["etc/a"][2] == b"upper a" and "etc/b" not in here and "opt/x" not in here and "opt/y" in here
+    # the upper layer onto the lower's merge, in the process (a pull that had the lower one stored)
+    (tmp_path / "onto").mkdir()
+    below = merge_layers(layers[:1], tmp_path / "onto")
+    assert merge_in_worker(layers[1:], tmp_path / "onto", onto=below[0]) == got_here
+    assert _tree(tmp_path / "onto") == _tree(tmp_path / "here")      # (link counts now one higher)
     (tmp_path / "there2").mkdir()
     with pytest.raises(OSError) as e:
         merge_in_worker([tmp_path / "no-such-layer"], tmp_path / "there2")

@@ -23,7 +23,7 @@ from checks import tree  # noqa: E402
 
 from container.engine.layer import snapshot as snap  # noqa: E402
 from container.engine.errors import LayerError  # noqa: E402
-from container.engine.layer.merge import merge_layers_bottom_up  # noqa: E402
+from container.engine.layer.merge import merge_layers_bottom_up, merge_onto  # noqa: E402
 from container.engine.layer.topdown import TopDownUnsupported, merge_layers_top_down  # noqa: E402
 from container.engine.layer.unpack import unpack_layer  # noqa: E402
 
@@ -210,6 +210,57 @@ def test_top_down_equals_bottom_up_on_random_stacks(stack):
         before = _fds()
         both(base, layers)
         assert _fds() == before
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(layer_st, min_size=2, max_size=3), st.data())
+def test_merging_the_rest_onto_a_merged_prefix_equals_one_merge(stack, data):
+    """A pull merges the layers it has while it downloads the others, then those onto that tree
+    (merge_onto): the same tree and entry count as one merge of the whole stack."""
+    split = data.draw(st.integers(1, len(stack) - 1))
+    with tempfile.TemporaryDirectory(prefix="onto-diff-") as d:
+        base = Path(d)
+        layers = layers_from(base, *(layer_tar(e) for e in stack))
+        whole, two = base / "whole", base / "two"
+        whole.mkdir()
+        two.mkdir()
+        n = snap.merge_layers(layers, whole)
+        below = snap.merge_layers(layers[:split], two)
+        before = _fds()
+        assert merge_onto(layers[split:], two, below[0]) == n
+        assert _fds() == before
+        assert tree(two) == tree(whole)
+        assert stat.S_IMODE(os.lstat(two).st_mode) == stat.S_IMODE(os.lstat(whole).st_mode)
+
+
+def test_merge_onto_a_locked_root_without_capabilities(tmp_path):
+    """Without CAP_DAC_OVERRIDE the merged prefix's root may be read-only (its layer said 0555): the
+    rest still lands, and the root keeps the mode the stack gives it."""
+    (tmp_path / "l1.tar").write_bytes(tm.tar(tm.dir(".", mode=0o555), tm.file("a", b"a")))
+    (tmp_path / "l2.tar").write_bytes(tm.tar(tm.file("b", b"b")))
+    script = f"""
+from pathlib import Path
+from container.engine.layer.unpack import unpack_layer
+from container.engine.layer.snapshot import merge_layers
+from container.engine.layer.merge import merge_onto
+t = Path({str(tmp_path)!r})
+for i in (1, 2):
+    (t / f"L{{i}}").mkdir()
+    unpack_layer(open(t / f"l{{i}}.tar", "rb"), t / f"L{{i}}")
+(t / "S").mkdir()
+n = merge_layers([t / "L1"], t / "S")
+print(merge_onto([t / "L2"], t / "S", n[0]))
+"""
+    cmd = [sys.executable, "-c", script]
+    if ROOT:
+        if not shutil.which("setpriv"):
+            pytest.skip("needs setpriv to drop capabilities")
+        cmd = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(2, 0)"
+    s = tmp_path / "S"
+    assert sorted(os.listdir(s)) == ["a", "b"] and mode(s) == 0o555
 
 
 @pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root to drop capabilities")
