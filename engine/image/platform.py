@@ -116,7 +116,8 @@ def rank(want: Platform, have: Platform, *, strict: bool = False) -> int | None:
     return None
 
 
-def _is_attestation(d: Descriptor) -> bool:
+def is_attestation(d: Descriptor) -> bool:
+    """An index entry that is not an image: BuildKit's attestation manifests (provenance, SBOM)."""
     return (d.annotation("vnd.docker.reference.type") == "attestation-manifest"
             or (d.platform is not None and d.platform.os == "unknown" and d.platform.architecture == "unknown"))
 
@@ -131,7 +132,7 @@ def candidates(index: Index, want: Platform, *, strict: bool = False) -> tuple[l
     unlabelled: list[Descriptor] = []
     available: list[str] = []
     for pos, d in enumerate(index.manifests):
-        if _is_attestation(d):
+        if is_attestation(d):
             continue
         if d.media_type and d.media_type not in MANIFEST_TYPES + INDEX_TYPES:
             continue  # unknown entries MUST NOT be an error

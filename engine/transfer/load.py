@@ -105,7 +105,11 @@ def _oci_images(src: Source) -> list[Image]:
     out: list[Image] = []
 
     def walk(descs: Any, depth: int, name: str | None) -> None:
+        from container.engine.image.platform import is_attestation
+
         for d in descs:
+            if is_attestation(d):             # (buildx/BuildKit layouts: provenance, SBOM; pull skips them too)
+                continue
             ref = d.annotation("io.containerd.image.name") or name
             rn = d.annotation("org.opencontainers.image.ref.name")
             if ref is None and rn and ("/" in rn or ":" in rn):

@@ -214,6 +214,48 @@ def test_load_what_skopeo_writes(cli, root, pushed, tmp_path):
             assert mdigest == img.manifest_digest
 
 
+def test_load_skips_buildkit_attestations(cli, root, pushed, tmp_path):
+    """A buildx/BuildKit OCI layout: index.json -> an index of the image and an attestation manifest
+    (platform unknown/unknown, in-toto layer, no rootfs in its config). load takes the image, as
+    pull does from a registry, instead of failing on the attestation's config."""
+    import hashlib
+
+    img = pushed["busybox"]
+    d = tmp_path / "bk"
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{img.ref}", f"oci:{d}:v1"],
+                   check=True, capture_output=True)
+    blobs = d / "blobs" / "sha256"
+
+    def put(raw: bytes) -> str:
+        dg = hashlib.sha256(raw).hexdigest()
+        (blobs / dg).write_bytes(raw)
+        return "sha256:" + dg
+
+    top = json.loads((d / "index.json").read_text())
+    image = top["manifests"][0]
+    statement = b'{"_type": "https://in-toto.io/Statement/v0.1"}'
+    cfg = b'{"architecture": "unknown", "os": "unknown", "config": {}}'
+    att = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg),
+                                 "size": len(cfg)},
+                      "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": put(statement),
+                                  "size": len(statement)}]}).encode()
+    nested = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {k: v for k, v in image.items() if k != "annotations"} | {"platform": {"os": "linux", "architecture": "amd64"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(att), "size": len(att),
+         "platform": {"os": "unknown", "architecture": "unknown"},
+         "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                         "vnd.docker.reference.digest": image["digest"]}}]}).encode()
+    top["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": put(nested),
+                         "size": len(nested), "annotations": image.get("annotations", {})}]
+    (d / "index.json").write_text(json.dumps(top))
+    r = cli("load", "-i", str(d))
+    assert r.returncode == 0, r.stderr
+    _, config, layers = _image(cli, r.stdout.split()[-1], root)
+    assert config == img.config_digest and layers == img.diff_ids
+    assert cli("images", "-q").stdout.split() == [img.config_digest[7:19]]
+
+
 @needs_root
 def test_podman_loads_what_save_writes_and_back(cli, root, pushed, tmp_path, podman):
     img = pushed["busybox"]
