@@ -49,8 +49,8 @@ class FastStore:
         """A FastStore when this run is the fast path's, else None. Reads the database and the
         image's config blob, nothing else: no input is consumed and nothing is written."""
         s = opts.image
-        if opts.pull == "always" or looks_like_id(s):
-            return None
+        if opts.pull == "always" or opts.platform or looks_like_id(s):
+            return None                         # (--platform: the ORM path checks the image's)
         ref = fast_reference(s)
         if ref is None:
             return None

@@ -133,19 +133,42 @@ def resolve_or_pull(store, opts: RunOptions, progress=None, readonly=None):
     except InvalidReference:
         ref = None
     if opts.pull != "always":
+        found = None
         try:
-            return resolve_image(store, ref or opts.image)
+            found = resolve_image(store, ref or opts.image)
         except ImageNotFound:
             if readonly:
                 try:
-                    return readonly.find(ref or opts.image)
+                    found = readonly.find(ref or opts.image)
                 except ImageNotFound:
                     pass
-            if opts.pull == "never":
+            if found is None and opts.pull == "never":
                 raise
+        if found is not None:
+            if _platform_fits(found, opts.platform):
+                return found
+            # --platform names another platform than the stored image's: pulled, as podman does
+            # (by id, or with --pull=never, there is nothing to pull: docker's error)
+            if opts.pull == "never" or ref is None:
+                from container.engine.errors import PlatformMismatch
+
+                raise PlatformMismatch(f"image with reference {opts.image} was found but does not match the "
+                                       f"specified platform: wanted {opts.platform}, actual: {found.platform}")
+        else:
             ref = ref or parse(opts.image)      # an invalid reference is that error alone, as in docker
             if progress is not None:
                 progress.image_missing(opts.image)    # the CLI says "Unable to find image ... locally"
     from container.engine.pull import pull
 
     return pull(store, ref or parse(opts.image), platform=opts.platform, listener=progress)
+
+
+def _platform_fits(img, platform: str | None) -> bool:
+    """Whether the stored image `img` serves `run --platform platform` (no --platform: any does)."""
+    if not platform or not img.os or not img.architecture:
+        return True                 # (a config without os/architecture: pull took it as wanted)
+    from container.engine.image import platform as _platform
+    from container.engine.image.manifest import Platform
+
+    want = _platform.parse(platform)
+    return _platform.rank(want, Platform(img.os, img.architecture, img.variant or "")) is not None

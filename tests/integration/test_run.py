@@ -725,3 +725,26 @@ def test_env_file_from_stdin_is_read_once_on_the_orm_path(cli, store, pushed):
     r = run(store, "--env-file", "/dev/stdin", bb_id, "env", input="FROM_STDIN=by-id\n")
     assert r.returncode == 0, r.stderr
     assert "FROM_STDIN=by-id" in r.stdout.splitlines()
+
+
+def test_run_platform_pulls_when_the_stored_image_is_another(cli, pushed):
+    """`run --platform P` with the tag stored for another platform pulls P's image and runs it
+    (podman); with --pull=never it is docker's mismatch error, exit 125, and nothing changes."""
+    from container.engine.image import platform as plat
+
+    img = pushed["multiarch"]
+    host = plat.host()
+    here = f"{host.os}/{host.architecture}"
+    other = next(p for p in img.platforms if not p.startswith(here + "/") and p != here)
+    cli("pull", "-q", "--platform", other, img.ref, check=True)
+    before = cli("images", "-q", "--no-trunc").stdout
+    r = cli("run", "--rm", "--pull=never", "--platform", here, img.ref, "cat", "/etc/platform")
+    assert r.returncode == 125, (r.stdout, r.stderr)
+    assert "does not match the specified platform" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert cli("images", "-q", "--no-trunc").stdout == before
+    r = cli("run", "--rm", "--platform", here, img.ref, "cat", "/etc/platform")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(here)
+    # the tag now names the run's platform: a plain run serves it without pulling again
+    r = cli("run", "--rm", "--pull=never", img.ref, "cat", "/etc/platform")
+    assert r.returncode == 0 and r.stdout.startswith(here), r.stderr
