@@ -35,6 +35,9 @@ from container.engine.errors import LayerError
 from container.engine.layer.tar import AUFS_META_PREFIX, OPAQUE, WHITEOUT_PREFIX
 from container.engine.layer.unpack import HARDLINK_XATTR, HARDLINKS_XATTR, IMPLICIT_XATTR, RESERVED_XATTRS
 
+# A snapshot-root directory holding, while a layer merges, the lower inodes its placeholders link
+# to: no layer entry reaches the snapshot under a whiteout name, and no whiteout can name it.
+HOLD = ".wh..container-hold"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # the whiteout names as the str that os.scandir gives
 WHITEOUT = os.fsdecode(WHITEOUT_PREFIX)
@@ -54,6 +57,7 @@ class Merger:
         self.size = 0
         self.copied = 0          # EXDEV fallbacks
         self.links: list[tuple[tuple[str, ...], str, bytes]] = []   # (dir, name, target) to lower layers
+        self.held: dict[bytes, str] = {}   # placeholder target -> its pre-layer inode's name in HOLD
         self.root_fd = -1
 
     # -- removal -------------------------------------------------------------------------------
@@ -78,10 +82,10 @@ class Merger:
                 self.size -= st.st_size
         self.entries -= 1
 
-    def clear_dir(self, fd: int) -> None:
-        """Remove everything inside directory fd, following nothing."""
+    def clear_dir(self, fd: int, keep: str | None = None) -> None:
+        """Remove everything inside directory fd (but `keep`), following nothing."""
         with os.scandir(fd) as it:
-            names = [e.name for e in it]
+            names = [e.name for e in it if e.name != keep]
         for n in names:
             self._remove(fd, n)
 
@@ -187,7 +191,7 @@ class Merger:
                 continue
             rest.append(e)
         if opaque:
-            self.clear_dir(tfd)
+            self.clear_dir(tfd, keep=None if rel else HOLD)
         for e in ents:
             n = e.name
             if n.startswith(WHITEOUT) and not n.startswith(AUFS_META):
@@ -262,37 +266,124 @@ class Merger:
             fd = nfd
         return fd
 
-    def _resolve_links(self, layer: Path) -> None:
-        """Hardlinks of this layer whose targets are in lower layers: link to the snapshot's inode."""
+    def _hold_targets(self, lfd: int) -> int | None:
+        """Before a layer holding placeholders merges (its root marked): link each placeholder's
+        target, as the snapshot holds it now, into HOLD. Tar order: a link names the file as it was
+        when the tar came to it, before the layer's own later change or removal of that path
+        (umoci, containerd). -> HOLD's fd; None when nothing is held (then targets resolve after
+        the layer, as they do for a target the layer itself adds)."""
+        targets: set[bytes] = set()
+        self._find_targets(lfd, targets)
+        hfd = None
+        for t in sorted(targets):
+            src = self._lower_target(t)
+            if src is None:
+                continue
+            sfd, leaf = src
+            try:
+                if hfd is None:
+                    os.mkdir(HOLD, 0o700, dir_fd=self.root_fd)
+                    hfd = os.open(HOLD, DIR_FLAGS, dir_fd=self.root_fd)
+                name = str(len(self.held))
+                try:
+                    os.link(leaf, name, src_dir_fd=sfd, dst_dir_fd=hfd, follow_symlinks=False)
+                except OSError:
+                    continue                # (EMLINK, ...): resolved after the layer instead
+                self.held[t] = name
+            finally:
+                os.close(sfd)
+        return hfd
+
+    def _find_targets(self, lfd: int, out: set[bytes]) -> None:
+        """The placeholder targets under layer dir lfd, through the directories marked as holding some."""
+        with os.scandir(lfd) as it:
+            ents = list(it)
+        for e in ents:
+            if e.name.startswith(WHITEOUT):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                cfd, restore = open_readable(lfd, e.name, 0o500)
+                try:
+                    if HARDLINKS_XATTR in self.list_xattrs(cfd):
+                        self._find_targets(cfd, out)
+                finally:
+                    if restore is not None:
+                        os.fchmod(cfd, restore)
+                    os.close(cfd)
+            elif e.is_file(follow_symlinks=False):
+                try:
+                    out.add(os.getxattr(f"/proc/self/fd/{lfd}/{e.name}", HARDLINK_XATTR, follow_symlinks=False))
+                except OSError:
+                    pass
+
+    def _lower_target(self, target: bytes) -> tuple[int, str] | None:
+        """(fd of its directory, name) of a placeholder's target in the snapshot as it stands, when
+        that is a non-directory; else None."""
+        tcomps = [c for c in os.fsdecode(target).split("/") if c not in ("", ".", "..")]
+        if not tcomps:
+            return None
+        try:
+            tfd = self._open_dir(tuple(tcomps[:-1]))
+        except OSError:
+            return None
+        try:
+            st = os.stat(tcomps[-1], dir_fd=tfd, follow_symlinks=False)
+        except OSError:
+            st = None
+        if st is None or stat.S_ISDIR(st.st_mode):
+            os.close(tfd)
+            return None
+        return tfd, tcomps[-1]
+
+    def _drop_hold(self, hfd: int) -> None:
+        """Remove HOLD and what is left in it (links only; not snapshot entries: nothing counted)."""
+        with os.scandir(hfd) as it:
+            for e in list(it):
+                os.unlink(e.name, dir_fd=hfd)
+        os.close(hfd)
+        os.rmdir(HOLD, dir_fd=self.root_fd)
+        self.held = {}
+
+    def _resolve_links(self, layer: Path, hfd: int | None) -> None:
+        """Hardlinks of this layer whose targets are in lower layers: link to the inode held for the
+        target before the layer merged, else to what the snapshot holds there now."""
         links, self.links = self.links, []
         for rel, name, target in links:
             where = "/".join(rel + (name,))
-            tcomps = [c for c in os.fsdecode(target).split("/") if c not in ("", ".", "..")]
-            if not tcomps:
-                raise LayerError(f"layer {layer.name[:12]}: hardlink {where} to the root directory")
-            try:
-                tfd = self._open_dir(tuple(tcomps[:-1]))
-            except OSError:
-                raise LayerError(f"layer {layer.name[:12]}: hardlink {where} -> {os.fsdecode(target)}: "
-                                 f"target not found in lower layers") from None
-            try:
-                try:
-                    tst = os.stat(tcomps[-1], dir_fd=tfd, follow_symlinks=False)
-                except OSError:
-                    tst = None
-                if tst is None or stat.S_ISDIR(tst.st_mode):
+            held = self.held.get(target)
+            src: tuple[int, str] | None = None
+            if held is not None and hfd is not None:
+                src = (os.dup(hfd), held)
+            else:
+                tcomps = [c for c in os.fsdecode(target).split("/") if c not in ("", ".", "..")]
+                if not tcomps:
+                    raise LayerError(f"layer {layer.name[:12]}: hardlink {where} to the root directory")
+                src = self._lower_target(target)
+                if src is None:
+                    is_dir = False
+                    try:
+                        pfd = self._open_dir(tuple(tcomps[:-1]))
+                        try:
+                            is_dir = stat.S_ISDIR(os.stat(tcomps[-1], dir_fd=pfd, follow_symlinks=False).st_mode)
+                        finally:
+                            os.close(pfd)
+                    except OSError:
+                        pass
                     raise LayerError(f"layer {layer.name[:12]}: hardlink {where} -> {os.fsdecode(target)}: "
-                                     f"target {'is a directory' if tst else 'not found in lower layers'}")
+                                     f"target {'is a directory' if is_dir else 'not found in lower layers'}")
+            tfd, leaf = src
+            try:
+                tst = os.stat(leaf, dir_fd=tfd, follow_symlinks=False)
                 dfd = self._open_dir(rel)
                 try:
                     if os.path.lexists(f"/proc/self/fd/{dfd}/{name}"):
                         self._remove(dfd, name)
                     try:
-                        os.link(tcomps[-1], name, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
+                        os.link(leaf, name, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
                     except OSError as e:
                         if e.errno != errno.EXDEV:
                             raise
-                        self.copy_entry(tfd, dfd, tcomps[-1], dst_name=name)
+                        self.copy_entry(tfd, dfd, leaf, dst_name=name)
                     self.entries += 1
                     if stat.S_ISREG(tst.st_mode):
                         self.size += tst.st_size
@@ -305,16 +396,24 @@ class Merger:
         """Merge one layer onto target dir tfd; True when it gave tfd its root's attributes."""
         lfd = os.open(layer, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.root_fd = tfd
+        hfd = None
         try:
             keys = self.list_xattrs(lfd)
+            if HARDLINKS_XATTR in keys:
+                hfd = self._hold_targets(lfd)
             self.merge_dir(lfd, tfd, (), keys)
             if self.links:
-                self._resolve_links(layer)
+                self._resolve_links(layer, hfd)
+            if hfd is not None:
+                fd, hfd = hfd, None
+                self._drop_hold(fd)
             if IMPLICIT_XATTR in keys:
                 return False
             self.set_dir_attrs(lfd, tfd, os.fstat(lfd), keys)
             return True
         finally:
+            if hfd is not None:
+                os.close(hfd)
             os.close(lfd)
 
 

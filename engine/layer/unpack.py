@@ -64,8 +64,9 @@ if TYPE_CHECKING:
 log = lazylog.get("container.unpack")
 
 # A hardlink whose target is not in this layer (it is in a lower one): an empty placeholder file
-# carrying the cleaned target path; its directory carries HARDLINKS_XATTR. engine/layer/merge.py links it
-# to whatever the snapshot holds at that path when it merges the layer.
+# carrying the cleaned target path; its directory and every one above it, the layer's root included,
+# carry HARDLINKS_XATTR. engine/layer/merge.py links it to what the snapshot held at that path before
+# the layer (tar order: the layer's own change to the target comes after the link).
 HARDLINK_XATTR = "user.container.hardlink"
 HARDLINKS_XATTR = "user.container.hardlinks"
 RESERVED_XATTRS = frozenset((IMPLICIT_XATTR, HARDLINK_XATTR, HARDLINKS_XATTR, ROOTLESS_XATTR))
@@ -96,6 +97,7 @@ class _Extractor(DirTree):
         self.sharer = sharer           # file-level dedupe (engine/layer/dedupe.py), needs the recorder's hashes
         self.dirs: dict[tuple[bytes, ...], Entry] = {}       # final attributes, applied at the end
         self.unmark: set[tuple[bytes, ...]] = set()       # implicit dirs the tar named later
+        self.marked: set[tuple[bytes, ...]] = set()       # dirs holding HARDLINKS_XATTR
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.umask = _umask()
         if os.fstat(self.root_fd).st_mode & stat.S_ISGID:
@@ -113,6 +115,7 @@ class _Extractor(DirTree):
         for k in [k for k in self.dirs if k[:n] == prefix and k != ()]:
             del self.dirs[k]
         self.unmark = {k for k in self.unmark if k[:n] != prefix}
+        self.marked = {k for k in self.marked if k[:n] != prefix}
 
     def _remove_existing(self, pfd: int, comps: tuple[bytes, ...], st: os.stat_result) -> None:
         leaf = comps[-1]
@@ -286,8 +289,12 @@ class _Extractor(DirTree):
         fd = os.open(comps[-1], _FILE_FLAGS, 0o600, dir_fd=pfd)
         try:
             os.setxattr(fd, HARDLINK_XATTR, b"/".join(tcomps))
-            os.setxattr(pfd, HARDLINKS_XATTR, b"1")
             self.tally.add(os.fstat(fd))
+            for i in range(len(comps) - 1, -1, -1):        # the parent, then up to the root
+                if comps[:i] in self.marked:
+                    break
+                os.setxattr(self.parent_fd(comps[:i], create=False, show=e.name), HARDLINKS_XATTR, b"1")
+                self.marked.add(comps[:i])
         except OSError as ex:
             raise LayerError(f"layer entry {show_name(e.name)}: hardlink target {show_name(e.linkname)} is not in "
                              f"this layer, and it cannot be recorded for a lower one ({ex.strerror})") from None

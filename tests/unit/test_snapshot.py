@@ -215,6 +215,47 @@ def test_equals_umoci_on_handmade_layers(store, tmp_path):
 
 
 @pytest.mark.skipif(not ROOT or not shutil.which("umoci"), reason="umoci unpack as root")
+def test_links_to_lower_files_the_layer_then_changes_equal_umoci(store, tmp_path):
+    """A layer that links to a lower layer's file and later in its tar replaces, removes or turns
+    that path into a symlink: the link keeps the lower file (tar order), as umoci makes it; a
+    root-level opaque marker does not lose it either."""
+    layers = [
+        tm.tar(tm.dir("etc"), tm.file("etc/conf", b"old conf"), tm.dir("bin"), tm.file("bin/a", b"A", mode=0o755),
+               tm.file("etc/t", b"T"), tm.file("top", b"top"), tm.dir("var"), tm.dir("var/lib"),
+               tm.file("var/lib/db", b"db")),
+        tm.tar(tm.dir("etc"), tm.hardlink("etc/h1", "etc/conf"), tm.file("etc/conf", b"new conf"),
+               tm.dir("keep"), tm.hardlink("keep/h2", "bin/a"), tm.dir("bin"), tm.file("bin/.wh.a"),
+               tm.hardlink("etc/h3", "etc/t"), tm.symlink("etc/t", "conf"),
+               tm.hardlink("h4", "top"), tm.file("top", b"new top"),
+               tm.dir("var"), tm.dir("var/lib"), tm.dir("var/lib/x"), tm.hardlink("var/lib/x/h5", "var/lib/db"),
+               tm.file("var/lib/.wh.db")),
+        tm.tar(tm.dir("etc"), tm.file("etc/conf", b"conf 3"), tm.hardlink("etc/h6", "etc/h1"),
+               tm.file("etc/h1", b"h1 3")),
+    ]
+    info = tm.oci_layout(tmp_path / "oci", layers)
+    diff_ids = [add_layer(store, t) for t in layers]
+    assert diff_ids == info["diff_ids"]
+    _, two = ensure_snapshot(store, diff_ids[:2])
+    assert (two / "etc/h1").read_bytes() == b"old conf" and (two / "etc/conf").read_bytes() == b"new conf"
+    assert (two / "keep/h2").read_bytes() == b"A" and not os.path.lexists(two / "bin/a")
+    assert (two / "etc/h3").read_bytes() == b"T" and os.readlink(two / "etc/t") == "conf"
+    assert (two / "h4").read_bytes() == b"top" and (two / "var/lib/x/h5").read_bytes() == b"db"
+    assert not os.path.lexists(two / ".wh..container-hold")
+    theirs = umoci_rootfs(tmp_path / "oci", "latest", tmp_path / "bundle")
+    _, ours = ensure_snapshot(store, diff_ids)
+    assert (ours / "etc/h6").read_bytes() == b"old conf"
+    assert diff_trees(tree(ours), tree(theirs)) == []
+    sub = tm.oci_layout(tmp_path / "oci2", layers[:2])
+    assert sub["diff_ids"] == diff_ids[:2]
+    assert diff_trees(tree(two), tree(umoci_rootfs(tmp_path / "oci2", "latest", tmp_path / "b2"))) == []
+    # (umoci applies an opaque marker where its tar has it, and then cannot make the link at all;
+    # whiteouts apply to the lower layers, so the link still names the lower file)
+    opq = add_layer(store, tm.tar(tm.file(".wh..wh..opq"), tm.hardlink("was-conf", "etc/h1")))
+    _, path = ensure_snapshot(store, diff_ids[:2] + [opq])
+    assert sorted(os.listdir(path)) == ["was-conf"] and (path / "was-conf").read_bytes() == b"old conf"
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("umoci"), reason="umoci unpack as root")
 @pytest.mark.parametrize("name", ["layered", "busybox", "shared-a"])
 def test_equals_umoci_on_test_images(store, tmp_path, built_images, name):
     img = built_images[name]
