@@ -63,6 +63,7 @@ class _Job:
     host_lock: Any = None            # (a shared store: the entered cross-host lock on the blob)
     stats: LayerStats | None = None
     from_blob: bool = False
+    base: bool = False               # the image's first layer
 
 
 class _SnapshotMerge:
@@ -207,6 +208,10 @@ class _Puller:
             if got != job.diff_id:
                 raise VerificationError(f"layer {d.digest[:19]} does not match the image config: diff_id "
                                         f"{got[:19]}..., expected {job.diff_id[:19]}...")
+            if job.base:
+                from container.engine.layer.unpack import check_base_layer
+
+                check_base_layer(job.diff_id, job.stats)
             dedupe.record_tree(self.store, job.stats, got)
             self.listener.layer_status(d.digest, "Pull complete")
             return job
@@ -306,7 +311,7 @@ class _Puller:
                     raise VerificationError(f"image config is inconsistent: layer {d.digest[:19]} appears twice "
                                             "with different diff_ids")
                 continue
-            jobs[d.digest] = _Job(d, diff_id)
+            jobs[d.digest] = _Job(d, diff_id, base=d is m.layers[0])
             order.append(d.digest)
             self.listener.layer(d.digest, d.size, "Waiting")
 

@@ -88,6 +88,15 @@ class LayerStats:
         self.usage: tuple[int, int, int] | None = None   # the tree's usage record (engine/layer/tally.py), if exact
         self.dedupe: Result | None = None           # what sharing the files with the store's objects did, if done
 
+def check_base_layer(diff_id: str, stats: LayerStats | None) -> None:
+    """An image's first layer has no lower layer for a hardlink to name: refuse it (docker and
+    podman fail its unpack) before the image is recorded, rather than every `run` failing on it."""
+    if stats is not None and stats.links_to_lower:
+        n = stats.links_to_lower
+        raise LayerError(f"layer {diff_id[7:19]}: {n} hardlink{'s' if n > 1 else ''} to a file the layer does "
+                         f"not hold, and it is the image's base layer (there is no lower layer to hold it)")
+
+
 class _Extractor(DirTree):
     def __init__(self, dest: str | Path, limits: Limits, policy: OwnerPolicy, recorder: EntryRecorder | None = None,
                  sharer: Sharer | None = None):

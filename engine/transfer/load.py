@@ -335,6 +335,7 @@ def store_images(store, src: Source, imgs: list[Image], listener: Any = None) ->
     from container.schema import write_txn
 
     from container.engine.image import catalog
+    from container.engine.layer.unpack import check_base_layer
 
     jobs: dict[str, _Layer] = {}
     for img in imgs:
@@ -350,6 +351,10 @@ def store_images(store, src: Source, imgs: list[Image], listener: Any = None) ->
             _store_layer(store, src, jobs[dg])
             if listener is not None:
                 listener(f"{dg[7:19]}: Loading layer done")
+        for img in imgs:
+            base = jobs.get(img.manifest.layers[0].digest) if img.manifest.layers else None
+            if base is not None:
+                check_base_layer(base.diff_id, base.stats)
         for j in jobs.values():
             if j.tmp is not None:
                 publish_dir(j.tmp, store.layer_path(j.diff_id))

@@ -497,6 +497,32 @@ def test_hostile_manifest(name, edit, expect, good, cli, root, proxy, guard):
     check_store_unchanged_after_failed_pull(root)
 
 
+@pytest.mark.parametrize("procs", ["", "0"], ids=["in-process", "worker"])
+def test_links_to_lower_files_pull_and_run(procs, registry, built_images, cli, root, guard):
+    """A base layer with a hardlink to a file it does not hold: the pull is refused, one line, the
+    store as it was (docker and podman refuse it too). A layer linking to a lower file and then
+    whiting that file out: the pull takes it without a warning and the link holds the lower file."""
+    env = dict(FAST, CONTAINER_UNPACK_PROCESS_MIN=procs) if procs else FAST
+    bad_base = gzip.compress(tm.tar(tm.file("a", b"a"), tm.hardlink("h", "no/such")), mtime=0)
+    bad = build(bad_base, sha(tm.tar(tm.file("a", b"a"), tm.hardlink("h", "no/such"))),
+                [tm.tar(tm.file("b", b"b"))])
+    push(registry.host, "hostile/base-link", TOKEN, bad)
+    line = one_error(cli("pull", f"{registry.host}/hostile/base-link:{TOKEN}", env=env))
+    assert "base layer" in line and "hardlink" in line, line
+    check_store_unchanged_after_failed_pull(root)
+    bb = built_images["busybox"]
+    base_blob = (Path(bb.oci_dir) / "blobs" / "sha256" / bb.layers[0].digest[7:]).read_bytes()
+    img = build(base_blob, bb.layers[0].diff_id,
+                [tm.tar(tm.dir("etc"), tm.file("etc/conf", b"lower conf\n")),
+                 tm.tar(tm.hardlink("h", "etc/conf"), tm.dir("etc"), tm.file("etc/.wh.conf"))])
+    push(registry.host, "hostile/link-then-whiteout", TOKEN, img)
+    ref = f"{registry.host}/hostile/link-then-whiteout:{TOKEN}"
+    r = cli("pull", ref, env=env)
+    assert r.returncode == 0 and "WARNING" not in r.stderr.upper(), r.stderr
+    r = cli("run", "--rm", ref, "sh", "-c", "cat /h; test -e /etc/conf || echo gone", env=env)
+    assert (r.returncode, r.stdout) == (0, "lower conf\ngone\n"), r.stderr
+
+
 def test_json_nesting_bombs(good, registry, cli, root, proxy, guard):
     """Deeply nested JSON in a manifest, a config and an error body: an error line, not a RecursionError."""
     p = proxy()

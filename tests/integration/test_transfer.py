@@ -364,6 +364,9 @@ def test_import_from_stdin_and_bad_input(cli, root, tmp_path):
     assert "truncated" in one_error(cli("import", str(tmp_path / "cut.tar"), "bad:2"))
     assert "no such file" in one_error(cli("import", str(tmp_path / "missing.tar"), "bad:3"))
     assert "invalid reference format" in one_error(cli("import", str(tmp_path / "r.tar"), "Bad Name"))
+    # a hardlink to a file the tar does not hold: no lower layer can hold it (podman refuses it too)
+    (tmp_path / "link.tar").write_bytes(tm.tar(tm.file("a", b"a"), tm.hardlink("h", "no/such")))
+    assert "base layer" in one_error(cli("import", str(tmp_path / "link.tar"), "bad:4"))
     assert store_state(root) == before
     # `..` is clamped at the layer's root, as umoci and docker do: nothing lands outside
     (tmp_path / "up.tar").write_bytes(tm.tar(tm.file("../escape", b"x")))
