@@ -47,6 +47,28 @@ def _is_opaque(path: str) -> bool:
     return False
 
 
+def _xattrs(path: str) -> list[tuple[str, bytes]]:
+    """The xattrs of `path` an export carries: security.capability (docker's archive) and user.*
+    (podman's), not the overlay's own (user.overlay.*) nor this store's bookkeeping
+    (user.container.*, the rootless owner record)."""
+    try:
+        keys = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return []
+    out = []
+    for k in sorted(keys):
+        if not (k == "security.capability" or k.startswith("user.")) or k.startswith(_SKIP_XATTRS):
+            continue
+        try:
+            out.append((k, os.getxattr(path, k, follow_symlinks=False)))
+        except OSError:
+            continue
+    return out
+
+
+_SKIP_XATTRS = ("user.overlay.", "user.container.", "user.rootlesscontainers")
+
+
 class _Exporter:
     def __init__(self, out: BinaryIO):
         self.tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
@@ -54,6 +76,10 @@ class _Exporter:
     def add(self, path: str, arcname: str) -> None:
         ti = self.tf.gettarinfo(path, arcname)
         ti.uname = ti.gname = ""
+        xattrs = _xattrs(path)
+        if xattrs:
+            # bytes as they are (tarfile writes hdrcharset=BINARY for what is not UTF-8), as GNU tar
+            ti.pax_headers = {"SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape") for k, v in xattrs}
         if ti.isreg():
             with open(path, "rb") as f:
                 self.tf.addfile(ti, f)

@@ -398,3 +398,31 @@ def test_an_untagged_image_survives_gc_until_image_prune(cli, root, tmp_path):
     assert cli("images", "-q", "--no-trunc").stdout.split() == [iid]
     assert cli("image", "prune", "-f").returncode == 0
     assert cli("images", "-q").stdout.strip() == ""
+
+
+def test_export_keeps_file_capabilities_and_user_xattrs(cli, root, tmp_path):
+    """export writes security.capability and user.* xattrs as SCHILY.xattr records (docker keeps
+    the one, podman both), so an exported-then-imported ping still has its capability; the
+    store's own bookkeeping xattrs stay out."""
+    import tarmaker as tm
+
+    cap = b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # cap_net_raw+ep
+    layer = tm.tar(tm.dir("bin"), tm.file("bin/ping", b"\x7fELF", mode=0o755,
+                                            pax_extra={"SCHILY.xattr.security.capability": cap}),
+                   tm.file("note", b"n", pax_extra={"SCHILY.xattr.user.origin": b"handmade"}),
+                   tm.hardlink("bin/ping2", "bin/ping"))
+    (tmp_path / "x.tar").write_bytes(layer)
+    assert cli("import", str(tmp_path / "x.tar"), "xa:1").returncode == 0
+    assert cli("create", "--name", "x1", "xa:1", "/bin/ping").returncode == 0
+    r = cli("export", "x1", "-o", str(tmp_path / "out.tar"))
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(tmp_path / "out.tar") as tf:
+        got = {m.name: {k: v for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")}
+               for m in tf.getmembers()}
+    assert got["bin/ping"]["SCHILY.xattr.security.capability"].encode("utf-8", "surrogateescape") == cap
+    assert got["note"] == {"SCHILY.xattr.user.origin": "handmade"}
+    assert not [k for m in got.values() for k in m if "container" in k or "overlay" in k]
+    # and back: the imported export holds the capability again
+    assert cli("import", str(tmp_path / "out.tar"), "xa:2").returncode == 0
+    diff_id = json.loads(cli("inspect", "xa:2").stdout)[0]["RootFS"]["Layers"][0]
+    assert os.getxattr(root / "layers" / diff_id[7:] / "bin/ping", "security.capability") == cap
