@@ -121,8 +121,8 @@ def _oci_images(src: Source) -> list[Image]:
                                        d.media_type, what=f"index {d.digest[:19]}")
                 if isinstance(child, Manifest):
                     raise ArchiveError(f"index {d.digest[:19]} is a manifest")
-                walk([c for c in child.manifests if src.has(_blob_member(c.digest))] or child.manifests,
-                     depth + 1, ref)
+                present = [c for c in child.manifests if src.has(_blob_member(c.digest))] or list(child.manifests)
+                walk(_host_entries(child, present), depth + 1, ref)
                 continue
             img = next((i for i in out if i.manifest_digest == d.digest), None)
             if img is None:
@@ -133,6 +133,17 @@ def _oci_images(src: Source) -> list[Image]:
 
     walk(top.manifests, 0, None)
     return out
+
+
+def _host_entries(index: Any, present: list[Any]) -> list[Any]:
+    """Of a multi-platform index, the entry to load: the host's, as pull (and podman load) take
+    it; a layout holding no entry for the host loads what it holds."""
+    import dataclasses
+
+    from container.engine.image.platform import candidates, host
+
+    found, _available = candidates(dataclasses.replace(index, manifests=tuple(present)), host())
+    return found[:1] or present
 
 
 def _read_image(src: Source, digest: str, media_type: str) -> Image:

@@ -426,3 +426,25 @@ def test_export_keeps_file_capabilities_and_user_xattrs(cli, root, tmp_path):
     assert cli("import", str(tmp_path / "out.tar"), "xa:2").returncode == 0
     diff_id = json.loads(cli("inspect", "xa:2").stdout)[0]["RootFS"]["Layers"][0]
     assert os.getxattr(root / "layers" / diff_id[7:] / "bin/ping", "security.capability") == cap
+
+
+def test_load_of_a_multi_platform_layout_takes_the_host_image(cli, root, pushed, tmp_path):
+    """`skopeo copy --all` of a multi-platform image into an OCI layout: load takes the host's image
+    under the layout's name, as pull and podman load do, not every platform as <none> images."""
+    from container.engine.image import platform as plat
+
+    img = pushed["multiarch"]
+    d = tmp_path / "all"
+    subprocess.run(["skopeo", "copy", "--all", "--src-tls-verify=false", f"docker://{img.ref}", f"oci:{d}:v1"],
+                   check=True, capture_output=True)
+    top = json.loads((d / "index.json").read_text())
+    top["manifests"][0].setdefault("annotations", {})["io.containerd.image.name"] = img.ref
+    (d / "index.json").write_text(json.dumps(top))
+    r = cli("load", "-i", str(d))
+    assert r.returncode == 0, r.stderr
+    assert len(cli("images", "-q").stdout.split()) == 1, cli("images").stdout
+    doc = json.loads(cli("inspect", img.ref).stdout)[0]
+    host = plat.host()
+    assert (doc["Os"], doc["Architecture"]) == (host.os, host.architecture)
+    r = cli("run", "--rm", img.ref, "cat", "/etc/platform") if os.geteuid() == 0 else None
+    assert r is None or r.stdout.startswith(f"linux/{host.architecture}"), r
