@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from container.engine.errors import Conflict, ImageNotFound, InvalidReference
 from container.engine.image import contents
@@ -134,7 +134,12 @@ def _find_rows(store, ref_or_id: str | Reference):
         raise ImageNotFound("No such image: (empty)")
     hexpart = s.removeprefix("sha256:")
     if reference.looks_like_id(s) and (s.startswith("sha256:") or len(hexpart) >= 4):
-        hits = list(Image.select().where(Image.config.startswith("sha256:" + hexpart)))
+        hits = list(Image.select().where(Image.config.startswith("sha256:" + hexpart))
+                    .order_by(Image.pulled.desc()))
+        if len({h.config_digest for h in hits}) == 1:
+            # one image id: the manifests of one config (the same image pulled as Docker schema 2
+            # and as OCI, or gzip and zstd) are one image to docker and podman, newest pull first
+            return hits, None
         if not hits:
             hits = list(Image.select().where(Image.id.startswith("sha256:" + hexpart)))
         if len(hits) == 1 or (hits and len(hexpart) == 64):
@@ -173,7 +178,13 @@ def _rows_for(ref: Reference, s: str):
 def resolve_image(store, ref_or_id: str | Reference) -> ImageInfo:
     """The image a reference (a string, or already parsed) or an image id (prefix) names; ImageNotFound."""
     imgs, _ = _find_rows(store, ref_or_id)
-    return image_info(store, imgs[0])
+    info = image_info(store, imgs[0])
+    if len(imgs) > 1:               # (by id, one config under several manifests: all its names)
+        others = [image_info(store, i) for i in imgs[1:]]
+        info = replace(
+            info, repo_tags=tuple(dict.fromkeys(info.repo_tags + tuple(t for o in others for t in o.repo_tags))),
+            repo_digests=tuple(dict.fromkeys(info.repo_digests + tuple(d for o in others for d in o.repo_digests))))
+    return info
 
 
 # -- recording a pull ------------------------------------------------------------------------
@@ -324,8 +335,10 @@ def remove_image(store, ref_or_id: str, *, force: bool = False) -> RemoveResult:
             if img is None or named == []:      # [] = found by content only, under no such name
                 raise ImageNotFound(f"No such image: {ref_or_id}")
             short = img.config_digest.split(":", 1)[-1][:12]
-            all_refs = list(Tag.select().where(Tag.image == img.id).order_by(Tag.created, Tag.id))
-            using = _containers_using(img.id)
+            rows = [img] if named is not None else imgs    # by id: every manifest of the config
+            ids = [r.id for r in rows]
+            all_refs = list(Tag.select().where(Tag.image.in_(ids)).order_by(Tag.created, Tag.id))
+            using = [u for i in ids for u in _containers_using(i)]
             implied: list[str] = []           # digest references that exist only through a tag row
             if named is None:                   # by id: every reference goes
                 if len({t.repository for t in all_refs}) > 1 and not force:
@@ -369,7 +382,8 @@ def remove_image(store, ref_or_id: str, *, force: bool = False) -> RemoveResult:
                 Tag.delete().where(Tag.id.in_(list(dropped))).execute()
             remaining = [t for t in all_refs if t.id not in dropped]
             if not remaining and not using:
-                delete_image_row(img)
+                for r in rows:
+                    delete_image_row(r)
                 out.deleted.append(img.config_digest)
     return out
 

@@ -100,3 +100,26 @@ def test_rmi_with_a_container_using_the_image(cli, bb):
     cli("rm", "c1", check=True)
     r = cli("rmi", bb.config_digest[7:19])
     assert r.returncode == 0 and f"Deleted: {bb.config_digest}" in r.stdout
+
+
+def test_one_config_under_two_manifests_is_one_image_id(cli, pushed):
+    """The same image pulled as OCI and as Docker schema 2 (two manifests, one config): its id and
+    short id name one image, as in docker and podman; inspect lists both names, rmi by id needs
+    -f across the two repositories and then removes both, and a plain run by id runs it."""
+    a, b = pushed["busybox"], pushed["busybox-v2s2"]
+    assert a.config_digest == b.config_digest and a.manifest_digest != b.manifest_digest
+    cli("pull", "-q", a.ref, check=True)
+    cli("pull", "-q", b.ref, check=True)
+    short = a.config_digest[7:19]
+    tags, _digests = _refs(cli, short)
+    assert tags == sorted([a.ref, b.ref])
+    assert [ln.split()[2] for ln in cli("images").stdout.splitlines()[1:]] == [short, short]
+    for name in (short, a.config_digest):
+        r = cli("rmi", name)
+        assert r.returncode == 1 and "referenced in multiple repositories" in r.stderr, r.stderr
+    assert len(cli("images").stdout.splitlines()) == 3
+    r = cli("rmi", "-f", short)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"Deleted: {a.config_digest}"
+    assert {f"Untagged: {a.ref}", f"Untagged: {b.ref}"} <= set(r.stdout.splitlines())
+    assert cli("images", "-qa").stdout.split() == []
