@@ -170,6 +170,28 @@ def merge_rows(rows, detail: bool = True) -> dict[str, Node]:
         def make(r):
             return Node(r[0], r[1], 0, 0, 0, 0, 0, r[4], None, None, r[3])
 
+    implicit: set[str] = set()     # directories only a layer's deeper paths made (no row of their own)
+
+    def parents(path: str, pos: int) -> None:
+        """The directories above a visible entry of layer `pos` are directories of the tree: those
+        no row names are made by the extractor (0755 root), and shadow what lower layers have at
+        that path (a symlink replaced by the directory, as the snapshot merge and overlayfs do)."""
+        q = path
+        while True:
+            i = q.rfind("/")
+            if i <= 0:
+                return
+            q = q[:i]
+            have = seen.get(q)
+            if have is not None:
+                if q not in implicit:
+                    return
+                if have.position > pos:            # (made by the lowest layer that holds it)
+                    seen[q] = have._replace(position=pos)
+                continue
+            implicit.add(q)
+            seen[q] = Node(q, "d", 0o755, 0, 0, 0, 0, None, None, None, pos)
+
     for pos in sorted(by_pos, reverse=True):
         hides: dict[str, bool] = {"": all_gone}      # directory -> its children are hidden (this layer)
 
@@ -190,33 +212,34 @@ def merge_rows(rows, detail: bool = True) -> dict[str, Node]:
                     new_opaque.append(d)
                 else:
                     new_blocked.append(d + "/" + leaf[4:])
+                if d and not (check and (d in blocked or dir_hides(d[:d.rfind("/")]))):
+                    parents(path, pos)          # (the marker's directory is one of the layer's)
                 continue
             if r[1] != "d":
                 new_blocked.append(path)
-            if path in seen:
+            if path in seen and not (path in implicit and r[1] == "d"):
                 continue
-            if check and (path in blocked or dir_hides(path[:path.rfind("/")])):
+            if check and dir_hides(path[:path.rfind("/")]):
                 continue
+            if check and path in blocked:       # gone, but not the directories above it
+                parents(path, pos)
+                continue
+            if path in implicit:                # a lower layer names the directory: its attributes
+                implicit.discard(path)
             seen[path] = make(r)
+            parents(path, pos)
         blocked.update(new_blocked)
         for d in new_opaque:
             if d == "":
                 all_gone = True
             opaque.add(d)
-    implicit: set[str] = set()
-    for path in list(seen):        # parents the tars never named: made by the extractor (the lowest layer)
-        node = seen[path]
-        q = path
-        while True:
-            i = q.rfind("/")
-            if i <= 0:
-                break
-            q = q[:i]
-            have = seen.get(q)
-            if have is not None and (q not in implicit or have.position <= node.position):
-                break
-            implicit.add(q)
-            seen[q] = Node(q, "d", 0o755, 0, 0, 0, 0, None, None, None, node.position)
+    for path, node in seen.items():
+        if node.type == "l" and node.mode != 0o777:
+            seen[path] = node._replace(mode=0o777)     # what lstat says of every Linux symlink
+        elif node.type == "h" and not node.size:
+            target = seen.get("/" + node.link.lstrip("/")) if node.link else None
+            if target is not None and target.type == "f":   # one inode: the target's size and digest
+                seen[path] = node._replace(size=target.size, sha256=node.sha256 or target.sha256)
     return seen
 
 

@@ -326,3 +326,56 @@ print(snap.merge_layers(layers, t / "S"))
     s = tmp_path / "S"
     assert sorted(os.listdir(s / deep)) == ["f0", "f1", "f2"]
     assert sorted(os.listdir(s)) == ["p0", "top0", "top1", "top2"]
+
+
+def _listing_of(layers_rows) -> dict:
+    """`files`' merged tree (engine/image/contents.merge_rows) of recorded rows, as {path: type}."""
+    from container.engine.image.contents import merge_rows
+
+    rows = [(p, t, wh, pos, link, m, u, g, size, mtime, xa, sha)
+            for pos, rs in enumerate(layers_rows)
+            for (p, t, m, u, g, size, mtime, link, xa, wh, sha) in rs]
+    return {n.path.lstrip("/"): (n.type, n.mode) for n in merge_rows(rows).values()}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(layer_st, min_size=2, max_size=3))
+def test_files_listing_equals_the_snapshot_on_random_stacks(stack):
+    """What `files` lists from the index rows is the tree the snapshot merge builds: the same paths,
+    types and modes (a symlink replaced by a layer's implicit directory included)."""
+    from container.engine.layer.index import EntryRecorder
+
+    kind = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l", stat.S_IFIFO: "p"}
+    with tempfile.TemporaryDirectory(prefix="files-diff-") as d:
+        base = Path(d)
+        layers, recorded = [], []
+        for i, e in enumerate(stack):
+            p = base / f"L{i}"
+            p.mkdir()
+            rec = EntryRecorder()
+            unpack_layer(io.BytesIO(layer_tar(e)), p, recorder=rec)
+            rec.finish(p)
+            layers.append(p)
+            recorded.append(rec.rows)
+        merged = base / "m"
+        merged.mkdir()
+        snap.merge_layers(layers, merged)
+        want = {path: (kind[stat.S_IFMT(t)], m) for path, (t, m, *_rest) in tree(merged).items()}
+        assert _listing_of(recorded) == want
+
+
+def test_files_listing_of_a_symlink_replaced_by_an_implicit_directory(tmp_path):
+    """lib -> usr/lib in the base, lib/x in the next layer (its tar does not name lib): the snapshot
+    has a directory lib holding x, and so does the listing (it listed lib as the symlink)."""
+    from container.engine.layer.index import EntryRecorder
+
+    tars = [tm.tar(tm.dir("usr"), tm.dir("usr/lib"), tm.file("usr/lib/y", b"y"), tm.symlink("lib", "usr/lib")),
+            tm.tar(tm.file("lib/x", b"x"))]
+    rows = []
+    for i, t in enumerate(tars):
+        rec = EntryRecorder()
+        (tmp_path / str(i)).mkdir()
+        unpack_layer(io.BytesIO(t), tmp_path / str(i), recorder=rec)
+        rows.append(rec.rows)
+    listing = _listing_of(rows)
+    assert listing["lib"] == ("d", 0o755) and "lib/x" in listing and "lib/y" not in listing
