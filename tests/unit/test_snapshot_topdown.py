@@ -328,6 +328,22 @@ print(snap.merge_layers(layers, t / "S"))
     assert sorted(os.listdir(s)) == ["p0", "top0", "top1", "top2"]
 
 
+def _recorded(base: Path, tars) -> tuple[list[Path], list]:
+    """The layer trees of `tars` under base and the index rows the extractor recorded for each."""
+    from container.engine.layer.index import EntryRecorder
+
+    layers, rows = [], []
+    for i, t in enumerate(tars):
+        p = base / f"L{i}"
+        p.mkdir()
+        rec = EntryRecorder()
+        unpack_layer(io.BytesIO(t), p, recorder=rec)
+        rec.finish(p)
+        layers.append(p)
+        rows.append(rec.rows)
+    return layers, rows
+
+
 def _listing_of(layers_rows) -> dict:
     """`files`' merged tree (engine/image/contents.merge_rows) of recorded rows, as {path: type}."""
     from container.engine.image.contents import merge_rows
@@ -343,20 +359,10 @@ def _listing_of(layers_rows) -> dict:
 def test_files_listing_equals_the_snapshot_on_random_stacks(stack):
     """What `files` lists from the index rows is the tree the snapshot merge builds: the same paths,
     types and modes (a symlink replaced by a layer's implicit directory included)."""
-    from container.engine.layer.index import EntryRecorder
-
     kind = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l", stat.S_IFIFO: "p"}
     with tempfile.TemporaryDirectory(prefix="files-diff-") as d:
         base = Path(d)
-        layers, recorded = [], []
-        for i, e in enumerate(stack):
-            p = base / f"L{i}"
-            p.mkdir()
-            rec = EntryRecorder()
-            unpack_layer(io.BytesIO(layer_tar(e)), p, recorder=rec)
-            rec.finish(p)
-            layers.append(p)
-            recorded.append(rec.rows)
+        layers, recorded = _recorded(base, [layer_tar(e) for e in stack])
         merged = base / "m"
         merged.mkdir()
         snap.merge_layers(layers, merged)
@@ -367,15 +373,7 @@ def test_files_listing_equals_the_snapshot_on_random_stacks(stack):
 def test_files_listing_of_a_symlink_replaced_by_an_implicit_directory(tmp_path):
     """lib -> usr/lib in the base, lib/x in the next layer (its tar does not name lib): the snapshot
     has a directory lib holding x, and so does the listing (it listed lib as the symlink)."""
-    from container.engine.layer.index import EntryRecorder
-
     tars = [tm.tar(tm.dir("usr"), tm.dir("usr/lib"), tm.file("usr/lib/y", b"y"), tm.symlink("lib", "usr/lib")),
             tm.tar(tm.file("lib/x", b"x"))]
-    rows = []
-    for i, t in enumerate(tars):
-        rec = EntryRecorder()
-        (tmp_path / str(i)).mkdir()
-        unpack_layer(io.BytesIO(t), tmp_path / str(i), recorder=rec)
-        rows.append(rec.rows)
-    listing = _listing_of(rows)
+    listing = _listing_of(_recorded(tmp_path, tars)[1])
     assert listing["lib"] == ("d", 0o755) and "lib/x" in listing and "lib/y" not in listing
