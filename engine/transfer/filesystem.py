@@ -24,6 +24,7 @@ import tarfile
 from pathlib import Path
 
 from container.engine.errors import ContainerError
+from container.engine.layer.owners import ROOTLESS_XATTR, decode_resource
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
@@ -76,6 +77,11 @@ class _Exporter:
     def add(self, path: str, arcname: str) -> None:
         ti = self.tf.gettarinfo(path, arcname)
         ti.uname = ti.gname = ""
+        try:                # a rootless store's record of the owner its unpack could not give
+            ru, rg = decode_resource(os.getxattr(path, ROOTLESS_XATTR, follow_symlinks=False))
+            ti.uid, ti.gid = ru or ti.uid, rg or ti.gid      # (a 0 field: the file's own id)
+        except (OSError, ValueError):
+            pass
         xattrs = _xattrs(path)
         if xattrs:
             # bytes as they are (tarfile writes hdrcharset=BINARY for what is not UTF-8), as GNU tar

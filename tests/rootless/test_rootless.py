@@ -292,3 +292,28 @@ def test_files_shows_the_layer_owners_indexed_at_pull_or_late(users, store_of, k
     for root in (at_pull, late):
         r = u.container("fsck", "--deep", root=root)
         assert r.returncode == 0, r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", MODES)
+def test_export_gives_the_layer_owners(users, store_of, kind):
+    """A rootless export writes the owners the layer gave (those its unpack could not give a file are
+    in user.rootlesscontainers), as podman's rootless export does, and not that record itself."""
+    import tarfile
+
+    import tarmaker as tm
+
+    u = users[kind]
+    root, lay = store_of(kind), store_of(kind)
+    layer = tm.tar(tm.dir("etc/"), tm.file("etc/root-owned", b"r"), tm.file("etc/in-range", b"i", uid=42, gid=42),
+                   tm.file("etc/outside", b"o", uid=70000, gid=70001), tm.file("etc/half", b"h", uid=0, gid=70002))
+    (lay / "l.tar").write_bytes(layer)
+    u.container("import", str(lay / "l.tar"), "example.com/owners:1", root=root, check=True)
+    u.container("create", "--name", "c", "example.com/owners:1", "/x", root=root, check=True)
+    u.container("export", "c", "-o", str(lay / "out.tar"), root=root, check=True)
+    with tarfile.open(lay / "out.tar") as tf:
+        got = {m.name: (m.uid, m.gid) for m in tf.getmembers() if m.name.startswith("etc/")}
+        heads = [k for m in tf.getmembers() for k in m.pax_headers if "rootless" in k]
+    assert got == {"etc/root-owned": (0, 0), "etc/in-range": (42, 42), "etc/outside": (70000, 70001),
+                   "etc/half": (0, 70002)}
+    assert heads == []
