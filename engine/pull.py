@@ -54,6 +54,12 @@ if TYPE_CHECKING:
 WORKERS = max(1, min(6, env_number("CONTAINER_PULL_WORKERS", 4, int)))
 
 
+def _check_base(diff_id: str, stats: LayerStats | None, tree: Path) -> None:
+    from container.engine.layer.unpack import check_base_layer
+
+    check_base_layer(diff_id, stats, tree)
+
+
 @dataclass
 class _Job:
     desc: Descriptor
@@ -166,6 +172,8 @@ class _Puller:
         src: BlobSource | Counting | None = None
         try:
             if job.ingest is None and final_tree.is_dir():
+                if job.base:
+                    _check_base(job.diff_id, None, final_tree)
                 self.listener.layer_status(d.digest, "Already exists")
                 return job
             want_tree = not final_tree.is_dir()
@@ -209,9 +217,7 @@ class _Puller:
                 raise VerificationError(f"layer {d.digest[:19]} does not match the image config: diff_id "
                                         f"{got[:19]}..., expected {job.diff_id[:19]}...")
             if job.base:
-                from container.engine.layer.unpack import check_base_layer
-
-                check_base_layer(job.diff_id, job.stats)
+                _check_base(job.diff_id, job.stats, final_tree)
             dedupe.record_tree(self.store, job.stats, got)
             self.listener.layer_status(d.digest, "Pull complete")
             return job
@@ -304,6 +310,8 @@ class _Puller:
             Digest.parse(d.digest)
             have = store.blobs.has(Digest.parse(d.digest)) and store.layer_path(diff_id).is_dir()
             if have:
+                if d is m.layers[0]:
+                    _check_base(diff_id, None, store.layer_path(diff_id))
                 self.listener.layer(d.digest, d.size, "Already exists")
                 continue
             if d.digest in jobs:

@@ -206,6 +206,8 @@ def merge_rows(rows, detail: bool = True) -> dict[str, Node]:
         new_opaque: list[str] = []
         for r in by_pos[pos]:
             path = r[0]
+            if not r[2] and "/.wh..wh." in path:
+                continue                        # AUFS metadata (.wh..wh.plnk): never in the tree
             if r[2]:
                 d, _, leaf = path.rpartition("/")
                 if r[2] == 2:
@@ -238,7 +240,9 @@ def merge_rows(rows, detail: bool = True) -> dict[str, Node]:
             seen[path] = node._replace(mode=0o777)     # what lstat says of every Linux symlink
         elif node.type == "h" and not node.size:
             target = seen.get("/" + node.link.lstrip("/")) if node.link else None
-            if target is not None and target.type == "f":   # one inode: the target's size and digest
+            # one inode: a lower layer's file it links to, as that layer left it, has its size and
+            # digest (a target its own layer or a higher one replaced is not the linked file)
+            if target is not None and target.type == "f" and target.position < node.position:
                 seen[path] = node._replace(size=target.size, sha256=node.sha256 or target.sha256)
     return seen
 

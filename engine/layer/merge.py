@@ -58,6 +58,7 @@ class Merger:
         self.copied = 0          # EXDEV fallbacks
         self.links: list[tuple[tuple[str, ...], str, bytes]] = []   # (dir, name, target) to lower layers
         self.held: dict[bytes, str] = {}   # placeholder target -> its pre-layer inode's name in HOLD
+        self.root_mode: int | None = None  # the mode the last layer that set the root's gave it
         self.root_fd = -1
 
     # -- removal -------------------------------------------------------------------------------
@@ -320,8 +321,8 @@ class Merger:
         """(fd of its directory, name) of a placeholder's target in the snapshot as it stands, when
         that is a non-directory; else None."""
         tcomps = [c for c in os.fsdecode(target).split("/") if c not in ("", ".", "..")]
-        if not tcomps:
-            return None
+        if not tcomps or any(c.startswith(WHITEOUT) for c in tcomps):
+            return None                     # (no snapshot path has such a name; HOLD has)
         try:
             tfd = self._open_dir(tuple(tcomps[:-1]))
         except OSError:
@@ -409,7 +410,11 @@ class Merger:
                 self._drop_hold(fd)
             if IMPLICIT_XATTR in keys:
                 return False
-            self.set_dir_attrs(lfd, tfd, os.fstat(lfd), keys)
+            lst = os.fstat(lfd)
+            # the root stays writable until the last layer has merged (without CAP_DAC_OVERRIDE
+            # a 0555 root would refuse the next layer's entries): the caller gives it root_mode
+            self.root_mode = stat.S_IMODE(lst.st_mode)
+            self.set_dir_attrs(lfd, tfd, lst, keys, real_mode=self.root_mode | 0o700)
             return True
         finally:
             if hfd is not None:
@@ -449,6 +454,8 @@ def merge_layers_bottom_up(layers: list[Path], dest: Path, *, count_bytes: bool 
         os.fchmod(tfd, 0o755)
         for layer in layers:
             m.merge_layer(Path(layer), tfd)
+        if m.root_mode is not None:
+            os.fchmod(tfd, m.root_mode)
     finally:
         os.close(tfd)
     return m.entries, m.size
@@ -467,10 +474,11 @@ def merge_onto(layers: list[Path], dest: Path, entries: int) -> tuple[int, int]:
         mode = stat.S_IMODE(os.fstat(tfd).st_mode)
         if mode & 0o700 != 0o700:            # (without CAP_DAC_OVERRIDE: writable while we merge)
             os.fchmod(tfd, mode | 0o700)
-        set_root = False
         for layer in layers:
-            set_root = m.merge_layer(Path(layer), tfd) or set_root
-        if not set_root and mode & 0o700 != 0o700:
+            m.merge_layer(Path(layer), tfd)
+        if m.root_mode is not None:
+            os.fchmod(tfd, m.root_mode)
+        elif mode & 0o700 != 0o700:
             os.fchmod(tfd, mode)
     finally:
         os.close(tfd)

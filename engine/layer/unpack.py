@@ -88,13 +88,21 @@ class LayerStats:
         self.usage: tuple[int, int, int] | None = None   # the tree's usage record (engine/layer/tally.py), if exact
         self.dedupe: Result | None = None           # what sharing the files with the store's objects did, if done
 
-def check_base_layer(diff_id: str, stats: LayerStats | None) -> None:
+def check_base_layer(diff_id: str, stats: LayerStats | None, tree: str | Path | None = None) -> None:
     """An image's first layer has no lower layer for a hardlink to name: refuse it (docker and
-    podman fail its unpack) before the image is recorded, rather than every `run` failing on it."""
-    if stats is not None and stats.links_to_lower:
-        n = stats.links_to_lower
-        raise LayerError(f"layer {diff_id[7:19]}: {n} hardlink{'s' if n > 1 else ''} to a file the layer does "
-                         f"not hold, and it is the image's base layer (there is no lower layer to hold it)")
+    podman fail its unpack) before the image is recorded, rather than every `run` failing on it.
+    From this unpack's `stats`, or for a layer already stored, from its `tree` (whose root is
+    marked since placeholders mark every directory above them; older trees pass)."""
+    n = stats.links_to_lower if stats is not None else 0
+    if stats is None and tree is not None:
+        try:
+            n = int(HARDLINKS_XATTR in os.listxattr(tree))
+        except OSError:
+            n = 0
+    if n:
+        what = f"{n} hardlink{'s' if n > 1 else ''}" if stats is not None else "hardlinks"
+        raise LayerError(f"layer {diff_id[7:19]}: {what} to a file the layer does not hold, and it is the "
+                         f"image's base layer (there is no lower layer to hold it)")
 
 
 class _Extractor(DirTree):
@@ -278,6 +286,15 @@ class _Extractor(DirTree):
         if stat.S_ISDIR(tst.st_mode):
             raise LayerError(f"layer entry {show_name(e.name)}: hardlink target {show_name(e.linkname)} is a "
                              f"directory")
+        if self.stats.links_to_lower and stat.S_ISREG(tst.st_mode) and tst.st_size == 0:
+            try:            # a link to this layer's placeholder: a placeholder for the same lower file
+                lower = os.getxattr(f"/proc/self/fd/{tpfd}/{os.fsdecode(tcomps[-1])}", HARDLINK_XATTR,
+                                    follow_symlinks=False)
+            except OSError:
+                lower = None
+            if lower is not None:
+                self._placeholder(comps, tuple(lower.split(b"/")), e)
+                return
         # the parent fd cache may have been trimmed while resolving the target: re-resolve
         pfd = self.parent_fd(comps[:-1], create=True, show=e.name)
         try:

@@ -79,7 +79,10 @@ class _Exporter:
         ti.uname = ti.gname = ""
         try:                # a rootless store's record of the owner its unpack could not give
             ru, rg = decode_resource(os.getxattr(path, ROOTLESS_XATTR, follow_symlinks=False))
-            ti.uid, ti.gid = ru or ti.uid, rg or ti.gid      # (a 0 field: the file's own id)
+            # (a 0 field: the file's own id; an id the file no longer has, 0 as the unpack left it,
+            # was given in the container since, and copy-up kept the record: the file's wins)
+            ti.uid = ru if ru and ti.uid == 0 else ti.uid
+            ti.gid = rg if rg and ti.gid == 0 else ti.gid
         except (OSError, ValueError):
             pass
         xattrs = _xattrs(path)

@@ -363,9 +363,10 @@ def store_images(store, src: Source, imgs: list[Image], listener: Any = None) ->
             if listener is not None:
                 listener(f"{dg[7:19]}: Loading layer done")
         for img in imgs:
-            base = jobs.get(img.manifest.layers[0].digest) if img.manifest.layers else None
-            if base is not None:
-                check_base_layer(base.diff_id, base.stats)
+            if img.manifest.layers:
+                base = jobs.get(img.manifest.layers[0].digest)
+                diff_id = img.config.diff_ids[0]
+                check_base_layer(diff_id, base.stats if base is not None else None, store.layer_path(diff_id))
         for j in jobs.values():
             if j.tmp is not None:
                 publish_dir(j.tmp, store.layer_path(j.diff_id))

@@ -521,6 +521,14 @@ def test_links_to_lower_files_pull_and_run(procs, registry, built_images, cli, r
     assert r.returncode == 0 and "WARNING" not in r.stderr.upper(), r.stderr
     r = cli("run", "--rm", ref, "sh", "-c", "cat /h; test -e /etc/conf || echo gone", env=env)
     assert (r.returncode, r.stdout) == (0, "lower conf\ngone\n"), r.stderr
+    # that stored layer as another image's base: refused too, though it is "Already exists"
+    top = tm.tar(tm.hardlink("h", "etc/conf"), tm.dir("etc"), tm.file("etc/.wh.conf"))
+    reuse = build(gzip.compress(top, mtime=0), sha(top), [tm.tar(tm.file("c", b"c"))])
+    push(registry.host, "hostile/stored-link-base", TOKEN, reuse)
+    before = store_state(root)
+    line = one_error(cli("pull", f"{registry.host}/hostile/stored-link-base:{TOKEN}", env=env))
+    assert "base layer" in line, line
+    assert store_state(root) == before
 
 
 def test_json_nesting_bombs(good, registry, cli, root, proxy, guard):

@@ -136,6 +136,21 @@ def test_hardlinks_into_lower_layers(store):
     assert not [p for p in store.snapshots_dir.iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_a_link_to_a_placeholder_and_a_target_named_like_the_hold(store):
+    """A second link (d/h2) to a layer's link into a lower layer (h) is that lower file too, not the
+    empty placeholder; a link whose target names a whiteout (the merge's own hold directory among
+    them) is refused, as a target no lower layer can hold."""
+    d1 = add_layer(store, tm.tar(tm.file("a", b"old"), tm.dir("d")))
+    d2 = add_layer(store, tm.tar(tm.hardlink("h", "a"), tm.hardlink("d/h2", "h")))
+    _, path = ensure_snapshot(store, [d1, d2])
+    a = os.lstat(path / "a")
+    assert os.lstat(path / "d/h2").st_ino == os.lstat(path / "h").st_ino == a.st_ino
+    assert (path / "d/h2").read_bytes() == b"old"
+    d3 = add_layer(store, tm.tar(tm.hardlink("h2", ".wh..container-hold/0"), tm.hardlink("h1", "a")))
+    with pytest.raises(LayerError, match="not found in lower layers"):
+        ensure_snapshot(store, [d1, d3])
+
+
 def test_root_entry_attributes(store):
     d1 = add_layer(store, tm.tar(tm.dir(".", mode=0o750), tm.file("a", b"a")))
     _, path = ensure_snapshot(store, [d1])

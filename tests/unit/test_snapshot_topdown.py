@@ -264,6 +264,34 @@ print(merge_onto([t / "L2"], t / "S", n[0]))
 
 
 @pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root to drop capabilities")
+def test_a_locked_root_takes_later_layers_and_their_links_without_capabilities(tmp_path):
+    """A 0555 root from the base layer, then a layer linking to the base's file, then one adding at
+    the root: without CAP_DAC_OVERRIDE (a rootless pull) all of it lands, the root ends 0555."""
+    tars = [tm.tar(tm.dir(".", mode=0o555), tm.file("a", b"a"), tm.dir("d")), tm.tar(tm.hardlink("d/h", "a")),
+            tm.tar(tm.file("d/x", b"x"), tm.file("b", b"b"))]
+    for i, t in enumerate(tars):
+        (tmp_path / f"l{i}.tar").write_bytes(t)
+    script = f"""
+from pathlib import Path
+from container.engine.layer.unpack import unpack_layer
+from container.engine.layer.snapshot import merge_layers
+t = Path({str(tmp_path)!r})
+for i in range(3):
+    (t / f"L{{i}}").mkdir()
+    unpack_layer(open(t / f"l{{i}}.tar", "rb"), t / f"L{{i}}")
+(t / "S").mkdir()
+print(merge_layers([t / f"L{{i}}" for i in range(3)], t / "S"))
+"""
+    r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("(5,"), r.stdout          # a, b, d, d/h, d/x
+    s = tmp_path / "S"
+    assert sorted(os.listdir(s)) == ["a", "b", "d"] and mode(s) == 0o555
+    assert (s / "d/h").read_bytes() == b"a" and os.lstat(s / "d/h").st_ino == os.lstat(s / "a").st_ino
+
+
+@pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root to drop capabilities")
 def test_fallback_without_capabilities_clears_mode_0000_dirs(tmp_path):
     """The top-down pass has already built a 0000 directory when it meets a placeholder: without
     CAP_DAC_OVERRIDE the fallback must still empty dest before merging bottom-up."""
@@ -377,3 +405,20 @@ def test_files_listing_of_a_symlink_replaced_by_an_implicit_directory(tmp_path):
             tm.tar(tm.file("lib/x", b"x"))]
     listing = _listing_of(_recorded(tmp_path, tars)[1])
     assert listing["lib"] == ("d", 0o755) and "lib/x" in listing and "lib/y" not in listing
+
+
+def test_files_listing_of_links_into_lower_layers_and_aufs_names(tmp_path):
+    """A link to a lower layer's file lists that file's size and digest; AUFS metadata names
+    (.wh..wh.plnk), which never reach the snapshot, are not listed."""
+    import hashlib
+
+    from container.engine.image.contents import merge_rows
+
+    tars = [tm.tar(tm.file("a", b"abc"), tm.dir(".wh..wh.plnk"), tm.file(".wh..wh.plnk/1.2", b"x")),
+            tm.tar(tm.hardlink("h", "a"))]
+    rows = [(p, t, wh, pos, link, m, u, g, size, mtime, xa, sha)
+            for pos, rs in enumerate(_recorded(tmp_path, tars)[1])
+            for (p, t, m, u, g, size, mtime, link, xa, wh, sha) in rs]
+    tree = merge_rows(rows)
+    assert sorted(tree) == ["/a", "/h"]
+    assert (tree["/h"].size, tree["/h"].sha256) == (3, hashlib.sha256(b"abc").hexdigest())
