@@ -139,6 +139,13 @@ class EntryRecorder:
         self.by_path[path] = (path, typ, e.mode & 0o7777, e.uid, e.gid, size, e.mtime_ns // 1_000_000_000,
                               link, xattrs, wh, sha)
 
+    def removed(self, comps: tuple[bytes, ...]) -> None:
+        """The extractor removed the directory at comps (a later entry of the layer replaces it): the
+        rows under it go (the directory's own row goes as its replacement is recorded)."""
+        prefix = path_text(comps) + "/"
+        for path in [p for p in self.by_path if p.startswith(prefix)]:
+            del self.by_path[path]
+
     @property
     def rows(self) -> list[Row]:
         return list(self.by_path.values())

@@ -140,6 +140,8 @@ class _Extractor(DirTree):
         if stat.S_ISDIR(st.st_mode):
             self._forget(comps)
             rmtree_at(pfd, leaf)
+            if self.recorder is not None:
+                self.recorder.removed(comps)
         else:
             os.unlink(leaf, dir_fd=pfd)
 

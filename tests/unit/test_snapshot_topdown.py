@@ -422,3 +422,7 @@ def test_files_listing_of_links_into_lower_layers_and_aufs_names(tmp_path):
     tree = merge_rows(rows)
     assert sorted(tree) == ["/a", "/h"]
     assert (tree["/h"].size, tree["/h"].sha256) == (3, hashlib.sha256(b"abc").hexdigest())
+    # a directory its own layer replaces by a file later in its tar: its rows go with it
+    (tmp_path / "again").mkdir()
+    one = _recorded(tmp_path / "again", [tm.tar(tm.dir("d"), tm.file("d/a", b"x"), tm.file("d", b"f"))])[1]
+    assert _listing_of(one) == {"d": ("f", 0o644)}
