@@ -233,23 +233,25 @@ def test_merging_the_rest_onto_a_merged_prefix_equals_one_merge(stack, data):
         assert stat.S_IMODE(os.lstat(two).st_mode) == stat.S_IMODE(os.lstat(whole).st_mode)
 
 
-def test_merge_onto_a_locked_root_without_capabilities(tmp_path):
-    """Without CAP_DAC_OVERRIDE the merged prefix's root may be read-only (its layer said 0555): the
-    rest still lands, and the root keeps the mode the stack gives it."""
-    (tmp_path / "l1.tar").write_bytes(tm.tar(tm.dir(".", mode=0o555), tm.file("a", b"a")))
-    (tmp_path / "l2.tar").write_bytes(tm.tar(tm.file("b", b"b")))
+def _merged_without_capabilities(tmp_path: Path, tars: list[bytes], merge: str) -> str:
+    """Unpack `tars` into tmp_path/L0.. and run `merge` (Python with L: the layer dirs, S: an
+    empty dest; it prints its result) in a process without capabilities (as root: setpriv drops
+    them; as a user there are none). Its stdout."""
+    for i, t in enumerate(tars):
+        (tmp_path / f"l{i}.tar").write_bytes(t)
     script = f"""
 from pathlib import Path
 from container.engine.layer.unpack import unpack_layer
 from container.engine.layer.snapshot import merge_layers
 from container.engine.layer.merge import merge_onto
 t = Path({str(tmp_path)!r})
-for i in (1, 2):
-    (t / f"L{{i}}").mkdir()
-    unpack_layer(open(t / f"l{{i}}.tar", "rb"), t / f"L{{i}}")
-(t / "S").mkdir()
-n = merge_layers([t / "L1"], t / "S")
-print(merge_onto([t / "L2"], t / "S", n[0]))
+L = [t / f"L{{i}}" for i in range({len(tars)})]
+for i, d in enumerate(L):
+    d.mkdir()
+    unpack_layer(open(t / f"l{{i}}.tar", "rb"), d)
+S = t / "S"
+S.mkdir()
+{merge}
 """
     cmd = [sys.executable, "-c", script]
     if ROOT:
@@ -258,63 +260,43 @@ print(merge_onto([t / "L2"], t / "S", n[0]))
         cmd = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", *cmd]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "(2, 0)"
+    return r.stdout
+
+
+def test_merge_onto_a_locked_root_without_capabilities(tmp_path):
+    """Without CAP_DAC_OVERRIDE the merged prefix's root may be read-only (its layer said 0555): the
+    rest still lands, and the root keeps the mode the stack gives it."""
+    out = _merged_without_capabilities(
+        tmp_path, [tm.tar(tm.dir(".", mode=0o555), tm.file("a", b"a")), tm.tar(tm.file("b", b"b"))],
+        "n = merge_layers(L[:1], S)\nprint(merge_onto(L[1:], S, n[0]))")
+    assert out.strip() == "(2, 0)"
     s = tmp_path / "S"
     assert sorted(os.listdir(s)) == ["a", "b"] and mode(s) == 0o555
 
 
-@pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root to drop capabilities")
 def test_a_locked_root_takes_later_layers_and_their_links_without_capabilities(tmp_path):
     """A 0555 root from the base layer, then a layer linking to the base's file, then one adding at
     the root: without CAP_DAC_OVERRIDE (a rootless pull) all of it lands, the root ends 0555."""
     tars = [tm.tar(tm.dir(".", mode=0o555), tm.file("a", b"a"), tm.dir("d")), tm.tar(tm.hardlink("d/h", "a")),
             tm.tar(tm.file("d/x", b"x"), tm.file("b", b"b"))]
-    for i, t in enumerate(tars):
-        (tmp_path / f"l{i}.tar").write_bytes(t)
-    script = f"""
-from pathlib import Path
-from container.engine.layer.unpack import unpack_layer
-from container.engine.layer.snapshot import merge_layers
-t = Path({str(tmp_path)!r})
-for i in range(3):
-    (t / f"L{{i}}").mkdir()
-    unpack_layer(open(t / f"l{{i}}.tar", "rb"), t / f"L{{i}}")
-(t / "S").mkdir()
-print(merge_layers([t / f"L{{i}}" for i in range(3)], t / "S"))
-"""
-    r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", script],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("(5,"), r.stdout          # a, b, d, d/h, d/x
+    out = _merged_without_capabilities(tmp_path, tars, "print(merge_layers(L, S))")
+    assert out.startswith("(5,"), out          # a, b, d, d/h, d/x
     s = tmp_path / "S"
     assert sorted(os.listdir(s)) == ["a", "b", "d"] and mode(s) == 0o555
     assert (s / "d/h").read_bytes() == b"a" and os.lstat(s / "d/h").st_ino == os.lstat(s / "a").st_ino
 
 
-@pytest.mark.skipif(not ROOT or not shutil.which("setpriv"), reason="needs root to drop capabilities")
+@pytest.mark.skipif(not ROOT, reason="needs root to own 0000 dirs it cannot read (setpriv)")
 def test_fallback_without_capabilities_clears_mode_0000_dirs(tmp_path):
     """The top-down pass has already built a 0000 directory when it meets a placeholder: without
     CAP_DAC_OVERRIDE the fallback must still empty dest before merging bottom-up."""
     # directory order is the filesystem's: with 20 locked dirs beside it, the placeholder's dir is
     # almost surely not the first one built
     locked = [p for i in range(20) for p in (tm.dir(f"d{i}", mode=0), tm.file(f"d{i}/f", b"f"))]
-    (tmp_path / "l1.tar").write_bytes(tm.tar(tm.file("z", b"z")))
-    (tmp_path / "l2.tar").write_bytes(tm.tar(*locked, tm.hardlink("zz/link", "z")))
-    script = f"""
-from pathlib import Path
-from container.engine.layer.unpack import unpack_layer
-from container.engine.layer.snapshot import merge_layers
-t = Path({str(tmp_path)!r})
-for i in (1, 2):
-    (t / f"L{{i}}").mkdir()
-    unpack_layer(open(t / f"l{{i}}.tar", "rb"), t / f"L{{i}}")
-(t / "S").mkdir()
-print(merge_layers([t / "L1", t / "L2"], t / "S"))
-"""
-    r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", script],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("(43,")         # z, zz, zz/link, 20 dirs with a file each
+    out = _merged_without_capabilities(
+        tmp_path, [tm.tar(tm.file("z", b"z")), tm.tar(*locked, tm.hardlink("zz/link", "z"))],
+        "print(merge_layers(L, S))")
+    assert out.startswith("(43,")         # z, zz, zz/link, 20 dirs with a file each
     s = tmp_path / "S"
     assert os.lstat(s / "zz/link").st_ino == os.lstat(s / "z").st_ino
     assert all(mode(s / f"d{i}") == 0 for i in range(20))
