@@ -235,16 +235,46 @@ def merge_rows(rows, detail: bool = True) -> dict[str, Node]:
             if d == "":
                 all_gone = True
             opaque.add(d)
+    links = False
     for path, node in seen.items():
         if node.type == "l" and node.mode != 0o777:
             seen[path] = node._replace(mode=0o777)     # what lstat says of every Linux symlink
-        elif node.type == "h" and not node.size:
-            target = seen.get("/" + node.link.lstrip("/")) if node.link else None
-            # one inode: a lower layer's file it links to, as that layer left it, has its size and
-            # digest (a target its own layer or a higher one replaced is not the linked file)
-            if target is not None and target.type == "f" and target.position < node.position:
-                seen[path] = node._replace(size=target.size, sha256=node.sha256 or target.sha256)
+        links = links or (node.type == "h" and not node.size)
+    if links:
+        _link_sizes(seen, by_pos)
     return seen
+
+
+def _link_target(seen: dict[str, Node], node: Node, lowest: dict[str, int], depth: int = 0) -> Node | None:
+    """The file a hardlink's inode is, where the listing knows it: its target as the link's layer
+    found it (tar order: from a lower layer, unless no lower layer has the path and the link's own
+    layer adds it), through links to links."""
+    path = "/" + node.link.lstrip("/") if node.link else ""
+    t = seen.get(path)
+    if t is None or depth > 8:
+        return None
+    if not (t.position < node.position or (t.position == node.position
+                                           and lowest.get(path, node.position) >= node.position)):
+        return None                 # (a later change to the path: not the linked file)
+    if t.type == "f" or (t.type == "h" and t.size):
+        return t
+    return _link_target(seen, t, lowest, depth + 1) if t.type == "h" else None
+
+
+def _link_sizes(seen: dict[str, Node], by_pos: dict[int, list]) -> None:
+    """A hardlink row whose layer did not hold its target's content (a link into a lower layer, or
+    made before its target in the tar) gets the size and digest of the file it is."""
+    targets = {"/" + n.link.lstrip("/") for n in seen.values() if n.type == "h" and n.link}
+    lowest: dict[str, int] = {}        # target path -> the lowest layer with a row for it
+    for pos, rs in by_pos.items():
+        for r in rs:
+            if not r[2] and r[0] in targets and lowest.get(r[0], pos) >= pos:
+                lowest[r[0]] = pos
+    for path, node in list(seen.items()):
+        if node.type == "h" and not node.size:
+            t = _link_target(seen, node, lowest)
+            if t is not None:
+                seen[path] = node._replace(size=t.size, sha256=node.sha256 or t.sha256)
 
 
 def _same(a: Node, b: Node) -> bool:

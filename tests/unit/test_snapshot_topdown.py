@@ -404,6 +404,16 @@ def test_files_listing_of_links_into_lower_layers_and_aufs_names(tmp_path):
     tree = merge_rows(rows)
     assert sorted(tree) == ["/a", "/h"]
     assert (tree["/h"].size, tree["/h"].sha256) == (3, hashlib.sha256(b"abc").hexdigest())
+    # a link made before its target in the same tar, and a link to a link into a lower layer:
+    # both are the file they link (the snapshot's inode)
+    for name, tars in (("fwd", [tm.tar(tm.file("z")), tm.tar(tm.hardlink("h", "a"), tm.file("a", b"abc"))]),
+                       ("chain", [tm.tar(tm.file("a", b"abc")), tm.tar(tm.hardlink("p1", "a"),
+                                                                       tm.hardlink("h", "p1"))])):
+        (tmp_path / name).mkdir()
+        rows = [(p, t, wh, pos, link, m, u, g, size, mtime, xa, sha)
+                for pos, rs in enumerate(_recorded(tmp_path / name, tars)[1])
+                for (p, t, m, u, g, size, mtime, link, xa, wh, sha) in rs]
+        assert merge_rows(rows)["/h"].size == 3, name
     # a directory its own layer replaces by a file later in its tar: its rows go with it
     (tmp_path / "again").mkdir()
     one = _recorded(tmp_path / "again", [tm.tar(tm.dir("d"), tm.file("d/a", b"x"), tm.file("d", b"f"))])[1]
