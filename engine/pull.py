@@ -33,7 +33,7 @@ from pathlib import Path
 from container.cas import Digest, DigestMismatch, SizeMismatch
 from container.cas.fsutil import publish_dir, remove_tree, syncfs
 
-from container.engine.errors import (ContainerError, LayerError, PlatformMismatch, RegistryError, StoreError,
+from container.engine.errors import (ContainerError, LayerError, RegistryError, StoreError,
                                      UnsupportedMediaType, VerificationError)
 from container.engine.image.catalog import ImageInfo
 from container.engine.image.manifest import FOREIGN_TYPES, Descriptor, check_image_manifest, parse_config
@@ -48,6 +48,7 @@ TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
     from typing import Any
     from container.cas.blobs import Ingest
+    from container.engine.layer.snapshot import BackgroundMerge
     from container.engine.layer.unpack import LayerStats
     from container.engine.registry.client import RegistryClient
 
@@ -70,68 +71,6 @@ class _Job:
     stats: LayerStats | None = None
     from_blob: bool = False
     base: bool = False               # the image's first layer
-
-
-class _SnapshotMerge:
-    """engine/layer/snapshot.build_snapshot on a thread of its own; result() waits and gives what it
-    built (or raises what it raised); discard() waits (or stops it) and removes it.
-
-    With `first` (the layers below the first one the pull downloads: all in the store), those merge
-    at once, while the pull downloads the rest (in a process when `early_process`), and the others
-    once go() says they are in place: a second pull that fetches only its top layer then merges only
-    that one after its download."""
-
-    def __init__(self, store, diff_ids: list[str], process: bool = False, first: int | None = None,
-                 early_process: bool = False) -> None:
-        self.store, self.diff_ids, self.process = store, diff_ids, process
-        self.first, self.early_process = first, early_process
-        self._out: Any = None
-        self._go = threading.Event()
-        self._stopped = False
-        if first is None:
-            self._go.set()
-        self._t = threading.Thread(target=self._run, name="snapshot-merge", daemon=True)
-        self._t.start()
-
-    def go(self, process: bool) -> None:
-        """Every layer is in the store now: merge the rest (in a process when `process`)."""
-        self.process = process
-        self._go.set()
-
-    def _run(self) -> None:
-        from container.cas.fsutil import remove_tree
-        from container.engine.layer.snapshot import build_snapshot
-
-        part = None
-        try:
-            if self.first is not None:
-                part = build_snapshot(self.store, self.diff_ids, first=self.first, process=self.early_process)
-                self._go.wait()
-                if part is None or self._stopped:
-                    return
-            onto, part = part, None            # (build_snapshot removes it when it fails)
-            self._out = build_snapshot(self.store, self.diff_ids, process=self.process, first=self.first,
-                                       onto=onto)
-        except BaseException as e:      # (handed to result())
-            self._out = e
-        finally:
-            if part is not None:
-                remove_tree(part[0])
-
-    def result(self):
-        self._t.join()
-        if isinstance(self._out, BaseException):
-            raise self._out
-        return self._out
-
-    def discard(self) -> None:
-        from container.cas.fsutil import remove_tree
-
-        self._stopped = True
-        self._go.set()
-        self._t.join()
-        if isinstance(self._out, tuple):
-            remove_tree(self._out[0])
 
 
 class _Puller:
@@ -292,8 +231,7 @@ class _Puller:
         elif _platform.rank(self.want, cfg.platform) is None:
             have = _platform.normalize(cfg.platform)
             if self.explicit_platform:
-                raise PlatformMismatch(f"image with reference {self.ref.familiar} was found but does not match "
-                                       f"the specified platform: wanted {self.want}, actual: {have}")
+                raise _platform.other_platform(self.ref.familiar, self.want, have)
             # docker's words: the pull goes on, and a later "exec format error" is no surprise
             self.listener.warning(f"The requested image's platform ({have}) does not match the detected host "
                                   f"platform ({self.want}) and no specific platform was requested")
@@ -324,7 +262,7 @@ class _Puller:
             self.listener.layer(d.digest, d.size, "Waiting")
 
         self.lease_id = leases.create_lease(store)
-        merge: _SnapshotMerge | None = None
+        merge: BackgroundMerge | None = None
         try:
             with write_txn():
                 for j in jobs.values():
@@ -361,7 +299,9 @@ class _Puller:
             if merge is not None:
                 merge.go(process=merge_in_process(rows))
             elif self.snapshot and cfg.diff_ids:
-                merge = _SnapshotMerge(store, list(cfg.diff_ids), process=merge_in_process(rows))
+                from container.engine.layer.snapshot import BackgroundMerge
+
+                merge = BackgroundMerge(store, list(cfg.diff_ids), process=merge_in_process(rows))
             t2 = time.monotonic()
             syncfs(store.root)
             self.info(f"timing: layers {t1 - t0:.2f}s, publish {t2 - t1:.2f}s, sync {time.monotonic() - t2:.2f}s")
@@ -389,7 +329,7 @@ class _Puller:
             if self.lease_id is not None:
                 self._drop_lease_if_nothing_to_resume(jobs)
 
-    def _early_merge(self, layers, diff_ids: list[str], jobs: dict[str, _Job]) -> _SnapshotMerge | None:
+    def _early_merge(self, layers, diff_ids: list[str], jobs: dict[str, _Job]) -> BackgroundMerge | None:
         """The snapshot merge of the layers below the first one this pull downloads, started now
         (they are in the store, and the store lock keeps them there), when there are such layers."""
         from container.engine.layer.worker import merge_in_process
@@ -403,9 +343,11 @@ class _Puller:
         process = merge_in_process(entries)
         self.info(f"snapshot: merging the {first} stored layer{'s' if first > 1 else ''} below the first "
                   f"download now{' (in a process)' if process else ''}")
-        return _SnapshotMerge(self.store, diff_ids, first=first, early_process=process)
+        from container.engine.layer.snapshot import BackgroundMerge
 
-    def _build_snapshot(self, merge: _SnapshotMerge) -> None:
+        return BackgroundMerge(self.store, diff_ids, first=first, early_process=process)
+
+    def _build_snapshot(self, merge: BackgroundMerge) -> None:
         """Ready to run: the image's merged tree (snapshots/<chain id>), built as the pull's last
         step (under the same shared store lock), so its first `run` costs what every later one
         does. The image is recorded already: a failure here is a warning, and `run` builds it."""

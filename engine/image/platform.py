@@ -154,6 +154,12 @@ def mismatch(want: Platform, available: list[str]) -> PlatformMismatch:
                             f"(available: {listing})")
 
 
+def other_platform(name: str, want: Platform | str, have: Platform | str) -> PlatformMismatch:
+    """docker's error for an image found under `name` whose platform is not the one asked for."""
+    return PlatformMismatch(f"image with reference {name} was found but does not match the specified "
+                            f"platform: wanted {want}, actual: {have}")
+
+
 def choose(index: Index, want: Platform, *, strict: bool = False) -> Descriptor:
     """Best manifest for `want`; first in index order among equals; an entry without a platform
     after every explicit match. PlatformMismatch lists what exists."""

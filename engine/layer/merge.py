@@ -278,7 +278,7 @@ class Merger:
         hfd = None
         for t in sorted(targets):
             src = self._lower_target(t)
-            if src is None:
+            if isinstance(src, str):
                 continue
             sfd, leaf = src
             try:
@@ -317,23 +317,25 @@ class Merger:
                 except OSError:
                     pass
 
-    def _lower_target(self, target: bytes) -> tuple[int, str] | None:
+    def _lower_target(self, target: bytes) -> tuple[int, str] | str:
         """(fd of its directory, name) of a placeholder's target in the snapshot as it stands, when
-        that is a non-directory; else None."""
+        that is a non-directory; else why not."""
         tcomps = [c for c in os.fsdecode(target).split("/") if c not in ("", ".", "..")]
-        if not tcomps or any(c.startswith(WHITEOUT) for c in tcomps):
-            return None                     # (no snapshot path has such a name; HOLD has)
+        if not tcomps:
+            return "target is the root directory"
+        if any(c.startswith(WHITEOUT) for c in tcomps):
+            return "target not found in lower layers"   # (no snapshot path has such a name; HOLD has)
         try:
             tfd = self._open_dir(tuple(tcomps[:-1]))
         except OSError:
-            return None
+            return "target not found in lower layers"
         try:
             st = os.stat(tcomps[-1], dir_fd=tfd, follow_symlinks=False)
         except OSError:
             st = None
         if st is None or stat.S_ISDIR(st.st_mode):
             os.close(tfd)
-            return None
+            return "target is a directory" if st is not None else "target not found in lower layers"
         return tfd, tcomps[-1]
 
     def _drop_hold(self, hfd: int) -> None:
@@ -352,26 +354,9 @@ class Merger:
         for rel, name, target in links:
             where = "/".join(rel + (name,))
             held = self.held.get(target)
-            src: tuple[int, str] | None = None
-            if held is not None and hfd is not None:
-                src = (os.dup(hfd), held)
-            else:
-                tcomps = [c for c in os.fsdecode(target).split("/") if c not in ("", ".", "..")]
-                if not tcomps:
-                    raise LayerError(f"layer {layer.name[:12]}: hardlink {where} to the root directory")
-                src = self._lower_target(target)
-                if src is None:
-                    is_dir = False
-                    try:
-                        pfd = self._open_dir(tuple(tcomps[:-1]))
-                        try:
-                            is_dir = stat.S_ISDIR(os.stat(tcomps[-1], dir_fd=pfd, follow_symlinks=False).st_mode)
-                        finally:
-                            os.close(pfd)
-                    except OSError:
-                        pass
-                    raise LayerError(f"layer {layer.name[:12]}: hardlink {where} -> {os.fsdecode(target)}: "
-                                     f"target {'is a directory' if is_dir else 'not found in lower layers'}")
+            src = (os.dup(hfd), held) if held is not None and hfd is not None else self._lower_target(target)
+            if isinstance(src, str):
+                raise LayerError(f"layer {layer.name[:12]}: hardlink {where} -> {os.fsdecode(target)}: {src}")
             tfd, leaf = src
             try:
                 tst = os.stat(leaf, dir_fd=tfd, follow_symlinks=False)

@@ -3,6 +3,7 @@
     ensure_snapshot(store, diff_ids) -> (chain_id, path)
     built = build_snapshot(store, diff_ids)          # the merge alone (no database): a pull overlaps it
     ensure_snapshot(store, diff_ids, built=built)    # with recording the image
+    BackgroundMerge(store, diff_ids, ...)            # build_snapshot on a thread (pull): result(), discard()
     merge_layers(layers, dest) -> (entries, bytes)
 
 merge_layers runs the top-down merge (engine/layer/topdown.py) and falls back to the bottom-up one
@@ -17,12 +18,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from container.engine.errors import LayerError, StoreError
 from container.engine.image.identity import chain_ids
 from container.engine.layer.merge import Merger, merge_layers_bottom_up, merge_onto
 from container.engine.layer.topdown import TopDownUnsupported, merge_layers_top_down
+
+TYPE_CHECKING = False        # (mypy reads this block as true)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def merge_layers(layers: list[Path], dest: Path, *, count_bytes: bool = False) -> tuple[int, int]:
@@ -91,6 +97,68 @@ def build_snapshot(store, diff_ids: list[str], *, process: bool = False, first: 
         remove_tree(tmp)
         raise
     return tmp, entries, size
+
+
+class BackgroundMerge:
+    """build_snapshot on a thread of its own (a pull overlaps it with its download and its record);
+    result() waits and gives what it built (or raises what it raised); discard() waits (or stops
+    it) and removes it.
+
+    With `first` (the layers below the first one the pull downloads: all in the store), those merge
+    at once, while the pull downloads the rest (in a process when `early_process`), and the others
+    once go() says they are in place: a second pull that fetches only its top layer then merges only
+    that one after its download."""
+
+    def __init__(self, store, diff_ids: list[str], process: bool = False, first: int | None = None,
+                 early_process: bool = False) -> None:
+        self.store, self.diff_ids, self.process = store, diff_ids, process
+        self.first, self.early_process = first, early_process
+        self._out: Any = None
+        self._go = threading.Event()
+        self._stopped = False
+        if first is None:
+            self._go.set()
+        self._t = threading.Thread(target=self._run, name="snapshot-merge", daemon=True)
+        self._t.start()
+
+    def go(self, process: bool) -> None:
+        """Every layer is in the store now: merge the rest (in a process when `process`)."""
+        self.process = process
+        self._go.set()
+
+    def _run(self) -> None:
+        from container.cas.fsutil import remove_tree
+
+        part = None
+        try:
+            if self.first is not None:
+                part = build_snapshot(self.store, self.diff_ids, first=self.first, process=self.early_process)
+                self._go.wait()
+                if part is None or self._stopped:
+                    return
+            onto, part = part, None            # (build_snapshot removes it when it fails)
+            self._out = build_snapshot(self.store, self.diff_ids, process=self.process, first=self.first,
+                                       onto=onto)
+        except BaseException as e:      # (handed to result())
+            self._out = e
+        finally:
+            if part is not None:
+                remove_tree(part[0])
+
+    def result(self):
+        self._t.join()
+        if isinstance(self._out, BaseException):
+            raise self._out
+        return self._out
+
+    def discard(self) -> None:
+        from container.cas.fsutil import remove_tree
+
+        self._stopped = True
+        self._go.set()
+        self._t.join()
+        if isinstance(self._out, tuple):
+            remove_tree(self._out[0])
 
 
 def ensure_snapshot(store, diff_ids: list[str], built: tuple[Path, int, int] | None = None) -> tuple[str, Path]:

@@ -93,15 +93,15 @@ def check_base_layer(diff_id: str, stats: LayerStats | None, tree: str | Path | 
     podman fail its unpack) before the image is recorded, rather than every `run` failing on it.
     From this unpack's `stats`, or for a layer already stored, from its `tree` (whose root is
     marked since placeholders mark every directory above them; older trees pass)."""
-    n = stats.links_to_lower if stats is not None else 0
-    if stats is None and tree is not None:
+    if stats is not None:
+        found = stats.links_to_lower > 0
+    else:
         try:
-            n = int(HARDLINKS_XATTR in os.listxattr(tree))
+            found = tree is not None and HARDLINKS_XATTR in os.listxattr(tree)
         except OSError:
-            n = 0
-    if n:
-        what = f"{n} hardlink{'s' if n > 1 else ''}" if stats is not None else "hardlinks"
-        raise LayerError(f"layer {diff_id[7:19]}: {what} to a file the layer does not hold, and it is the "
+            found = False
+    if found:
+        raise LayerError(f"layer {diff_id[7:19]}: hardlinks to a file the layer does not hold, and it is the "
                          f"image's base layer (there is no lower layer to hold it)")
 
 

@@ -150,10 +150,9 @@ def resolve_or_pull(store, opts: RunOptions, progress=None, readonly=None):
             # --platform names another platform than the stored image's: pulled, as podman does
             # (by id, or with --pull=never, there is nothing to pull: docker's error)
             if opts.pull == "never" or ref is None:
-                from container.engine.errors import PlatformMismatch
+                from container.engine.image.platform import other_platform
 
-                raise PlatformMismatch(f"image with reference {opts.image} was found but does not match the "
-                                       f"specified platform: wanted {opts.platform}, actual: {found.platform}")
+                raise other_platform(opts.image, opts.platform or "", found.platform)
         else:
             ref = ref or parse(opts.image)      # an invalid reference is that error alone, as in docker
             if progress is not None:

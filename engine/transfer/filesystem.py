@@ -48,26 +48,31 @@ def _is_opaque(path: str) -> bool:
     return False
 
 
-def _xattrs(path: str) -> list[tuple[str, bytes]]:
-    """The xattrs of `path` an export carries: security.capability (docker's archive) and user.*
-    (podman's), not the overlay's own (user.overlay.*) nor this store's bookkeeping
-    (user.container.*, the rootless owner record)."""
+def _xattrs(path: str) -> tuple[list[tuple[str, bytes]], bytes | None]:
+    """(the xattrs of `path` an export carries, its rootless owner record or None). Carried:
+    security.capability (docker's archive) and user.* (podman's), not the overlay's own
+    (user.overlay.*) nor this store's bookkeeping (user.container.*, the owner record)."""
     try:
         keys = os.listxattr(path, follow_symlinks=False)
     except OSError:
-        return []
-    out = []
+        return [], None
+    out, owner = [], None
     for k in sorted(keys):
-        if not (k == "security.capability" or k.startswith("user.")) or k.startswith(_SKIP_XATTRS):
+        keep = k == "security.capability" or (k.startswith("user.") and not k.startswith(_SKIP_XATTRS))
+        if not keep and k != ROOTLESS_XATTR:
             continue
         try:
-            out.append((k, os.getxattr(path, k, follow_symlinks=False)))
+            v = os.getxattr(path, k, follow_symlinks=False)
         except OSError:
             continue
-    return out
+        if keep:
+            out.append((k, v))
+        else:
+            owner = v
+    return out, owner
 
 
-_SKIP_XATTRS = ("user.overlay.", "user.container.", "user.rootlesscontainers")
+_SKIP_XATTRS = ("user.overlay.", "user.container.", ROOTLESS_XATTR)
 
 
 class _Exporter:
@@ -77,15 +82,16 @@ class _Exporter:
     def add(self, path: str, arcname: str) -> None:
         ti = self.tf.gettarinfo(path, arcname)
         ti.uname = ti.gname = ""
-        try:                # a rootless store's record of the owner its unpack could not give
-            ru, rg = decode_resource(os.getxattr(path, ROOTLESS_XATTR, follow_symlinks=False))
+        xattrs, owner = _xattrs(path)
+        if owner is not None:       # a rootless store's record of the owner its unpack could not give
+            try:
+                ru, rg = decode_resource(owner)
+            except ValueError:
+                ru = rg = 0
             # (a 0 field: the file's own id; an id the file no longer has, 0 as the unpack left it,
             # was given in the container since, and copy-up kept the record: the file's wins)
             ti.uid = ru if ru and ti.uid == 0 else ti.uid
             ti.gid = rg if rg and ti.gid == 0 else ti.gid
-        except (OSError, ValueError):
-            pass
-        xattrs = _xattrs(path)
         if xattrs:
             # bytes as they are (tarfile writes hdrcharset=BINARY for what is not UTF-8), as GNU tar
             ti.pax_headers = {"SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape") for k, v in xattrs}
