@@ -27,7 +27,7 @@ from container.engine.tunables import env_number
 
 TYPE_CHECKING = False        # (mypy reads this block as true)
 if TYPE_CHECKING:
-    import requests
+    from container.engine.registry.http import Response
 
 CHUNK = 1 << 20
 MAX_RECONNECTS = env_number("CONTAINER_PULL_RECONNECTS", 8, int, minimum=0)
@@ -54,7 +54,7 @@ class BlobSource(io.RawIOBase):
         self.pos = 0
         self.disk_end = ing.offset
         self.disk = open(ing.data_path, "rb") if ing.offset else None
-        self.resp: requests.Response | None = None
+        self.resp: Response | None = None
         self.error: BaseException | None = None
         self.failures = 0
         self.net_bytes = 0
@@ -93,9 +93,6 @@ class BlobSource(io.RawIOBase):
             self.disk = None
         if self.pos >= self.total:
             return b""
-        import urllib3
-        import requests
-
         while True:
             if self.cancel.is_set():
                 raise Cancelled()
@@ -104,9 +101,9 @@ class BlobSource(io.RawIOBase):
                     return b""
                 assert self.resp is not None            # _open() set it
             try:
-                data = self.resp.raw.read(min(n, CHUNK, self.total - self.pos), decode_content=False)
-            except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as e:
-                self._failed(f"{type(e).__name__}")
+                data = self.resp.read(min(n, CHUNK, self.total - self.pos))
+            except OSError as e:
+                self._failed(str(e) or type(e).__name__)
                 continue
             if not data:
                 self._failed("connection closed before the end of the blob")
@@ -151,7 +148,7 @@ class BlobSource(io.RawIOBase):
             # Range ignored: skip what we already have (the hash already covers it).
             left = self.pos
             while left:
-                chunk = resp.raw.read(min(CHUNK, left), decode_content=False)
+                chunk = resp.read(min(CHUNK, left))
                 if not chunk:
                     resp.close()
                     raise RegistryUnavailable(f"blob {d.digest[:19]} ended early")
@@ -162,15 +159,8 @@ class BlobSource(io.RawIOBase):
     def abort(self) -> None:
         """From another thread: wake a read blocked on the socket (Ctrl-C, another layer failed)."""
         resp = self.resp
-        if resp is None:
-            return
-        try:
-            sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
-            if sock is None:
-                sock = resp.raw._fp.fp.raw._sock
-            sock.shutdown(socket.SHUT_RDWR)
-        except Exception:
-            pass
+        if resp is not None:
+            resp.abort()
 
     def _close_resp(self) -> None:
         if self.resp is not None:
@@ -233,7 +223,9 @@ def open_foreign(urls, offset: int, *, allow_private: bool, log):
     """A response for the first of a foreign layer's `urls` that serves it (from `offset`), or None.
     https only, no registry credentials, redirects followed by hand (5 hops) so every hop is checked,
     no private or loopback targets unless allow_private; each refusal is logged."""
-    import requests
+    from container.engine.registry.http import Session
+
+    session = Session()
 
     for url in urls:
         hops = 0
@@ -247,8 +239,8 @@ def open_foreign(urls, offset: int, *, allow_private: bool, log):
                 break
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             try:
-                r = requests.get(url, headers=headers, stream=True, allow_redirects=False, timeout=(15, 60))
-            except requests.exceptions.RequestException as e:
+                r = session.request("GET", url, headers=headers, allow_redirects=False, timeout=(15, 60))
+            except OSError as e:
                 log(f"foreign layer url {url!r}: {e}")
                 break
             if r.is_redirect and r.headers.get("Location"):

@@ -1,4 +1,4 @@
-"""Registry v2 / OCI distribution client on one requests.Session.
+"""Registry v2 / OCI distribution client on one http Session (registry/http.py).
 
     client = RegistryClient("docker.io", config=cfg, log=print)
     head = client.head_manifest("library/busybox", "latest")        # HEAD: free on Docker Hub
@@ -7,8 +7,8 @@
 
 Transport: https, or plain http for loopback registries and registries configured insecure
 (https is tried first, as docker does). Mirrors from the config are tried first, then the origin
-(registry/endpoints.py). Redirects are followed by requests, which drops Authorization when the
-host (or port) changes. Retries with exponential backoff and jitter on 408/429/5xx and connection
+(registry/endpoints.py). Redirects are followed by the Session, which drops Authorization when
+the host, scheme or port changes. Retries with exponential backoff and jitter on 408/429/5xx and connection
 resets, honouring Retry-After; never on 401/403/404. Auth (tokens, Basic) is registry/auth.py;
 registry error bodies become the engine's errors in raise_for().
 """
@@ -29,7 +29,7 @@ from container.engine.registry.challenge import parse_www_authenticate
 from container.engine.registry.endpoints import Endpoint, endpoints_for, is_loopback_host
 from container.engine.tunables import env_number
 
-USER_AGENT = "container/0.1 (python-requests)"
+USER_AGENT = "container/0.1"
 
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 522})
@@ -80,49 +80,42 @@ class RegistryClient:
 
     def __init__(self, domain: str, *, config=None, log: Callable[[str], None] | None = None,
                  session=None):
-        import requests
-
         from container.engine.registry import config as _config
+        from container.engine.registry.http import Session
 
         self.domain = domain
         self.config = config if config is not None else _config.load()
         self.log = log or (lambda msg: None)
-        self.session = session or requests.Session()
+        self.session = session or Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
         self.auth = Authenticator(domain, self.retrying, self.log)
         self.ratelimit_remaining: str | None = None
         self.warnings: set[str] = set()
         self.endpoints: list[Endpoint] = endpoints_for(domain, self.config)
-        if any(e.insecure for e in self.endpoints):
-            import urllib3    # unverified TLS is what "insecure" means here: no warning per request
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     # -- transport ----------------------------------------------------------------------------
     def _send(self, ep: Endpoint, method: str, url: str, **kw):
-        import requests
+        from container.engine.registry import http
 
         kw.setdefault("timeout", (CONNECT_TIMEOUT, READ_TIMEOUT))
         kw.setdefault("verify", not ep.insecure)
         try:
             return self.session.request(method, url, **kw)
-        except requests.exceptions.SSLError:
+        except http.TLSError:
             raise
-        except requests.exceptions.ConnectionError as e:
-            raise _Transient(_conn_reason(e)) from None
-        except requests.exceptions.Timeout:
-            raise _Transient("timed out") from None
-        except requests.exceptions.TooManyRedirects:
+        except (http.ConnectFailed, http.Timeout) as e:
+            raise _Transient(str(e)) from None
+        except http.ProxyRefused as e:
+            raise RegistryError(f"registry {ep.host}: {e}") from None
+        except http.TooManyRedirects:
             raise RegistryError(f"registry {ep.host}: too many redirects for {_short_url(url)}") from None
-        except (requests.exceptions.RequestException, ValueError) as e:
-            # InvalidURL/InvalidSchema/InvalidHeader...: a registry (or its realm, its redirect) sent junk
+        except (http.BadRequest, ValueError) as e:
+            # an invalid URL or header: a registry (or its realm, its redirect) sent junk
             raise RegistryError(f"registry {ep.host}: bad request to {_short(url)}: {_short(str(e))}") from None
 
     def ping(self, ep: Endpoint) -> None:
         """GET /v2/: pick the scheme, learn the auth challenge."""
-        import requests
+        from container.engine.registry.http import TLSError
 
         if ep.pinged:
             return
@@ -141,7 +134,7 @@ class RegistryClient:
                 # a probe with a fallback scheme after it gets one attempt (a TLS port resets plain HTTP)
                 r = self.retrying(ep, "GET", url, allow_redirects=True,
                                    attempts=1 if scheme != schemes[-1] else None)
-            except requests.exceptions.SSLError as e:
+            except TLSError as e:
                 last = e
                 continue
             except RegistryUnavailable as e:
@@ -150,6 +143,8 @@ class RegistryClient:
                     continue
                 raise
             with r:
+                if r.status_code == 407:
+                    raise _proxy_auth_required(ep)
                 if scheme == "http" and len(schemes) > 1 and schemes[0] == "http" and r.status_code not in (200, 401) \
                         and not r.headers.get("Docker-Distribution-API-Version"):
                     last = RegistryUnavailable(f"{ep.host} does not speak plain HTTP (HTTP {r.status_code})")
@@ -164,7 +159,7 @@ class RegistryClient:
                 ep.pinged = True
                 self.log(f"{ep.host}: registry v2 API over {scheme}")
                 return
-        if isinstance(last, requests.exceptions.SSLError):
+        if isinstance(last, TLSError):
             raise RegistryUnavailable(f"cannot reach registry {ep.host}: TLS error: "
                                       f"{_short(str(last))} (add it as insecure in the config?)")
         raise RegistryUnavailable(f"cannot reach registry {ep.host}: {last}")
@@ -204,7 +199,7 @@ class RegistryClient:
                 stream: bool = False, scope: str | None = None, **kw):
         """Send with auth; handles one 401 round (new token / insufficient_scope). Returns the response.
         `path` is below the endpoint's base, or an absolute URL (an upload's Location); `scope` is the
-        token scope (default: pull on `repo`); other keywords (data, params) go to requests."""
+        token scope (default: pull on `repo`); other keywords (data, params) go to Session.request."""
         self.ping(ep)
         scope = scope or f"repository:{repo}:pull"
         url = path if path.startswith(("http://", "https://")) else ep.base + path
@@ -308,7 +303,7 @@ class RegistryClient:
 
     # -- errors ---------------------------------------------------------------------------------
     def raise_for(self, r, ep: Endpoint, repo: str, ref: str, *, what: str):
-        errs = _registry_errors(r) if r.request.method != "HEAD" else []
+        errs = _registry_errors(r) if r.method != "HEAD" else []
         codes = {str(e.get("code", "")).upper() for e in errs}
         text = _err_text(errs)
         name = familiar(f"{self.domain}/{repo}")
@@ -331,6 +326,8 @@ class RegistryClient:
             raise RegistryError(f"toomanyrequests: {text or 'too many requests'} ({ep.host}"
                                 + (f", retry after {r.headers['Retry-After']}s" if r.headers.get('Retry-After')
                                    else "") + ")")
+        if st == 407:
+            raise _proxy_auth_required(ep)
         if st >= 500:
             raise RegistryUnavailable(f"registry {ep.host} failed: HTTP {st}" + (f": {text}" if text else ""))
         raise RegistryError(f"unexpected response from {ep.host} for {what} {ref}: HTTP {st}"
@@ -363,16 +360,9 @@ class _Transient(Exception):
     pass
 
 
-def _conn_reason(e: Exception) -> str:
-    s = str(e)
-    for key, text in (("Connection refused", "connection refused"), ("Name or service not known", "no such host"),
-                      ("Temporary failure in name resolution", "no such host"),
-                      ("Connection reset", "connection reset by peer"), ("timed out", "timed out"),
-                      ("Network is unreachable", "network is unreachable"),
-                      ("RemoteDisconnected", "connection closed by the server")):
-        if key in s:
-            return text
-    return _short(s)
+def _proxy_auth_required(ep: Endpoint) -> RegistryError:
+    return RegistryError(f"the proxy for {ep.host} answered HTTP 407 Proxy Authentication Required "
+                         "(check the user:password in HTTP_PROXY / HTTPS_PROXY)")
 
 
 def _short(s: str) -> str:
@@ -403,19 +393,16 @@ def parse_retry_after(v: str | None) -> float | None:
 
 
 def _read_capped(r, cap: int, what: str) -> bytes:
-    import requests
-    import urllib3
-
     buf = bytearray()
     try:
         while True:
-            chunk = r.raw.read(65536, decode_content=True)
+            chunk = r.read(65536, decode=True)
             if not chunk:
                 break
             buf += chunk
             if len(buf) > cap:
                 raise RegistryError(f"{what} is too large (more than {cap} bytes)")
-    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as e:
+    except OSError as e:
         raise RegistryUnavailable(f"reading {what}: {_short(str(e))}") from None
     return bytes(buf)
 

@@ -313,8 +313,8 @@ def test_registry_refusing_head_is_resolved_with_get(cli, root, pushed, proxy):
     assert p.count(f"/manifests/{img.tag}", method="GET") == 1
 
 
-def test_loopback_registry_speaking_tls_is_used_over_https(cli, tmp_path):
-    """Loopback registries are probed over plain HTTP first; a TLS-only port makes us switch to https."""
+def _tls_registry(tmp_path):
+    """A TLS-only loopback server answering like a registry without images: (server, [(method, path)])."""
     import http.server
     import shutil
     import ssl
@@ -350,11 +350,66 @@ def test_loopback_registry_speaking_tls_is_used_over_https(cli, tmp_path):
     ctx.load_cert_chain(str(cert), str(key))
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, seen
+
+
+def test_loopback_registry_speaking_tls_is_used_over_https(cli, tmp_path):
+    """Loopback registries are probed over plain HTTP first; a TLS-only port makes us switch to https."""
+    srv, seen = _tls_registry(tmp_path)
     try:
         t0 = time.monotonic()
         r = cli("pull", f"127.0.0.1:{srv.server_address[1]}/x/y:1")
         assert "manifest for" in one_error(r) and "not found" in r.stderr
         assert ("HEAD", "/v2/x/y/manifests/1") in seen               # reached over https
         assert time.monotonic() - t0 < 10
+    finally:
+        srv.shutdown()
+
+
+@pytest.fixture
+def forward_proxy():
+    from tools.forward_proxy import ForwardProxy
+    p = ForwardProxy(auth=("pxuser", "p@ss word")).start()
+    yield p
+    p.stop()
+
+
+def test_pull_goes_through_the_proxy_the_environment_names(cli, root, pushed, registry, forward_proxy):
+    """HTTP_PROXY with user:password (407 without them), as behind a corporate proxy: every request to
+    the registry goes through it, and the image is the registry's."""
+    img = pushed["layered"]
+    url = forward_proxy.url_with("pxuser", "p%40ss%20word")
+    r = cli("pull", f"{registry.host}/{img.repo}:{img.tag}", env={**FAST, "HTTP_PROXY": url})
+    assert r.returncode == 0, r.stderr
+    assert f"Digest: {img.manifest_digest}" in r.stdout
+    through = [t for m, t in forward_proxy.log if m == "GET"]
+    for layer in img.layers:
+        assert f"http://{registry.host}/v2/{img.repo}/blobs/{layer.digest}" in through
+    assert cli("run", "--rm", f"{registry.host}/{img.repo}:{img.tag}", "true").returncode == 0
+
+
+def test_no_proxy_and_a_wrong_proxy_password(cli, root, pushed, registry, forward_proxy):
+    img = pushed["busybox"]
+    ref = f"{registry.host}/{img.repo}:{img.tag}"
+    r = cli("pull", ref, env={**FAST, "http_proxy": forward_proxy.url_with("pxuser", "nope")})
+    assert r.returncode != 0 and "Proxy Authentication Required" in one_error(r)
+    blobs, layers, rows = store_state(root)
+    assert not blobs and not layers and not any(rows.values())
+    r = cli("pull", ref, env={**FAST, "http_proxy": forward_proxy.url_with("pxuser", "nope"),
+                              "no_proxy": "example.com, 127.0.0.0/8"})
+    assert r.returncode == 0, r.stderr
+    assert all(m != "GET" or "/blobs/" not in t for m, t in forward_proxy.log)
+
+
+def test_https_registry_through_a_connect_tunnel(cli, tmp_path, forward_proxy):
+    """HTTPS_PROXY: TLS to the registry inside CONNECT, the proxy sees no plain request to it."""
+    srv, seen = _tls_registry(tmp_path)
+    port = srv.server_address[1]
+    try:
+        url = forward_proxy.url_with("pxuser", "p%40ss%20word")
+        r = cli("pull", f"127.0.0.1:{port}/x/y:1", env={"HTTPS_PROXY": url, "HTTP_PROXY": url})
+        assert "manifest for" in one_error(r) and "not found" in r.stderr
+        assert ("CONNECT", f"127.0.0.1:{port}") in forward_proxy.log
+        assert ("HEAD", "/v2/x/y/manifests/1") in seen
     finally:
         srv.shutdown()
